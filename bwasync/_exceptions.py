@@ -1,0 +1,202 @@
+"""The exceptions bwasync raises, one tree::
+
+    BwasyncError
+    ├── ConfigurationError          the client was set up wrongly (missing credentials...)
+    ├── ValidationError             the request broke a Bandwidth rule; nothing was sent
+    └── APIError                    a send ended in failure
+        ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
+        │   ├── BadRequestError             400 (``.field_errors`` lists every field)
+        │   ├── AuthenticationError         401
+        │   ├── PermissionDeniedError       403
+        │   ├── NotFoundError               404
+        │   ├── UnsupportedMediaTypeError   415
+        │   ├── RateLimitError              429 (``.retry_after`` when the server gave one)
+        │   └── ServerError                 5xx (including a load balancer's HTML page)
+        └── APIConnectionError      no answer came back (refused, reset, dropped)
+            └── APITimeoutError     no answer came back in time
+
+Every error that can end a send says, in ``.may_have_been_sent``, whether the message was
+certainly not sent (``False``) or may have been (``True``). Bandwidth documents that any
+4xx/5xx means the message was not accepted and not billed, so :class:`APIStatusError` is always
+``False``. A connection error is ``False`` only when it happened before the request left this
+process (connect refused, connect timeout); once the request was written, a lost answer is
+*ambiguous* and retrying it could send the message twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import FieldError
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BwasyncError",
+    "ConfigurationError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "status_error_class",
+]
+
+
+class BwasyncError(Exception):
+    """Base of every exception bwasync raises."""
+
+    #: Whether the message may have reached Bandwidth despite this error.
+    may_have_been_sent: bool = False
+
+
+class ConfigurationError(BwasyncError, ValueError):
+    """The client was configured wrongly: a missing credential or an impossible setting."""
+
+
+class ValidationError(BwasyncError):
+    """A request broke one or more of Bandwidth's rules; nothing was sent.
+
+    ``field_errors`` lists every broken rule at once, shaped like Bandwidth's 400 body::
+
+        try:
+            MessageRequest(to="12", from_="+1invalid", application_id="a", text="hi")
+        except ValidationError as exc:
+            for err in exc.field_errors:
+                print(err.field_name, err.description)
+    """
+
+    may_have_been_sent = False
+
+    def __init__(self, field_errors: Sequence[FieldError]) -> None:
+        self.field_errors: list[FieldError] = list(field_errors)
+        detail = "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors)
+        super().__init__(f"invalid message request: {detail}")
+
+    def __reduce__(self) -> tuple[type[ValidationError], tuple[list[FieldError]]]:
+        return (type(self), (self.field_errors,))
+
+
+class APIError(BwasyncError):
+    """A send (or another API call) ended in failure."""
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        super().__init__(message)
+        #: How many attempts were made before giving up.
+        self.attempts = attempts
+
+
+class APIStatusError(APIError):
+    """Bandwidth (or something in front of it) answered with a 4xx or 5xx status.
+
+    The message was not accepted: Bandwidth does not send or bill a request it answered with
+    an error, so ``may_have_been_sent`` is ``False``.
+    """
+
+    may_have_been_sent = False
+
+    def __init__(
+        self,
+        *,
+        status_code: int,
+        type: str | None = None,
+        description: str | None = None,
+        field_errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        attempts: int = 1,
+    ) -> None:
+        self.status_code = status_code
+        #: Bandwidth's error ``type`` (``request-validation``, ``unauthorized``...), when the
+        #: body was Bandwidth's JSON.
+        self.type = type
+        self.description = description
+        self.field_errors: list[FieldError] = list(field_errors)
+        self.headers: dict[str, str] = dict(headers or {})
+        #: The raw body, at most a few KiB of it (an HTML error page is kept for diagnosis).
+        self.body = body
+        text = f"HTTP {status_code}"
+        if type:
+            text += f" {type}"
+        if description:
+            text += f": {description}"
+        if self.field_errors:
+            text += " (" + "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors) + ")"
+        super().__init__(text, attempts=attempts)
+
+
+class BadRequestError(APIStatusError):
+    """400: Bandwidth rejected the request; ``field_errors`` says which fields and why."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the credentials or the OAuth2 token were refused."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the account may not do this (an unknown ``from`` number, a disabled feature...)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such account, path or media file."""
+
+
+class UnsupportedMediaTypeError(APIStatusError):
+    """415: the request body was not sent as ``application/json``."""
+
+
+class RateLimitError(APIStatusError):
+    """429: Bandwidth's queue for the account is full (or the list endpoint's limit was hit)."""
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+        #: Seconds the server asked us to wait (``Retry-After``), when it said.
+        self.retry_after = retry_after
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class ServerError(APIStatusError):
+    """5xx: Bandwidth or a load balancer in front of it failed; worth retrying."""
+
+
+class APIConnectionError(APIError):
+    """No HTTP answer came back: the connection was refused, reset or dropped.
+
+    ``request_sent`` tells whether the request had already been written when it failed; if it
+    had, the message may have been sent.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool, attempts: int = 1) -> None:
+        super().__init__(message, attempts=attempts)
+        self.request_sent = request_sent
+        self.may_have_been_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer came back in time. Ambiguous unless the connect itself timed out."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    415: UnsupportedMediaTypeError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The most specific exception class for an HTTP error status."""
+    cls = _STATUS_CLASSES.get(status_code)
+    if cls is not None:
+        return cls
+    if status_code >= 500:
+        return ServerError
+    return APIStatusError

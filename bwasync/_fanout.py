@@ -1,0 +1,410 @@
+"""Fan-out: many sends in flight on one session, streamed, one result per input.
+
+``send_many`` runs a fixed pool of ``concurrency`` workers that pull inputs only when they are
+free, so memory does not grow with the input (a million-message generator is never turned into a
+million tasks). Each input that was pulled yields exactly one :class:`SendResult`.
+
+Stopping early::
+
+    async with client.send_many(requests) as results:
+        async for result in results:
+            if result.error:
+                break            # leaving the block stops the run in order
+    results.unconsumed           # results produced but not yielded (in flight at the stop...)
+
+Leaving the block (or ``await results.aclose()``) stops pulling inputs, reports inputs that were
+pulled but had not left as ``NOT_SENT``, and lets requests already on the wire finish (cancelling
+them would make their fate unknown). If the consumer is *cancelled*, everything is cancelled at
+once and a request that was on the wire is reported ``AMBIGUOUS``. Either way no task is left
+running. Inputs never pulled from the caller's iterator were not sent and are not reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ._exceptions import BwasyncError, ValidationError
+from ._models import Message, MessageRequest, coerce_request, encode_request
+from ._segments import segments
+
+if TYPE_CHECKING:
+    from ._client import MessagingClient
+    from ._ratelimit import RateLimiter
+    from ._retry import RetryPolicy
+
+__all__ = [
+    "BeforeSend",
+    "Outcome",
+    "SendCancelledError",
+    "SendResult",
+    "SendStream",
+    "SendSummary",
+    "message_cost",
+]
+
+#: ``before_send(index, request)``: awaited right before an input's first attempt leaves, after
+#: the rate limiter admitted it. If it raises, the input is reported NOT_SENT with that error.
+BeforeSend = Callable[[int, MessageRequest], Awaitable[None]]
+RequestLike = MessageRequest | Mapping[str, Any]
+
+
+class Outcome(enum.StrEnum):
+    """How a send ended."""
+
+    #: Bandwidth answered 202: the message is queued for delivery.
+    ACCEPTED = "accepted"
+    #: The message was certainly not sent (invalid, refused, retries exhausted before sending...).
+    NOT_SENT = "not_sent"
+    #: The message may or may not have been sent (the answer was lost). Do not resend blindly.
+    AMBIGUOUS = "ambiguous"
+
+
+class SendCancelledError(BwasyncError):
+    """The run was stopped or cancelled before this input's send completed."""
+
+    def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
+        super().__init__(message)
+        self.may_have_been_sent = may_have_been_sent
+
+
+class SendResult(msgspec.Struct, kw_only=True, gc=False):
+    """The one result of one input of ``send_many``."""
+
+    #: Position of the input in the iterable given to ``send_many``.
+    index: int
+    outcome: Outcome
+    #: The validated request (None when the input itself was invalid).
+    request: MessageRequest | None = None
+    #: Bandwidth's answer when accepted.
+    message: Message | None = None
+    #: The exception that ended the send, when it was not accepted.
+    error: BaseException | None = None
+    #: Attempts made (0 when the input was invalid or never left).
+    attempts: int = 0
+    #: Seconds from the first attempt's start (limiter wait included) to the end.
+    latency: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+
+class SendSummary(msgspec.Struct, kw_only=True):
+    """Totals of a finished run."""
+
+    total: int = 0
+    accepted: int = 0
+    not_sent: int = 0
+    ambiguous: int = 0
+    attempts: int = 0
+    segments: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Accepted messages per second."""
+        return self.accepted / self.elapsed if self.elapsed > 0 else 0.0
+
+    def add(self, result: SendResult) -> None:
+        self.total += 1
+        self.attempts += result.attempts
+        if result.outcome is Outcome.ACCEPTED:
+            self.accepted += 1
+            if result.message is not None and result.message.segment_count is not None:
+                self.segments += result.message.segment_count * max(1, len(result.message.to))
+        elif result.outcome is Outcome.NOT_SENT:
+            self.not_sent += 1
+        else:
+            self.ambiguous += 1
+
+
+def message_cost(request: MessageRequest) -> int:
+    """Segments a message counts against rate limits: segments × recipients (MMS: 1 each)."""
+    if request.media:
+        return len(request.to)
+    return segments(request.text).segments * len(request.to)
+
+
+# Worker stages: where a send stands, so a stop knows whether it may have left.
+IDLE, WAITING, SENDING = 0, 1, 2
+
+
+class Slot:
+    """Per-send state shared with the client's attempt loop (one per worker, reused)."""
+
+    __slots__ = ("maybe_sent", "stage")
+
+    def __init__(self) -> None:
+        self.stage = IDLE
+        #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
+        self.maybe_sent = False
+
+
+_END = object()
+
+
+class _Core:
+    """The run's state, referenced by the workers. The public :class:`SendStream` wraps it so
+    that dropping the stream (``break`` without ``async with``) lets it be finalised."""
+
+    __slots__ = (
+        "_async_it",
+        "_before_send",
+        "_client",
+        "_closing",
+        "_concurrency",
+        "_failure",
+        "_index",
+        "_iterable",
+        "_limiter",
+        "_live",
+        "_policy",
+        "_pull_lock",
+        "_queue",
+        "_slots",
+        "_sync_it",
+        "_tasks",
+        "done",
+        "unconsumed",
+    )
+
+    def __init__(
+        self,
+        client: MessagingClient,
+        requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
+        *,
+        concurrency: int,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        before_send: BeforeSend | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._client = client
+        self._iterable = requests
+        self._concurrency = concurrency
+        self._limiter = limiter
+        self._policy = policy
+        self._before_send = before_send
+        self._sync_it: Iterator[RequestLike] | None = None
+        self._async_it: AsyncIterator[RequestLike] | None = None
+        self._pull_lock: asyncio.Lock | None = None
+        self._index = 0
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._queue: asyncio.Queue[object] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slots: list[Slot] = []
+        self._live = 0
+        self.done = False
+        self.unconsumed: list[SendResult] = []
+
+    def start(self) -> None:
+        if isinstance(self._iterable, AsyncIterable):
+            self._async_it = aiter(self._iterable)
+            self._pull_lock = asyncio.Lock()
+        else:
+            self._sync_it = iter(self._iterable)
+        # Bounded: a slow consumer holds the workers back instead of piling results up.
+        self._queue = asyncio.Queue(maxsize=self._concurrency * 2)
+        self._live = self._concurrency
+        for _ in range(self._concurrency):
+            slot = Slot()
+            self._slots.append(slot)
+            self._tasks.append(asyncio.ensure_future(self._worker(slot)))
+
+    async def _pull(self) -> tuple[int, RequestLike] | None:
+        if self._sync_it is not None:
+            try:
+                item = next(self._sync_it)
+            except StopIteration:
+                return None
+        else:
+            assert self._async_it is not None and self._pull_lock is not None
+            async with self._pull_lock:  # an async iterator may not be advanced concurrently
+                if self._closing:
+                    return None
+                try:
+                    item = await anext(self._async_it)
+                except StopAsyncIteration:
+                    return None
+        index = self._index
+        self._index += 1
+        return index, item
+
+    async def _worker(self, slot: Slot) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        try:
+            while not self._closing:
+                try:
+                    pulled = await self._pull()
+                except Exception as exc:  # the caller's iterator failed: stop, report it at the end
+                    self._failure = exc
+                    self._closing = True
+                    break
+                if pulled is None:
+                    break
+                result = await self._send_one(pulled[0], pulled[1], slot)
+                if queue.full():
+                    try:
+                        await queue.put(result)
+                    except asyncio.CancelledError:
+                        self.unconsumed.append(result)  # never lose a finished send's result
+                        raise
+                else:
+                    queue.put_nowait(result)
+        finally:
+            self._live -= 1
+            if self._live == 0:
+                self.done = True
+                queue.put_nowait(_END)
+
+    async def _send_one(self, index: int, raw: RequestLike, slot: Slot) -> SendResult:
+        try:
+            request = raw if type(raw) is MessageRequest else coerce_request(raw)
+        except ValidationError as exc:
+            return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
+        body = encode_request(request)
+        cost = message_cost(request)
+        before: Callable[[], Awaitable[None]] | None = None
+        if self._before_send is not None:
+            hook = self._before_send
+
+            def before() -> Awaitable[None]:
+                return hook(index, request)
+
+        slot.stage = WAITING
+        slot.maybe_sent = False
+        started = time.monotonic()
+        try:
+            message, attempts = await self._client._deliver(
+                body, cost, request.from_, self._limiter, self._policy, slot=slot, before_send=before
+            )
+        except asyncio.CancelledError:
+            maybe = slot.stage == SENDING or slot.maybe_sent
+            self.unconsumed.append(
+                SendResult(
+                    index=index,
+                    outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
+                    request=request,
+                    error=SendCancelledError(
+                        "cancelled while the request was on the wire" if maybe else "stopped before sending",
+                        may_have_been_sent=maybe,
+                    ),
+                    latency=time.monotonic() - started,
+                )
+            )
+            raise
+        except Exception as exc:
+            maybe = bool(getattr(exc, "may_have_been_sent", False)) or slot.maybe_sent
+            return SendResult(
+                index=index,
+                outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
+                request=request,
+                error=exc,
+                attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
+                latency=time.monotonic() - started,
+            )
+        finally:
+            slot.stage = IDLE
+        return SendResult(
+            index=index,
+            outcome=Outcome.ACCEPTED,
+            request=request,
+            message=message,
+            attempts=attempts,
+            latency=time.monotonic() - started,
+        )
+
+    async def next(self) -> SendResult:
+        if self._queue is None:
+            self.start()
+        assert self._queue is not None
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # stay exhausted
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            raise StopAsyncIteration
+        assert isinstance(item, SendResult)
+        return item
+
+    async def close(self, *, cancel_in_flight: bool) -> None:
+        """Stop in order: no new pulls; unsent inputs cancelled; (optionally) in-flight too."""
+        self._closing = True
+        if self._queue is None:
+            self.done = True
+            return
+        for slot, task in zip(self._slots, self._tasks, strict=True):
+            if cancel_in_flight or slot.stage != SENDING:
+                task.cancel()
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)
+                break
+            assert isinstance(item, SendResult)
+            self.unconsumed.append(item)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.unconsumed.sort(key=lambda r: r.index)
+
+    def abandon(self) -> None:
+        """The stream was dropped without being closed: cancel every worker (no await possible)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+
+
+class SendStream:
+    """An async iterator of :class:`SendResult`, and an async context manager that stops it.
+
+    Returned by :meth:`MessagingClient.send_many`.
+    """
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    def __aiter__(self) -> SendStream:
+        return self
+
+    async def __anext__(self) -> SendResult:
+        return await self._core.next()
+
+    async def __aenter__(self) -> SendStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        await self._core.close(cancel_in_flight=cancelled)
+
+    async def aclose(self) -> None:
+        """Stop the run in order (see the module docs); safe to call more than once."""
+        await self._core.close(cancel_in_flight=False)
+
+    @property
+    def unconsumed(self) -> list[SendResult]:
+        """Results produced but not yielded before the stream was closed, by index."""
+        return self._core.unconsumed
+
+    @property
+    def done(self) -> bool:
+        """Whether every worker has finished."""
+        return self._core.done
+
+    def __del__(self) -> None:
+        core = self._core
+        if not core.done:
+            core.abandon()

@@ -1,0 +1,287 @@
+"""msgspec Structs for everything messaging, with wire names exactly as in Bandwidth's spec.
+
+Python names are snake case (``application_id``, ``from_``, ``segment_count``); on the wire
+they are Bandwidth's camel case (``applicationId``, ``from``, ``segmentCount``).
+
+Requests are validated on every path: :class:`MessageRequest` runs all of Bandwidth's rules in
+``__post_init__``, which msgspec calls for keyword construction, ``msgspec.convert`` and JSON
+decoding alike (a Struct's ``__init__`` would otherwise check neither types nor constraints).
+Responses are decoded strictly on types and tolerantly of fields Bandwidth may add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec.structs import force_setattr
+
+from ._exceptions import ValidationError
+from ._validation import WIRE_NAMES, FieldError, Priority, check_message
+
+__all__ = [
+    "CreateMessageRequestError",
+    "FieldError",
+    "ListMessageItem",
+    "Media",
+    "Message",
+    "MessageRequest",
+    "MessagesList",
+    "MessagingRequestError",
+    "PageInfo",
+    "Priority",
+    "StatusCallback",
+    "StatusCallbackMessage",
+    "coerce_request",
+    "decode_callbacks",
+    "decode_message",
+    "encode_request",
+]
+
+_PY_NAMES = {wire: py for py, wire in WIRE_NAMES.items()}
+_PY_NAMES.update({py: py for py in WIRE_NAMES})
+
+
+class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
+    """A message to send: SMS, MMS, group SMS or group MMS. Validated on construction.
+
+    >>> req = MessageRequest(to="+15552223333", from_="+15553332222",
+    ...                      application_id="93de2206-9669-4e07-948d-329f4b722ee2", text="Hi")
+    >>> req.to
+    ['+15552223333']
+
+    ``to`` takes one number or a list and is always a list afterwards (and on the wire).
+    ``priority`` takes :class:`Priority` or ``"default"``/``"high"``; ``expiration`` an aware
+    ``datetime`` or an RFC 3339 string. Any broken rule raises :class:`~bwasync.ValidationError`
+    listing every field error at once.
+    """
+
+    application_id: str
+    to: list[str]
+    from_: str
+    text: str | None = None
+    media: list[str] | None = None
+    tag: str | None = None
+    priority: Priority | None = None
+    expiration: datetime | None = None
+
+    def __post_init__(self) -> None:
+        errors, to_list, priority, expiration = check_message(
+            application_id=self.application_id,
+            to=self.to,
+            from_=self.from_,
+            text=self.text,
+            media=self.media,
+            tag=self.tag,
+            priority=self.priority,
+            expiration=self.expiration,
+        )
+        if errors:
+            raise ValidationError(errors)
+        if to_list is not self.to:
+            force_setattr(self, "to", to_list)
+        if priority is not self.priority:
+            force_setattr(self, "priority", priority)
+        if expiration is not self.expiration:
+            force_setattr(self, "expiration", expiration)
+        if isinstance(self.media, tuple):
+            force_setattr(self, "media", list(self.media))
+
+    @property
+    def recipients(self) -> int:
+        """How many recipients: more than one makes a group message."""
+        return len(self.to)
+
+    @property
+    def is_mms(self) -> bool:
+        """Media makes a message an MMS, whatever the number of recipients."""
+        return bool(self.media)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MessageRequest:
+        """Build from a dict with wire names (``from``) or Python names (``from_``).
+
+        An unknown key is an error rather than silently dropped: it is usually a typo that
+        would lose part of the message.
+        """
+        kwargs: dict[str, Any] = {}
+        unknown: list[FieldError] = []
+        for key, value in data.items():
+            name = _PY_NAMES.get(key)
+            if name is None:
+                unknown.append(FieldError(str(key), f"unknown field {key!r}"))
+            else:
+                kwargs[name] = value
+        if unknown:
+            raise ValidationError(unknown)
+        try:
+            return cls(**kwargs)
+        except TypeError:
+            missing = [w for p, w in WIRE_NAMES.items() if p in ("application_id", "to", "from_") and p not in kwargs]
+            errors, *_ = check_message(**{**{"application_id": None, "to": None, "from_": None}, **kwargs})
+            raise ValidationError(errors or [FieldError(m, f"{m} is required") for m in missing]) from None
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> MessageRequest:
+        """Decode a JSON request body (wire names), with every rule checked."""
+        try:
+            obj = _json_any.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValidationError([FieldError("body", f"not valid JSON: {exc}")]) from None
+        if not isinstance(obj, dict):
+            raise ValidationError([FieldError("body", "the request body must be a JSON object")])
+        return cls.from_dict(obj)
+
+
+def coerce_request(obj: MessageRequest | Mapping[str, Any]) -> MessageRequest:
+    """A :class:`MessageRequest` as is, or one built (and validated) from a dict."""
+    if isinstance(obj, MessageRequest):
+        return obj
+    if isinstance(obj, Mapping):
+        return MessageRequest.from_dict(obj)
+    raise ValidationError([FieldError("body", f"expected a MessageRequest or a dict, not {type(obj).__name__}")])
+
+
+class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+
+    id: str
+    owner: str | None = None
+    application_id: str | None = None
+    time: datetime | None = None
+    segment_count: int | None = None
+    direction: str | None = None
+    to: list[str] = []
+    from_: str | None = None
+    media: list[str] | None = None
+    text: str | None = None
+    tag: str | None = None
+    priority: str | None = None
+    expiration: datetime | None = None
+
+
+class MessagingRequestError(msgspec.Struct, kw_only=True):
+    """Bandwidth's error body: ``{"type": ..., "description": ...}``."""
+
+    type: str
+    description: str
+
+
+class CreateMessageRequestError(msgspec.Struct, rename="camel", kw_only=True):
+    """Bandwidth's 400 body for a create, with every field error."""
+
+    type: str
+    description: str
+    field_errors: list[FieldError] = []
+
+
+class StatusCallbackMessage(msgspec.Struct, rename="camel", kw_only=True):
+    """The message inside a status callback. Bandwidth does not store text: it comes as ``""``."""
+
+    id: str
+    owner: str
+    application_id: str
+    time: datetime
+    segment_count: int
+    direction: str
+    to: list[str]
+    from_: str
+    text: str | None = None
+    tag: str | None = None
+    media: list[str] | None = None
+    priority: str | None = None
+    channel: str | None = None
+
+
+class StatusCallback(msgspec.Struct, rename="camel", kw_only=True):
+    """One status event (``message-sending``/``-sent``/``-delivered``/``-failed``/``-read``)."""
+
+    time: datetime
+    type: str
+    to: str
+    description: str
+    message: StatusCallbackMessage
+    event_time: datetime | None = None
+    error_code: int | None = None
+    carrier_name: str | None = None
+
+
+class PageInfo(msgspec.Struct, rename="camel", kw_only=True):
+    prev_page: str | None = None
+    next_page: str | None = None
+    prev_page_token: str | None = None
+    next_page_token: str | None = None
+
+
+class ListMessageItem(msgspec.Struct, rename="camel", kw_only=True):
+    """One message in a list-messages result (Bandwidth keeps no text)."""
+
+    message_id: str
+    account_id: str | None = None
+    source_tn: str | None = None
+    destination_tn: str | None = None
+    message_status: str | None = None
+    message_direction: str | None = None
+    message_type: str | None = None
+    segment_count: int | None = None
+    error_code: int | None = None
+    receive_time: datetime | None = None
+    carrier_name: str | None = None
+    message_size: int | None = None
+    message_length: int | None = None
+    attachment_count: int | None = None
+    recipient_count: int | None = None
+    campaign_class: str | None = None
+    campaign_id: str | None = None
+    bw_latency: int | None = None
+    carrier_latency: int | None = None
+    calling_number_country_a3: str | None = None
+    called_number_country_a3: str | None = None
+    product: str | None = None
+    location: str | None = None
+
+
+class MessagesList(msgspec.Struct, rename="camel", kw_only=True):
+    total_count: int | None = None
+    page_info: PageInfo | None = None
+    messages: list[ListMessageItem] = []
+
+
+class Media(msgspec.Struct, rename="camel", kw_only=True):
+    """One uploaded media file, as the media list describes it."""
+
+    media_name: str
+    content: str | None = None
+    content_length: int | None = None
+
+
+# One encoder/decoder per type, created once and reused (creating them costs more than using them).
+_encoder = msgspec.json.Encoder()
+_json_any = msgspec.json.Decoder()
+_message_decoder = msgspec.json.Decoder(Message)
+_callbacks_decoder = msgspec.json.Decoder(list[StatusCallback])
+messages_list_decoder = msgspec.json.Decoder(MessagesList)
+media_list_decoder = msgspec.json.Decoder(list[Media])
+error_decoder = msgspec.json.Decoder(CreateMessageRequestError)
+
+
+def encode_request(request: MessageRequest) -> bytes:
+    """The JSON body for a create (omitting unset fields)."""
+    return _encoder.encode(request)
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode a 202 body into a :class:`Message`."""
+    return _message_decoder.decode(data)
+
+
+def decode_callbacks(data: bytes) -> list[StatusCallback]:
+    """Decode a status-callback POST body: a JSON array of events."""
+    return _callbacks_decoder.decode(data)
+
+
+def encode(obj: Any) -> bytes:
+    """Encode any Struct (or builtin) to JSON with the shared encoder."""
+    return _encoder.encode(obj)

@@ -1,0 +1,276 @@
+"""The one place the client touches aiohttp.
+
+The transport does I/O: it owns (or borrows) the ``ClientSession``, sends bytes, and translates
+every aiohttp failure at this edge into the most specific bwasync exception, saying whether the
+request had already left (``request_sent``) so that callers never retry a send whose fate is
+unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import aiohttp
+import msgspec
+from yarl import URL
+
+from ._constants import DEFAULT_DNS_TTL, DEFAULT_KEEPALIVE_TIMEOUT
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    RateLimitError,
+    status_error_class,
+)
+from ._models import FieldError, Message, decode_message
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._auth import Auth
+
+__all__ = ["Transport", "UnexpectedResponseError", "parse_retry_after"]
+
+USER_AGENT = f"bwasync/{__version__}"
+_MAX_ERROR_BODY = 4096
+
+
+class UnexpectedResponseError(APIError):
+    """Bandwidth answered 2xx but with a body that is not a message: it may have been sent."""
+
+    may_have_been_sent = True
+
+
+class _ErrorBody(msgspec.Struct, rename="camel"):
+    type: str | None = None
+    description: str | None = None
+    field_errors: list[FieldError] = []
+    # Spring-style 404 bodies
+    error: str | None = None
+    message: str | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
+    """Build the exception for an error answer, whatever its body (JSON, HTML, nothing)."""
+    type_: str | None = None
+    description: str | None = None
+    field_errors: list[FieldError] = []
+    try:
+        parsed = _error_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        match = _TITLE.search(body[:_MAX_ERROR_BODY])
+        if match:
+            description = match.group(1).decode("utf-8", "replace").strip()
+        elif body:
+            description = body[:200].decode("utf-8", "replace").strip() or None
+    else:
+        type_ = parsed.type or parsed.error
+        description = parsed.description or parsed.message
+        field_errors = parsed.field_errors
+    cls = status_error_class(status)
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "type": type_,
+        "description": description,
+        "field_errors": field_errors,
+        "headers": headers,
+        "body": body[:_MAX_ERROR_BODY],
+    }
+    if cls is RateLimitError:
+        kwargs["retry_after"] = parse_retry_after(headers.get("Retry-After"))
+    return cls(**kwargs)
+
+
+def _connection_error(exc: BaseException) -> NoReturn:
+    """Translate an aiohttp/OS failure, deciding whether the request had left."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Timed out getting a connection (pool wait or connect): nothing was written.
+        raise APITimeoutError(f"timed out connecting: {exc}", request_sent=False) from exc
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # Refused, DNS, TLS handshake: the request never left.
+        raise APIConnectionError(f"could not connect: {exc}", request_sent=False) from exc
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        raise APITimeoutError("timed out waiting for the answer; the request had been sent", request_sent=True) from exc
+    # Disconnected, reset or a broken payload after the request was written: ambiguous.
+    raise APIConnectionError(
+        f"connection lost after the request was sent: {type(exc).__name__}: {exc}", request_sent=True
+    ) from exc
+
+
+class Transport:
+    """Sends requests over one pooled aiohttp session and maps failures to bwasync errors."""
+
+    __slots__ = (
+        "_auth",
+        "_base",
+        "_create_headers",
+        "_create_url",
+        "_header_auth",
+        "_owns_session",
+        "_session",
+        "_session_factory",
+        "_timeout",
+        "account_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        account_id: str,
+        auth: Auth,
+        timeout: aiohttp.ClientTimeout,
+        connection_limit: int,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.account_id = account_id
+        self._base = base_url.rstrip("/")
+        self._auth = auth
+        self._timeout = timeout
+        self._create_url = URL(f"{self._base}/users/{account_id}/messages", encoded=False)
+        self._session = session
+        self._owns_session = session is None
+        self._create_headers: dict[str, str] = {}
+        self._header_auth: str | None = None
+
+        def factory() -> aiohttp.ClientSession:
+            connector = aiohttp.TCPConnector(
+                limit=connection_limit,
+                limit_per_host=0,
+                ttl_dns_cache=DEFAULT_DNS_TTL,
+                keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
+            )
+            return aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                headers={"User-Agent": USER_AGENT},
+                # Responses are small JSON; skip aiohttp's cookie handling work.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+        self._session_factory = factory
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = self._session_factory()
+        return self._session
+
+    @property
+    def owns_session(self) -> bool:
+        return self._owns_session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url(self, path: str) -> URL:
+        """An API URL; ``path`` is already percent-encoded where it needs to be."""
+        return URL(f"{self._base}{path}", encoded=True)
+
+    async def _auth_header(self) -> str:
+        header = self._auth.cached_header()
+        if header is None:
+            header = await self._auth.header(self)
+        return header
+
+    async def create_message(self, body: bytes) -> Message:
+        """POST a create; return the decoded 202 message or raise the mapped exception."""
+        header = self._auth.cached_header()
+        if header is None:
+            header = await self._auth.header(self)
+        if header is not self._header_auth:
+            self._header_auth = header
+            self._create_headers = {
+                "Authorization": header,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        try:
+            async with self.session.post(self._create_url, data=body, headers=self._create_headers) as resp:
+                status = resp.status
+                data = await resp.read()
+                error = None if status < 300 else status_error(status, resp.headers, data)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            _connection_error(exc)
+        if error is None:
+            try:
+                return decode_message(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise UnexpectedResponseError(
+                    f"HTTP {status} but the body is not a message ({exc}); the message may have been sent"
+                ) from exc
+        if status == 401:
+            self._auth.invalidate(header)
+        raise error
+
+    async def raw_request(
+        self,
+        method: str,
+        url: str | URL,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        authenticated: bool = True,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Any other request: returns status, headers and body; connection failures are mapped."""
+        all_headers = {"User-Agent": USER_AGENT}
+        if headers:
+            all_headers.update(headers)
+        if authenticated:
+            all_headers["Authorization"] = await self._auth_header()
+        try:
+            async with self.session.request(method, url, params=params, headers=all_headers, data=data) as resp:
+                body = await resp.read()
+                result = (resp.status, dict(resp.headers), body)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            _connection_error(exc)
+        if result[0] == 401 and authenticated:
+            self._auth.invalidate(all_headers["Authorization"])
+        return result
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> tuple[dict[str, str], bytes]:
+        """An authenticated API request that must answer one of ``ok``; else the mapped error."""
+        status, resp_headers, body = await self.raw_request(
+            method, self.url(path), params=params, headers=headers, data=data
+        )
+        if status not in ok:
+            raise status_error(status, resp_headers, body)
+        return resp_headers, body

@@ -1,0 +1,244 @@
+"""Bandwidth's rules for a message request, as pure functions.
+
+Every rule in BANDWIDTH.md is checked here, all at once, so that a caller (or the emulator's
+400 body) hears about every broken field in one go. Field names in errors are Bandwidth's wire
+names (``from``, ``applicationId``...), as in its ``fieldErrors``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ._constants import (
+    MAX_MEDIA,
+    MAX_MEDIA_URL_LENGTH,
+    MAX_RECIPIENTS,
+    MAX_SENDER_ID_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TEXT_LENGTH,
+)
+
+__all__ = [
+    "WIRE_NAMES",
+    "FieldError",
+    "Priority",
+    "check_message",
+    "is_e164",
+    "is_sender_id",
+    "parse_rfc3339",
+    "validate_wire",
+]
+
+
+class Priority(enum.StrEnum):
+    """A message's sending priority relative to the account's other messages."""
+
+    DEFAULT = "default"
+    HIGH = "high"
+
+
+class FieldError(msgspec.Struct, rename="camel", frozen=True):
+    """One broken rule: which field (Bandwidth's wire name) and why."""
+
+    field_name: str
+    description: str
+
+
+#: Python name -> wire name for the request fields.
+WIRE_NAMES: dict[str, str] = {
+    "application_id": "applicationId",
+    "to": "to",
+    "from_": "from",
+    "text": "text",
+    "media": "media",
+    "tag": "tag",
+    "priority": "priority",
+    "expiration": "expiration",
+}
+_PRIORITIES = {p.value: p for p in Priority}
+_SENDER_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -+_&")
+
+
+def is_e164(value: str) -> bool:
+    """``+`` then 2 to 15 ASCII digits, the first 1-9."""
+    n = len(value)
+    return 3 <= n <= 16 and value[0] == "+" and value[1] != "0" and value.isascii() and value[1:].isdigit()
+
+
+def is_sender_id(value: str) -> bool:
+    """An alphanumeric sender ID: 1-11 of ``A-Z a-z 0-9``, space, ``- + _ &``, one letter at least.
+
+    A value starting with ``+`` is a phone number, never a sender ID.
+    """
+    return (
+        0 < len(value) <= MAX_SENDER_ID_LENGTH
+        and value[0] != "+"
+        and _SENDER_ID_CHARS.issuperset(value)
+        and any(c.isalpha() for c in value)
+    )
+
+
+def parse_rfc3339(value: str) -> datetime | None:
+    """Parse an RFC 3339 date-time with an offset; None if it is not one."""
+    try:
+        parsed: datetime = msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_message(
+    *,
+    application_id: Any,
+    to: Any,
+    from_: Any,
+    text: Any = None,
+    media: Any = None,
+    tag: Any = None,
+    priority: Any = None,
+    expiration: Any = None,
+    now: datetime | None = None,
+) -> tuple[list[FieldError], list[str], Priority | None, datetime | None]:
+    """Check every rule; return ``(errors, to_list, priority, expiration)``, normalised.
+
+    ``to`` may be one number or a list; ``priority`` a :class:`Priority` or its string;
+    ``expiration`` an aware datetime or an RFC 3339 string. Types are checked too, since a
+    Struct's ``__init__`` does not check them.
+    """
+    errors: list[FieldError] = []
+    add = errors.append
+
+    if not isinstance(application_id, str) or not application_id.strip():
+        add(FieldError("applicationId", "applicationId is required and must be a non-empty string"))
+
+    if not isinstance(from_, str) or not from_:
+        add(FieldError("from", "from is required: an E.164 number or an alphanumeric sender ID"))
+    elif from_[0] == "+":
+        if not is_e164(from_):
+            add(FieldError("from", f"'{from_}' must be replaced with a valid E164 formatted telephone number"))
+    elif not is_sender_id(from_):
+        add(
+            FieldError(
+                "from",
+                f"{_describe(from_)} is neither an E.164 number nor a valid alphanumeric sender ID "
+                f"(at most {MAX_SENDER_ID_LENGTH} of A-Z a-z 0-9, space, - + _ &, with at least one letter)",
+            )
+        )
+
+    to_list: list[str] = []
+    if isinstance(to, str):
+        to_list = [to]
+    elif isinstance(to, (list, tuple)):
+        to_list = list(to)
+    else:
+        add(FieldError("to", "to is required: an E.164 number or a list of 1 to 10 of them"))
+    if to_list or isinstance(to, (list, tuple)):
+        if not to_list:
+            add(FieldError("to", "to must name at least one recipient"))
+        elif len(to_list) > MAX_RECIPIENTS:
+            add(FieldError("to", f"to has {len(to_list)} recipients; at most {MAX_RECIPIENTS} are allowed"))
+        seen: set[str] = set()
+        for i, number in enumerate(to_list):
+            where = "to" if len(to_list) == 1 else f"to[{i}]"
+            if not isinstance(number, str):
+                add(FieldError("to", f"{where} must be a string, not {type(number).__name__}"))
+            elif not is_e164(number):
+                add(FieldError("to", f"'{number}' must be replaced with a valid E164 formatted telephone number"))
+            elif number in seen:
+                add(FieldError("to", f"{where} '{number}' is a duplicate; recipients must be distinct"))
+            else:
+                seen.add(number)
+
+    has_text = False
+    if text is not None:
+        if not isinstance(text, str):
+            add(FieldError("text", f"text must be a string, not {type(text).__name__}"))
+        elif len(text) > MAX_TEXT_LENGTH:
+            add(FieldError("text", f"text is {len(text)} characters; at most {MAX_TEXT_LENGTH} are allowed"))
+        else:
+            has_text = bool(text)
+
+    has_media = False
+    if media is not None:
+        if not isinstance(media, (list, tuple)):
+            add(FieldError("media", f"media must be a list of URLs, not {type(media).__name__}"))
+        else:
+            has_media = bool(media)
+            if len(media) > MAX_MEDIA:
+                add(FieldError("media", f"media has {len(media)} attachments; at most {MAX_MEDIA} are allowed"))
+            for i, url in enumerate(media):
+                if not isinstance(url, str):
+                    add(FieldError("media", f"media[{i}] must be a string URL, not {type(url).__name__}"))
+                elif len(url) > MAX_MEDIA_URL_LENGTH:
+                    add(
+                        FieldError(
+                            "media",
+                            f"media[{i}] is {len(url)} characters; a URL may have at most {MAX_MEDIA_URL_LENGTH}",
+                        )
+                    )
+                else:
+                    parts = urlsplit(url)
+                    if parts.scheme not in ("http", "https") or not parts.netloc:
+                        add(FieldError("media", f"media[{i}] {_describe(url)} is not an http(s) URL"))
+
+    if not has_text and not has_media and not any(e.field_name in ("text", "media") for e in errors):
+        add(FieldError("text", "a message needs text, media, or both"))
+
+    if tag is not None:
+        if not isinstance(tag, str):
+            add(FieldError("tag", f"tag must be a string, not {type(tag).__name__}"))
+        elif len(tag) > MAX_TAG_LENGTH:
+            add(FieldError("tag", f"tag is {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed"))
+
+    prio: Priority | None = None
+    if priority is not None:
+        prio = _PRIORITIES.get(priority) if isinstance(priority, str) else None
+        if prio is None:
+            add(FieldError("priority", f"priority {_describe(priority)} must be 'default' or 'high'"))
+
+    exp: datetime | None = None
+    if expiration is not None:
+        if isinstance(expiration, datetime):
+            exp = expiration
+            if exp.tzinfo is None or exp.utcoffset() is None:
+                add(FieldError("expiration", "expiration must be timezone-aware (naive datetimes are ambiguous)"))
+                exp = None
+        elif isinstance(expiration, str):
+            exp = parse_rfc3339(expiration)
+            if exp is None:
+                add(FieldError("expiration", f"{_describe(expiration)} is not an RFC 3339 date-time with an offset"))
+        else:
+            add(FieldError("expiration", f"expiration must be a datetime, not {type(expiration).__name__}"))
+        if exp is not None and exp <= (now or datetime.now(UTC)):
+            add(FieldError("expiration", f"expiration {exp.isoformat()} must be in the future"))
+
+    return errors, to_list, prio, exp
+
+
+def validate_wire(body: object, *, now: datetime | None = None) -> list[FieldError]:
+    """Check a decoded JSON request body with wire names, as Bandwidth does; unknown keys pass."""
+    if not isinstance(body, Mapping):
+        return [FieldError("body", "the request body must be a JSON object")]
+    errors, *_ = check_message(
+        application_id=body.get("applicationId"),
+        to=body.get("to"),
+        from_=body.get("from"),
+        text=body.get("text"),
+        media=body.get("media"),
+        tag=body.get("tag"),
+        priority=body.get("priority"),
+        expiration=body.get("expiration"),
+        now=now,
+    )
+    return errors
