@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
-from typing import TYPE_CHECKING, Protocol
+from time import monotonic
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
@@ -33,6 +33,9 @@ def basic_header(username: str, password: str) -> str:
 class Auth(Protocol):
     """Supplies the ``Authorization`` header for each request."""
 
+    #: Whether a refused header can be replaced by a fresh one (OAuth2) or not (Basic).
+    refreshable: ClassVar[bool]
+
     def cached_header(self) -> str | None:
         """The header if it can be used right now without I/O, else None."""
 
@@ -47,6 +50,7 @@ class BasicCredentials:
     """API token and secret, sent as HTTP Basic on every request (the header is built once)."""
 
     __slots__ = ("_header", "username")
+    refreshable: ClassVar[bool] = False
 
     def __init__(self, username: str, password: str) -> None:
         self.username = username
@@ -81,6 +85,7 @@ class OAuth2Credentials:
     """
 
     __slots__ = ("_client_header", "_expires_at", "_header", "_refresh", "client_id", "refreshes", "token_url")
+    refreshable: ClassVar[bool] = True
 
     def __init__(self, client_id: str, client_secret: str, token_url: str) -> None:
         self.client_id = client_id
@@ -93,7 +98,7 @@ class OAuth2Credentials:
         self.refreshes = 0
 
     def cached_header(self) -> str | None:
-        if self._header is not None and time.monotonic() < self._expires_at:
+        if self._header is not None and monotonic() < self._expires_at:
             return self._header
         return None
 
@@ -111,7 +116,7 @@ class OAuth2Credentials:
             self._header = None
 
     async def _fetch(self, transport: Transport) -> str:
-        started = time.monotonic()
+        started = monotonic()
         status, _headers, body = await transport.raw_request(
             "POST",
             self.token_url,

@@ -25,6 +25,7 @@ from ._exceptions import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    AuthenticationError,
     RateLimitError,
     status_error_class,
 )
@@ -201,7 +202,19 @@ class Transport:
         return header
 
     async def create_message(self, body: bytes) -> Message:
-        """POST a create; return the decoded 202 message or raise the mapped exception."""
+        """POST a create; return the decoded 202 message or raise the mapped exception.
+
+        With OAuth2, a 401 (a token revoked or expired early) fetches a new token and tries
+        once more: a 401 means the message was not sent, so this cannot duplicate it.
+        """
+        try:
+            return await self._create_message(body)
+        except AuthenticationError:
+            if not self._auth.refreshable:
+                raise
+        return await self._create_message(body)
+
+    async def _create_message(self, body: bytes) -> Message:
         header = self._auth.cached_header()
         if header is None:
             header = await self._auth.header(self)

@@ -1,0 +1,684 @@
+"""Rate limiting: how many segments may leave, and when.
+
+Bandwidth counts *segments* against an account-wide dequeue rate and, for P2P numbers, against
+each sending number; a full queue answers 429. The client asks a :class:`RateLimiter` before
+each send, and reports back how the send went::
+
+    limiter = AdaptiveLimiter(rate=100, per_sender_rate=1)
+    await limiter.acquire(segments, sender=from_number)      # waits for capacity
+    ...                                                       # send
+    limiter.report_success(segments, sender=from_number)      # or report_rate_limited(...)
+
+Three pieces live here:
+
+* :class:`RateLimiter`, the protocol the client depends on, so that a limiter shared between
+  processes (Redis, say) can replace the in-process one without touching the client;
+* :class:`TokenBucket`, one rate + burst bucket (GCRA), whose waiters are served first come,
+  first served and woken by a single ``loop.call_at`` timer;
+* :class:`AdaptiveLimiter`, the default :class:`RateLimiter`: an account bucket plus one bucket
+  per sending number, with the account rate adapted to 429s (AIMD).
+
+Everything here runs on the event loop thread and reads the loop's clock, ``loop.time()``; the
+loop is picked up lazily, so limiters can be built before any loop exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+from ._constants import (
+    ACHIEVED_RATE_WINDOW,
+    DEFAULT_BURST_SECONDS,
+    MAX_RETRY_AFTER,
+    MIN_RATE,
+    RATE_ADJUST_INTERVAL,
+    RATE_DECREASE_FACTOR,
+    RATE_INCREASE_PER_SECOND,
+    RATE_LIMIT_EPISODE,
+    SENDER_BUCKET_SWEEP_INTERVAL,
+)
+from ._exceptions import ConfigurationError
+
+__all__ = ["AdaptiveLimiter", "RateLimiter", "TokenBucket"]
+
+_log = logging.getLogger(__name__)
+
+#: Slack (seconds) when comparing a computed ready time with the loop clock. Ready times are sums
+#: of ``cost / rate`` and carry float rounding; without slack a waiter due at exactly ``now``
+#: could be re-armed for the same instant. Admitting a microsecond early is immaterial.
+_EPSILON = 1e-6
+
+#: A queued acquisition: its future, its cost, and whether it only holds the bucket (``_hold``).
+_Waiter = tuple[asyncio.Future[None], float, bool]
+
+
+def _loop_time() -> float:
+    """The running loop's clock; outside a loop, the clock every stock loop uses."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name} must be a positive, finite number of segments per second, got {value!r}")
+    return float(value)
+
+
+def _check_burst(name: str, value: float) -> float:
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name} must be a positive, finite number of segments, got {value!r}")
+    return float(value)
+
+
+def _default_burst(rate: float) -> float:
+    return max(1.0, rate * DEFAULT_BURST_SECONDS)
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """What the client needs from a rate limiter; costs are in segments.
+
+    Implementations decide how capacity is shared (one process or many) and how it adapts.
+    :class:`AdaptiveLimiter` is the in-process one.
+    """
+
+    async def acquire(self, cost: float, *, sender: str) -> None:
+        """Wait until ``cost`` segments may be sent from ``sender``.
+
+        The cost counts against the account *and* against that sending number.
+        """
+        ...
+
+    def release(self, cost: float, *, sender: str) -> None:
+        """Give back an acquisition whose request never left (cancelled before sending).
+
+        Optional: an implementation that cannot give back may do nothing.
+        """
+        ...
+
+    def report_success(self, cost: float, *, sender: str) -> None:
+        """A send of ``cost`` segments from ``sender`` was accepted."""
+        ...
+
+    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
+        """A send from ``sender`` was answered 429, with ``Retry-After`` seconds if given."""
+        ...
+
+    @property
+    def rate(self) -> float | None:
+        """The current account rate in segments per second; ``None`` while unthrottled."""
+        ...
+
+
+class TokenBucket:
+    """One rate + burst limit, as GCRA (the virtual-scheduling form of a token bucket).
+
+    ``cost`` units may pass at a sustained ``rate`` per second, with up to ``burst`` at once
+    from an idle bucket::
+
+        bucket = TokenBucket(10, burst=5)     # 10/s, 5 at once
+        await bucket.acquire(2)
+
+    Waiters are served strictly first come, first served: a small cost never overtakes a larger
+    one queued before it, so large costs are never starved. A cost larger than ``burst`` is
+    admitted once the bucket is idle (nothing owed), instead of never. Cancelling a waiter takes
+    it out of the queue and gives back nothing it did not take.
+    """
+
+    # State, and the invariants that hold between calls:
+    #
+    # * ``_tat`` (theoretical arrival time): the loop time at which everything admitted so far
+    #   has drained at ``_rate``. The bucket's level is ``max(0, _tat - now) * _rate`` segments;
+    #   it is never stored. Each admission moves ``_tat`` to ``max(_tat, now) + cost/rate``, so
+    #   over any interval [a, b] at most ``burst + rate * (b - a)`` is admitted (plus, at most
+    #   once per idle period, the excess of one cost larger than the burst).
+    # * A cost ``c`` conforms at ``now`` iff ``now >= _ready_at(c)``: there is room for ``c``
+    #   within the burst tolerance ``_tau = burst/rate`` seconds, or, for ``c > burst``, the
+    #   bucket is empty; and ``now >= _paused_until``.
+    # * ``_waiters`` is FIFO. While it is non-empty and the bucket is not held, exactly one timer
+    #   (``_timer``) is armed, for the ready time of the head waiter; no other timer exists.
+    # * ``_held``: a waiter was granted the head of the queue without taking capacity yet (see
+    #   ``_hold``); nobody else is admitted until it commits or lets go. No timer while held.
+    __slots__ = (
+        "_burst",
+        "_held",
+        "_interval",
+        "_loop",
+        "_paused_until",
+        "_rate",
+        "_tat",
+        "_tau",
+        "_timer",
+        "_waiters",
+    )
+
+    def __init__(self, rate: float, *, burst: float | None = None) -> None:
+        """``rate`` per second, ``burst`` at once (default one second's worth, at least 1)."""
+        self._rate = _check_rate("rate", rate)
+        self._burst = _default_burst(self._rate) if burst is None else _check_burst("burst", burst)
+        self._interval = 1.0 / self._rate
+        self._tau = self._burst * self._interval
+        self._tat = -math.inf
+        self._paused_until = -math.inf
+        self._waiters: deque[_Waiter] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._held = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- public surface ---------------------------------------------------------------------
+
+    @property
+    def rate(self) -> float:
+        """Sustained rate, per second."""
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        """Most that may pass at once from an idle bucket."""
+        return self._burst
+
+    @property
+    def paused_until(self) -> float:
+        """Loop time before which nothing is admitted (``-inf`` when never paused)."""
+        return self._paused_until
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait until ``cost`` may pass, then take it from the bucket."""
+        if cost < 0:
+            raise ValueError(f"cost must be >= 0, got {cost!r}")
+        loop = self._loop
+        if loop is None:
+            loop = self._bind()
+        if self._try_take(cost, loop.time()):
+            return
+        await self._wait(cost, hold=False)
+
+    def release(self, cost: float = 1.0) -> None:
+        """Give back ``cost`` taken by an acquisition that was not used."""
+        self._give_back(cost, self._now())
+
+    def set_rate(self, rate: float, *, burst: float | None = None) -> None:
+        """Change the rate (and optionally the burst) now; queued waiters are re-timed.
+
+        What is already in the bucket is kept in units of cost, so a lower rate makes it drain
+        more slowly; it is not forgiven.
+        """
+        self._set_rate(rate, burst, self._now())
+
+    def pause_until(self, when: float) -> None:
+        """Admit nothing before loop time ``when``. A pause is only ever extended, not cut short."""
+        if when > self._paused_until:
+            self._paused_until = when
+            self._reschedule()
+
+    def __repr__(self) -> str:
+        now = self._now()
+        level = max(0.0, self._tat - now) * self._rate
+        paused = f" paused_for={self._paused_until - now:.3f}s" if self._paused_until > now else ""
+        held = " held" if self._held else ""
+        return (
+            f"<{type(self).__name__} rate={self._rate:g}/s burst={self._burst:g} level={level:.3f}"
+            f" tat={self._tat - now:+.3f}s waiters={len(self._waiters)}{held}{paused}>"
+        )
+
+    # --- internals, shared with AdaptiveLimiter ---------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else _loop_time()
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        """Bind to the running loop (lazily, on first use; checked again on every slow path).
+
+        The fast path reads the clock of the loop bound last without asking which loop is
+        running (that lookup costs more than the rest of the fast path). Timers and futures
+        belong to one loop, so rebinding is only allowed while none exist; the bucket's times
+        carry over because every stock loop reads ``time.monotonic()``.
+        """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None and (self._waiters or self._held or self._timer is not None):
+                raise RuntimeError(f"{type(self).__name__} is in use by another event loop")
+            self._loop = loop
+        return loop
+
+    def _ready_at(self, cost: float) -> float:
+        """Earliest loop time at which ``cost`` conforms (ignoring queued waiters)."""
+        slack = self._tau - cost * self._interval
+        # Within the burst: once the bucket has room for the cost. Beyond it: once the bucket
+        # is empty (tat <= now), which keeps the long-run rate exact and cannot deadlock.
+        ready = self._tat - slack if slack > 0.0 else self._tat
+        paused = self._paused_until
+        return ready if ready > paused else paused
+
+    def _conforms(self, cost: float, now: float) -> bool:
+        """Whether ``cost`` may be taken right now without overtaking anyone."""
+        return not self._waiters and not self._held and self._ready_at(cost) <= now + _EPSILON
+
+    def _try_take(self, cost: float, now: float) -> bool:
+        """``_conforms`` then ``_take``, in one call and inlined: this is the fast path."""
+        if self._waiters or self._held or self._paused_until > now + _EPSILON:
+            return False
+        tat = self._tat
+        if tat <= now:  # empty bucket: any cost conforms, even one above the burst
+            self._tat = now + cost * self._interval
+            return True
+        new_tat = tat + cost * self._interval
+        limit = now + _EPSILON
+        # _ready_at(cost) == min(tat, new_tat - tau): not empty, and no room for the cost
+        if tat > limit and new_tat - self._tau > limit:
+            return False
+        self._tat = new_tat
+        return True
+
+    def _take(self, cost: float, now: float) -> None:
+        tat = self._tat
+        self._tat = (tat if tat > now else now) + cost * self._interval
+
+    def _give_back(self, cost: float, now: float) -> None:
+        # Only what is still in the bucket can come back: the level never goes below empty.
+        if self._tat > now:
+            self._tat = max(self._tat - cost * self._interval, now)
+            self._reschedule()
+
+    def _is_idle(self, now: float) -> bool:
+        """Empty, unpaused and unused: indistinguishable from a new bucket."""
+        return not self._waiters and not self._held and self._tat <= now and self._paused_until <= now
+
+    def _set_rate(self, rate: float, burst: float | None, now: float) -> None:
+        rate = _check_rate("rate", rate)
+        level = max(0.0, self._tat - now) * self._rate
+        self._rate = rate
+        if burst is not None:
+            self._burst = _check_burst("burst", burst)
+        self._interval = 1.0 / rate
+        self._tau = self._burst * self._interval
+        if level:
+            self._tat = now + level * self._interval
+        self._reschedule()
+
+    def _exhaust(self, now: float) -> None:
+        """Treat the bucket as just filled: no burst, the next cost waits one interval."""
+        self._tat = max(self._tat, now + self._tau)
+        self._reschedule()
+
+    async def _hold(self, cost: float) -> None:
+        """Wait, in the FIFO, until ``cost`` conforms; then hold the bucket without taking.
+
+        The caller must follow with exactly one ``_commit`` (take ``cost`` at that moment) or
+        ``_unhold`` (take nothing). :class:`AdaptiveLimiter` holds the sender's bucket while it
+        waits for the account, so the sender's capacity is taken at the instant of sending.
+        """
+        loop = self._bind()
+        if self._conforms(cost, loop.time()):
+            self._held = True
+            return
+        await self._wait(cost, hold=True)
+
+    def _commit(self, cost: float, now: float) -> None:
+        self._held = False
+        self._take(cost, now)
+        self._reschedule()
+
+    def _unhold(self) -> None:
+        self._held = False
+        self._reschedule()
+
+    async def _wait(self, cost: float, *, hold: bool) -> None:
+        loop = self._bind()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry: _Waiter = (fut, cost, hold)
+        waiters = self._waiters
+        waiters.append(entry)
+        if len(waiters) == 1:
+            self._reschedule()  # new head: arm the timer (or grant at once)
+        try:
+            await fut
+        except BaseException:  # cancelled, mostly; also a coroutine closed mid-wait
+            if fut.done() and not fut.cancelled():
+                # Granted, then cancelled before this task resumed: give back exactly what the
+                # grant took, which is the only thing this waiter ever took.
+                if hold:
+                    self._unhold()
+                else:
+                    self._give_back(cost, loop.time())
+            else:
+                was_head = bool(waiters) and waiters[0] is entry
+                # _wake may already have dropped the cancelled entry.
+                if entry in waiters:
+                    waiters.remove(entry)
+                if was_head:
+                    self._reschedule()  # the next waiter may be due earlier
+            raise
+
+    def _reschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+
+    def _wake(self) -> None:
+        """Grant every head waiter that conforms now; arm one timer for the next one."""
+        self._timer = None
+        waiters = self._waiters
+        if self._held or not waiters:
+            return
+        loop = self._loop
+        assert loop is not None  # waiters exist only once bound
+        now = loop.time()
+        while waiters:
+            fut, cost, hold = waiters[0]
+            if fut.done():  # cancelled; its task has not run its cleanup yet
+                waiters.popleft()
+                continue
+            ready = self._ready_at(cost)
+            if ready > now + _EPSILON:
+                self._timer = loop.call_at(ready, self._wake)
+                return
+            waiters.popleft()
+            if hold:
+                self._held = True
+                fut.set_result(None)
+                return
+            self._take(cost, now)
+            fut.set_result(None)
+
+
+class AdaptiveLimiter:
+    """The in-process :class:`RateLimiter`: account and per-sender buckets, adapted to 429s.
+
+    ::
+
+        limiter = AdaptiveLimiter(rate=100, per_sender_rate=1)   # 100 segments/s, 1 per number
+        limiter = AdaptiveLimiter()                              # no limit until the first 429
+
+    **Two keys, no waste.** A request first waits, in its sender's FIFO, until the sender's
+    bucket has room; it then *holds* that bucket (later requests from the same number queue
+    behind it) and waits in the account FIFO. When the account admits it, both buckets are
+    charged at that same instant. Neither bucket is charged while the request waits on the
+    other, so no capacity is burnt on a request that has not gone, and the admission times obey
+    both the per-sender and the account rate + burst exactly. (Charging the sender first and then
+    waiting on the account would let one number's requests bunch up behind a slow account queue
+    and leave back to back.) Keys are always taken sender first, then account, so two requests
+    can never wait on each other. The fast path, when both keys have room and nobody is queued,
+    charges both at once with no future, no timer and no suspension.
+
+    **Adapting (AIMD).** A 429 multiplies the account rate by ``RATE_DECREASE_FACTOR`` (never
+    below ``MIN_RATE``), drops the bucket's burst credit, and with ``retry_after`` pauses
+    admission for ``min(retry_after, MAX_RETRY_AFTER)`` seconds. The 429s that answer requests
+    sent before the cut took effect must not cut again: every 429 within ``RATE_LIMIT_EPISODE``
+    seconds of a cut, or before its pause ends, belongs to the same episode and only extends the
+    pause. Reported successes then raise the rate by ``RATE_INCREASE_PER_SECOND`` of the
+    reference rate per second elapsed since the episode ended, up to the configured ``rate``.
+
+    **Unthrottled start.** With ``rate=None`` nothing is throttled; the limiter only counts what
+    it admits over the last one to two ``ACHIEVED_RATE_WINDOW``. The first 429 starts throttling
+    at ``RATE_DECREASE_FACTOR`` times that achieved rate. There is no ceiling afterwards: the
+    reference for the additive increase is the rate in force just before the latest cut (the
+    achieved rate, for the first), so recovery takes as long as with a configured rate, and
+    later cuts start from the lower of the current rate and the achieved one, so a rate that
+    has grown past what is actually sent still cuts to something that bites.
+
+    Per-sender buckets are made on first use and dropped once they are idle (full again), which
+    never changes admission: an idle bucket is the same as a new one.
+    """
+
+    __slots__ = (
+        "_account",
+        "_burst_seconds",
+        "_ceiling",
+        "_episode_end",
+        "_grow_from",
+        "_loop",
+        "_next_sweep",
+        "_per_sender_burst",
+        "_per_sender_rate",
+        "_prev_count",
+        "_prev_start",
+        "_senders",
+        "_step",
+        "_win_count",
+        "_win_end",
+    )
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = None,
+        burst: float | None = None,
+        per_sender_rate: float | None = None,
+        per_sender_burst: float | None = None,
+    ) -> None:
+        # Account: ``_account`` is None exactly while unthrottled (no rate configured, no 429 yet).
+        # ``_ceiling`` is the configured rate; None means there is none, ever.
+        self._ceiling: float | None = None
+        self._account: TokenBucket | None = None
+        self._burst_seconds = DEFAULT_BURST_SECONDS
+        if rate is not None:
+            self._ceiling = _check_rate("rate", rate)
+            self._account = TokenBucket(self._ceiling, burst=burst)
+            # The burst keeps its duration when the rate adapts: a cut rate bursts less.
+            self._burst_seconds = self._account.burst / self._ceiling
+        elif burst is not None:
+            raise ConfigurationError("burst needs a rate")
+        if per_sender_rate is not None:
+            per_sender_rate = _check_rate("per_sender_rate", per_sender_rate)
+            per_sender_burst = (
+                _default_burst(per_sender_rate)
+                if per_sender_burst is None
+                else _check_burst("per_sender_burst", per_sender_burst)
+            )
+        elif per_sender_burst is not None:
+            raise ConfigurationError("per_sender_burst needs a per_sender_rate")
+        self._per_sender_rate = per_sender_rate
+        self._per_sender_burst = per_sender_burst
+        self._senders: dict[str, TokenBucket] = {}
+        self._next_sweep = -math.inf
+        # Only the clock is read from it; each bucket checks the running loop on its slow path.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # AIMD: additive step in segments/s per second; 429s before ``_episode_end`` do not cut;
+        # the rate grows only for time after ``_grow_from``.
+        self._step = RATE_INCREASE_PER_SECOND * self._ceiling if self._ceiling is not None else 0.0
+        self._episode_end = -math.inf
+        self._grow_from = -math.inf
+        # Achieved rate: segments admitted in the current window, which ends at ``_win_end``, and
+        # in the previous one, which started at ``_prev_start`` (the estimate spans both).
+        self._win_count = 0.0
+        self._win_end = -math.inf
+        self._prev_count = 0.0
+        self._prev_start = -math.inf
+
+    @property
+    def rate(self) -> float | None:
+        """Current account rate in segments per second; ``None`` while unthrottled."""
+        return self._account.rate if self._account is not None else None
+
+    async def acquire(self, cost: float, *, sender: str) -> None:
+        """Wait until ``cost`` segments may be sent from ``sender``; see the class docstring."""
+        if cost < 0:
+            raise ValueError(f"cost must be >= 0, got {cost!r}")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        sender_bucket: TokenBucket | None = None
+        if self._per_sender_rate is not None:
+            if now >= self._next_sweep:
+                self._sweep(now)
+            sender_bucket = self._senders.get(sender)
+            if sender_bucket is None:
+                sender_bucket = self._senders[sender] = TokenBucket(self._per_sender_rate, burst=self._per_sender_burst)
+        account = self._account
+        # Fast path: both keys conform now and are charged together. If the sender's bucket
+        # was charged but the account's refuses, the charge is undone exactly (nothing can run
+        # in between), so a request never holds capacity of one key while it waits on the other.
+        if sender_bucket is None:
+            if account is None or account._try_take(cost, now):
+                if now >= self._win_end:
+                    self._roll(now)
+                self._win_count += cost
+                return
+        else:
+            sender_tat = sender_bucket._tat
+            if sender_bucket._try_take(cost, now):
+                if account is None or account._try_take(cost, now):
+                    if now >= self._win_end:
+                        self._roll(now)
+                    self._win_count += cost
+                    return
+                sender_bucket._tat = sender_tat
+        await self._acquire_slow(cost, sender_bucket)
+
+    def release(self, cost: float, *, sender: str) -> None:
+        """Give back ``cost`` segments acquired for a request that never left."""
+        now = self._now()
+        if self._account is not None:
+            self._account._give_back(cost, now)
+        sender_bucket = self._senders.get(sender)
+        if sender_bucket is not None:
+            sender_bucket._give_back(cost, now)
+        self._win_count = max(0.0, self._win_count - cost)
+
+    def report_success(self, cost: float, *, sender: str) -> None:
+        """Additive increase: regain ``step`` segments/s per second since the last step."""
+        account = self._account
+        if account is None:
+            return
+        now = self._now()
+        elapsed = now - self._grow_from
+        if elapsed < RATE_ADJUST_INTERVAL:
+            return
+        self._grow_from = now
+        rate = account.rate
+        ceiling = self._ceiling
+        if ceiling is not None and rate >= ceiling:
+            return
+        new_rate = rate + self._step * elapsed
+        if ceiling is not None and new_rate > ceiling:
+            new_rate = ceiling
+        account._set_rate(new_rate, max(1.0, new_rate * self._burst_seconds), now)
+
+    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
+        """Multiplicative decrease, once per episode; honour ``retry_after`` (capped)."""
+        now = self._now()
+        pause_end = -math.inf
+        if retry_after is not None and retry_after > 0:  # NaN and <= 0 mean "no pause"
+            pause_end = now + min(retry_after, MAX_RETRY_AFTER)
+        account = self._account
+        if account is not None and now < self._episode_end:
+            if pause_end > account.paused_until:
+                account.pause_until(pause_end)
+                self._episode_end = max(self._episode_end, pause_end)
+                self._grow_from = max(self._grow_from, pause_end)
+                _log.debug(
+                    "429 from %s: same episode, rate stays %.3g/s, paused %.3gs", sender, account.rate, retry_after
+                )
+            else:
+                _log.debug("429 from %s: same episode, rate stays %.3g/s", sender, account.rate)
+            return
+        achieved = self._achieved_rate(now)
+        floor = MIN_RATE if self._ceiling is None else min(MIN_RATE, self._ceiling)
+        if account is None:
+            # First 429 of an unthrottled run: throttle below what was getting through.
+            before = achieved
+        elif self._ceiling is None:
+            before = min(account.rate, achieved) if achieved > 0 else account.rate
+        else:
+            before = account.rate
+        new_rate = max(floor, before * RATE_DECREASE_FACTOR)
+        burst = max(1.0, new_rate * self._burst_seconds)
+        if account is None:
+            account = self._account = TokenBucket(new_rate, burst=burst)
+        else:
+            account._set_rate(new_rate, burst, now)
+        if self._ceiling is None:
+            self._step = RATE_INCREASE_PER_SECOND * max(before, floor)
+        account._exhaust(now)  # the queue is full: no burst on top of the cut
+        if pause_end > now:
+            account.pause_until(pause_end)
+        self._episode_end = max(now + RATE_LIMIT_EPISODE, pause_end)
+        self._grow_from = self._episode_end
+        _log.debug(
+            "429 from %s: rate %.3g -> %.3g segments/s (achieved %.3g/s), retry_after=%s",
+            sender,
+            before,
+            new_rate,
+            achieved,
+            retry_after,
+        )
+
+    def __repr__(self) -> str:
+        now = self._now()
+        ceiling = "none" if self._ceiling is None else f"{self._ceiling:g}/s"
+        episode = f" episode_ends_in={self._episode_end - now:.3f}s" if self._episode_end > now else ""
+        return (
+            f"<{type(self).__name__} rate={'unthrottled' if self.rate is None else f'{self.rate:g}/s'}"
+            f" ceiling={ceiling} account={self._account!r} per_sender_rate={self._per_sender_rate}"
+            f" senders={len(self._senders)} achieved={self._achieved_rate(now):.3g}/s{episode}>"
+        )
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else _loop_time()
+
+    async def _acquire_slow(self, cost: float, sender_bucket: TokenBucket | None) -> None:
+        if sender_bucket is not None:
+            # Sender first, holding its bucket without charging it (see the class docstring).
+            await sender_bucket._hold(cost)
+            try:
+                account = self._account  # read again: a 429 may have created it meanwhile
+                if account is not None:
+                    await account.acquire(cost)
+            except BaseException:
+                sender_bucket._unhold()
+                raise
+            now = self._now()
+            sender_bucket._commit(cost, now)
+        else:
+            account = self._account
+            assert account is not None  # the fast path only fails on a throttled key
+            await account.acquire(cost)
+            now = self._now()
+        self._count(cost, now)
+
+    def _count(self, cost: float, now: float) -> None:
+        if now >= self._win_end:
+            self._roll(now)
+        self._win_count += cost
+
+    def _roll(self, now: float) -> None:
+        if now < self._win_end + ACHIEVED_RATE_WINDOW:
+            # The window that just ended becomes the previous one; the next follows on directly.
+            self._prev_count = self._win_count
+            self._prev_start = self._win_end - ACHIEVED_RATE_WINDOW
+            self._win_end += ACHIEVED_RATE_WINDOW
+        else:
+            # Idle for at least a window: nothing was admitted in the window before ``now``.
+            self._prev_count = 0.0
+            self._prev_start = now
+            self._win_end = now + ACHIEVED_RATE_WINDOW
+        self._win_count = 0.0
+
+    def _achieved_rate(self, now: float) -> float:
+        """Segments/s admitted over the last one to two windows.
+
+        The span is never taken as shorter than one window, so a single early burst reads as
+        ``burst / window``, not as an enormous rate.
+        """
+        if now >= self._win_end:
+            self._roll(now)
+        span = max(now - self._prev_start, ACHIEVED_RATE_WINDOW)
+        return (self._prev_count + self._win_count) / span
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + SENDER_BUCKET_SWEEP_INTERVAL
+        idle = [sender for sender, bucket in self._senders.items() if bucket._is_idle(now)]
+        for sender in idle:
+            del self._senders[sender]

@@ -1,0 +1,86 @@
+"""The public surface is exactly what ``bwasync.__all__`` lists, and nothing private leaks."""
+
+import bwasync
+
+EXPECTED = {
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_TOKEN_URL",
+    "INITIAL_RETRY_DELAY",
+    "MAX_RETRY_AFTER",
+    "MAX_RETRY_DELAY",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AdaptiveLimiter",
+    "AuthenticationError",
+    "BadRequestError",
+    "BwasyncError",
+    "ConfigurationError",
+    "CreateMessageRequestError",
+    "FieldError",
+    "ListMessageItem",
+    "Media",
+    "Message",
+    "MessageRequest",
+    "MessagesList",
+    "MessagingClient",
+    "MessagingRequestError",
+    "NotFoundError",
+    "Outcome",
+    "PageInfo",
+    "PermissionDeniedError",
+    "Priority",
+    "RateLimitError",
+    "RateLimiter",
+    "RetryPolicy",
+    "SegmentInfo",
+    "SendCancelledError",
+    "SendResult",
+    "SendStream",
+    "SendSummary",
+    "ServerError",
+    "StatusCallback",
+    "StatusCallbackMessage",
+    "TokenBucket",
+    "UnexpectedResponseError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "__version__",
+    "segments",
+}
+
+
+def test_all_is_pinned() -> None:
+    assert set(bwasync.__all__) == EXPECTED
+    assert len(bwasync.__all__) == len(set(bwasync.__all__)), "duplicates in __all__"
+
+
+def test_every_exported_name_exists_and_public_names_are_exported() -> None:
+    for name in bwasync.__all__:
+        assert hasattr(bwasync, name), name
+    public = {n for n in vars(bwasync) if not n.startswith("_") and not isinstance(getattr(bwasync, n), type(bwasync))}
+    assert public <= EXPECTED, public - EXPECTED
+
+
+def test_exported_classes_present_themselves_as_bwasync() -> None:
+    for name in bwasync.__all__:
+        obj = getattr(bwasync, name)
+        if isinstance(obj, type):
+            assert obj.__module__.startswith("bwasync"), (name, obj.__module__)
+
+
+def test_emulator_importable() -> None:
+    from bwasync.emulator import Emulator
+
+    assert Emulator.__name__ == "Emulator"
+
+
+def test_py_typed_marker_ships() -> None:
+    from importlib.resources import files
+
+    assert files("bwasync").joinpath("py.typed").is_file()

@@ -1,0 +1,710 @@
+"""Rate limiting, on a controlled clock.
+
+No test sleeps on the wall clock. The ``clock`` fixture replaces the running loop's ``time()``
+with a fake one (as aiolimiter's tests do); because the loop's scheduler also asks
+``loop.time()`` which timers are due, moving the fake clock and yielding a few times makes the
+limiters' ``call_at`` timers fire exactly as they would in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from bwasync._constants import MAX_RETRY_AFTER, MIN_RATE, RATE_INCREASE_PER_SECOND
+from bwasync._exceptions import ConfigurationError
+from bwasync._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
+
+# --- harness ---------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """The loop's clock, moved by hand; tasks started through it are cleaned up after the test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def settle(self, rounds: int = 30) -> None:
+        """Let due timers fire and the tasks they wake run to their next wait."""
+        for _ in range(rounds):
+            await asyncio.sleep(0)
+
+    async def advance_to(self, when: float) -> None:
+        """Jump to ``when``: timers due by then fire late, at ``when``, as on a lagging loop."""
+        assert when >= self.now
+        await self.settle()  # tasks started at the old time get there first
+        self.now = when
+        await self.settle()
+
+    async def run_until(self, until: float, step: float = 0.01) -> None:
+        """Move time forward in small steps, as a real clock would (no float drift)."""
+        start = self.now
+        ticks = round((until - start) / step)
+        for i in range(1, ticks + 1):
+            await self.advance_to(start + i * step)
+        await self.advance_to(until)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        return task
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[FakeClock]:
+    loop = asyncio.get_running_loop()
+    fake = FakeClock()
+    with mock.patch.object(loop, "time", fake.time):
+        yield fake
+        # Cancel leftovers while the clock is still fake, so no timer is left far in the future.
+        for task in fake.tasks:
+            task.cancel()
+        await asyncio.gather(*fake.tasks, return_exceptions=True)
+
+
+Log = list[tuple[float, Any, float]]
+
+
+def acquire_and_log(
+    clock: FakeClock, limiter: TokenBucket | AdaptiveLimiter, log: Log, tag: Any = None, cost: float = 1.0
+) -> asyncio.Task[None]:
+    """Start an acquisition; when admitted, log (time, tag, cost)."""
+
+    async def run() -> None:
+        if isinstance(limiter, TokenBucket):
+            await limiter.acquire(cost)
+        else:
+            await limiter.acquire(cost, sender=str(tag[0] if isinstance(tag, tuple) else tag))
+        log.append((clock.now, tag, cost))
+
+    return clock.spawn(run())
+
+
+def finishes_without_waiting(coro: Coroutine[Any, Any, None]) -> bool:
+    """Run a coroutine one step: True if it completed without suspending."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return True
+    coro.close()
+    return False
+
+
+def assert_conforms(events: list[tuple[float, float]], rate: float, burst: float) -> None:
+    """Replay (time, cost) admissions through an independent leaky-bucket model.
+
+    Every admission must fit (level + cost <= burst), or find the bucket empty (a cost larger
+    than the burst). This is the definition the limiter must meet, computed a different way.
+    """
+    level = 0.0
+    last = -math.inf
+    for when, cost in sorted(events):
+        if last > -math.inf:
+            level = max(0.0, level - (when - last) * rate)
+        last = when
+        assert level + cost <= burst + 1e-6 or level <= 1e-6, f"over the limit at t={when}: level={level}"
+        level += cost
+
+
+def live_timers(loop: asyncio.AbstractEventLoop) -> int:
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return len([handle for handle in scheduled if not handle.cancelled()])
+
+
+# --- TokenBucket -----------------------------------------------------------------------------
+
+
+async def test_fast_path_completes_without_suspending(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=3)
+    assert finishes_without_waiting(bucket.acquire(1))
+    assert finishes_without_waiting(bucket.acquire(2))
+    assert not finishes_without_waiting(bucket.acquire(1))  # burst used up
+
+
+@pytest.mark.parametrize(
+    "limiter",
+    [
+        AdaptiveLimiter(),
+        AdaptiveLimiter(rate=100),
+        AdaptiveLimiter(rate=100, per_sender_rate=10),
+        AdaptiveLimiter(per_sender_rate=10),
+    ],
+    ids=repr,
+)
+async def test_adaptive_fast_path_completes_without_suspending(clock: FakeClock, limiter: AdaptiveLimiter) -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        assert finishes_without_waiting(limiter.acquire(1, sender="+15550001"))
+    assert live_timers(loop) == 0
+
+
+async def test_burst_at_start_then_one_per_interval(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=5)
+    log: Log = []
+    for i in range(20):
+        acquire_and_log(clock, bucket, log, i)
+    await clock.settle()
+    assert len(log) == 5
+    await clock.advance_to(0.0999)
+    assert len(log) == 5
+    await clock.advance_to(0.1)
+    assert len(log) == 6
+    await clock.run_until(1.0)
+    assert len(log) == 15
+    assert [tag for _, tag, _ in log] == list(range(15))  # first come, first served
+
+
+async def test_steady_rate(clock: FakeClock) -> None:
+    bucket = TokenBucket(50, burst=5)
+    log: Log = []
+    for i in range(1000):
+        acquire_and_log(clock, bucket, log, i)
+    await clock.run_until(10.0, step=0.01)
+    # burst + rate * T, to within one segment
+    assert abs(len(log) - (5 + 50 * 10)) <= 1
+    late = [t for t, _, _ in log if t >= 5.0]
+    assert abs(len(late) / 5.0 - 50) <= 0.5
+    assert_conforms([(t, c) for t, _, c in log], rate=50, burst=5)
+
+
+async def test_one_timer_for_many_waiters(clock: FakeClock) -> None:
+    loop = asyncio.get_running_loop()
+    bucket = TokenBucket(10, burst=1)
+    log: Log = []
+    for i in range(100):
+        acquire_and_log(clock, bucket, log, i)
+    await clock.settle()
+    assert live_timers(loop) == 1
+    await clock.run_until(0.55)
+    assert len(log) == 6
+    assert live_timers(loop) == 1
+
+
+async def test_cost_above_burst_is_admitted_when_idle(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=2)
+    assert finishes_without_waiting(bucket.acquire(5))  # idle bucket: goes at once
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "next")
+    # 5 segments owed at 10/s; the next one fits once the level is <= burst - 1
+    await clock.advance_to(0.399)
+    assert log == []
+    await clock.advance_to(0.4)
+    assert log == [(0.4, "next", 1.0)]
+
+
+async def test_cost_above_burst_waits_for_empty_bucket(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=2)
+    await bucket.acquire(1)
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "big", cost=5)
+    await clock.advance_to(0.09)
+    assert log == []
+    await clock.advance_to(0.1)
+    assert log == [(0.1, "big", 5)]
+
+
+async def test_fifo_large_cost_not_starved(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=5)
+    await bucket.acquire(5)  # full until t=0.5
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "big", cost=5)
+    for i in range(5):
+        acquire_and_log(clock, bucket, log, f"small{i}")  # each alone would fit at t=0.1
+    await clock.advance_to(0.3)
+    # A newcomer that would fit on its own at 0.3 still queues behind the big one.
+    assert not finishes_without_waiting(bucket.acquire(1))
+    acquire_and_log(clock, bucket, log, "late")
+    await clock.advance_to(0.45)
+    assert log == []
+    await clock.advance_to(0.5)
+    assert [tag for _, tag, _ in log] == ["big"]
+    await clock.run_until(1.1)
+    assert [tag for _, tag, _ in log] == ["big", "small0", "small1", "small2", "small3", "small4", "late"]
+    assert log[1][0] == pytest.approx(0.6)
+
+
+async def test_cancel_head_waiter(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    first = acquire_and_log(clock, bucket, log, "first")  # due at 0.1
+    acquire_and_log(clock, bucket, log, "second")  # due at 0.2
+    await clock.advance_to(0.05)
+    first.cancel()
+    await clock.advance_to(0.099)
+    assert log == []
+    await clock.advance_to(0.1)  # the timer, re-armed for the new head, wakes it
+    assert log == [(0.1, "second", 1.0)]
+    # No extra capacity came from the cancelled waiter.
+    acquire_and_log(clock, bucket, log, "third")
+    await clock.advance_to(0.15)
+    assert len(log) == 1
+    await clock.advance_to(0.2)
+    assert [tag for _, tag, _ in log] == ["second", "third"]
+    assert first.cancelled()
+
+
+async def test_cancel_large_head_reschedules_smaller_next(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=5)
+    await bucket.acquire(5)
+    log: Log = []
+    big = acquire_and_log(clock, bucket, log, "big", cost=5)  # due at 0.5
+    acquire_and_log(clock, bucket, log, "small")  # would be due at 0.1 if alone
+    await clock.advance_to(0.05)
+    big.cancel()
+    await clock.advance_to(0.09)
+    assert log == []
+    await clock.advance_to(0.1)
+    assert log == [(0.1, "small", 1.0)]
+
+
+async def test_cancel_middle_waiter(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "a")  # 0.1
+    b = acquire_and_log(clock, bucket, log, "b")  # 0.2
+    acquire_and_log(clock, bucket, log, "c")  # 0.3, then 0.2 once b is gone
+    await clock.settle()
+    b.cancel()
+    await clock.run_until(0.25)
+    assert log == [(0.1, "a", 1.0), (pytest.approx(0.2), "c", 1.0)]
+
+
+async def test_cancel_after_grant_gives_capacity_back(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=1)
+    await bucket.acquire()
+    waiter = clock.spawn(bucket.acquire())
+    await clock.settle()
+    clock.now = 0.1
+    # Step the loop until the timer has granted the waiter but the waiter has not yet run.
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if not bucket._waiters and not waiter.done():
+            break
+    else:
+        pytest.fail("never saw the granted-but-not-resumed state")
+    waiter.cancel()
+    await clock.settle()
+    assert waiter.cancelled()
+    # What the grant took came back: the slot at t=0.1 is free again.
+    assert finishes_without_waiting(bucket.acquire())
+    assert not finishes_without_waiting(bucket.acquire())
+
+
+async def test_release_gives_back_but_never_beyond_empty(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=1)
+    bucket.release(5)  # nothing taken yet: no credit
+    assert finishes_without_waiting(bucket.acquire())
+    assert not finishes_without_waiting(bucket.acquire())
+    bucket.release()
+    assert finishes_without_waiting(bucket.acquire())
+
+
+async def test_release_wakes_waiter(clock: FakeClock) -> None:
+    bucket = TokenBucket(1, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "w")  # due at 1.0
+    await clock.advance_to(0.2)
+    assert log == []
+    bucket.release()
+    await clock.settle()
+    assert log == [(0.2, "w", 1.0)]
+
+
+async def test_set_rate_lower_retimes_waiter(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "w")  # due at 0.1 at 10/s
+    await clock.settle()
+    bucket.set_rate(1)  # the segment in the bucket now drains in 1 s
+    assert bucket.rate == 1
+    await clock.advance_to(0.5)
+    assert log == []
+    await clock.advance_to(1.0)
+    assert log == [(1.0, "w", 1.0)]
+
+
+async def test_set_rate_higher_retimes_waiter(clock: FakeClock) -> None:
+    bucket = TokenBucket(1, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "w")  # due at 1.0 at 1/s
+    await clock.settle()
+    bucket.set_rate(100)  # the one segment in the bucket now drains in 10 ms
+    assert (bucket.rate, bucket.burst) == (100, 1)
+    await clock.advance_to(0.009)
+    assert log == []
+    await clock.advance_to(0.01)
+    assert log == [(0.01, "w", 1.0)]
+
+
+async def test_set_rate_with_larger_burst_admits_at_once(clock: FakeClock) -> None:
+    bucket = TokenBucket(1, burst=1)
+    await bucket.acquire()
+    log: Log = []
+    acquire_and_log(clock, bucket, log, "w")
+    await clock.settle()
+    assert log == []
+    bucket.set_rate(1, burst=3)
+    assert bucket.burst == 3
+    await clock.settle()
+    assert log == [(0.0, "w", 1.0)]
+
+
+async def test_pause_until(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=3)
+    bucket.pause_until(2.0)
+    bucket.pause_until(1.0)  # never shortens a pause
+    assert bucket.paused_until == 2.0
+    log: Log = []
+    for i in range(5):
+        acquire_and_log(clock, bucket, log, i)
+    await clock.advance_to(1.99)
+    assert log == []
+    await clock.advance_to(2.0)
+    assert [tag for _, tag, _ in log] == [0, 1, 2]  # the burst is intact after the pause
+    await clock.advance_to(2.1)
+    assert len(log) == 4
+
+
+def test_built_outside_a_loop_and_reused_across_loops() -> None:
+    bucket = TokenBucket(1000, burst=10)
+    limiter = AdaptiveLimiter(rate=1000, per_sender_rate=100)
+    assert "waiters=0" in repr(bucket)
+    assert "rate=1000/s" in repr(limiter)
+
+    async def use() -> None:
+        await bucket.acquire()
+        await limiter.acquire(1, sender="a")
+
+    asyncio.run(use())
+    asyncio.run(use())
+    assert "level=" in repr(bucket)
+
+
+async def test_repr_shows_live_state(clock: FakeClock) -> None:
+    bucket = TokenBucket(10, burst=5)
+    await bucket.acquire(5)
+    bucket.pause_until(3.0)
+    acquire_and_log(clock, bucket, [], "w")
+    acquire_and_log(clock, bucket, [], "w")
+    await clock.settle()
+    text = repr(bucket)
+    assert text.startswith("<TokenBucket rate=10/s burst=5 level=5.000")
+    assert "waiters=2" in text
+    assert "paused_for=3.000s" in text
+
+
+async def test_bad_arguments() -> None:
+    with pytest.raises(ConfigurationError):
+        TokenBucket(0)
+    with pytest.raises(ConfigurationError):
+        TokenBucket(1, burst=-1)
+    with pytest.raises(ConfigurationError):
+        AdaptiveLimiter(rate=math.inf)
+    with pytest.raises(ConfigurationError):
+        AdaptiveLimiter(burst=10)
+    with pytest.raises(ConfigurationError):
+        AdaptiveLimiter(per_sender_burst=2)
+    with pytest.raises(ValueError):
+        await TokenBucket(1).acquire(-1)
+    with pytest.raises(ValueError):
+        await AdaptiveLimiter().acquire(-1, sender="a")
+
+
+# --- AdaptiveLimiter: two keys ---------------------------------------------------------------
+
+
+def test_adaptive_limiter_is_a_rate_limiter() -> None:
+    limiter: RateLimiter = AdaptiveLimiter()
+    assert isinstance(limiter, RateLimiter)
+    assert limiter.rate is None
+    assert not isinstance(TokenBucket(1), RateLimiter)  # no sender: not the client's interface
+
+
+async def test_senders_are_independent(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100, per_sender_rate=1, per_sender_burst=1)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")
+    acquire_and_log(clock, limiter, log, "a")
+    acquire_and_log(clock, limiter, log, "b")
+    await clock.settle()
+    assert sorted(tag for _, tag, _ in log) == ["a", "b"]
+    await clock.advance_to(0.99)
+    assert len(log) == 2
+    await clock.advance_to(1.0)
+    assert log[-1] == (1.0, "a", 1.0)
+
+
+async def test_senders_all_bounded_by_account(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=10, burst=10, per_sender_rate=1, per_sender_burst=1)
+    log: Log = []
+    for sender in range(30):
+        for n in range(3):
+            acquire_and_log(clock, limiter, log, (sender, n))
+    await clock.settle()
+    assert len(log) == 10  # the account's burst, although 30 senders each had room
+    await clock.run_until(10.0, step=0.01)
+    assert len(log) == 90
+    assert_conforms([(t, c) for t, _, c in log], rate=10, burst=10)
+    for sender in range(30):
+        mine = [(t, c) for t, tag, c in log if tag[0] == sender]
+        assert len(mine) == 3
+        assert_conforms(mine, rate=1, burst=1)
+        # each sender's own requests stay in order
+        assert [tag[1] for _, tag, _ in log if tag[0] == sender] == [0, 1, 2]
+
+
+async def test_slow_account_does_not_bunch_a_sender(clock: FakeClock) -> None:
+    # The account (2/s) is the bottleneck. Were a sender charged before waiting on the account,
+    # its queued requests would leave back to back once the account let them through.
+    limiter = AdaptiveLimiter(rate=2, burst=1, per_sender_rate=1, per_sender_burst=1)
+    log: Log = []
+    for n in range(4):
+        for sender in "abc":
+            acquire_and_log(clock, limiter, log, (sender, n))
+    await clock.run_until(8.0, step=0.01)
+    assert len(log) == 12
+    assert_conforms([(t, c) for t, _, c in log], rate=2, burst=1)
+    for sender in "abc":
+        assert_conforms([(t, c) for t, tag, c in log if tag[0] == sender], rate=1, burst=1)
+
+
+async def test_waiting_on_sender_does_not_take_account_capacity(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=10, burst=1, per_sender_rate=1, per_sender_burst=1)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")  # t=0, goes
+    acquire_and_log(clock, limiter, log, "a")  # waits for sender a until t=1
+    await clock.advance_to(0.1)
+    acquire_and_log(clock, limiter, log, "b")  # the account slot at 0.1 is free for b
+    await clock.settle()
+    assert log == [(0.0, "a", 1.0), (0.1, "b", 1.0)]
+    await clock.run_until(1.0)
+    assert log[-1] == (1.0, "a", 1.0)
+
+
+async def test_cancel_while_holding_sender_lets_it_go(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=1 / 3, burst=1, per_sender_rate=1, per_sender_burst=1)
+    await limiter.acquire(1, sender="a")  # account busy until t=3, sender a until t=1
+    await clock.advance_to(1.0)
+    waiter = clock.spawn(limiter.acquire(1, sender="a"))  # holds sender a, waits on the account
+    await clock.settle()
+    bucket_a = limiter._senders["a"]
+    assert bucket_a._held
+    waiter.cancel()
+    await clock.settle()
+    assert not bucket_a._held
+    assert bucket_a._tat == pytest.approx(1.0)  # not charged for the request that never went
+    await clock.advance_to(3.0)
+    assert finishes_without_waiting(limiter.acquire(1, sender="a"))
+
+
+async def test_release_gives_back_to_both_keys(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=10, burst=1, per_sender_rate=1, per_sender_burst=1)
+    await limiter.acquire(1, sender="a")
+    assert not finishes_without_waiting(limiter.acquire(1, sender="b"))  # account full
+    limiter.release(1, sender="a")
+    assert finishes_without_waiting(limiter.acquire(1, sender="a"))  # both keys had room again
+
+
+async def test_idle_sender_buckets_are_evicted(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(per_sender_rate=1, per_sender_burst=1)
+    for n in range(1000):
+        await limiter.acquire(1, sender=f"+1555{n:07d}")
+    assert "senders=1000" in repr(limiter)
+    await clock.advance_to(9.5)
+    await limiter.acquire(1, sender="busy")  # full until 10.5
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "busy")  # waiting at sweep time
+    await clock.advance_to(10.0)
+    await limiter.acquire(1, sender="x")  # triggers the sweep
+    assert sorted(limiter._senders) == ["busy", "x"]
+    await clock.advance_to(10.5)
+    assert log == [(10.5, "busy", 1.0)]  # the kept bucket kept its state
+
+
+# --- AdaptiveLimiter: AIMD -------------------------------------------------------------------
+
+
+async def test_429_cuts_rate(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == 50
+    assert "rate=50/s" in repr(limiter)
+
+
+async def test_429_floor(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=1.5)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == MIN_RATE
+    slow = AdaptiveLimiter(rate=0.5)  # configured below the floor: never cut below itself
+    slow.report_rate_limited(sender="a", retry_after=None)
+    assert slow.rate == 0.5
+
+
+async def test_429_drops_burst_credit(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    log: Log = []
+    for _ in range(10):
+        acquire_and_log(clock, limiter, log, "a")
+    await clock.settle()
+    assert log == []  # no burst right after "the queue is full"
+    await clock.advance_to(0.02)
+    assert len(log) == 1
+
+
+async def test_retry_after_pauses(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=2.0)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")
+    await clock.advance_to(1.99)
+    assert log == []
+    await clock.advance_to(2.0)
+    assert log == [(2.0, "a", 1.0)]
+
+
+async def test_retry_after_is_capped(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=10_000.0)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")
+    await clock.advance_to(MAX_RETRY_AFTER - 0.1)
+    assert log == []
+    await clock.advance_to(MAX_RETRY_AFTER)
+    assert log == [(MAX_RETRY_AFTER, "a", 1.0)]
+
+
+async def test_one_cut_per_episode(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    for when in (0.0, 0.1, 0.5, 0.99):
+        await clock.advance_to(when)
+        limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == 50
+    await clock.advance_to(1.5)
+    limiter.report_rate_limited(sender="a", retry_after=None)  # a new episode
+    assert limiter.rate == 25
+    await clock.advance_to(1.6)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == 25
+
+
+async def test_episode_lasts_through_retry_after(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=5.0)
+    await clock.advance_to(3.0)
+    limiter.report_rate_limited(sender="a", retry_after=None)  # answers a request sent before
+    assert limiter.rate == 50
+    # a later Retry-After in the same episode extends the pause without cutting again
+    limiter.report_rate_limited(sender="a", retry_after=4.0)
+    assert limiter.rate == 50
+    assert limiter._account is not None and limiter._account.paused_until == 7.0
+    await clock.advance_to(7.5)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == 25
+
+
+async def test_success_climbs_back_to_ceiling_and_not_beyond(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    limiter.report_rate_limited(sender="a", retry_after=None)  # 50/s; episode ends at 1.0
+    await clock.advance_to(0.5)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == 50  # no increase during the episode
+    await clock.advance_to(2.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == pytest.approx(50 + RATE_INCREASE_PER_SECOND * 100 * 1.0)
+    await clock.advance_to(12.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == pytest.approx(50 + RATE_INCREASE_PER_SECOND * 100 * 11.0)
+    await clock.advance_to(100.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == 100
+    await clock.advance_to(200.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == 100
+
+
+async def test_increase_speeds_up_admission(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=10, burst=1)
+    limiter.report_rate_limited(sender="a", retry_after=None)  # 5/s
+    await clock.advance_to(41.0)
+    limiter.report_success(1, sender="a")  # 40 s after the episode: back to the ceiling
+    assert limiter.rate == 10
+    log: Log = []
+    for _ in range(30):
+        acquire_and_log(clock, limiter, log, "a")
+    await clock.run_until(42.0)
+    assert abs(len(log) - 11) <= 1
+
+
+async def test_success_does_nothing_while_unthrottled(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter()
+    await clock.advance_to(5.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate is None
+
+
+async def test_unthrottled_first_429_uses_achieved_rate(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter()
+    assert "rate=unthrottled" in repr(limiter)
+    # 200 segments/s get through for three seconds...
+    for i in range(300):
+        clock.now = i * 0.01
+        await limiter.acquire(2, sender="a")
+    await clock.advance_to(3.0)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    # ...so throttling starts at half that.
+    assert limiter.rate == pytest.approx(100, rel=0.02)
+    log: Log = []
+    for i in range(1000):
+        acquire_and_log(clock, limiter, log, ("a", i))
+    await clock.run_until(8.0, step=0.01)
+    assert abs(len(log) - 500) <= 2
+    # No ceiling afterwards: the additive step is a fraction of the 200/s seen before the cut.
+    await clock.advance_to(104.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate == pytest.approx(100 + RATE_INCREASE_PER_SECOND * 200 * 100, rel=0.02)
+    assert limiter.rate is not None and limiter.rate > 200
+
+
+async def test_unthrottled_429_with_nothing_sent_goes_to_floor(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter()
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == MIN_RATE
+
+
+async def test_unthrottled_early_burst_reads_as_one_window(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter()
+    for _ in range(100):
+        await limiter.acquire(1, sender="a")
+    await clock.advance_to(0.005)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == pytest.approx(50)  # 100 in one window, not 100 per 5 ms
+
+
+async def test_derived_rate_cuts_from_achieved_when_lower(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter()
+    limiter.report_rate_limited(sender="a", retry_after=None)  # MIN_RATE, no ceiling
+    await clock.advance_to(500.0)
+    limiter.report_success(1, sender="a")
+    assert limiter.rate is not None and limiter.rate > 10  # grown well past what is sent
+    # Only ~4 segments/s are actually sent for the next two seconds.
+    for i in range(8):
+        await clock.advance_to(500.0 + i * 0.25)
+        await limiter.acquire(1, sender="a")
+    await clock.advance_to(502.0)
+    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == pytest.approx(2.0, rel=0.05)
