@@ -284,3 +284,18 @@ async def test_results_carry_latency_and_attempts(client: MessagingClient) -> No
     results, summary = await client.send_all([request(i) for i in range(10)])
     assert all(r.latency > 0 and r.attempts == 1 for r in results)
     assert summary.attempts == 10 and summary.segments == 10 and summary.rate > 0
+
+
+async def test_plain_break_without_async_with_stops_the_workers(client: MessagingClient) -> None:
+    stream = client.send_many((request(i) for i in range(100_000)), concurrency=10)
+    tasks = None
+    async for _ in stream:
+        tasks = list(stream._core._tasks)
+        break
+    assert tasks
+    del stream  # the consumer lets go: the stream cancels its workers
+    for _ in range(20):
+        if all(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0)
+    assert all(t.done() for t in tasks)

@@ -1,0 +1,286 @@
+"""The list-messages endpoint as pure functions: parse the query, filter, sort, page.
+
+One list item per recipient, as Bandwidth's message search returns them, without text
+(Bandwidth does not store it). Supported filters: ``messageId``, ``sourceTn``,
+``destinationTn`` (a comma list of up to 10 numbers, or one partial of 5+ characters matched
+as a substring), ``messageStatus``, ``messageDirection``, ``messageType``, ``errorCode``,
+``fromDateTime``/``toDateTime`` (inclusive, on ``receiveTime``), ``carrierName``
+(case-insensitive), ``campaignId``, ``fromSegmentCount``/``toSegmentCount`` (inclusive).
+The spec's other filters (latencies, ``bwQueued``, ``product``, sizes, countries...) count as
+the one filter Bandwidth requires but are not applied: the emulator has no such data.
+Paging: ``pageToken`` + ``limit`` (default 100; ``offset + limit <= 10000``), ``sort`` as
+``field:asc|desc`` (default ``receiveTime:desc``), ``limitTotalCount`` caps ``totalCount``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ._lifecycle import carrier_for, status_at
+from ._state import AcceptedMessage, decode_token, iso_ms
+
+__all__ = ["ListQuery", "ListQueryError", "Page", "list_items", "page", "parse_query"]
+
+#: The most results a search reaches (limit + offset).
+MAX_RESULTS = 10_000
+DEFAULT_LIMIT = 100
+MAX_TN_LIST = 10
+MIN_PARTIAL_TN = 5
+
+_STATUSES = frozenset({"RECEIVED", "QUEUED", "SENDING", "SENT", "FAILED", "DELIVERED", "ACCEPTED", "UNDELIVERED"})
+_DIRECTIONS = frozenset({"INBOUND", "OUTBOUND"})
+_TYPES = frozenset({"sms", "mms", "rcs"})
+_UNAPPLIED_FILTERS = frozenset(
+    {
+        "fromBwLatency",
+        "bwQueued",
+        "product",
+        "location",
+        "carrierQueued",
+        "fromCarrierLatency",
+        "callingNumberCountryA3",
+        "calledNumberCountryA3",
+        "fromMessageSize",
+        "toMessageSize",
+    }
+)
+_SORTABLE = frozenset(
+    {
+        "messageId",
+        "accountId",
+        "sourceTn",
+        "destinationTn",
+        "messageStatus",
+        "messageDirection",
+        "messageType",
+        "segmentCount",
+        "errorCode",
+        "receiveTime",
+        "carrierName",
+        "messageLength",
+        "attachmentCount",
+        "recipientCount",
+        "campaignId",
+    }
+)
+
+Item = dict[str, Any]
+Predicate = Callable[[Item], bool]
+
+
+class ListQueryError(ValueError):
+    """The query cannot be run; the message is the 400 body's ``description``."""
+
+
+@dataclass(slots=True)
+class ListQuery:
+    predicates: list[Predicate] = field(default_factory=list)
+    sort_field: str = "receiveTime"
+    descending: bool = True
+    offset: int = 0
+    limit: int = DEFAULT_LIMIT
+    limit_total_count: bool = False
+
+    def matches(self, item: Item) -> bool:
+        return all(p(item) for p in self.predicates)
+
+
+@dataclass(slots=True)
+class Page:
+    total_count: int
+    items: list[Item]
+    prev_offset: int | None
+    next_offset: int | None
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ListQueryError(f"{name} must be an integer, not {value!r}") from None
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false"):
+        raise ListQueryError(f"{name} must be true or false, not {value!r}")
+    return lowered == "true"
+
+
+def _iso_bound(name: str, value: str) -> str:
+    """A date-time bound, normalised to the ``receiveTime`` format so strings compare as times."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
+    except ValueError:
+        raise ListQueryError(f"{name} {value!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return iso_ms(int(parsed.timestamp() * 1000))
+
+
+def _tn_predicate(name: str, value: str) -> Predicate:
+    # '+' in an unencoded query string arrives as a space; numbers never contain spaces.
+    value = value.strip().replace(" ", "+")
+    if "," in value:
+        numbers = frozenset(v.strip() for v in value.split(",") if v.strip())
+        if len(numbers) > MAX_TN_LIST:
+            raise ListQueryError(f"{name} accepts at most {MAX_TN_LIST} comma-separated numbers")
+        return lambda item: item[name] in numbers
+    if len(value) < MIN_PARTIAL_TN:
+        raise ListQueryError(f"{name} must be a full number or a partial of at least {MIN_PARTIAL_TN} characters")
+    return lambda item: value in item[name]
+
+
+def _enum_predicate(name: str, value: str, allowed: frozenset[str]) -> Predicate:
+    if value not in allowed:
+        raise ListQueryError(f"{name} must be one of {', '.join(sorted(allowed))}, not {value!r}")
+    return _equals(name, value)
+
+
+def _equals(name: str, value: object, default: object = None) -> Predicate:
+    return lambda item: item.get(name, default) == value
+
+
+def _at_least(name: str, bound: Any) -> Predicate:
+    return lambda item: bool(item[name] >= bound)
+
+
+def _at_most(name: str, bound: Any) -> Predicate:
+    return lambda item: bool(item[name] <= bound)
+
+
+def _carrier(value: str) -> Predicate:
+    wanted = value.casefold()
+    return lambda item: (item.get("carrierName") or "").casefold() == wanted
+
+
+def parse_query(query: Mapping[str, str]) -> ListQuery:
+    """Turn the query string into predicates and paging; :class:`ListQueryError` if it cannot run."""
+    q = ListQuery()
+    add = q.predicates.append
+    filters = 0
+    for name, value in query.items():
+        if name in _UNAPPLIED_FILTERS:
+            filters += 1
+        elif name == "messageId":
+            filters += 1
+            add(_equals("messageId", value))
+        elif name in ("sourceTn", "destinationTn"):
+            filters += 1
+            add(_tn_predicate(name, value))
+        elif name == "messageStatus":
+            filters += 1
+            add(_enum_predicate(name, value, _STATUSES))
+        elif name == "messageDirection":
+            filters += 1
+            add(_enum_predicate(name, value, _DIRECTIONS))
+        elif name == "messageType":
+            filters += 1
+            add(_enum_predicate(name, value, _TYPES))
+        elif name == "errorCode":
+            filters += 1
+            code = _int(name, value)
+            add(_equals("errorCode", code, 0))
+        elif name == "fromDateTime":
+            filters += 1
+            add(_at_least("receiveTime", _iso_bound(name, value)))
+        elif name == "toDateTime":
+            filters += 1
+            add(_at_most("receiveTime", _iso_bound(name, value)))
+        elif name == "carrierName":
+            filters += 1
+            add(_carrier(value))
+        elif name == "campaignId":
+            filters += 1
+            add(_equals("campaignId", value))
+        elif name == "fromSegmentCount":
+            filters += 1
+            add(_at_least("segmentCount", _int(name, value)))
+        elif name == "toSegmentCount":
+            filters += 1
+            add(_at_most("segmentCount", _int(name, value)))
+        elif name == "sort":
+            field_name, _, direction = value.partition(":")
+            if field_name not in _SORTABLE:
+                raise ListQueryError(f"cannot sort by {field_name!r}; use one of {', '.join(sorted(_SORTABLE))}")
+            if direction.lower() not in ("", "asc", "desc"):
+                raise ListQueryError(f"sort direction must be asc or desc, not {direction!r}")
+            q.sort_field, q.descending = field_name, direction.lower() == "desc"
+        elif name == "pageToken":
+            offset = decode_token(value)
+            if offset is None:
+                raise ListQueryError(f"pageToken {value!r} is not valid")
+            q.offset = offset
+        elif name == "limit":
+            q.limit = _int(name, value)
+            if q.limit < 1:
+                raise ListQueryError("limit must be at least 1")
+        elif name == "limitTotalCount":
+            q.limit_total_count = _bool(name, value)
+        # Any other parameter is ignored, as Bandwidth's (Spring) service ignores unknown ones.
+    if not filters:
+        raise ListQueryError("At least one query parameter (a search filter) must be provided")
+    if q.offset + q.limit > MAX_RESULTS:
+        raise ListQueryError(f"The sum of limit and the page offset cannot be more than {MAX_RESULTS}")
+    return q
+
+
+def list_items(
+    records: Iterable[AcceptedMessage],
+    account_id: str,
+    now: float,
+    carriers: Sequence[str],
+    campaign_id: str | None,
+) -> Iterator[Item]:
+    """One list item per recipient of every message of ``account_id``, status as of ``now``."""
+    for msg in records:
+        if msg.account_id != account_id:
+            continue
+        mms = bool(msg.media)
+        n = len(msg.to)
+        for i, number in enumerate(msg.to):
+            status, code = status_at(msg, i, now)
+            item: Item = {
+                "messageId": msg.id,
+                "accountId": msg.account_id,
+                "sourceTn": msg.from_,
+                "destinationTn": number,
+                "messageStatus": status,
+                "messageDirection": "OUTBOUND",
+                "messageType": "mms" if mms else "sms",
+                "segmentCount": msg.segment_count,
+                "receiveTime": msg.time,
+                "carrierName": carrier_for(number, carriers),
+                "messageLength": len(msg.text or ""),
+                "attachmentCount": len(msg.media or ()),
+                "recipientCount": n,
+            }
+            if code:
+                item["errorCode"] = code
+            if campaign_id is not None:
+                item["campaignId"] = campaign_id
+            yield item
+
+
+def page(items: Iterable[Item], q: ListQuery) -> Page:
+    """Filter, sort and cut one page. A next page exists only while it stays within 10,000."""
+    matched = [item for item in items if q.matches(item)]
+    field_name = q.sort_field
+    default = 0 if field_name == "errorCode" else None
+
+    def key(item: Item) -> tuple[bool, Any]:
+        value = item.get(field_name, default)
+        # Missing values sort after present ones; the flag keeps None from meeting a str.
+        return (value is None, value if value is not None else 0)
+
+    # Python's sort is stable, also with reverse=True: equal keys keep acceptance order.
+    matched.sort(key=key, reverse=q.descending)
+    total = len(matched)
+    end = q.offset + q.limit
+    next_offset = end if end < total and end + q.limit <= MAX_RESULTS else None
+    prev_offset = max(0, q.offset - q.limit) if q.offset > 0 else None
+    count = min(total, MAX_RESULTS) if q.limit_total_count else total
+    return Page(count, matched[q.offset : end], prev_offset, next_offset)

@@ -1,0 +1,106 @@
+"""Shared fixtures: the in-process emulator, and a receiver for its status callbacks.
+
+* ``emulator``: a running :class:`~bwasync.emulator.Emulator` with default knobs, username
+  ``u``, password ``p``, account ``9900000``.
+* ``emulator_factory``: ``async with emulator_factory(p_500=0.1, seed=3) as emu: ...`` for
+  any other knobs (same credentials and account unless overridden).
+* ``callback_receiver``: a small aiohttp server on 127.0.0.1 that records every callback POST
+  in an ``asyncio.Queue``; ``await receiver.next()`` waits for one without fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bwasync._models import StatusCallback, decode_callbacks
+from bwasync.emulator import Emulator
+
+ACCOUNT_ID = "9900000"
+USERNAME = "u"
+PASSWORD = "p"
+DEFAULT_KNOBS: dict[str, Any] = {"username": USERNAME, "password": PASSWORD, "account_id": ACCOUNT_ID}
+
+EmulatorFactory = Callable[..., contextlib.AbstractAsyncContextManager[Emulator]]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(**DEFAULT_KNOBS) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_factory() -> EmulatorFactory:
+    @contextlib.asynccontextmanager
+    async def make(**knobs: Any) -> AsyncIterator[Emulator]:
+        async with Emulator(**{**DEFAULT_KNOBS, **knobs}) as emu:
+            yield emu
+
+    return make
+
+
+@dataclass
+class Delivery:
+    """One callback POST as the receiver saw it (including attempts it refused)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    events: list[StatusCallback] = field(default_factory=list)
+
+
+class CallbackReceiver:
+    """Records callback POSTs; answers ``statuses`` in turn, then ``default_status``.
+
+    Every POST, refused or not, is put on ``queue``: a test awaits :meth:`next` or
+    :meth:`collect` (bounded by a timeout, never a fixed sleep).
+    """
+
+    def __init__(self, statuses: list[int] | None = None, default_status: int = 204) -> None:
+        self.statuses = list(statuses or [])
+        self.default_status = default_status
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.deliveries: list[Delivery] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status = self.statuses.pop(0) if self.statuses else self.default_status
+        delivery = Delivery(status, dict(request.headers), body, decode_callbacks(body))
+        self.deliveries.append(delivery)
+        self.queue.put_nowait(delivery)
+        return web.Response(status=status)
+
+    async def __aenter__(self) -> CallbackReceiver:
+        app = web.Application()
+        app.router.add_post("/callbacks", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def next(self, timeout: float = 5.0) -> Delivery:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def collect(self, n: int, timeout: float = 5.0) -> list[Delivery]:
+        return [await self.next(timeout) for _ in range(n)]
+
+
+@pytest.fixture
+async def callback_receiver() -> AsyncIterator[CallbackReceiver]:
+    async with CallbackReceiver() as receiver:
+        yield receiver
