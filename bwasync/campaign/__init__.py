@@ -1,0 +1,104 @@
+"""Campaign foundations: inputs, the crash-safe journal, the callback receiver and reports.
+
+* :mod:`._inputs` — :func:`read_rows` streams CSV/JSONL rows, :class:`Template` renders text
+  safely, :func:`build_request`/:func:`prepare_row` turn a row into a request or a journal row,
+  :func:`load_opt_out` reads a do-not-message list.
+* :mod:`._journal` — :class:`Journal`, the SQLite record of every row's fate, with durable
+  group-committed :meth:`~Journal.mark_in_flight`.
+* :mod:`._receiver` — :func:`make_callback_handler` and :class:`CallbackReceiver` record
+  Bandwidth's status callbacks.
+* :mod:`._report` — :func:`build_report`, :func:`render_text` and the per-row exports.
+"""
+
+from ._exceptions import (
+    CampaignError,
+    InputFileError,
+    JournalClosedError,
+    JournalError,
+    JournalLockedError,
+    JournalMismatchError,
+    JournalStateError,
+    MissingVariablesError,
+    TemplateError,
+)
+from ._inputs import (
+    RESERVED_COLUMNS,
+    InputRow,
+    RowReader,
+    Template,
+    build_request,
+    format_field_errors,
+    load_opt_out,
+    normalize_number,
+    prepare_row,
+    read_rows,
+    recipients_of,
+)
+from ._journal import (
+    CampaignInfo,
+    CommitInfo,
+    Counts,
+    DeliveryOutcome,
+    DeliveryStatus,
+    FileFingerprint,
+    Journal,
+    JournalStats,
+    LatencyStats,
+    NewRow,
+    PendingRow,
+    RowRecord,
+    RowStatus,
+    fingerprint_file,
+    synthetic_key,
+)
+from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
+from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "RESERVED_COLUMNS",
+    "CallbackHandler",
+    "CallbackReceiver",
+    "CampaignError",
+    "CampaignInfo",
+    "CommitInfo",
+    "Counts",
+    "DeliveryOutcome",
+    "DeliveryStatus",
+    "FileFingerprint",
+    "InputFileError",
+    "InputRow",
+    "Journal",
+    "JournalClosedError",
+    "JournalError",
+    "JournalLockedError",
+    "JournalMismatchError",
+    "JournalStateError",
+    "JournalStats",
+    "LatencyStats",
+    "MissingVariablesError",
+    "NewRow",
+    "PendingRow",
+    "ReceiverStats",
+    "Report",
+    "RowReader",
+    "RowRecord",
+    "RowStatus",
+    "Template",
+    "TemplateError",
+    "build_report",
+    "build_request",
+    "delivery_recorder",
+    "export_rows_csv",
+    "export_rows_json",
+    "fingerprint_file",
+    "format_field_errors",
+    "load_opt_out",
+    "make_callback_handler",
+    "normalize_number",
+    "prepare_row",
+    "read_rows",
+    "recipients_of",
+    "render_text",
+    "synthetic_key",
+]

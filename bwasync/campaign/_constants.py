@@ -1,0 +1,45 @@
+"""Every tunable of the campaign layer, with the reason for its default."""
+
+from __future__ import annotations
+
+# --- Inputs ----------------------------------------------------------------------------------
+
+#: Bytes of the input file hashed at each end to recognise it on resume. Reading 2 MiB is
+#: instant even for a multi-gigabyte file, and together with the exact size it catches any edit
+#: that adds, removes or rewrites rows near either end (which is what editing a list does).
+FINGERPRINT_BYTES = 1024 * 1024
+#: Longest row key accepted. The tag is ``<campaign id>:<key>`` and Bandwidth allows 1024
+#: characters; 256 leaves ample room for any campaign id while allowing UUIDs, hashes and
+#: compound keys.
+MAX_KEY_LENGTH = 256
+
+# --- Journal ---------------------------------------------------------------------------------
+
+#: Rows a load-pass batch should hold. One transaction per batch: a few thousand rows make
+#: the commit cost negligible while a batch stays a few MiB.
+LOAD_BATCH = 2000
+#: Rows fetched per page by the journal's iterators: bounds memory whatever the campaign size.
+PAGE_SIZE = 1000
+#: Seconds a recorded result may wait before it is committed when no mark is flowing (during a
+#: run, results ride along with the next mark's commit, within a millisecond or so). After a
+#: crash, an uncommitted result leaves its row ``in_flight``, to be reconciled: short enough
+#: that few rows are affected, long enough to batch thousands of results per commit.
+RESULT_FLUSH_INTERVAL = 0.05
+#: Queued items applied in one transaction at most. Bounds a transaction's duration (and so
+#: the latency of the marks waiting for it) under a flood.
+MAX_TRANSACTION_ITEMS = 5000
+#: Milliseconds SQLite waits for a lock held by another connection (an inspecting ``sqlite3``
+#: shell, a checkpoint) before failing.
+BUSY_TIMEOUT_MS = 5000
+
+# --- Callback receiver -----------------------------------------------------------------------
+
+#: Largest callback body accepted. Bandwidth batches events into one array; 1 MiB holds
+#: thousands of them.
+DEFAULT_MAX_BODY = 1024 * 1024
+#: Seconds the receiver gives the journal to record a POST's events. Bandwidth wants a 2xx
+#: within 10 s and retries otherwise, so we answer 503 well before that rather than time out.
+CALLBACK_HANDLER_TIMEOUT = 5.0
+#: Event identities (message id, recipient, type) remembered to drop duplicates in memory. The
+#: journal is idempotent anyway; this only saves a round trip for Bandwidth's retries.
+DEDUPE_CAPACITY = 100_000

@@ -1,0 +1,350 @@
+"""The status-callback receiver: Bandwidth's delivery events, into the journal.
+
+Bandwidth POSTs a JSON array of events to the application's callback URL, with HTTP Basic
+credentials if the application has them, and retries for 24 hours until it gets a 2xx within
+10 seconds: delivery is at-least-once, in no particular order. So the handler
+
+* checks Basic auth in constant time (401 with ``WWW-Authenticate`` otherwise),
+* refuses a body over ``max_body`` with 413 without reading it all,
+* answers 400 to anything that is not a JSON array of status callbacks,
+* drops events it has already handled (same message id, recipient and type),
+* records events before answering 200 (so an event is never acknowledged and then lost),
+  and answers 503 if that takes more than a few seconds, so Bandwidth retries.
+
+Inside your own aiohttp application::
+
+    from aiohttp import web
+    from bwasync.campaign import CallbackHandler, delivery_recorder, make_callback_handler
+
+    app = web.Application()
+    app.router.add_post(
+        "/bandwidth/callbacks",
+        make_callback_handler(delivery_recorder(journal), username="bw", password=secret),
+    )
+    # or, to read the counters:
+    callbacks = CallbackHandler(delivery_recorder(journal), username="bw", password=secret)
+    app.router.add_post("/bandwidth/callbacks", callbacks.handle)  # callbacks.stats...
+
+Or standalone::
+
+    async with CallbackReceiver("0.0.0.0", 8080, journal=journal, username="bw", password=secret) as rx:
+        ...  # run the campaign; rx.stats counts what arrived
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from aiohttp import hdrs, web
+
+from .._models import StatusCallback, decode_callbacks
+from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
+from ._journal import DeliveryOutcome, Journal
+
+__all__ = [
+    "CallbackHandler",
+    "CallbackReceiver",
+    "ReceiverStats",
+    "delivery_recorder",
+    "make_callback_handler",
+]
+
+logger = logging.getLogger("bwasync.campaign")
+
+#: What the handler calls for each new event. It may return a :class:`DeliveryOutcome` (which
+#: the handler counts) or anything else; it may be a coroutine function or a plain function.
+OnEvent = Callable[[StatusCallback], Awaitable[object] | object]
+
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(slots=True)
+class ReceiverStats:
+    """What the handler has seen. Events are counted once each, in exactly one of
+    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags`` or ``other``."""
+
+    #: POSTs answered 2xx.
+    requests: int = 0
+    #: Events in those POSTs.
+    received: int = 0
+    #: Events that changed a row's delivery state.
+    recorded: int = 0
+    #: Events seen before (by this handler, or already in the journal).
+    duplicates: int = 0
+    #: Events older than what is known (``message-sent`` after ``message-delivered``).
+    stale: int = 0
+    #: Events carrying no delivery state (``message-sending``, ``message-read``).
+    ignored: int = 0
+    #: Events whose tag matches no row of this campaign.
+    unknown_tags: int = 0
+    #: Events for which ``on_event`` returned something other than a DeliveryOutcome.
+    other: int = 0
+    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
+    rejected: int = 0
+    #: POSTs answered 5xx because recording failed or took too long (Bandwidth retries them).
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_OUTCOME_FIELD = {
+    DeliveryOutcome.CHANGED: "recorded",
+    DeliveryOutcome.DUPLICATE: "duplicates",
+    DeliveryOutcome.STALE: "stale",
+    DeliveryOutcome.IGNORED: "ignored",
+    DeliveryOutcome.UNKNOWN: "unknown_tags",
+}
+
+
+#: An aiohttp request handler.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class CallbackHandler:
+    """Bandwidth status callbacks for aiohttp: route POSTs to :meth:`handle`; read :attr:`stats`.
+
+    See :func:`make_callback_handler` for the behaviour and the arguments.
+    """
+
+    def __init__(
+        self,
+        on_event: OnEvent,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        timeout: float = CALLBACK_HANDLER_TIMEOUT,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("give both username and password, or neither")
+        if max_body < 1:
+            raise ValueError("max_body must be positive")
+        self._on_event = on_event
+        #: The exact Authorization header expected, compared whole in constant time.
+        self._expected: bytes | None = None
+        if username is not None and password is not None:
+            self._expected = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+        self.max_body = max_body
+        self.timeout = timeout
+        self.stats = ReceiverStats()
+        #: Identities (message id, recipient, type) of events handled, oldest first (bounded).
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        auth = "basic" if self._expected is not None else "none"
+        return f"<CallbackHandler auth={auth} max_body={self.max_body} {self.stats}>"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler (a coroutine function, as aiohttp requires)."""
+        if self._expected is not None:
+            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, self._expected):
+                self.stats.rejected += 1
+                return web.Response(
+                    status=401,
+                    text="authentication required",
+                    headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'},
+                )
+        body = await self._read_body(request)
+        if body is None:
+            self.stats.rejected += 1
+            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+        try:
+            events = decode_callbacks(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats.rejected += 1
+            return web.Response(status=400, text=f"expected a JSON array of status callbacks: {exc}")
+
+        fresh: list[StatusCallback] = []
+        identities: set[tuple[str, str, str]] = set()
+        duplicates = 0
+        for event in events:
+            identity = (event.message.id, event.to, event.type)
+            if identity in self._seen or identity in identities:
+                duplicates += 1
+            else:
+                identities.add(identity)
+                fresh.append(event)
+        try:
+            async with asyncio.timeout(self.timeout):
+                outcomes = await asyncio.gather(*(self._handle(e) for e in fresh))
+        except TimeoutError:
+            self.stats.errors += 1
+            logger.warning("callback receiver: recording %d events took over %.1f s", len(fresh), self.timeout)
+            return web.Response(status=503, text="busy, retry later")
+        except Exception:
+            self.stats.errors += 1
+            logger.exception("callback receiver: recording events failed")
+            return web.Response(status=500, text="could not record the events")
+
+        # Only now, once recorded, are the events remembered: a failed POST is retried whole.
+        for identity in identities:
+            self._seen[identity] = None
+        while len(self._seen) > DEDUPE_CAPACITY:
+            self._seen.popitem(last=False)
+        stats = self.stats
+        stats.requests += 1
+        stats.received += len(events)
+        stats.duplicates += duplicates
+        for outcome in outcomes:
+            name = _OUTCOME_FIELD.get(outcome) if isinstance(outcome, DeliveryOutcome) else None
+            setattr(stats, name or "other", getattr(stats, name or "other") + 1)
+        return web.Response(status=200)
+
+    async def _handle(self, event: StatusCallback) -> object:
+        result = self._on_event(event)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None if it is larger than ``max_body`` (then not read any further)."""
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+
+
+def make_callback_handler(
+    on_event: OnEvent,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    timeout: float = CALLBACK_HANDLER_TIMEOUT,
+) -> Handler:
+    """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
+
+    ``on_event(event)`` (a :class:`~bwasync.StatusCallback`; sync or async) is called once per
+    new event, all of a POST's events concurrently; the POST is answered 200 after they all
+    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. With ``username``
+    and ``password`` the request must carry exactly that Basic ``Authorization``.
+
+    It is :meth:`CallbackHandler.handle` of a new :class:`CallbackHandler`, whose ``stats``
+    (:class:`ReceiverStats`) count requests and events (``handler.__self__.stats``; or build the
+    :class:`CallbackHandler` yourself). Return a :class:`DeliveryOutcome` from ``on_event`` to
+    have the events classified.
+
+    >>> app = web.Application()                                                  # doctest: +SKIP
+    >>> app.router.add_post("/callbacks", make_callback_handler(print_event))     # doctest: +SKIP
+    """
+    return CallbackHandler(on_event, username=username, password=password, max_body=max_body, timeout=timeout).handle
+
+
+def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[DeliveryOutcome]]:
+    """An ``on_event`` that records events into ``journal`` (see :meth:`Journal.record_delivery`).
+
+    An event whose tag does not start with the journal's ``"<campaign id>:"`` is
+    :attr:`DeliveryOutcome.UNKNOWN` without touching the database.
+    """
+
+    async def record(event: StatusCallback) -> DeliveryOutcome:
+        campaign_id = journal.campaign_id
+        tag = event.message.tag
+        if campaign_id is None or not tag or not tag.startswith(campaign_id + ":"):
+            return DeliveryOutcome.UNKNOWN
+        return await journal.record_delivery(
+            tag,
+            event.type,
+            error_code=event.error_code,
+            event_time=event.event_time or event.time,
+            message_id=event.message.id,
+            recipient=event.to,
+        )
+
+    return record
+
+
+class CallbackReceiver:
+    """A small aiohttp server that records status callbacks into a journal.
+
+    Accepts POSTs on any path. ``port=0`` picks a free port (see :attr:`port`/:attr:`url`).
+
+    >>> async with CallbackReceiver("127.0.0.1", 0, journal=journal) as receiver:   # doctest: +SKIP
+    ...     print(receiver.url, receiver.stats)
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        journal: Journal,
+        username: str | None = None,
+        password: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+        timeout: float = CALLBACK_HANDLER_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.handler = CallbackHandler(
+            delivery_recorder(journal), username=username, password=password, max_body=max_body, timeout=timeout
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def stats(self) -> ReceiverStats:
+        return self.handler.stats
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the receiver is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self.port}" if self.port is not None else "not started"
+        return f"<CallbackReceiver {where} {self.stats}>"
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self.handler.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self._requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address: Any = runner.addresses[0]
+        self.port = int(address[1])
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> CallbackReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

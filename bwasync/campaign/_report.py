@@ -1,0 +1,276 @@
+"""What a campaign did: a summary report and per-row exports, read from the journal.
+
+Usage::
+
+    report = await build_report(journal)
+    print(render_text(report))
+    Path("report.json").write_text(report.to_json())
+    await export_rows_csv(journal, "outcomes.csv")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Final
+
+import msgspec
+
+from ._journal import Journal, RowRecord
+
+__all__ = ["EXPORT_COLUMNS", "Report", "build_report", "export_rows_csv", "export_rows_json", "render_text"]
+
+#: The columns of the per-row exports, in order.
+EXPORT_COLUMNS: Final = (
+    "key",
+    "line",
+    "status",
+    "recipients",
+    "message_id",
+    "error",
+    "error_code",
+    "delivery_status",
+    "delivery_error_code",
+    "segments",
+    "attempts",
+    "latency",
+)
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """A campaign's outcome. Times are Unix epoch seconds; latencies are seconds.
+
+    Every row is counted once in ``by_status`` (``total`` is their sum); the delivery figures
+    count rows with status callbacks: ``delivered`` (every recipient delivered),
+    ``delivery_failed`` (a recipient failed), ``awaiting_delivery`` (accepted, no final
+    callback yet). Error-code maps have string keys (JSON), ``"none"`` for no code.
+    """
+
+    campaign_id: str | None
+    input_path: str | None
+    total: int
+    by_status: dict[str, int]
+    pending: int
+    in_flight: int
+    accepted: int
+    failed: int
+    ambiguous: int
+    invalid: int
+    skipped: int
+    delivered: int
+    delivery_failed: int
+    awaiting_delivery: int
+    #: Rows not sent (``failed``), by HTTP status code.
+    send_failures_by_code: dict[str, int]
+    #: Rows whose delivery failed, by Bandwidth's callback error code.
+    delivery_failures_by_code: dict[str, int]
+    #: Segments of accepted rows (segments × recipients): what the account was charged against.
+    segments: int
+    started_at: float | None
+    finished_at: float | None
+    #: Wall time from the first accepted row's send to the last one's answer (resumes included).
+    duration: float | None
+    #: Accepted rows per second over ``duration``.
+    throughput: float | None
+    segments_per_second: float | None
+    latency_p50: float | None
+    latency_p90: float | None
+    latency_p99: float | None
+    latency_max: float | None
+    latency_mean: float | None
+    #: What the user should do next, when anything (ambiguous, in-flight or pending rows).
+    hint: str | None = None
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+
+def _codes(counts: dict[int | None, int]) -> dict[str, int]:
+    return {("none" if code is None else str(code)): n for code, n in counts.items()}
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+async def build_report(journal: Journal) -> Report:
+    """Summarise the journal. Reads aggregates only, so it is cheap at any campaign size."""
+    await journal.flush()
+    info = await journal.campaign_info()
+    counts = await journal.counts()
+    send_codes = await journal.failed_by_error_code()
+    delivery_codes = await journal.delivery_failed_by_error_code()
+    latency = await journal.latency_stats((50, 90, 99))
+    started, finished = await journal.time_span()
+
+    by_status = counts.by_status
+    accepted = by_status.get("accepted", 0)
+    duration = finished - started if started is not None and finished is not None else None
+    rate = accepted / duration if duration else None
+    segment_rate = counts.accepted_segments / duration if duration else None
+    delivered = counts.by_delivery.get("delivered", 0)
+    delivery_failed = counts.by_delivery.get("failed", 0)
+
+    hints: list[str] = []
+    ambiguous = by_status.get("ambiguous", 0)
+    if ambiguous:
+        hints.append(
+            f"{_plural(ambiguous, 'row is', 'rows are')} ambiguous: the request left but no answer came back, so "
+            "the message may or may not have been sent. They were not resent; rerun with --retry-ambiguous to "
+            "resend them knowingly (their recipients may then get the message twice)."
+        )
+    in_flight = by_status.get("in_flight", 0)
+    if in_flight:
+        hints.append(
+            f"{_plural(in_flight, 'row was', 'rows were')} in flight when the run stopped: resume the campaign "
+            "to reconcile them with Bandwidth."
+        )
+    pending = by_status.get("pending", 0)
+    if pending:
+        hints.append(f"{_plural(pending, 'row is', 'rows are')} still pending: resume the campaign to send them.")
+
+    return Report(
+        campaign_id=info.campaign_id if info else None,
+        input_path=info.input_path if info else None,
+        total=counts.total,
+        by_status=dict(by_status),
+        pending=pending,
+        in_flight=in_flight,
+        accepted=accepted,
+        failed=by_status.get("failed", 0),
+        ambiguous=ambiguous,
+        invalid=by_status.get("invalid", 0),
+        skipped=by_status.get("skipped", 0),
+        delivered=delivered,
+        delivery_failed=delivery_failed,
+        awaiting_delivery=max(0, accepted - delivered - delivery_failed),
+        send_failures_by_code=_codes(send_codes),
+        delivery_failures_by_code=_codes(delivery_codes),
+        segments=counts.accepted_segments,
+        started_at=started,
+        finished_at=finished,
+        duration=duration,
+        throughput=rate,
+        segments_per_second=segment_rate,
+        latency_p50=latency.percentiles.get(50.0),
+        latency_p90=latency.percentiles.get(90.0),
+        latency_p99=latency.percentiles.get(99.0),
+        latency_max=latency.max,
+        latency_mean=latency.mean,
+        hint="\n".join(hints) or None,
+    )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def render_text(report: Report) -> str:
+    """The report as plain text, one fact a line (the CLI may render it richer)."""
+    lines = [f"Campaign {report.campaign_id or '?'}" + (f" ({report.input_path})" if report.input_path else "")]
+    lines.append(f"  rows         {report.total}")
+    for label, n in (
+        ("accepted", report.accepted),
+        ("failed", report.failed),
+        ("ambiguous", report.ambiguous),
+        ("invalid", report.invalid),
+        ("skipped", report.skipped),
+        ("in flight", report.in_flight),
+        ("pending", report.pending),
+    ):
+        lines.append(f"  {label:<12} {n}")
+    lines.append(f"  segments     {report.segments}")
+    lines.append(
+        f"  delivery     {report.delivered} delivered, {report.delivery_failed} failed, "
+        f"{report.awaiting_delivery} awaiting"
+    )
+    if report.send_failures_by_code:
+        codes = ", ".join(f"{code}: {n}" for code, n in report.send_failures_by_code.items())
+        lines.append(f"  not sent by HTTP status     {codes}")
+    if report.delivery_failures_by_code:
+        codes = ", ".join(f"{code}: {n}" for code, n in report.delivery_failures_by_code.items())
+        lines.append(f"  undelivered by error code   {codes}")
+    if report.throughput is not None and report.duration is not None:
+        lines.append(
+            f"  throughput   {report.throughput:.1f} messages/s, {report.segments_per_second or 0:.1f} segments/s "
+            f"over {report.duration:.1f} s"
+        )
+    if report.latency_p50 is not None:
+        lines.append(
+            f"  latency      p50 {_ms(report.latency_p50)}, p90 {_ms(report.latency_p90)}, "
+            f"p99 {_ms(report.latency_p99)}, max {_ms(report.latency_max)}"
+        )
+    if report.hint:
+        lines.extend("! " + h for h in report.hint.splitlines())
+    return "\n".join(lines) + "\n"
+
+
+def _export_values(row: RowRecord) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "line": row.line,
+        "status": row.status,
+        "recipients": list(row.recipients),
+        "message_id": row.message_id,
+        "error": row.error,
+        "error_code": row.error_code,
+        "delivery_status": row.delivery_status,
+        "delivery_error_code": row.delivery_error_code,
+        "segments": row.segments,
+        "attempts": row.attempts,
+        "latency": row.latency,
+    }
+
+
+@contextmanager
+def _text_out(out: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            yield f
+    else:
+        yield out
+
+
+async def export_rows_csv(journal: Journal, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
+    """Write every row's outcome as CSV (:data:`EXPORT_COLUMNS`), in line order; return the count.
+
+    ``out`` is a path or an open text file. Streams page by page; ``recipients`` are joined
+    with ``;``; absent values are empty cells.
+    """
+    count = 0
+    with _text_out(out) as f:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        async for row in journal.iter_all(batch=batch):
+            values = _export_values(row)
+            values["recipients"] = ";".join(row.recipients)
+            writer.writerow(["" if values[c] is None else values[c] for c in EXPORT_COLUMNS])
+            count += 1
+            if count % batch == 0:
+                f.write(buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+        f.write(buffer.getvalue())
+    return count
+
+
+async def export_rows_json(journal: Journal, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
+    """Write every row's outcome as JSON Lines (one object per row, :data:`EXPORT_COLUMNS` keys,
+    ``recipients`` a list, absent values ``null``), in line order; return the count."""
+    encoder = msgspec.json.Encoder()
+    count = 0
+    with _text_out(out) as f:
+        chunk: list[str] = []
+        async for row in journal.iter_all(batch=batch):
+            chunk.append(encoder.encode(_export_values(row)).decode())
+            count += 1
+            if len(chunk) >= batch:
+                f.write("\n".join(chunk) + "\n")
+                chunk.clear()
+        if chunk:
+            f.write("\n".join(chunk) + "\n")
+    return count
