@@ -178,16 +178,20 @@ class CreateMessageRequestError(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class StatusCallbackMessage(msgspec.Struct, rename="camel", kw_only=True):
-    """The message inside a status callback. Bandwidth does not store text: it comes as ``""``."""
+    """The message inside a status callback. Bandwidth does not store text: it comes as ``""``.
+
+    Only ``id`` is required here although the spec requires more: a webhook receiver that
+    rejected a whole batch for one missing field would make Bandwidth retry it for 24 hours.
+    """
 
     id: str
-    owner: str
-    application_id: str
-    time: datetime
-    segment_count: int
-    direction: str
-    to: list[str]
-    from_: str
+    owner: str | None = None
+    application_id: str | None = None
+    time: datetime | None = None
+    segment_count: int | None = None
+    direction: str | None = None
+    to: list[str] = []
+    from_: str | None = None
     text: str | None = None
     tag: str | None = None
     media: list[str] | None = None

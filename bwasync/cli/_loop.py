@@ -1,0 +1,37 @@
+"""Running a command's coroutine: on uvloop when it is installed.
+
+The CLI is an application, so it may choose the event loop; the library never installs one.
+Set ``BWASYNC_LOOP=asyncio`` to run on the standard loop (to compare, or to debug).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["loop_factory", "run"]
+
+T = TypeVar("T")
+logger = logging.getLogger("bwasync.cli")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when uvloop is importable (and not disabled), else ``None``."""
+    if os.environ.get("BWASYNC_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on a fresh loop and close the loop (as ``asyncio.run``)."""
+    factory = loop_factory()
+    logger.debug("event loop: %s", "uvloop" if factory is not None else "asyncio")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
