@@ -178,7 +178,8 @@ class MessagingClient:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> MessagingClient:
         """Build from ``BW_ACCOUNT_ID``, ``BW_USERNAME``/``BW_PASSWORD`` or
-        ``BW_CLIENT_ID``/``BW_CLIENT_SECRET``, and ``BW_MESSAGING_URL`` (optional)."""
+        ``BW_CLIENT_ID``/``BW_CLIENT_SECRET`` (and ``BW_TOKEN_URL``), and ``BW_MESSAGING_URL``;
+        keyword ``overrides`` win over the environment."""
         env = os.environ if env is None else env
         account_id = overrides.pop("account_id", None) or env.get("BW_ACCOUNT_ID")
         if not account_id:
@@ -200,6 +201,8 @@ class MessagingClient:
             )
         if env.get("BW_MESSAGING_URL"):
             kwargs["base_url"] = env["BW_MESSAGING_URL"]
+        if env.get("BW_TOKEN_URL") and "client_id" in kwargs:
+            kwargs["token_url"] = env["BW_TOKEN_URL"]
         kwargs.update(overrides)
         return cls(account_id, **kwargs)
 

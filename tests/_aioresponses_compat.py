@@ -21,7 +21,7 @@ class _CompatResponse(ClientResponse):
         super().__init__(method, url, **kwargs)
 
 
-class mocked(aioresponses):  # noqa: N801 - reads like the aioresponses it stands for
+class mocked(aioresponses):
     def add(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("response_class", _CompatResponse)
         super().add(*args, **kwargs)

@@ -43,7 +43,11 @@ async def client(emu: Emulator) -> AsyncIterator[MessagingClient]:
 # The five send examples of Bandwidth's documentation.
 EXAMPLES = {
     "sms": {"to": "+15552223333", "text": "Hello world"},
-    "mms": {"to": "+15552223333", "text": "A picture", "media": ["https://dev.bandwidth.com/images/bandwidth-logo.png"]},
+    "mms": {
+        "to": "+15552223333",
+        "text": "A picture",
+        "media": ["https://dev.bandwidth.com/images/bandwidth-logo.png"],
+    },
     "mms-several": {
         "to": "+15552223333",
         "media": [
@@ -138,7 +142,11 @@ async def test_html_502_from_the_emulator(emu: Emulator, client: MessagingClient
     emu.config.p_502_html = 1.0
     with pytest.raises(ServerError) as info:
         await client.create_message(
-            to="+15552223333", from_=FROM, application_id=APP, text="x", retry=RetryPolicy(max_attempts=3, initial_delay=0)
+            to="+15552223333",
+            from_=FROM,
+            application_id=APP,
+            text="x",
+            retry=RetryPolicy(max_attempts=3, initial_delay=0),
         )
     assert info.value.status_code == 502
     assert info.value.description and "502" in info.value.description
@@ -151,7 +159,9 @@ async def test_5xx_answers_are_retried_and_each_message_accepted_once(emu: Emula
     emu.config.p_503 = 0.5
     retry = RetryPolicy(max_attempts=30, initial_delay=0.001, max_delay=0.002)
     for i in range(20):
-        await client.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x", tag=str(i), retry=retry)
+        await client.create_message(
+            to="+15552223333", from_=FROM, application_id=APP, text="x", tag=str(i), retry=retry
+        )
     assert emu.stats.faults["503"] > 0
     assert emu.stats.creates == 20 + emu.stats.faults["503"]
     assert emu.acceptance_counts(key="tag") == {str(i): 1 for i in range(20)}
@@ -170,7 +180,11 @@ async def test_timeout_after_sending_is_ambiguous_and_not_retried(emu: Emulator)
 
 async def test_refused_connection_is_not_sent() -> None:
     async with MessagingClient(
-        ACCOUNT, username="u", password="p", base_url="http://127.0.0.1:9/api/v2", retry=RetryPolicy(max_attempts=2, initial_delay=0)
+        ACCOUNT,
+        username="u",
+        password="p",
+        base_url="http://127.0.0.1:9/api/v2",
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
     ) as c:
         with pytest.raises(Exception) as info:
             await c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x")
@@ -199,25 +213,29 @@ async def test_oauth2_one_refresh_for_many_concurrent_sends(monkeypatch: pytest.
             # Jump the client's clock past the token's refresh point: the next burst shares one refresh.
             real = bwasync._auth.monotonic
             monkeypatch.setattr(bwasync._auth, "monotonic", lambda: real() + 4000)
-            await asyncio.gather(*[
-                c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x", tag=f"b{i}")
-                for i in range(50)
-            ])
+            await asyncio.gather(
+                *[
+                    c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x", tag=f"b{i}")
+                    for i in range(50)
+                ]
+            )
             assert emu.stats.tokens_issued == 2
             assert len(emu.accepted) == 100
             assert "csecret" not in repr(c)
 
 
 async def test_oauth2_token_revoked_server_side_refreshes_once() -> None:
-    async with Emulator(client_id="cid", client_secret="csecret", account_id=ACCOUNT) as emu:
-        async with MessagingClient(
+    async with (
+        Emulator(client_id="cid", client_secret="csecret", account_id=ACCOUNT) as emu,
+        MessagingClient(
             ACCOUNT, client_id="cid", client_secret="csecret", token_url=emu.token_url, base_url=emu.url
-        ) as c:
-            await c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x")
-            emu._tokens._tokens.clear()  # the server forgets every token it issued
-            await c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="y")
-            assert emu.stats.tokens_issued == 2
-            assert len(emu.accepted) == 2
+        ) as c,
+    ):
+        await c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x")
+        emu._tokens._tokens.clear()  # the server forgets every token it issued
+        await c.create_message(to="+15552223333", from_=FROM, application_id=APP, text="y")
+        assert emu.stats.tokens_issued == 2
+        assert len(emu.accepted) == 2
 
 
 async def test_oauth2_bad_client_credentials() -> None:
@@ -279,8 +297,11 @@ def test_from_env() -> None:
     env = {"BW_ACCOUNT_ID": "1", "BW_USERNAME": "u", "BW_PASSWORD": "p", "BW_MESSAGING_URL": "http://x/api/v2"}
     c = MessagingClient.from_env(env)
     assert c.account_id == "1" and c.base_url == "http://x/api/v2"
-    c = MessagingClient.from_env({"BW_ACCOUNT_ID": "1", "BW_CLIENT_ID": "i", "BW_CLIENT_SECRET": "s"})
+    c = MessagingClient.from_env(
+        {"BW_ACCOUNT_ID": "1", "BW_CLIENT_ID": "i", "BW_CLIENT_SECRET": "s", "BW_TOKEN_URL": "http://t/token"}
+    )
     assert c.auth.refreshable
+    assert c.auth.token_url == "http://t/token"  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError, match="BW_ACCOUNT_ID"):
         MessagingClient.from_env({"BW_USERNAME": "u", "BW_PASSWORD": "p"})
     with pytest.raises(ConfigurationError, match="BW_PASSWORD"):

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from tests._aioresponses_compat import mocked as aioresponses
 
 from bwasync import (
     APIConnectionError,
@@ -28,6 +27,7 @@ from bwasync import (
     ValidationError,
 )
 from bwasync._transport import parse_retry_after
+from tests._aioresponses_compat import mocked as aioresponses
 
 BASE = "https://bw.example/api/v2"
 URL = re.compile(r"^https://bw\.example/api/v2/users/9900000/messages$")

@@ -97,7 +97,11 @@ async def test_queue_full_429s_slow_the_run_down_and_everything_gets_through(emu
     emu.config.queue_seconds = 0.1  # a queue of 30 segments
     limiter = AdaptiveLimiter()
     async with MessagingClient(
-        ACCOUNT, username="u", password="p", base_url=emu.url, limiter=limiter,
+        ACCOUNT,
+        username="u",
+        password="p",
+        base_url=emu.url,
+        limiter=limiter,
         retry=RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=50),
     ) as c:
         n = 300
@@ -256,10 +260,19 @@ async def test_limiter_counts_segments_times_recipients(emu: Emulator) -> None:
         await c.send_all(
             [
                 MessageRequest(to="+15550000001", from_=FROM, application_id=APP, text="a" * 161),  # 2 segments
-                MessageRequest(to=["+15550000001", "+15550000002", "+15550000003"], from_="+15551112222",
-                               application_id=APP, text="a" * 161),  # 2 × 3
-                MessageRequest(to=["+15550000001", "+15550000002"], from_=FROM, application_id=APP,
-                               media=["https://example.com/a.png"], text="a" * 500),  # MMS: 1 × 2
+                MessageRequest(
+                    to=["+15550000001", "+15550000002", "+15550000003"],
+                    from_="+15551112222",
+                    application_id=APP,
+                    text="a" * 161,
+                ),  # 2 × 3
+                MessageRequest(
+                    to=["+15550000001", "+15550000002"],
+                    from_=FROM,
+                    application_id=APP,
+                    media=["https://example.com/a.png"],
+                    text="a" * 500,
+                ),  # MMS: 1 × 2
             ],
             concurrency=1,
         )
@@ -272,7 +285,7 @@ async def test_rate_argument_throttles_the_run(emu: Emulator, client: MessagingC
     # 20 segments/s with a one-second burst: 20 go at once, the other 10 take half a second.
     loop = asyncio.get_running_loop()
     start = loop.time()
-    results, summary = await client.send_all([request(i) for i in range(30)], rate=20.0, concurrency=30)
+    _results, summary = await client.send_all([request(i) for i in range(30)], rate=20.0, concurrency=30)
     elapsed = loop.time() - start
     assert summary.accepted == 30
     assert 0.4 <= elapsed < 2.0

@@ -175,7 +175,7 @@ async def test_deadline_stops_retries() -> None:
 
 async def test_retry_after_waits_before_the_retry() -> None:
     script, sleep = Script(), FakeSleep()
-    result, attempts = await retry_after_failure(
+    _result, attempts = await retry_after_failure(
         script, status(429, retry_after=3), DEFAULT, started=time.monotonic(), rand=lambda: 0.0, sleep=sleep
     )
     assert sleep.waits == [3.0]

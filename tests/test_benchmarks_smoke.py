@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark harness: every scenario on tiny counts, and its output's shape.
+
+No timing is asserted here (timings belong to ``python -m benchmarks``); what is checked is that
+the machinery runs end to end (servers in child processes, alternation, the memory child, the
+limiter's timestamps) and produces the tables, PASS/MISS lines and JSON the README quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import SCENARIOS, main, run
+from benchmarks._common import Config, Table, Target, alternate
+from benchmarks.limiter_accuracy import analyse, largest_burst, max_in_window
+
+
+def test_largest_burst_is_exact_on_known_sequences() -> None:
+    # Three at t=0, then one a second at rate 1: the worst window is [0, 0] (3) or [0, 2] (5 - 2).
+    excess, start, end = largest_burst([0.0, 0.0, 0.0, 1.0, 2.0], rate=1.0)
+    assert excess == pytest.approx(3.0)
+    assert start == 0.0 and end in (0.0, 2.0)
+    # Perfectly paced: every window holds at most one more than rate * width.
+    paced = [i / 100 for i in range(500)]
+    assert largest_burst(paced, rate=100.0)[0] == pytest.approx(1.0)
+    # Twice too fast for the last half second: 50 extra sends.
+    fast = paced + [5.0 + i / 200 for i in range(100)]
+    assert largest_burst(fast, rate=100.0)[0] == pytest.approx(51.0, abs=0.5)
+    assert max_in_window([0.0, 0.1, 0.2, 1.5], width=1.0) == 3
+
+
+def test_analyse_separates_the_initial_burst() -> None:
+    burst, rate = 20, 100.0
+    stamps = [1.0] * burst + [1.0 + (i + 1) / rate for i in range(300)]
+    stats = analyse(0.999, stamps, rate, burst)
+    assert stats["rate_steady"] == pytest.approx(rate, rel=0.01)
+    assert stats["rate_all"] > rate * 1.05  # the burst inflates the all-sends rate
+    assert stats["largest_burst"] == pytest.approx(burst, abs=1.0)
+
+
+def test_alternate_rotates_and_discards_the_warm_up() -> None:
+    calls: list[str] = []
+    contenders = {name: (lambda name=name: calls.append(name) or len(calls)) for name in "ABC"}
+    results = alternate(contenders, rounds=3)
+    assert calls == list("ABC" + "ABC" + "BCA" + "CAB")
+    assert {k: len(v) for k, v in results.items()} == {"A": 3, "B": 3, "C": 3}
+    assert results["A"][0] == 4  # the warm-up's trials are not among the results
+
+
+def test_target_render() -> None:
+    assert Target("x / y", 0.95, ">=", 0.9, "×").render().lstrip().startswith("PASS")
+    assert Target("rss", 151.0, "<", 150.0, "MB").render().lstrip().startswith("MISS")
+    assert not Target("nan", math.nan, "<=", 1.0).passed
+
+
+def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
+    lines: list[str] = []
+    out = tmp_path / "bench.json"
+    payload = run(list(SCENARIOS), Config(size="smoke"), json_path=out, out=lines.append)
+    text = "\n".join(lines)
+
+    assert payload["failed"] == [], payload["failed"]
+    assert set(payload["scenarios"]) == set(SCENARIOS)
+    assert "gc.set_threshold(50000, 20, 100)" in text
+    written = json.loads(out.read_text())
+    assert written["environment"]["size"] == "smoke"
+    assert set(written["scenarios"]) == set(SCENARIOS)
+    assert written["summary"]["passed"] + written["summary"]["missed"] == len(written["summary"]["targets"])
+
+    for name, scenario in written["scenarios"].items():
+        assert f"== {name}:" in text
+        assert scenario["tables"], name
+        for table in scenario["tables"]:
+            rendered = Table(**table).render()
+            assert table["title"] in rendered
+            assert table["rows"], (name, table["title"])
+            assert all(len(row) == len(table["columns"]) for row in table["rows"])
+        for target in scenario["targets"]:
+            assert isinstance(target["passed"], bool)
+            assert f"{'PASS' if target['passed'] else 'MISS'}  {target['name']}" in text
+
+    # Every contender was measured, and the tiny loads went through without errors.
+    for name in ("client-overhead", "latency-bound"):
+        samples = written["scenarios"][name]["data"]["samples"]
+        for key, trials in samples.items():
+            assert trials and all(t["sent"] > 0 and t["errors"] == 0 for t in trials), (name, key)
+    assert {t["name"].split(":")[0] for t in written["scenarios"]["client-overhead"]["targets"]} >= {
+        "bwasync / bare aiohttp on asyncio",
+        "bwasync / bandwidth-sdk on asyncio",
+    }
+    memory = written["scenarios"]["memory"]["data"]
+    assert memory["accepted"] == 200 and memory["peak_maxrss_mb"] >= memory["baseline_maxrss_mb"] > 0
+    for stats in written["scenarios"]["limiter-accuracy"]["data"].values():
+        assert stats["sends"] > 0 and stats["errors"] == 0
+
+
+def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in SCENARIOS)
