@@ -296,24 +296,19 @@ class MessagingClient:
         limiter.report_success(cost, sender=sender)
         return message
 
-    async def _deliver(
+    async def _retry(
         self,
+        first: APIError,
         body: bytes,
         cost: int,
         sender: str,
         limiter: RateLimiter,
         policy: RetryPolicy,
-        *,
-        slot: Slot | None = None,
-        before_send: Any = None,
-        gate: asyncio.Semaphore | None = None,
+        started: float,
+        slot: Slot | None,
+        gate: asyncio.Semaphore | None,
     ) -> tuple[Message, int]:
-        """Send one encoded request with rate limiting and retries; (message, attempts)."""
-        started = time.monotonic()
-        try:
-            return await self._attempt(body, cost, sender, limiter, slot, before_send, gate), 1
-        except APIError as exc:
-            first = exc
+        """After a failed first attempt: retry under ``policy``; (message, attempts in all)."""
 
         def again() -> Any:
             return self._attempt(body, cost, sender, limiter, slot, None, gate)
@@ -346,15 +341,15 @@ class MessagingClient:
             request = coerce_request(request)
         if self._gate is None:
             self._gate = asyncio.Semaphore(self.concurrency)
-        message, _ = await self._deliver(
-            encode_request(request),
-            message_cost(request),
-            request.from_,
-            self.limiter,
-            retry or self.retry,
-            gate=self._gate,
-        )
-        return message
+        body, cost, sender = encode_request(request), message_cost(request), request.from_
+        started = time.monotonic()
+        try:
+            return await self._attempt(body, cost, sender, self.limiter, None, None, self._gate)
+        except APIError as exc:
+            message, _ = await self._retry(
+                exc, body, cost, sender, self.limiter, retry or self.retry, started, None, self._gate
+            )
+            return message
 
     def send_many(
         self,

@@ -22,6 +22,7 @@ running. Inputs never pulled from the caller's iterator were not sent and are no
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ._exceptions import BwasyncError, ValidationError
+from ._exceptions import APIError, BwasyncError, ValidationError
 from ._models import Message, MessageRequest, coerce_request, encode_request
 from ._segments import segments
 
@@ -147,9 +148,6 @@ class Slot:
         self.maybe_sent = False
 
 
-_END = object()
-
-
 class _Core:
     """The run's state, referenced by the workers. The public :class:`SendStream` wraps it so
     that dropping the stream (``break`` without ``async with``) lets it be finalised."""
@@ -161,13 +159,17 @@ class _Core:
         "_closing",
         "_concurrency",
         "_failure",
+        "_getter",
         "_index",
         "_iterable",
         "_limiter",
         "_live",
+        "_loop",
+        "_max_results",
         "_policy",
         "_pull_lock",
-        "_queue",
+        "_results",
+        "_room",
         "_slots",
         "_sync_it",
         "_tasks",
@@ -199,7 +201,12 @@ class _Core:
         self._index = 0
         self._closing = False
         self._failure: BaseException | None = None
-        self._queue: asyncio.Queue[object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Results wait here for the consumer; at most _max_results before workers hold back.
+        self._results: collections.deque[SendResult] = collections.deque()
+        self._max_results = concurrency * 2
+        self._getter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._slots: list[Slot] = []
         self._live = 0
@@ -212,60 +219,87 @@ class _Core:
             self._pull_lock = asyncio.Lock()
         else:
             self._sync_it = iter(self._iterable)
-        # Bounded: a slow consumer holds the workers back instead of piling results up.
-        self._queue = asyncio.Queue(maxsize=self._concurrency * 2)
+        self._loop = asyncio.get_running_loop()
         self._live = self._concurrency
         for _ in range(self._concurrency):
             slot = Slot()
             self._slots.append(slot)
-            self._tasks.append(asyncio.ensure_future(self._worker(slot)))
+            self._tasks.append(self._loop.create_task(self._worker(slot)))
 
-    async def _pull(self) -> tuple[int, RequestLike] | None:
-        if self._sync_it is not None:
-            try:
-                item = next(self._sync_it)
-            except StopIteration:
+    async def _pull_async(self) -> tuple[int, RequestLike] | None:
+        assert self._async_it is not None and self._pull_lock is not None
+        async with self._pull_lock:  # an async iterator may not be advanced concurrently
+            if self._closing:
                 return None
-        else:
-            assert self._async_it is not None and self._pull_lock is not None
-            async with self._pull_lock:  # an async iterator may not be advanced concurrently
-                if self._closing:
-                    return None
-                try:
-                    item = await anext(self._async_it)
-                except StopAsyncIteration:
-                    return None
+            try:
+                item = await anext(self._async_it)
+            except StopAsyncIteration:
+                return None
         index = self._index
         self._index += 1
         return index, item
 
+    def _put(self, result: SendResult) -> None:
+        self._results.append(result)
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: a slow consumer holds the workers back instead of piling results up."""
+        assert self._loop is not None
+        while len(self._results) >= self._max_results and not self._closing:
+            if self._room is None or self._room.done():
+                self._room = self._loop.create_future()
+            # Shielded: one waiting worker being cancelled must not cancel the others' wait.
+            await asyncio.shield(self._room)
+
     async def _worker(self, slot: Slot) -> None:
-        assert self._queue is not None
-        queue = self._queue
+        sync_it = self._sync_it
         try:
             while not self._closing:
-                try:
-                    pulled = await self._pull()
-                except Exception as exc:  # the caller's iterator failed: stop, report it at the end
-                    self._failure = exc
-                    self._closing = True
-                    break
-                if pulled is None:
-                    break
-                result = await self._send_one(pulled[0], pulled[1], slot)
-                if queue.full():
+                if sync_it is not None:
+                    # The common case, kept free of an extra coroutine per input.
                     try:
-                        await queue.put(result)
-                    except asyncio.CancelledError:
-                        self.unconsumed.append(result)  # never lose a finished send's result
-                        raise
+                        item = next(sync_it)
+                    except StopIteration:
+                        break
+                    except Exception as exc:  # the caller's iterator failed: stop, report it at the end
+                        self._fail(exc)
+                        break
+                    index = self._index
+                    self._index = index + 1
                 else:
-                    queue.put_nowait(result)
+                    try:
+                        pulled = await self._pull_async()
+                    except Exception as exc:
+                        self._fail(exc)
+                        break
+                    if pulled is None:
+                        break
+                    index, item = pulled
+                result = await self._send_one(index, item, slot)
+                self._put(result)
+                if len(self._results) >= self._max_results:
+                    await self._wait_for_room()
         finally:
             self._live -= 1
             if self._live == 0:
                 self.done = True
-                queue.put_nowait(_END)
+                self._wake_consumer()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        self._closing = True
+
+    def _wake_consumer(self) -> None:
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
 
     async def _send_one(self, index: int, raw: RequestLike, slot: Slot) -> SendResult:
         try:
@@ -284,10 +318,15 @@ class _Core:
         slot.stage = WAITING
         slot.maybe_sent = False
         started = time.monotonic()
+        client = self._client
         try:
-            message, attempts = await self._client._deliver(
-                body, cost, request.from_, self._limiter, self._policy, slot=slot, before_send=before
-            )
+            try:
+                message = await client._attempt(body, cost, request.from_, self._limiter, slot, before, None)
+                attempts = 1
+            except APIError as exc:
+                message, attempts = await client._retry(
+                    exc, body, cost, request.from_, self._limiter, self._policy, started, slot, None
+                )
         except asyncio.CancelledError:
             maybe = slot.stage == SENDING or slot.maybe_sent
             self.unconsumed.append(
@@ -325,36 +364,42 @@ class _Core:
         )
 
     async def next(self) -> SendResult:
-        if self._queue is None:
+        if self._loop is None:
             self.start()
-        assert self._queue is not None
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # stay exhausted
-            if self._failure is not None:
-                failure, self._failure = self._failure, None
-                raise failure
-            raise StopAsyncIteration
-        assert isinstance(item, SendResult)
-        return item
+        results = self._results
+        while not results:
+            if self.done:
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                raise StopAsyncIteration
+            assert self._loop is not None
+            getter = self._getter = self._loop.create_future()
+            try:
+                await getter
+            finally:
+                if self._getter is getter:
+                    self._getter = None
+        result = results.popleft()
+        room = self._room
+        if room is not None and len(results) < self._max_results and not room.done():
+            room.set_result(None)
+        return result
 
     async def close(self, *, cancel_in_flight: bool) -> None:
         """Stop in order: no new pulls; unsent inputs cancelled; (optionally) in-flight too."""
         self._closing = True
-        if self._queue is None:
+        if self._loop is None:
             self.done = True
             return
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)  # blocked workers see _closing and stop
         for slot, task in zip(self._slots, self._tasks, strict=True):
             if cancel_in_flight or slot.stage != SENDING:
                 task.cancel()
-        while True:
-            item = await self._queue.get()
-            if item is _END:
-                self._queue.put_nowait(_END)
-                break
-            assert isinstance(item, SendResult)
-            self.unconsumed.append(item)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.unconsumed.extend(self._results)
+        self._results.clear()
         self.unconsumed.sort(key=lambda r: r.index)
 
     def abandon(self) -> None:

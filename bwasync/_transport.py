@@ -25,7 +25,6 @@ from ._exceptions import (
     APIError,
     APIStatusError,
     APITimeoutError,
-    AuthenticationError,
     RateLimitError,
     status_error_class,
 )
@@ -201,20 +200,12 @@ class Transport:
             header = await self._auth.header(self)
         return header
 
-    async def create_message(self, body: bytes) -> Message:
+    async def create_message(self, body: bytes, *, _retried: bool = False) -> Message:
         """POST a create; return the decoded 202 message or raise the mapped exception.
 
         With OAuth2, a 401 (a token revoked or expired early) fetches a new token and tries
         once more: a 401 means the message was not sent, so this cannot duplicate it.
         """
-        try:
-            return await self._create_message(body)
-        except AuthenticationError:
-            if not self._auth.refreshable:
-                raise
-        return await self._create_message(body)
-
-    async def _create_message(self, body: bytes) -> Message:
         header = self._auth.cached_header()
         if header is None:
             header = await self._auth.header(self)
@@ -240,8 +231,9 @@ class Transport:
                 raise UnexpectedResponseError(
                     f"HTTP {status} but the body is not a message ({exc}); the message may have been sent"
                 ) from exc
-        if status == 401:
+        if status == 401 and self._auth.refreshable and not _retried:
             self._auth.invalidate(header)
+            return await self.create_message(body, _retried=True)
         raise error
 
     async def raw_request(
