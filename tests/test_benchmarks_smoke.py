@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,15 @@ def test_analyse_separates_the_initial_burst() -> None:
 
 def test_alternate_rotates_and_discards_the_warm_up() -> None:
     calls: list[str] = []
-    contenders = {name: (lambda name=name: calls.append(name) or len(calls)) for name in "ABC"}
+
+    def contender(name: str) -> Callable[[], int]:
+        def trial() -> int:
+            calls.append(name)
+            return len(calls)
+
+        return trial
+
+    contenders = {name: contender(name) for name in "ABC"}
     results = alternate(contenders, rounds=3)
     assert calls == list("ABC" + "ABC" + "BCA" + "CAB")
     assert {k: len(v) for k, v in results.items()} == {"A": 3, "B": 3, "C": 3}
