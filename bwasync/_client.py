@@ -255,44 +255,42 @@ class MessagingClient:
         cost: int,
         sender: str,
         limiter: RateLimiter,
-        slot: Slot | None,
+        slot: Slot,
         before_send: Any,
         gate: asyncio.Semaphore | None,
     ) -> Message:
-        """One attempt: wait for the limiter, (first attempt) run the hook, POST."""
-        if slot is not None:
-            slot.stage = WAITING
+        """One attempt: wait for the limiter, (first attempt) run the hook, POST.
+
+        ``slot.stage`` tells a stop where the send stands: only a cancellation while SENDING
+        leaves the request's fate unknown.
+        """
+        slot.stage = WAITING
         await limiter.acquire(cost, sender=sender)
-        try:
-            if before_send is not None:
-                await before_send()
-            if gate is not None:
-                await gate.acquire()
-        except BaseException:
-            limiter.release(cost, sender=sender)
-            raise
-        if slot is not None:
-            slot.stage = SENDING
+        if before_send is not None or gate is not None:
+            try:
+                if before_send is not None:
+                    await before_send()
+                if gate is not None:
+                    await gate.acquire()
+            except BaseException:
+                limiter.release(cost, sender=sender)
+                raise
+        slot.stage = SENDING
         try:
             message = await self._transport.create_message(body)
         except RateLimitError as exc:
+            slot.stage = WAITING
             limiter.report_rate_limited(sender=sender, retry_after=exc.retry_after)
-            if slot is not None:
-                slot.stage = WAITING
             raise
         except APIError as exc:
-            if slot is not None:
-                # The outcome is known (an answer, or a classified failure); only a cancellation
-                # leaves the stage at SENDING, where the request's fate is unknown.
-                slot.stage = WAITING
-                if exc.may_have_been_sent:
-                    slot.maybe_sent = True
+            slot.stage = WAITING
+            if exc.may_have_been_sent:
+                slot.maybe_sent = True
             raise
         finally:
             if gate is not None:
                 gate.release()
-        if slot is not None:
-            slot.stage = WAITING
+        slot.stage = WAITING
         limiter.report_success(cost, sender=sender)
         return message
 
@@ -305,7 +303,7 @@ class MessagingClient:
         limiter: RateLimiter,
         policy: RetryPolicy,
         started: float,
-        slot: Slot | None,
+        slot: Slot,
         gate: asyncio.Semaphore | None,
     ) -> tuple[Message, int]:
         """After a failed first attempt: retry under ``policy``; (message, attempts in all)."""
@@ -343,11 +341,12 @@ class MessagingClient:
             self._gate = asyncio.Semaphore(self.concurrency)
         body, cost, sender = encode_request(request), message_cost(request), request.from_
         started = time.monotonic()
+        slot = Slot()
         try:
-            return await self._attempt(body, cost, sender, self.limiter, None, None, self._gate)
+            return await self._attempt(body, cost, sender, self.limiter, slot, None, self._gate)
         except APIError as exc:
             message, _ = await self._retry(
-                exc, body, cost, sender, self.limiter, retry or self.retry, started, None, self._gate
+                exc, body, cost, sender, self.limiter, retry or self.retry, started, slot, self._gate
             )
             return message
 

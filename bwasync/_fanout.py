@@ -33,7 +33,7 @@ import msgspec
 
 from ._exceptions import APIError, BwasyncError, ValidationError
 from ._models import Message, MessageRequest, coerce_request, encode_request
-from ._segments import segments
+from ._segments import segment_count
 
 if TYPE_CHECKING:
     from ._client import MessagingClient
@@ -128,9 +128,7 @@ class SendSummary(msgspec.Struct, kw_only=True):
 
 def message_cost(request: MessageRequest) -> int:
     """Segments a message counts against rate limits: segments × recipients (MMS: 1 each)."""
-    if request.media:
-        return len(request.to)
-    return segments(request.text).segments * len(request.to)
+    return segment_count(request.text, request.media) * len(request.to)
 
 
 # Worker stages: where a send stands, so a stop knows whether it may have left.

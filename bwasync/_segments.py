@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Final, Literal, NamedTuple
 
-__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "SegmentInfo", "segments"]
+__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "SegmentInfo", "segment_count", "segments"]
 
 #: The GSM 03.38 basic character set (one septet each); the escape code 0x1B is not a character.
 GSM7_BASIC: Final = frozenset(
@@ -105,3 +105,13 @@ def segments(text: str | None, media: Sequence[str] | None = None) -> SegmentInf
     if mms or units <= UCS2_SINGLE:
         return SegmentInfo("UCS-2", 1, units)
     return SegmentInfo("UCS-2", _pack(widths, UCS2_MULTI), units)
+
+
+def segment_count(text: str | None, media: Sequence[str] | None = None) -> int:
+    """Just the number of segments (what rate limits count), as cheaply as possible."""
+    if media or not text or len(text) <= 35:
+        # 35 characters fit one segment whatever they are: at most 70 septets or UCS-2 units.
+        return 1
+    if len(text) <= GSM7_SINGLE and text.isascii() and _ASCII_SLOW.search(text) is None:
+        return 1
+    return segments(text).segments

@@ -84,6 +84,21 @@ def is_sender_id(value: str) -> bool:
     )
 
 
+# A campaign sends from a handful of numbers: remember the ones already found valid (bounded).
+_VALID_SENDERS: set[str] = set()
+_MAX_REMEMBERED_SENDERS = 1024
+
+
+def _remember_sender(value: str) -> bool:
+    """Whether ``value`` is a valid ``from`` (E.164 or sender ID); valid ones are remembered."""
+    if not (is_e164(value) if value[:1] == "+" else is_sender_id(value)):
+        return False
+    if len(_VALID_SENDERS) >= _MAX_REMEMBERED_SENDERS:
+        _VALID_SENDERS.clear()
+    _VALID_SENDERS.add(value)
+    return True
+
+
 def parse_rfc3339(value: str) -> datetime | None:
     """Parse an RFC 3339 date-time with an offset; None if it is not one."""
     try:
@@ -129,8 +144,7 @@ def check_message(
         and expiration is None
         and 0 < len(text) <= MAX_TEXT_LENGTH
         and is_e164(to)
-        and from_[:1] == "+"
-        and is_e164(from_)
+        and (from_ in _VALID_SENDERS or _remember_sender(from_))
         and application_id.strip()
     ):
         return [], [to], None, None

@@ -80,3 +80,14 @@ def test_attributes_by_name() -> None:
     assert info.encoding == "UCS-2"
     assert info.segments == 1
     assert info.units == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "a" * 35, "€" * 35, "😀" * 35, "a" * 36, "ж" * 71, "a" * 160, "a" * 161, "{" * 81, "a" * 159 + "`", "😀" * 36],
+)
+@pytest.mark.parametrize("media", [None, ["https://example.com/a.png"]])
+def test_segment_count_agrees_with_segments(text: str, media: list[str] | None) -> None:
+    from bwasync._segments import segment_count
+
+    assert segment_count(text, media) == segments(text, media).segments
