@@ -173,13 +173,14 @@ def test_send_help_shows_every_environment_variable(runner: CliRunner) -> None:
     assert "--application-id" in result.output and "--from" in result.output and "--emulator" in result.output
 
 
-def test_campaign_group_is_a_placeholder_without_subcommands(runner: CliRunner) -> None:
+def test_campaign_group_has_its_commands(runner: CliRunner) -> None:
     from bwasync.cli._campaign import campaign
 
-    assert campaign.commands == {}
+    assert list(campaign.commands) == ["run", "status", "report"]
     result = invoke(runner, "campaign", "--help")
     assert result.exit_code == 0
-    assert "campaign" in result.output.lower()
+    for name in ("run", "status", "report"):
+        assert name in result.output
 
 
 def test_verbose_turns_on_debug_logging_for_bwasync(runner: CliRunner) -> None:
@@ -529,7 +530,7 @@ EXPECTED_CALLBACKS = 15  # SMS 2, MMS 3, MMS 3, group SMS 1 + 2, group MMS 2 + 2
 
 def test_demo_runs_the_examples_end_to_end(runner: CliRunner) -> None:
     assert DEFAULT_DEMO in demo.commands
-    result = invoke(runner, "demo")
+    result = invoke(runner, "demo", "examples")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.count("202 Accepted") == 5
@@ -774,3 +775,12 @@ def test_emulator_command_serves_until_sigint() -> None:
                 proc.kill()
                 proc.wait()
             reader.join()
+
+
+def test_demo_without_subcommand_is_the_campaign(runner: CliRunner) -> None:
+    from bwasync.cli._demo import DEFAULT_DEMO, demo
+
+    assert DEFAULT_DEMO == "campaign"
+    assert set(demo.commands) >= {"campaign", "examples"}
+    result = invoke(runner, "demo", "--help")
+    assert result.exit_code == 0 and "10,000" in result.output

@@ -8,8 +8,13 @@
 * :mod:`._receiver` — :func:`make_callback_handler` and :class:`CallbackReceiver` record
   Bandwidth's status callbacks.
 * :mod:`._report` — :func:`build_report`, :func:`render_text` and the per-row exports.
+* :mod:`._runner` — :class:`CampaignRunner`: load, reconcile, send, stop safely, wait for
+  delivery receipts; :mod:`._reconcile` — what a dead run left in flight, proven against
+  Bandwidth's message list; :mod:`._dryrun` — :func:`dry_run`; :mod:`._status` —
+  :func:`read_status`, a journal read without its lock.
 """
 
+from ._dryrun import DryRunInvalid, DryRunMessage, DryRunReport, dry_run
 from ._exceptions import (
     CampaignError,
     InputFileError,
@@ -52,19 +57,40 @@ from ._journal import (
     synthetic_key,
 )
 from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
+from ._reconcile import ReconcileSummary, match_rows
 from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
+from ._runner import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_SETTLE,
+    CampaignOptions,
+    CampaignRunner,
+    ErrorWindow,
+    Phase,
+    RunOutcome,
+    RunProgress,
+    StopReason,
+)
+from ._status import JournalStatus, read_status
 
 __all__ = [
+    "DEFAULT_MAX_ERROR_RATE",
+    "DEFAULT_SETTLE",
     "EXPORT_COLUMNS",
     "RESERVED_COLUMNS",
     "CallbackHandler",
     "CallbackReceiver",
     "CampaignError",
     "CampaignInfo",
+    "CampaignOptions",
+    "CampaignRunner",
     "CommitInfo",
     "Counts",
     "DeliveryOutcome",
     "DeliveryStatus",
+    "DryRunInvalid",
+    "DryRunMessage",
+    "DryRunReport",
+    "ErrorWindow",
     "FileFingerprint",
     "InputFileError",
     "InputRow",
@@ -75,29 +101,38 @@ __all__ = [
     "JournalMismatchError",
     "JournalStateError",
     "JournalStats",
+    "JournalStatus",
     "LatencyStats",
     "MissingVariablesError",
     "NewRow",
     "PendingRow",
+    "Phase",
     "ReceiverStats",
+    "ReconcileSummary",
     "Report",
     "RowReader",
     "RowRecord",
     "RowStatus",
+    "RunOutcome",
+    "RunProgress",
+    "StopReason",
     "Template",
     "TemplateError",
     "build_report",
     "build_request",
     "delivery_recorder",
+    "dry_run",
     "export_rows_csv",
     "export_rows_json",
     "fingerprint_file",
     "format_field_errors",
     "load_opt_out",
     "make_callback_handler",
+    "match_rows",
     "normalize_number",
     "prepare_row",
     "read_rows",
+    "read_status",
     "recipients_of",
     "render_text",
     "synthetic_key",

@@ -452,10 +452,14 @@ _MARK_SQL: Final = (
     "in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ? END "
     "WHERE key = ? AND status IN ('pending', 'in_flight', 'failed', 'ambiguous')"
 )
+# An ``accepted`` result may also complete a row a status callback already promoted to
+# ``accepted`` (the callback can beat the 202 to the journal): same message, so it only fills in
+# what the callback could not know (attempts, latency, Bandwidth's segment count).
 _RESULT_SQL: Final = (
-    "UPDATE rows SET status = ?, message_id = COALESCE(?, message_id), error = ?, error_code = ?, "
-    "attempts = attempts + ?, latency = COALESCE(?, latency), finished_at = ?, segments = COALESCE(?, segments) "
-    "WHERE key = ? AND status IN ('pending', 'in_flight', 'failed', 'ambiguous')"
+    "UPDATE rows SET status = ?1, message_id = COALESCE(?2, message_id), error = ?3, error_code = ?4, "
+    "attempts = attempts + ?5, latency = COALESCE(?6, latency), finished_at = ?7, segments = COALESCE(?8, segments) "
+    "WHERE key = ?9 AND (status IN ('pending', 'in_flight', 'failed', 'ambiguous') "
+    "OR (?1 = 'accepted' AND status = 'accepted' AND (message_id IS NULL OR message_id = ?2)))"
 )
 
 
@@ -988,7 +992,9 @@ class Journal:
         ``segments`` overrides the loaded count (e.g. Bandwidth's ``segmentCount`` × recipients).
 
         A result never overwrites an ``accepted`` row (nor an ``invalid``/``skipped`` one):
-        such a result is dropped, logged and counted in ``stats.ignored_results``.
+        such a result is dropped, logged and counted in ``stats.ignored_results``. The one
+        exception: an ``accepted`` result for the same message (or a row a status callback
+        accepted without a message id) completes it with its attempts, latency and segments.
         """
         if status not in _RESULT_STATUSES:
             raise ValueError(f"status must be one of {sorted(_RESULT_STATUSES)}, not {status!r}")

@@ -63,8 +63,10 @@ def _configure_logging(verbosity: int) -> None:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
     epilog="""\b
 Examples:
-  # Bandwidth's five example messages and their callbacks, locally
+  # A 10,000-recipient campaign with delivery tracking, locally
   bwasync demo
+  # Bandwidth's five example messages and their callbacks
+  bwasync demo examples
 
 \b
   # One message to an in-process emulator, then to Bandwidth
@@ -82,7 +84,8 @@ Examples:
   bwasync emulator --port 3000
 
 Run 'bwasync COMMAND --help' for a command's options. Exit status: 0 success,
-1 the API or the network failed, 2 invalid usage or input (nothing sent).""",
+1 the API or the network failed, 2 invalid usage or input (nothing sent),
+3 paused (campaign run), 130/143 interrupted (campaign run; rerun to resume).""",
 )
 @click.option(
     "--version",

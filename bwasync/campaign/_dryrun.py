@@ -1,0 +1,162 @@
+"""A dry run: every row validated and rendered, nothing sent, nothing written.
+
+:func:`dry_run` streams the input file through the same steps a real load takes (keys, the
+template, Bandwidth's rules, the opt-out list) and keeps only counters, the first few messages
+and the first few invalid rows, so a million-row file costs no more memory than a ten-row one::
+
+    report = dry_run("list.csv", template=Template("Hi {first_name}"), application_id=APP,
+                     default_from="+15553332222")
+    print(report.valid, report.invalid, report.total_segments, report.duration(rate=50))
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .._exceptions import ValidationError
+from .._segments import segments
+from .._validation import Priority
+from ._inputs import Format, Template, build_request, format_field_errors, read_rows
+
+__all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
+
+#: Campaign id used in tags when none is given (tags do not change segments or validity).
+DRY_RUN_CAMPAIGN_ID = "dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunMessage:
+    """One rendered message, as it would be sent."""
+
+    line: int
+    key: str
+    to: tuple[str, ...]
+    sender: str
+    text: str | None
+    media: int
+    encoding: str
+    #: Segments of one copy (1 for MMS).
+    segments: int
+
+    @property
+    def cost(self) -> int:
+        """Segments counted against the rate: segments × recipients."""
+        return self.segments * len(self.to)
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunInvalid:
+    """A row that would not be sent, and why."""
+
+    line: int
+    key: str
+    error: str
+
+
+@dataclass(slots=True)
+class DryRunReport:
+    """What a campaign would send (see :func:`dry_run`)."""
+
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    #: Valid rows with an opted-out recipient (never sent).
+    skipped: int = 0
+    gsm7: int = 0
+    ucs2: int = 0
+    mms: int = 0
+    recipients: int = 0
+    #: Segments per message (one copy) -> messages.
+    histogram: collections.Counter[int] = field(default_factory=collections.Counter)
+    #: Segments counted against the account's rate: Σ segments × recipients over sendable rows.
+    total_segments: int = 0
+    #: The first rendered messages, in file order.
+    sample: list[DryRunMessage] = field(default_factory=list)
+    #: The first invalid rows, in file order (``invalid`` counts them all).
+    invalid_rows: list[DryRunInvalid] = field(default_factory=list)
+
+    @property
+    def sendable(self) -> int:
+        return self.valid - self.skipped
+
+    def duration(self, rate: float | None) -> float | None:
+        """Seconds to send everything at ``rate`` segments per second (None without a rate)."""
+        if rate is None or rate <= 0:
+            return None
+        return self.total_segments / rate
+
+
+def dry_run(
+    path: str | os.PathLike[str],
+    *,
+    template: Template | None,
+    application_id: str,
+    default_from: str | None,
+    key_column: str | None = None,
+    fmt: Format | None = None,
+    campaign_id: str | None = None,
+    opt_out: Collection[str] = frozenset(),
+    priority: Priority | str | None = None,
+    expiration: datetime | str | None = None,
+    sample: int = 20,
+    max_invalid: int = 50,
+) -> DryRunReport:
+    """Validate and render every row of ``path``; send nothing, write nothing.
+
+    Raises :class:`~bwasync.campaign.InputFileError` when the file itself is unusable. Rows are
+    keyed and checked exactly as the load pass does (:func:`~bwasync.campaign.build_request`);
+    duplicate keys are invalid.
+    """
+    report = DryRunReport()
+    cid = campaign_id or DRY_RUN_CAMPAIGN_ID
+    blocked = frozenset(opt_out)
+    with read_rows(path, fmt=fmt, key_column=key_column) as reader:
+        for row in reader:
+            report.rows += 1
+            try:
+                request = build_request(
+                    row,
+                    template=template,
+                    application_id=application_id,
+                    default_from=default_from,
+                    campaign_id=cid,
+                    priority=priority,
+                    expiration=expiration,
+                )
+            except ValidationError as exc:
+                report.invalid += 1
+                if len(report.invalid_rows) < max_invalid:
+                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors(exc.field_errors)))
+                continue
+            report.valid += 1
+            if blocked and any(n in blocked for n in request.to):
+                report.skipped += 1
+                continue
+            info = segments(request.text, request.media)
+            if request.media:
+                report.mms += 1
+            elif info.encoding == "GSM-7":
+                report.gsm7 += 1
+            else:
+                report.ucs2 += 1
+            report.histogram[info.segments] += 1
+            report.recipients += len(request.to)
+            report.total_segments += info.segments * len(request.to)
+            if len(report.sample) < sample:
+                report.sample.append(
+                    DryRunMessage(
+                        line=row.line,
+                        key=row.key,
+                        to=tuple(request.to),
+                        sender=request.from_,
+                        text=request.text,
+                        media=len(request.media or ()),
+                        encoding="MMS" if request.media else info.encoding,
+                        segments=info.segments,
+                    )
+                )
+    return report

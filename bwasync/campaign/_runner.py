@@ -1,0 +1,886 @@
+"""The campaign runner: a file of recipients, sent once each, safe to kill at any moment.
+
+:class:`CampaignRunner` drives one run over a :class:`~bwasync.campaign.Journal`::
+
+    open ─▶ load ─▶ reconcile ─▶ requeue (asked) ─▶ send ─▶ wait for delivery (asked)
+
+* **Load** streams the input file into the journal in batches; every row becomes ``pending``,
+  ``invalid`` (line number and field errors) or ``skipped`` (opted out). Resumable: a rerun
+  re-reads the file from the start (so duplicate keys are still caught) and adds only rows past
+  the journal's ``loaded_through``.
+* **Reconcile** looks up every row a previous run left ``in_flight`` in Bandwidth's message list
+  before anything is sent (see :mod:`._reconcile` for the rule and the settle window): found ones
+  become ``accepted``, the rest ``ambiguous``, never silently resent.
+* **Send** streams the ``pending`` rows through :meth:`~bwasync.MessagingClient.send_many`. Its
+  ``before_send`` hook commits the row's ``in_flight`` mark right before the request leaves, so
+  after a crash the rows left ``in_flight`` are at most the requests that were really
+  unanswered. Results are recorded without waiting (group-committed with the next marks).
+
+Invariant (what ``kill -9`` leaves): at every commit, rows ``in_flight`` ≤ ``concurrency``. The
+hook admits a new mark only while fewer than ``concurrency`` marked rows have no result queued
+yet, and the journal applies its queue in order, so no prefix of it — which is all a crash can
+leave — holds more marks than results plus ``concurrency``.
+
+Stopping (:meth:`CampaignRunner.request_stop`, what Ctrl-C and SIGTERM call): no new row is
+taken, requests on the wire finish and are recorded, rows taken but not sent go back to
+``pending``, the journal is flushed. Cancelling the task running :meth:`run` instead stops at
+once: rows whose request was on the wire stay ``in_flight`` and are reconciled on resume.
+
+Safety stops: the error-rate guard looks at the last :data:`ERROR_RATE_WINDOW` send results
+(accepted = fine; failed or ambiguous = error; invalid and opted-out rows never get there) and,
+once at least :data:`ERROR_RATE_MIN_SAMPLE` are in, stops in order when the error share is above
+``max_error_rate`` (:attr:`StopReason.ERROR_RATE`: the campaign is paused, a rerun resumes it).
+A 401 stops the run at once (every row would get it) and leaves its row ``pending``.
+
+Usage::
+
+    options = CampaignOptions(input_path="list.csv", template="Hi {first_name}",
+                              application_id=APP, default_from="+15553332222", rate=50)
+    async with CampaignRunner("list.csv.journal", options) as runner, MessagingClient(...) as client:
+        await runner.load()
+        outcome = await runner.run(client)
+        print(outcome.complete, outcome.counts.by_status)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final
+
+from .._client import MessagingClient
+from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
+from .._exceptions import APIStatusError, AuthenticationError, ValidationError
+from .._fanout import Outcome, SendCancelledError, SendResult, message_cost
+from .._models import MessageRequest
+from .._retry import RetryPolicy
+from .._validation import Priority
+from ._constants import LOAD_BATCH
+from ._exceptions import JournalError, JournalMismatchError, JournalStateError
+from ._inputs import Format, Template, format_field_errors, prepare_row, read_rows
+from ._journal import CampaignInfo, Counts, Journal, NewRow, RowRecord
+from ._reconcile import (
+    CLOCK_MARGIN,
+    ReconcileError,
+    ReconcileSummary,
+    last_write_time,
+    reconcile_rows,
+    settle_deadline,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ERROR_RATE",
+    "DEFAULT_SETTLE",
+    "ERROR_RATE_MIN_SAMPLE",
+    "ERROR_RATE_WINDOW",
+    "FINAL_STATUSES",
+    "CampaignOptions",
+    "CampaignRunner",
+    "ErrorWindow",
+    "Phase",
+    "RunOutcome",
+    "RunProgress",
+    "StopReason",
+]
+
+# --- Tunables (with the reason for each default) ----------------------------------------------
+
+#: Results the error-rate guard looks back over. 200 is a few seconds of a busy run: long enough
+#: that a handful of bad numbers cannot trip it, short enough to react to an outage at once.
+ERROR_RATE_WINDOW: Final = 200
+#: Results needed before the guard may trip, so that the first few failures of a run (two bad
+#: rows out of three) do not pause it.
+ERROR_RATE_MIN_SAMPLE: Final = 50
+#: Default ``--max-error-rate``: pause when more than half of the recent sends failed. Per-row
+#: problems (a bad number, an opted-out handset) stay far below it; an outage, a revoked
+#: credential or a suspended sender goes far above it, and pausing then saves the rest of the file
+#: from being burnt through as ``failed``.
+DEFAULT_MAX_ERROR_RATE: Final = 0.5
+#: Default settle window: the request timeout. A request the dead run wrote is answered (or
+#: abandoned by its own client) within it, so after it Bandwidth's list shows what it accepted.
+DEFAULT_SETTLE: Final = DEFAULT_TIMEOUT
+#: Seconds between looks at the journal while waiting for delivery receipts (only when new
+#: callbacks were recorded since the last look: a look is one aggregate query).
+DELIVERY_POLL_INTERVAL: Final = 0.5
+#: Rows reconciled per batch (one page of the journal; the list queries run per batch).
+RECONCILE_BATCH: Final = 1000
+#: ``retry_ambiguous`` looks ambiguous rows up once more before resending them, one list query
+#: per recipient; above this many (an outage's worth) that would take hours at Bandwidth's 3,500
+#: queries per 5 minutes, so they are resent without it (as the user asked), with a note.
+RECONCILE_AMBIGUOUS_MAX: Final = 2000
+
+#: Statuses a row never leaves by itself: a campaign is complete when every row has one.
+FINAL_STATUSES: Final = frozenset({"accepted", "failed", "ambiguous", "invalid", "skipped"})
+
+
+class Phase(enum.StrEnum):
+    """What the runner is doing (for progress displays)."""
+
+    OPENING = "opening"
+    LOADING = "loading"
+    SETTLING = "settling"
+    RECONCILING = "reconciling"
+    SENDING = "sending"
+    DELIVERY = "waiting for delivery"
+    DONE = "done"
+
+
+class StopReason(enum.StrEnum):
+    """Why a run stopped before every row reached a final status."""
+
+    #: Ctrl-C (SIGINT).
+    INTERRUPTED = "interrupted"
+    #: SIGTERM.
+    TERMINATED = "terminated"
+    #: ``max_error_rate`` was exceeded: the campaign is paused.
+    ERROR_RATE = "error_rate"
+    #: Something no row can get past: credentials refused, the journal failed, the message
+    #: list (needed to reconcile) unreachable.
+    FATAL = "fatal"
+
+
+class _Stopping(Exception):
+    """Raised by the ``before_send`` hook once a stop was requested: the row is not sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignOptions:
+    """What to send and how. Only ``input_path``, ``application_id`` are required."""
+
+    input_path: str
+    application_id: str
+    #: The message template (``{column}`` fields); rows with a ``text`` column may do without.
+    template: str | None = None
+    #: The sender for rows without a ``from`` column.
+    default_from: str | None = None
+    #: The column that keys rows (else the line number).
+    key_column: str | None = None
+    #: ``csv`` or ``jsonl``; by default from the file's extension.
+    fmt: Format | None = None
+    #: The campaign id for a new journal (random when None); must match on resume if given.
+    campaign_id: str | None = None
+    priority: Priority | str | None = None
+    expiration: datetime | str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    #: Segments per second for this run (None: the client's limiter).
+    rate: float | None = None
+    #: The retry policy (None: the client's). Ambiguous failures are never retried by default.
+    retry: RetryPolicy | None = None
+    #: Reconcile, then resend, the rows that are ``ambiguous`` (they may be delivered twice).
+    retry_ambiguous: bool = False
+    #: Resend the rows that are ``failed`` (certainly not sent: safe, but they may fail again).
+    retry_failed: bool = False
+    #: Pause when more than this fraction of recent sends failed (None: never).
+    max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE
+    #: Numbers that must never be messaged (normalised, see ``load_opt_out``).
+    opt_out: frozenset[str] = frozenset()
+    #: Seconds a dead run's in-flight row must age before it is looked up (see :mod:`._reconcile`).
+    settle: float = DEFAULT_SETTLE
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be positive")
+        if self.max_error_rate is not None and not 0.0 <= self.max_error_rate <= 1.0:
+            raise ValueError("max_error_rate must be a fraction between 0 and 1")
+        if self.settle < 0:
+            raise ValueError("settle must not be negative")
+
+    def journal_settings(self) -> dict[str, Any]:
+        """What the journal records, and a resume must not change (keys and rendered requests)."""
+        return {
+            "application_id": self.application_id,
+            "from": self.default_from,
+            "key_column": self.key_column,
+            "priority": None if self.priority is None else str(self.priority),
+            "expiration": None if self.expiration is None else str(self.expiration),
+        }
+
+
+class ErrorWindow:
+    """The failure rate over the last ``size`` results, once at least ``min_sample`` are in.
+
+    >>> w = ErrorWindow(size=4, min_sample=2)
+    >>> w.add(False); w.add(True); w.rate
+    0.5
+    """
+
+    __slots__ = ("_errors", "_results", "min_sample", "size")
+
+    def __init__(self, size: int = ERROR_RATE_WINDOW, min_sample: int = ERROR_RATE_MIN_SAMPLE) -> None:
+        if size < 1 or not 1 <= min_sample <= size:
+            raise ValueError("need size >= 1 and 1 <= min_sample <= size")
+        self.size = size
+        self.min_sample = min_sample
+        self._results: collections.deque[bool] = collections.deque(maxlen=size)
+        self._errors = 0
+
+    def add(self, failed: bool) -> None:
+        if len(self._results) == self.size and self._results[0]:
+            self._errors -= 1
+        self._results.append(failed)
+        if failed:
+            self._errors += 1
+
+    @property
+    def count(self) -> int:
+        return len(self._results)
+
+    @property
+    def rate(self) -> float | None:
+        """Failures / results, or None below ``min_sample`` results."""
+        n = len(self._results)
+        return None if n < self.min_sample else self._errors / n
+
+    def exceeded(self, threshold: float) -> bool:
+        rate = self.rate
+        return rate is not None and rate > threshold
+
+    def __repr__(self) -> str:
+        return f"<ErrorWindow {self._errors}/{len(self._results)} of {self.size}>"
+
+
+@dataclass(slots=True)
+class RunProgress:
+    """Live counters for a progress display (written by the runner, read anywhere)."""
+
+    phase: Phase = Phase.OPENING
+    #: Rows in the journal.
+    total: int = 0
+    #: Rows by journal status, kept current during the send pass.
+    by_status: dict[str, int] = field(default_factory=dict)
+    #: Rows accepted by this run, and their segments.
+    sent: int = 0
+    segments: int = 0
+    #: ``time.monotonic()`` when this run's send pass started.
+    started: float | None = None
+    #: Load pass: bytes read of the input file, its size, rows read.
+    load_bytes: int = 0
+    load_size: int = 0
+    loaded_rows: int = 0
+    #: Rows with a final delivery receipt (delivered or failed), during the delivery wait.
+    delivered: int = 0
+    delivery_failed: int = 0
+
+    @property
+    def done(self) -> int:
+        """Rows in a final status."""
+        return sum(self.by_status.get(s, 0) for s in FINAL_STATUSES)
+
+    @property
+    def errors(self) -> int:
+        """Rows failed or ambiguous (invalid rows are counted apart)."""
+        return self.by_status.get("failed", 0) + self.by_status.get("ambiguous", 0)
+
+    def _move(self, old: str, new: str) -> None:
+        by = self.by_status
+        by[old] = by.get(old, 0) - 1
+        by[new] = by.get(new, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a run ended."""
+
+    #: Every row is in a final status (accepted, failed, ambiguous, invalid, skipped).
+    complete: bool
+    #: Why the run stopped early (None: it ran to the end).
+    stop_reason: StopReason | None
+    #: The stop's explanation, for people.
+    message: str | None
+    #: The journal's counts at the end.
+    counts: Counts
+    #: Rows accepted by this run.
+    sent: int
+    #: What reconciliation found (None: nothing to reconcile).
+    reconciled: ReconcileSummary | None = None
+    #: Rows requeued at the start (``retry_ambiguous``/``retry_failed``).
+    requeued: int = 0
+    #: Pending rows newly skipped by the opt-out list on this run.
+    opted_out: int = 0
+
+
+Note = Callable[[str], None]
+
+
+class CampaignRunner:
+    """One run of a campaign over the journal at ``journal_path`` (see the module docstring).
+
+    ``on_note`` receives short sentences about what the runner is doing and why (a wait, a
+    reconciliation); ``progress`` holds live counters.
+    """
+
+    def __init__(self, journal_path: str | os.PathLike[str], options: CampaignOptions, *, on_note: Note | None = None):
+        self.journal_path = os.fspath(journal_path)
+        self.options = options
+        self.progress = RunProgress()
+        self._on_note = on_note
+        self._journal: Journal | None = None
+        self._info: CampaignInfo | None = None
+        self._resumed = False
+        #: When a previous run last wrote the journal (read before this run opened it).
+        self._last_write: float | None = None
+        self._stop_reason: StopReason | None = None
+        self._stop_message: str | None = None
+        self._stopped: asyncio.Event | None = None
+        self._window = ErrorWindow()
+        # Send-pass state: index -> key for inputs pulled and not yet reported (bounded by the
+        # fan-out's workers plus its result queue), and the marked ones among them.
+        self._keys: dict[int, str] = {}
+        self._marked: set[int] = set()
+        self._unresolved = 0
+        self._room: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<CampaignRunner {self.journal_path!r} {self.progress.phase} stop={self._stop_reason}>"
+
+    # -- Lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CampaignRunner:
+        self._last_write = last_write_time(self.journal_path)
+        self._stopped = asyncio.Event()
+        self._room = asyncio.Event()
+        self._journal = await Journal.open(self.journal_path)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._journal is not None:
+            await self._journal.close()
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise RuntimeError("the runner is not open: use 'async with CampaignRunner(...)'")
+        return self._journal
+
+    @property
+    def info(self) -> CampaignInfo:
+        if self._info is None:
+            raise RuntimeError("load() has not run")
+        return self._info
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the journal already held this campaign when the run started."""
+        return self._resumed
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self._stop_reason
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    def request_stop(self, reason: StopReason, message: str | None = None) -> None:
+        """Stop in order: take no new row, finish what is on the wire. The first reason wins."""
+        if self._stop_reason is not None:
+            return
+        self._stop_reason = reason
+        self._stop_message = message
+        if self._stopped is not None:
+            self._stopped.set()
+        if self._room is not None:
+            self._room.set()  # hooks waiting for room re-check and refuse
+
+    def _note(self, text: str) -> None:
+        if self._on_note is not None:
+            self._on_note(text)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but return as soon as a stop is requested."""
+        assert self._stopped is not None
+        if seconds > 0 and not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), seconds)
+
+    # -- Load pass --------------------------------------------------------------------------
+
+    async def load(self) -> CampaignInfo:
+        """Create or resume the campaign and load the rows not yet in the journal.
+
+        Raises :class:`~bwasync.campaign.InputFileError` (the file is unusable),
+        :class:`~bwasync.campaign.TemplateError`, or :class:`~bwasync.campaign.JournalMismatchError`
+        (the journal holds another campaign, or one loaded with other settings).
+        Returns early, incomplete, if a stop is requested (the next run continues the load).
+        """
+        opts = self.options
+        journal = self.journal
+        self.progress.phase = Phase.LOADING
+        template = Template(opts.template) if opts.template is not None else None
+        with read_rows(opts.input_path, fmt=opts.fmt, key_column=opts.key_column) as reader:
+            existing = await journal.campaign_info()
+            self._resumed = existing is not None
+            info = await journal.init_campaign(
+                input_path=opts.input_path,
+                template=opts.template,
+                settings=opts.journal_settings(),
+                campaign_id=opts.campaign_id,
+            )
+            self._check_settings(info)
+            self._info = info
+            self.progress.load_size = info.input_size
+            if not info.load_complete:
+                if info.loaded_through:
+                    self._note(f"Resuming the load of {opts.input_path} after line {info.loaded_through}.")
+                complete = await self._load_rows(reader, info, template)
+                if complete:
+                    info = await journal.campaign_info() or info
+                    self._info = info
+        self.progress.total = await journal.total_rows()
+        return info
+
+    def _check_settings(self, info: CampaignInfo) -> None:
+        ours = self.options.journal_settings()
+        flags = {
+            "application_id": "--application-id",
+            "from": "--from",
+            "key_column": "--key-column",
+            "priority": "priority",
+            "expiration": "expiration",
+        }
+        problems = [
+            f"{flags.get(name, name)} is {value!r} but the journal's campaign used {info.settings.get(name)!r}"
+            for name, value in ours.items()
+            if name in info.settings and info.settings.get(name) != value
+        ]
+        if problems:
+            raise JournalMismatchError(f"{self.journal_path}: cannot resume: " + "; ".join(problems))
+
+    async def _load_rows(self, reader: Any, info: CampaignInfo, template: Template | None) -> bool:
+        """Read the file, adding rows past ``loaded_through``; True when the whole file is in."""
+        opts = self.options
+        journal = self.journal
+        progress = self.progress
+        skip_through = info.loaded_through
+        batch: list[NewRow] = []
+        writing: asyncio.Future[int] | None = None
+        last_line = 0
+        for row in reader:
+            last_line = row.line
+            progress.loaded_rows += 1
+            if row.line <= skip_through:
+                continue
+            batch.append(
+                prepare_row(
+                    row,
+                    template=template,
+                    application_id=opts.application_id,
+                    default_from=opts.default_from,
+                    campaign_id=info.campaign_id,
+                    opt_out=opts.opt_out,
+                    priority=opts.priority,
+                    expiration=opts.expiration,
+                )
+            )
+            if len(batch) >= LOAD_BATCH:
+                # Prepare the next batch while the writer thread inserts this one.
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(journal.add_rows(batch, loaded_through=batch[-1].line))
+                batch = []
+                progress.load_bytes = reader.bytes_read
+                if self.stopping:
+                    await writing
+                    return False
+        if writing is not None:
+            await writing
+        if batch:
+            await journal.add_rows(batch, loaded_through=batch[-1].line)
+        await journal.set_loaded_through(max(last_line, skip_through), complete=True)
+        progress.load_bytes = reader.bytes_read
+        return True
+
+    # -- The run ------------------------------------------------------------------------------
+
+    async def run(self, client: MessagingClient) -> RunOutcome:
+        """Reconcile, requeue what was asked, send every pending row; return how it ended.
+
+        Call after :meth:`load`. Stops early (in order) on :meth:`request_stop`, on exceeding
+        ``max_error_rate``, or when Bandwidth refuses the credentials.
+        """
+        journal = self.journal
+        opts = self.options
+        if self._info is None:
+            raise RuntimeError("load() must run before run()")
+        reconciled: ReconcileSummary | None = None
+        requeued = opted_out = 0
+        if not self.stopping:
+            reconciled = await self._reconcile(client, "in_flight")
+        if not self.stopping and opts.retry_ambiguous:
+            ambiguous = (await journal.counts())["ambiguous"]
+            if ambiguous > RECONCILE_AMBIGUOUS_MAX:
+                self._note(
+                    f"{ambiguous} ambiguous rows: too many to look up one by one first "
+                    f"(over {RECONCILE_AMBIGUOUS_MAX}); resending them as asked."
+                )
+            elif ambiguous:
+                reconciled = _merge(reconciled, await self._reconcile(client, "ambiguous"))
+            if not self.stopping:
+                n = await journal.requeue("ambiguous")
+                requeued += n
+                if n:
+                    self._note(f"Resending {n} ambiguous rows (--retry-ambiguous): some recipients may get two.")
+        if not self.stopping and opts.retry_failed:
+            n = await journal.requeue("failed")
+            requeued += n
+            if n:
+                self._note(f"Resending {n} rows that failed before (--retry-failed).")
+        if not self.stopping and opts.opt_out and (self._resumed or requeued):
+            opted_out = await journal.apply_opt_out(opts.opt_out)
+            if opted_out:
+                self._note(f"Skipped {opted_out} pending rows whose recipients are on the opt-out list.")
+        counts = await journal.counts()
+        self.progress.by_status = dict(counts.by_status)
+        self.progress.total = counts.total
+        if not self.stopping and counts["pending"]:
+            self.progress.phase = Phase.SENDING
+            self.progress.started = time.monotonic()
+            while not self.stopping:
+                taken = await self._send_pass(client)
+                await journal.flush()
+                if self.stopping or taken == 0:
+                    break
+                counts = await journal.counts()
+                if not counts["pending"]:
+                    break
+        await journal.flush()
+        counts = await journal.counts()
+        self.progress.by_status = dict(counts.by_status)
+        complete = counts["pending"] == 0 and counts["in_flight"] == 0 and self._info.load_complete
+        if not complete and self._stop_reason is None:
+            # Not stopped, yet rows are left (e.g. the load was cut short): say so, do not hide it.
+            self._stop_reason = StopReason.FATAL
+            left = counts["pending"] + counts["in_flight"]
+            self._stop_message = f"{left} rows are not in a final state; rerun the same command to continue."
+        return RunOutcome(
+            complete=complete,
+            stop_reason=self._stop_reason,
+            message=self._stop_message,
+            counts=counts,
+            sent=self.progress.sent,
+            reconciled=reconciled,
+            requeued=requeued,
+            opted_out=opted_out,
+        )
+
+    # -- Reconciliation ---------------------------------------------------------------------
+
+    async def _reconcile(self, client: MessagingClient, status: str) -> ReconcileSummary | None:
+        """Look up every row with ``status`` (``in_flight`` or ``ambiguous``) in Bandwidth's list.
+
+        One keyset-paged pass over those rows, a page at a time: a page is recorded before the
+        next is read, so memory stays bounded whatever their number.
+        """
+        summary: ReconcileSummary | None = None
+        await self.journal.flush()
+        chunk: list[RowRecord] = []
+        async for row in self.journal.rows_with_status(status, batch=RECONCILE_BATCH):
+            chunk.append(row)
+            if len(chunk) >= RECONCILE_BATCH:
+                summary = _merge(summary, await self._reconcile_chunk(client, status, chunk))
+                chunk = []
+                if self.stopping:
+                    break
+        if chunk and not self.stopping:
+            summary = _merge(summary, await self._reconcile_chunk(client, status, chunk))
+        return summary
+
+    async def _reconcile_chunk(
+        self, client: MessagingClient, status: str, rows: list[RowRecord]
+    ) -> ReconcileSummary | None:
+        journal = self.journal
+        opts = self.options
+        retry = opts.retry or client.retry
+        # A row's last attempt leaves at most the retry deadline after its mark, and is
+        # answered (or given up) within the request timeout.
+        horizon = retry.deadline + DEFAULT_TIMEOUT + CLOCK_MARGIN
+        if status == "in_flight":
+            subject = f"{len(rows)} rows that were in flight when a previous run stopped"
+            label = "in flight when a run stopped"
+        else:
+            subject = f"{len(rows)} ambiguous rows"
+            label = "ambiguous"
+        wait = settle_deadline(rows, self._last_write, opts.settle) - time.time()
+        if wait > 0:
+            self.progress.phase = Phase.SETTLING
+            self._note(
+                f"Waiting {wait:.1f} s (--settle) before checking the {subject}: Bandwidth may still be "
+                "processing a request the previous run wrote."
+            )
+            await self._pause(wait)
+            if self.stopping:
+                return None
+        self.progress.phase = Phase.RECONCILING
+        self._note(f"Checking Bandwidth's message list for the {subject}.")
+        try:
+            found, reasons, queries = await reconcile_rows(
+                client, self.journal_path, rows, horizon=horizon, now=time.time()
+            )
+        except ReconcileError as exc:
+            self.request_stop(StopReason.FATAL, f"cannot check the {subject}: {exc}. Nothing was sent; rerun later.")
+            return None
+        accepted = 0
+        for row in rows:
+            mid = found.get(row.key)
+            if mid is not None:
+                accepted += 1
+                journal.record_result(row.key, status="accepted", message_id=mid)
+            else:
+                why = reasons.get(row.key, "no matching message in Bandwidth's list")
+                journal.record_result(
+                    row.key, status="ambiguous", error=f"{label}; {why}: it may or may not have been sent"
+                )
+        await journal.flush()
+        unproven = len(rows) - accepted
+        then = "ambiguous, not resent unless --retry-ambiguous" if status == "in_flight" else "resending them"
+        self._note(
+            f"Of the {subject}, {accepted} were accepted by Bandwidth (recorded as sent) and {unproven} "
+            f"were not found ({then})."
+        )
+        return ReconcileSummary(rows=len(rows), accepted=accepted, ambiguous=unproven, queries=queries)
+
+    # -- Send pass ----------------------------------------------------------------------------
+
+    async def _requests(self, counter: itertools.count[int]) -> AsyncIterator[MessageRequest]:
+        """Pending rows as requests, in line order; a row that no longer validates fails here."""
+        journal = self.journal
+        progress = self.progress
+        keys = self._keys
+        pending = journal.iter_pending()
+        try:
+            async for row in pending:
+                if self.stopping:
+                    return
+                try:
+                    request = row.message_request()
+                except ValidationError as exc:
+                    # E.g. its expiration passed since it was loaded: certainly not sent.
+                    journal.record_result(row.key, status="failed", error=format_field_errors(exc.field_errors))
+                    progress._move("pending", "failed")
+                    continue
+                keys[next(counter)] = row.key
+                yield request
+        finally:
+            closer = getattr(pending, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def _before_send(self, index: int, request: MessageRequest) -> None:
+        """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
+        if self.stopping:
+            raise _Stopping("the run is stopping")
+        assert self._room is not None
+        key = self._keys[index]
+        # Keep marked-but-unrecorded rows within `concurrency` (the module's invariant).
+        while self._unresolved >= self.options.concurrency:
+            self._room.clear()
+            await self._room.wait()
+            if self.stopping:
+                raise _Stopping("the run is stopping")
+        self._unresolved += 1
+        self._marked.add(index)
+        try:
+            await self.journal.mark_in_flight(key)
+        except JournalStateError:
+            self._release(index)
+            raise
+        self.progress._move("pending", "in_flight")
+
+    def _release(self, index: int) -> bool:
+        """Forget a marked input; True if it was marked."""
+        if index not in self._marked:
+            return False
+        self._marked.discard(index)
+        self._unresolved -= 1
+        assert self._room is not None
+        self._room.set()
+        return True
+
+    async def _send_pass(self, client: MessagingClient) -> int:
+        """One pass over the pending rows; returns how many were taken."""
+        opts = self.options
+        counter = itertools.count()
+        self._keys.clear()
+        requests = self._requests(counter)
+        stream = client.send_many(
+            requests,
+            concurrency=opts.concurrency,
+            rate=opts.rate,
+            retry=opts.retry,
+            before_send=self._before_send,
+        )
+        try:
+            try:
+                async with stream:
+                    async for result in stream:
+                        self._on_result(result)
+                        if self.stopping:
+                            break
+            except asyncio.CancelledError:
+                # Cancelled during the orderly close (a second Ctrl-C): cancel what it waited for.
+                if not stream.done:
+                    await stream.__aexit__(asyncio.CancelledError, None, None)
+                raise
+        finally:
+            for result in stream.unconsumed:
+                self._on_result(result)
+            stream.unconsumed.clear()
+            closer = getattr(requests, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+        return next(counter)
+
+    def _on_result(self, result: SendResult) -> None:
+        """Record one send's result in the journal (without waiting) and in the counters."""
+        key = self._keys.pop(result.index, None)
+        if key is None:
+            return
+        marked = self._release(result.index)
+        progress = self.progress
+        journal = self.journal
+        error = result.error
+        outcome = result.outcome
+        try:
+            if outcome is Outcome.ACCEPTED:
+                message = result.message
+                assert message is not None
+                cost = (
+                    message.segment_count * max(1, len(message.to))
+                    if message.segment_count is not None
+                    else (message_cost(result.request) if result.request is not None else None)
+                )
+                journal.record_result(
+                    key,
+                    status="accepted",
+                    message_id=message.id,
+                    attempts=result.attempts,
+                    latency=result.latency,
+                    segments=cost,
+                )
+                progress._move("in_flight", "accepted")
+                progress.sent += 1
+                progress.segments += cost or 0
+                self._window.add(False)
+            elif isinstance(error, SendCancelledError) and error.may_have_been_sent:
+                # Cancelled on the wire: left in_flight, for the next run to reconcile.
+                return
+            elif outcome is Outcome.AMBIGUOUS:
+                journal.record_result(
+                    key, status="ambiguous", error=str(error), attempts=result.attempts, latency=result.latency
+                )
+                progress._move("in_flight", "ambiguous")
+                self._window.add(True)
+            elif isinstance(error, JournalStateError):
+                # The row became final meanwhile (a callback proved it sent): nothing to record.
+                progress._move("pending", error.status or "pending")
+            elif isinstance(error, (_Stopping, SendCancelledError)):
+                # Never left: back to pending (only a marked row needs writing back).
+                if marked:
+                    journal.record_result(key, status="pending", attempts=result.attempts)
+                    progress._move("in_flight", "pending")
+            elif isinstance(error, JournalError):
+                self.request_stop(StopReason.FATAL, f"the journal failed: {error}")
+            elif isinstance(error, AuthenticationError):
+                # Every row would get the same answer: stop, and keep the row sendable.
+                journal.record_result(key, status="pending", error=str(error), attempts=result.attempts)
+                progress._move("in_flight", "pending")
+                self.request_stop(
+                    StopReason.FATAL, f"Bandwidth refused the credentials ({error}); check them, then rerun."
+                )
+            else:
+                code = error.status_code if isinstance(error, APIStatusError) else None
+                journal.record_result(
+                    key,
+                    status="failed",
+                    error=str(error),
+                    error_code=code,
+                    attempts=result.attempts,
+                    latency=result.latency,
+                )
+                progress._move("in_flight" if marked else "pending", "failed")
+                self._window.add(True)
+        except JournalError as exc:
+            self.request_stop(StopReason.FATAL, f"the journal failed: {exc}")
+            return
+        limit = self.options.max_error_rate
+        if limit is not None and self._window.exceeded(limit):
+            rate = self._window.rate or 0.0
+            self.request_stop(
+                StopReason.ERROR_RATE,
+                f"{rate:.0%} of the last {self._window.count} sends failed or were ambiguous, "
+                f"over --max-error-rate {limit:g}",
+            )
+
+    # -- Delivery -----------------------------------------------------------------------------
+
+    async def wait_for_delivery(self, seconds: float, *, activity: Callable[[], int] | None = None) -> int:
+        """Wait up to ``seconds`` until every accepted row has a final delivery receipt.
+
+        ``activity()`` (e.g. the callback receiver's count of recorded events) lets the wait
+        skip looking at the journal when nothing new arrived. Returns how many accepted rows
+        are still awaiting a receipt (0: all in). Returns early on :meth:`request_stop`.
+        """
+        journal = self.journal
+        progress = self.progress
+        progress.phase = Phase.DELIVERY
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        seen: int | None = None
+        awaiting = -1
+        while True:
+            marker = activity() if activity is not None else None
+            if marker is None or marker != seen or awaiting < 0:
+                seen = marker
+                await journal.flush()
+                counts = await journal.counts()
+                progress.by_status = dict(counts.by_status)
+                progress.delivered = counts.by_delivery.get("delivered", 0)
+                progress.delivery_failed = counts.by_delivery.get("failed", 0)
+                awaiting = max(0, counts["accepted"] - progress.delivered - progress.delivery_failed)
+                if awaiting == 0:
+                    break
+            left = deadline - loop.time()
+            if left <= 0 or self.stopping:
+                break
+            await self._pause(min(DELIVERY_POLL_INTERVAL, left))
+        progress.phase = Phase.DONE
+        return awaiting
+
+    async def rows_with_status(self, status: str, limit: int) -> list[RowRecord]:
+        """The first ``limit`` rows with ``status``, in line order (e.g. invalid rows to show)."""
+        rows: list[RowRecord] = []
+        if limit <= 0:
+            return rows
+        async for row in self.journal.rows_with_status(status, batch=limit):
+            rows.append(row)
+            if len(rows) >= limit:
+                break
+        return rows
+
+
+def _merge(a: ReconcileSummary | None, b: ReconcileSummary | None) -> ReconcileSummary | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return ReconcileSummary(
+        rows=a.rows + b.rows,
+        accepted=a.accepted + b.accepted,
+        ambiguous=a.ambiguous + b.ambiguous,
+        queries=a.queries + b.queries,
+    )
