@@ -133,8 +133,9 @@ def check_message(
     """
     # Fast path for the overwhelmingly common message: one recipient, short text, nothing else.
     # It decides nothing on its own: any doubt falls through to the full checks below.
+    one = to[0] if type(to) is list and len(to) == 1 else to
     if (
-        type(to) is str
+        type(one) is str
         and type(text) is str
         and type(from_) is str
         and type(application_id) is str
@@ -143,11 +144,11 @@ def check_message(
         and priority is None
         and expiration is None
         and 0 < len(text) <= MAX_TEXT_LENGTH
-        and is_e164(to)
+        and is_e164(one)
         and (from_ in _VALID_SENDERS or _remember_sender(from_))
         and application_id.strip()
     ):
-        return [], [to], None, None
+        return [], to if one is not to else [one], None, None
 
     errors: list[FieldError] = []
     add = errors.append
