@@ -22,11 +22,12 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOKEN_URL,
 )
-from ._exceptions import APIError, ConfigurationError, RateLimitError
+from ._exceptions import APIError, ConfigurationError, RateLimitError, ValidationError
 from ._fanout import (
     SENDING,
     WAITING,
     BeforeSend,
+    Outcome,
     RequestLike,
     SendResult,
     SendStream,
@@ -34,6 +35,7 @@ from ._fanout import (
     Slot,
     _Core,
     message_cost,
+    send_one,
 )
 from ._models import (
     ListMessageItem,
@@ -349,6 +351,35 @@ class MessagingClient:
                 exc, body, cost, sender, self.limiter, retry or self.retry, started, slot, self._gate
             )
             return message
+
+    async def send(
+        self,
+        request: MessageRequest | Mapping[str, Any] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        **fields: Any,
+    ) -> SendResult:
+        """Send one message like :meth:`create_message`, but return its :class:`SendResult`
+        (outcome, attempts, latency, error) instead of raising::
+
+            result = await client.send(to="+15552223333", from_=NUMBER, text="Hi", application_id=APP_ID)
+            if result.outcome is Outcome.AMBIGUOUS:
+                ...  # the answer was lost: do not resend blindly
+        """
+        if request is None:
+            raw: RequestLike = fields
+        elif fields:
+            raise TypeError("pass either a request or its fields, not both")
+        else:
+            raw = request
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.concurrency)
+        if raw is fields:
+            try:
+                raw = MessageRequest(**fields)
+            except ValidationError as exc:
+                return SendResult(index=0, outcome=Outcome.NOT_SENT, error=exc)
+        return await send_one(self, 0, raw, Slot(), self.limiter, retry or self.retry, gate=self._gate)
 
     def send_many(
         self,

@@ -48,6 +48,7 @@ __all__ = [
     "SendStream",
     "SendSummary",
     "message_cost",
+    "send_one",
 ]
 
 #: ``before_send(index, request)``: awaited right before an input's first attempt leaves, after
@@ -144,6 +145,82 @@ class Slot:
         self.stage = IDLE
         #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
         self.maybe_sent = False
+
+
+async def send_one(
+    client: MessagingClient,
+    index: int,
+    raw: RequestLike,
+    slot: Slot,
+    limiter: RateLimiter,
+    policy: RetryPolicy,
+    *,
+    before_send: BeforeSend | None = None,
+    gate: asyncio.Semaphore | None = None,
+    on_cancel: Callable[[SendResult], None] | None = None,
+) -> SendResult:
+    """Validate, send (rate-limited, retried) and report one input: never raises but on
+    cancellation, when ``on_cancel`` receives the input's result first."""
+    try:
+        request = raw if type(raw) is MessageRequest else coerce_request(raw)
+    except ValidationError as exc:
+        return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
+    body = encode_request(request)
+    cost = message_cost(request)
+    before: Callable[[], Awaitable[None]] | None = None
+    if before_send is not None:
+        hook = before_send
+
+        def before() -> Awaitable[None]:
+            return hook(index, request)
+
+    slot.stage = WAITING
+    slot.maybe_sent = False
+    started = time.monotonic()
+    try:
+        try:
+            message = await client._attempt(body, cost, request.from_, limiter, slot, before, gate)
+            attempts = 1
+        except APIError as exc:
+            message, attempts = await client._retry(
+                exc, body, cost, request.from_, limiter, policy, started, slot, gate
+            )
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            maybe = slot.stage == SENDING or slot.maybe_sent
+            on_cancel(
+                SendResult(
+                    index=index,
+                    outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
+                    request=request,
+                    error=SendCancelledError(
+                        "cancelled while the request was on the wire" if maybe else "stopped before sending",
+                        may_have_been_sent=maybe,
+                    ),
+                    latency=time.monotonic() - started,
+                )
+            )
+        raise
+    except Exception as exc:
+        maybe = bool(getattr(exc, "may_have_been_sent", False)) or slot.maybe_sent
+        return SendResult(
+            index=index,
+            outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
+            request=request,
+            error=exc,
+            attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
+            latency=time.monotonic() - started,
+        )
+    finally:
+        slot.stage = IDLE
+    return SendResult(
+        index=index,
+        outcome=Outcome.ACCEPTED,
+        request=request,
+        message=message,
+        attempts=attempts,
+        latency=time.monotonic() - started,
+    )
 
 
 class _Core:
@@ -300,65 +377,15 @@ class _Core:
                 getter.set_result(None)
 
     async def _send_one(self, index: int, raw: RequestLike, slot: Slot) -> SendResult:
-        try:
-            request = raw if type(raw) is MessageRequest else coerce_request(raw)
-        except ValidationError as exc:
-            return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
-        body = encode_request(request)
-        cost = message_cost(request)
-        before: Callable[[], Awaitable[None]] | None = None
-        if self._before_send is not None:
-            hook = self._before_send
-
-            def before() -> Awaitable[None]:
-                return hook(index, request)
-
-        slot.stage = WAITING
-        slot.maybe_sent = False
-        started = time.monotonic()
-        client = self._client
-        try:
-            try:
-                message = await client._attempt(body, cost, request.from_, self._limiter, slot, before, None)
-                attempts = 1
-            except APIError as exc:
-                message, attempts = await client._retry(
-                    exc, body, cost, request.from_, self._limiter, self._policy, started, slot, None
-                )
-        except asyncio.CancelledError:
-            maybe = slot.stage == SENDING or slot.maybe_sent
-            self.unconsumed.append(
-                SendResult(
-                    index=index,
-                    outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
-                    request=request,
-                    error=SendCancelledError(
-                        "cancelled while the request was on the wire" if maybe else "stopped before sending",
-                        may_have_been_sent=maybe,
-                    ),
-                    latency=time.monotonic() - started,
-                )
-            )
-            raise
-        except Exception as exc:
-            maybe = bool(getattr(exc, "may_have_been_sent", False)) or slot.maybe_sent
-            return SendResult(
-                index=index,
-                outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
-                request=request,
-                error=exc,
-                attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
-                latency=time.monotonic() - started,
-            )
-        finally:
-            slot.stage = IDLE
-        return SendResult(
-            index=index,
-            outcome=Outcome.ACCEPTED,
-            request=request,
-            message=message,
-            attempts=attempts,
-            latency=time.monotonic() - started,
+        return await send_one(
+            self._client,
+            index,
+            raw,
+            slot,
+            self._limiter,
+            self._policy,
+            before_send=self._before_send,
+            on_cancel=self.unconsumed.append,
         )
 
     async def next(self) -> SendResult:

@@ -329,3 +329,20 @@ async def test_with_options_shares_the_session(emu: Emulator, client: MessagingC
     assert strict._transport is client._transport
     await strict.create_message(to="+15552223333", from_=FROM, application_id=APP, text="x")
     assert len(emu.accepted) == 1
+
+
+async def test_send_returns_the_outcome_instead_of_raising(emu: Emulator, client: MessagingClient) -> None:
+    from bwasync import Outcome
+
+    ok = await client.send(to="+15552223333", from_=FROM, application_id=APP, text="x", tag="ok")
+    assert ok.outcome is Outcome.ACCEPTED and ok.message is not None and ok.attempts == 1 and ok.latency > 0
+    bad = await client.send(to="nope", from_=FROM, application_id=APP, text="x")
+    assert bad.outcome is Outcome.NOT_SENT and isinstance(bad.error, ValidationError) and bad.attempts == 0
+    emu.config.p_503 = 1.0
+    failed = await client.send({"to": "+15552223333", "from": FROM, "applicationId": APP, "text": "y"})
+    assert failed.outcome is Outcome.NOT_SENT and isinstance(failed.error, ServerError)
+    assert failed.attempts == client.retry.max_attempts
+    emu.config.p_503, emu.config.p_drop_after = 0.0, 1.0
+    lost = await client.send(to="+15552223333", from_=FROM, application_id=APP, text="z", tag="lost")
+    assert lost.outcome is Outcome.AMBIGUOUS and lost.attempts == 1
+    assert emu.acceptance_counts(key="tag") == {"ok": 1, "lost": 1}
