@@ -333,6 +333,8 @@ class _Core:
 
     async def _worker(self, slot: Slot) -> None:
         sync_it = self._sync_it
+        client, limiter, policy = self._client, self._limiter, self._policy
+        before_send, on_cancel = self._before_send, self.unconsumed.append
         try:
             while not self._closing:
                 if sync_it is not None:
@@ -355,7 +357,9 @@ class _Core:
                     if pulled is None:
                         break
                     index, item = pulled
-                result = await self._send_one(index, item, slot)
+                result = await send_one(
+                    client, index, item, slot, limiter, policy, before_send=before_send, on_cancel=on_cancel
+                )
                 self._put(result)
                 if len(self._results) >= self._max_results:
                     await self._wait_for_room()
@@ -375,18 +379,6 @@ class _Core:
             self._getter = None
             if not getter.done():
                 getter.set_result(None)
-
-    async def _send_one(self, index: int, raw: RequestLike, slot: Slot) -> SendResult:
-        return await send_one(
-            self._client,
-            index,
-            raw,
-            slot,
-            self._limiter,
-            self._policy,
-            before_send=self._before_send,
-            on_cancel=self.unconsumed.append,
-        )
 
     async def next(self) -> SendResult:
         if self._loop is None:

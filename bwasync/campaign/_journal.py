@@ -408,6 +408,22 @@ def _epoch(value: datetime | float | None) -> float:
     return float(value)
 
 
+def read_counts(conn: sqlite3.Connection) -> Counts:
+    """Rows by status and by delivery status, and the accepted rows' segments, from ``conn``."""
+    by_status = dict.fromkeys((str(s) for s in RowStatus), 0)
+    segments = 0
+    for status, n, segs in conn.execute("SELECT status, COUNT(*), SUM(segments) FROM rows GROUP BY status"):
+        by_status[status] = n
+        if status == "accepted":
+            segments = segs or 0
+    by_delivery = dict.fromkeys((str(s) for s in DeliveryStatus), 0)
+    for status, n in conn.execute(
+        "SELECT delivery_status, COUNT(*) FROM rows WHERE delivery_status IS NOT NULL GROUP BY delivery_status"
+    ):
+        by_delivery[status] = n
+    return Counts(sum(by_status.values()), by_status, by_delivery, segments)
+
+
 def _record(row: Sequence[Any]) -> RowRecord:
     return RowRecord(
         row[0],
@@ -1143,21 +1159,7 @@ class Journal:
     async def counts(self) -> Counts:
         """Rows by status and by delivery status, and the accepted rows' segments."""
 
-        def op(conn: sqlite3.Connection) -> Counts:
-            by_status = dict.fromkeys((str(s) for s in RowStatus), 0)
-            segments = 0
-            for status, n, segs in conn.execute("SELECT status, COUNT(*), SUM(segments) FROM rows GROUP BY status"):
-                by_status[status] = n
-                if status == "accepted":
-                    segments = segs or 0
-            by_delivery = dict.fromkeys((str(s) for s in DeliveryStatus), 0)
-            for status, n in conn.execute(
-                "SELECT delivery_status, COUNT(*) FROM rows WHERE delivery_status IS NOT NULL GROUP BY delivery_status"
-            ):
-                by_delivery[status] = n
-            return Counts(sum(by_status.values()), by_status, by_delivery, segments)
-
-        return await self._call(op)
+        return await self._call(read_counts)
 
     async def total_rows(self) -> int:
         return await self._call(lambda conn: int(conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0]))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._exceptions import JournalError
-from ._journal import DeliveryStatus, RowStatus
+from ._journal import read_counts
 
 __all__ = ["JournalStatus", "read_status"]
 
@@ -92,17 +92,7 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
                 "SELECT campaign_id, input_path, template, settings, created_at, loaded_through, load_complete"
                 " FROM campaign WHERE id = 1"
             ).fetchone()
-            by_status = dict.fromkeys((str(s) for s in RowStatus), 0)
-            segments = 0
-            for status, n, segs in conn.execute("SELECT status, COUNT(*), SUM(segments) FROM rows GROUP BY status"):
-                by_status[status] = n
-                if status == "accepted":
-                    segments = segs or 0
-            by_delivery = dict.fromkeys((str(s) for s in DeliveryStatus), 0)
-            for status, n in conn.execute(
-                "SELECT delivery_status, COUNT(*) FROM rows WHERE delivery_status IS NOT NULL GROUP BY delivery_status"
-            ):
-                by_delivery[status] = n
+            counts = read_counts(conn)
             last = conn.execute("SELECT MAX(COALESCE(finished_at, in_flight_at)) FROM rows").fetchone()[0]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -120,10 +110,10 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
         created_at=campaign[4],
         loaded_through=campaign[5],
         load_complete=bool(campaign[6]),
-        total=sum(by_status.values()),
-        by_status=by_status,
-        by_delivery=by_delivery,
-        accepted_segments=segments,
+        total=counts.total,
+        by_status=counts.by_status,
+        by_delivery=counts.by_delivery,
+        accepted_segments=counts.accepted_segments,
         updated_at=_mtime(p),
         last_activity=last,
     )
