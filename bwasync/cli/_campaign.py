@@ -728,7 +728,7 @@ async def _run(
             callback_url=f"http://{local}:{receiver.port}/", callback_username=user, callback_password=password
         )
     async with connection.connect(
-        emulator_knobs=knobs, concurrency=options.concurrency, retry=options.retry
+        emulator_knobs=knobs, announce=display.note, concurrency=options.concurrency, retry=options.retry
     ) as session:
         if settings.on_session is not None:
             settings.on_session(session)

@@ -217,13 +217,18 @@ class Connection:
 
     @contextlib.asynccontextmanager
     async def connect(
-        self, *, emulator_knobs: Mapping[str, Any] | None = None, **client_options: Any
+        self,
+        *,
+        emulator_knobs: Mapping[str, Any] | None = None,
+        announce: Callable[[str], None] = note,
+        **client_options: Any,
     ) -> AsyncIterator[Session]:
         """Open a client (and, for ``--emulator``, the emulator it talks to) for the block.
 
         ``client_options`` go to :class:`MessagingClient` (``concurrency``, ``rate``,
         ``retry``...); ``emulator_knobs`` to :class:`~bwasync.emulator.Emulator` and only
-        matter with ``--emulator`` (latency, faults, ``callback_url``...).
+        matter with ``--emulator`` (latency, faults, ``callback_url``...). ``announce`` prints
+        the emulator note (a command with a live progress display passes its own printer).
         """
         async with contextlib.AsyncExitStack() as stack:
             kwargs = {**self.client_kwargs(), **client_options}
@@ -234,7 +239,7 @@ class Connection:
                 )
                 kwargs["base_url"] = emulator.url
                 kwargs["token_url"] = emulator.token_url
-                note(emulator_option_note(emulator.url, self.account_id))
+                announce(emulator_option_note(emulator.url, self.account_id))
             try:
                 client = MessagingClient(self.account_id, **kwargs)
             except ConfigurationError as exc:
