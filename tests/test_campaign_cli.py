@@ -389,3 +389,21 @@ def test_demo_campaign_runs_a_small_campaign_end_to_end() -> None:
     assert "Done: all 300 rows reached a final state (294 sent by this run)" in result.output
     assert "delivered" in result.output and "skipped (opt-out)" in result.output
     assert "Emulator: 294 create requests, 294 accepted" in result.output
+
+
+def test_duplicate_keys_are_invalid_rows_in_a_real_run(tmp_path: Path) -> None:
+    path = tmp_path / "dups.csv"
+    path.write_text("id,to,name\na1,+15550000001,Ann\na2,+15550000002,Bob\na1,+15550000003,Cy\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator", "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    conn = sqlite3.connect(f"{path}.journal")
+    try:
+        rows = dict(conn.execute("SELECT line, status FROM rows"))
+        [error] = [e for (e,) in conn.execute("SELECT error FROM rows WHERE status = 'invalid'")]
+    finally:
+        conn.close()
+    assert rows == {2: "accepted", 3: "accepted", 4: "invalid"}
+    assert "duplicate key 'a1'" in error and "line 2" in error

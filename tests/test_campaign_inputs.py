@@ -381,3 +381,14 @@ def test_campaign_public_names() -> None:
     exported = bwasync.campaign.__all__
     assert len(exported) == len(set(exported))
     assert set(exported) == {name for name in vars(bwasync.campaign) if not name.startswith("_")}
+
+
+def test_duplicate_tracking_can_be_left_to_the_caller(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("id,to\nk,+15550000001\nk,+15550000002\n", encoding="utf-8")
+    with read_rows(path, key_column="id") as reader:
+        assert [r.error is None for r in reader] == [True, False]
+    with read_rows(path, key_column="id", track_duplicates=False) as reader:
+        rows = list(reader)
+    assert [(r.key, r.error) for r in rows] == [("k", None), ("k", None)]
+    assert reader._seen == {}

@@ -135,8 +135,9 @@ class RowReader:
     far the read has got, for a progress bar against ``os.path.getsize(path)``.
     """
 
-    def __init__(self, path: str, fmt: Format, key_column: str | None) -> None:
+    def __init__(self, path: str, fmt: Format, key_column: str | None, track_duplicates: bool = True) -> None:
         self.path = path
+        self._track_duplicates = track_duplicates
         self.format: Format = fmt
         self.key_column = key_column
         self.columns: tuple[str, ...] | None = None
@@ -213,6 +214,8 @@ class RowReader:
                 problem = f"key is {len(key)} characters; at most {MAX_KEY_LENGTH} are allowed"
             elif not key.isprintable():
                 problem = f"key {key!r} contains control characters"
+            elif not self._track_duplicates:
+                return InputRow(line, key, fields)
             else:
                 first = self._seen.setdefault(key, line)
                 if first == line:
@@ -320,6 +323,7 @@ def read_rows(
     *,
     fmt: Format | None = None,
     key_column: str | None = None,
+    track_duplicates: bool = True,
 ) -> RowReader:
     """Stream the rows of a CSV (with a header) or JSON Lines file.
 
@@ -328,7 +332,9 @@ def read_rows(
     value keys the row (it must be unique, non-empty, not start with ``#``, at most 256
     printable characters); without it the key is the line number. Raises
     :class:`InputFileError` at once if the file cannot be opened, or a CSV file has no header,
-    no ``to`` column or no ``key_column``.
+    no ``to`` column or no ``key_column``. A repeated key is that row's error; finding one means
+    remembering every key (~80 MB a million rows), so a caller that detects duplicates itself
+    (the journal's primary key does) passes ``track_duplicates=False`` and keeps memory flat.
 
     >>> for row in read_rows("list.csv"):                # doctest: +SKIP
     ...     if row.error: print(row.line, row.error)
@@ -340,7 +346,7 @@ def read_rows(
             raise InputFileError(p, "cannot tell the format from the extension: use .csv, .jsonl or .ndjson, or fmt=")
     elif fmt not in ("csv", "jsonl"):
         raise ValueError(f"fmt must be 'csv' or 'jsonl', not {fmt!r}")
-    return RowReader(p, fmt, key_column)
+    return RowReader(p, fmt, key_column, track_duplicates)
 
 
 # --- Templates -----------------------------------------------------------------------------------

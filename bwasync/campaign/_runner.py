@@ -420,7 +420,9 @@ class CampaignRunner:
         journal = self.journal
         self.progress.phase = Phase.LOADING
         template = Template(opts.template) if opts.template is not None else None
-        with read_rows(opts.input_path, fmt=opts.fmt, key_column=opts.key_column) as reader:
+        # The journal's primary key reports duplicate keys (even across a resume), so the
+        # reader need not remember every key: memory stays flat whatever the file's size.
+        with read_rows(opts.input_path, fmt=opts.fmt, key_column=opts.key_column, track_duplicates=False) as reader:
             existing = await journal.campaign_info()
             self._resumed = existing is not None
             info = await journal.init_campaign(
