@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._constants import DEFAULT_TIMEOUT
+
 # --- Inputs ----------------------------------------------------------------------------------
 
 #: Bytes of the input file hashed at each end to recognise it on resume. Reading 2 MiB is
@@ -43,3 +45,38 @@ CALLBACK_HANDLER_TIMEOUT = 5.0
 #: Event identities (message id, recipient, type) remembered to drop duplicates in memory. The
 #: journal is idempotent anyway; this only saves a round trip for Bandwidth's retries.
 DEDUPE_CAPACITY = 100_000
+
+# --- Runner ----------------------------------------------------------------------------------
+
+#: Results the error-rate guard looks back over. 200 is a few seconds of a busy run: long enough
+#: that a handful of bad numbers cannot trip it, short enough to react to an outage at once.
+ERROR_RATE_WINDOW = 200
+#: Results needed before the guard may trip, so that the first few failures of a run (two bad
+#: rows out of three) do not pause it.
+ERROR_RATE_MIN_SAMPLE = 50
+#: Default ``--max-error-rate``: pause when more than half of the recent sends failed. Per-row
+#: problems (a bad number, an opted-out handset) stay far below it; an outage, a revoked
+#: credential or a suspended sender goes far above it, and pausing then saves the rest of the file
+#: from being burnt through as ``failed``.
+DEFAULT_MAX_ERROR_RATE = 0.5
+#: Default settle window: the request timeout. A request the dead run wrote is answered (or
+#: abandoned by its own client) within it, so after it Bandwidth's list shows what it accepted.
+DEFAULT_SETTLE = DEFAULT_TIMEOUT
+#: Seconds between looks at the journal while waiting for delivery receipts (only when new
+#: callbacks were recorded since the last look: a look is one aggregate query).
+DELIVERY_POLL_INTERVAL = 0.5
+#: Rows reconciled per batch (one page of the journal; the list queries run per batch).
+RECONCILE_BATCH = 1000
+#: ``retry_ambiguous`` looks ambiguous rows up once more before resending them, one list query
+#: per recipient; above this many (an outage's worth) that would take hours at Bandwidth's 3,500
+#: queries per 5 minutes, so they are resent without it (as the user asked), with a note.
+RECONCILE_AMBIGUOUS_MAX = 2000
+
+# --- Reconciliation --------------------------------------------------------------------------
+
+#: Seconds a list result may appear to precede the row's mark (clocks of this machine and of
+#: Bandwidth disagree a little). Small on purpose: a wider window admits more unrelated messages.
+CLOCK_MARGIN = 10.0
+#: List queries run at once. Bandwidth allows 3,500 list requests per 5 minutes per IP; a few
+#: concurrent queries reconcile a full ``--concurrency`` of rows in seconds without nearing it.
+LIST_CONCURRENCY = 4

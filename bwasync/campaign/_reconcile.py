@@ -52,6 +52,7 @@ from .._client import MessagingClient
 from .._exceptions import APIError, APIStatusError, RateLimitError
 from .._models import ListMessageItem
 from .._segments import segments
+from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
 from ._journal import RowRecord
 
 __all__ = [
@@ -69,12 +70,6 @@ __all__ = [
     "summarize",
 ]
 
-#: Seconds a list result may appear to precede the row's mark (clocks of this machine and of
-#: Bandwidth disagree a little). Small on purpose: a wider window admits more unrelated messages.
-CLOCK_MARGIN: Final = 10.0
-#: List queries run at once. Bandwidth allows 3,500 list requests per 5 minutes per IP; a few
-#: concurrent queries reconcile a full ``--concurrency`` of rows in seconds without nearing it.
-LIST_CONCURRENCY: Final = 4
 #: Message ids looked up per journal query (SQLite's bound-parameter limit is far above this).
 _ID_CHUNK: Final = 500
 

@@ -64,7 +64,16 @@ from .._fanout import Outcome, SendCancelledError, SendResult, message_cost
 from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._validation import Priority
-from ._constants import LOAD_BATCH
+from ._constants import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_SETTLE,
+    DELIVERY_POLL_INTERVAL,
+    ERROR_RATE_MIN_SAMPLE,
+    ERROR_RATE_WINDOW,
+    LOAD_BATCH,
+    RECONCILE_AMBIGUOUS_MAX,
+    RECONCILE_BATCH,
+)
 from ._exceptions import JournalError, JournalMismatchError, JournalStateError
 from ._inputs import Format, Template, format_field_errors, prepare_row, read_rows
 from ._journal import CampaignInfo, Counts, Journal, NewRow, RowRecord
@@ -91,32 +100,6 @@ __all__ = [
     "RunProgress",
     "StopReason",
 ]
-
-# --- Tunables (with the reason for each default) ----------------------------------------------
-
-#: Results the error-rate guard looks back over. 200 is a few seconds of a busy run: long enough
-#: that a handful of bad numbers cannot trip it, short enough to react to an outage at once.
-ERROR_RATE_WINDOW: Final = 200
-#: Results needed before the guard may trip, so that the first few failures of a run (two bad
-#: rows out of three) do not pause it.
-ERROR_RATE_MIN_SAMPLE: Final = 50
-#: Default ``--max-error-rate``: pause when more than half of the recent sends failed. Per-row
-#: problems (a bad number, an opted-out handset) stay far below it; an outage, a revoked
-#: credential or a suspended sender goes far above it, and pausing then saves the rest of the file
-#: from being burnt through as ``failed``.
-DEFAULT_MAX_ERROR_RATE: Final = 0.5
-#: Default settle window: the request timeout. A request the dead run wrote is answered (or
-#: abandoned by its own client) within it, so after it Bandwidth's list shows what it accepted.
-DEFAULT_SETTLE: Final = DEFAULT_TIMEOUT
-#: Seconds between looks at the journal while waiting for delivery receipts (only when new
-#: callbacks were recorded since the last look: a look is one aggregate query).
-DELIVERY_POLL_INTERVAL: Final = 0.5
-#: Rows reconciled per batch (one page of the journal; the list queries run per batch).
-RECONCILE_BATCH: Final = 1000
-#: ``retry_ambiguous`` looks ambiguous rows up once more before resending them, one list query
-#: per recipient; above this many (an outage's worth) that would take hours at Bandwidth's 3,500
-#: queries per 5 minutes, so they are resent without it (as the user asked), with a note.
-RECONCILE_AMBIGUOUS_MAX: Final = 2000
 
 #: Statuses a row never leaves by itself: a campaign is complete when every row has one.
 FINAL_STATUSES: Final = frozenset({"accepted", "failed", "ambiguous", "invalid", "skipped"})
