@@ -278,6 +278,7 @@ class MessagingClient:
                 limiter.release(cost, sender=sender)
                 raise
         slot.stage = SENDING
+        slot.sent_at = time.monotonic()
         try:
             message = await self._transport.create_message(body)
         except RateLimitError as exc:

@@ -90,7 +90,8 @@ class SendResult(msgspec.Struct, kw_only=True, gc=False):
     error: BaseException | None = None
     #: Attempts made (0 when the input was invalid or never left).
     attempts: int = 0
-    #: Seconds from the first attempt's start (limiter wait included) to the end.
+    #: Round trip of the latest attempt: seconds from its request leaving to its answer (or
+    #: failure). Rate-limit pacing and retry backoff are not included; 0.0 if nothing left.
     latency: float = 0.0
 
     @property
@@ -139,12 +140,14 @@ IDLE, WAITING, SENDING = 0, 1, 2
 class Slot:
     """Per-send state shared with the client's attempt loop (one per worker, reused)."""
 
-    __slots__ = ("maybe_sent", "stage")
+    __slots__ = ("maybe_sent", "sent_at", "stage")
 
     def __init__(self) -> None:
         self.stage = IDLE
         #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
         self.maybe_sent = False
+        #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
+        self.sent_at = 0.0
 
 
 async def send_one(
@@ -176,6 +179,7 @@ async def send_one(
 
     slot.stage = WAITING
     slot.maybe_sent = False
+    slot.sent_at = 0.0
     started = time.monotonic()
     try:
         try:
@@ -197,7 +201,7 @@ async def send_one(
                         "cancelled while the request was on the wire" if maybe else "stopped before sending",
                         may_have_been_sent=maybe,
                     ),
-                    latency=time.monotonic() - started,
+                    latency=_latency(slot),
                 )
             )
         raise
@@ -209,7 +213,7 @@ async def send_one(
             request=request,
             error=exc,
             attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
-            latency=time.monotonic() - started,
+            latency=_latency(slot),
         )
     finally:
         slot.stage = IDLE
@@ -219,8 +223,13 @@ async def send_one(
         request=request,
         message=message,
         attempts=attempts,
-        latency=time.monotonic() - started,
+        latency=_latency(slot),
     )
+
+
+def _latency(slot: Slot) -> float:
+    """Seconds since the latest attempt's request left (0.0 if none left)."""
+    return time.monotonic() - slot.sent_at if slot.sent_at else 0.0
 
 
 class _Core:
