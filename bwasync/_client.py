@@ -251,6 +251,12 @@ class MessagingClient:
 
     # --- Sending ------------------------------------------------------------------------------
 
+    def _in_flight_gate(self) -> asyncio.Semaphore:
+        """The cap on single sends in flight (``concurrency``), made inside the running loop."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.concurrency)
+        return self._gate
+
     async def _attempt(
         self,
         body: bytes,
@@ -340,16 +346,15 @@ class MessagingClient:
             raise TypeError("pass either a request or its fields, not both")
         else:
             request = coerce_request(request)
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
+        gate = self._in_flight_gate()
         body, cost, sender = encode_request(request), message_cost(request), request.from_
         started = time.monotonic()
         slot = Slot()
         try:
-            return await self._attempt(body, cost, sender, self.limiter, slot, None, self._gate)
+            return await self._attempt(body, cost, sender, self.limiter, slot, None, gate)
         except APIError as exc:
             message, _ = await self._retry(
-                exc, body, cost, sender, self.limiter, retry or self.retry, started, slot, self._gate
+                exc, body, cost, sender, self.limiter, retry or self.retry, started, slot, gate
             )
             return message
 
@@ -367,20 +372,17 @@ class MessagingClient:
             if result.outcome is Outcome.AMBIGUOUS:
                 ...  # the answer was lost: do not resend blindly
         """
+        raw: RequestLike
         if request is None:
-            raw: RequestLike = fields
-        elif fields:
-            raise TypeError("pass either a request or its fields, not both")
-        else:
-            raw = request
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
-        if raw is fields:
             try:
                 raw = MessageRequest(**fields)
             except ValidationError as exc:
                 return SendResult(index=0, outcome=Outcome.NOT_SENT, error=exc)
-        return await send_one(self, 0, raw, Slot(), self.limiter, retry or self.retry, gate=self._gate)
+        elif fields:
+            raise TypeError("pass either a request or its fields, not both")
+        else:
+            raw = request
+        return await send_one(self, 0, raw, Slot(), self.limiter, retry or self.retry, gate=self._in_flight_gate())
 
     def send_many(
         self,

@@ -21,6 +21,7 @@ first attempt has failed, so a message that goes through first time pays nothing
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import random
@@ -127,7 +128,6 @@ async def retry_after_failure(
     policy: RetryPolicy,
     *,
     started: float,
-    on_failure: Callable[[BaseException], None] | None = None,
     rand: Callable[[], float] = random.random,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> tuple[T, int]:
@@ -146,8 +146,6 @@ async def retry_after_failure(
         raise first_error
     log.debug("bwasync: attempt 1 failed (%s); retrying in %.3f s", classify(first_error).value, first_wait)
     if sleep is None:
-        import asyncio
-
         sleep = asyncio.sleep
     await sleep(first_wait)
 
@@ -162,17 +160,11 @@ async def retry_after_failure(
         )
         return delay
 
-    def failed(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None and on_failure is not None:
-            on_failure(exc)
-
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts - 1)
         | stop_before_delay(max(0.0, policy.deadline - (time.monotonic() - started))),
         wait=wait,
         retry=retry_if_exception(lambda e: should_retry(e, policy)),
-        after=failed,
         sleep=sleep,
         reraise=True,
     )

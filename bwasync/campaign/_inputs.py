@@ -45,8 +45,8 @@ import msgspec
 
 from .._constants import MAX_TAG_LENGTH
 from .._exceptions import ValidationError
+from .._fanout import message_cost
 from .._models import MessageRequest, encode_request
-from .._segments import segments
 from .._validation import FieldError, Priority, is_e164
 from ._constants import MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
@@ -581,7 +581,7 @@ def prepare_row(
             error=format_field_errors(exc.field_errors),
         )
     body = encode_request(request).decode()
-    cost = segments(request.text, request.media).segments * len(request.to)
+    cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)
     return NewRow(
         key=row.key,
