@@ -29,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 ## The benchmark harness (prints tables, writes benchmarks/results/latest.json).
 bench: install
