@@ -7,20 +7,24 @@ adds is a failing test here rather than a silent gap.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import msgspec
 import pytest
 
 from bwasync.emulator import Emulator
 from bwasync.emulator._countries import country_a3, is_toll_free
 from bwasync.emulator._listing import parse_query
 
-from .conftest import ACCOUNT_ID, EmulatorFactory
+from .conftest import ACCOUNT_ID, CallbackReceiver, EmulatorFactory
 from .test_emulator import BASIC, FROM, LOGO, TO, FakeClock, get, post, sms
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "bandwidth.yml"
@@ -35,65 +39,87 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def spec_schema(name: str) -> dict[str, dict[str, str]]:
-    """``{property: {"type"|"$ref"|"nullable": ...}}`` of one ``components.schemas`` entry.
+@dataclass
+class Schema:
+    """One ``components.schemas`` entry: its type, enum values, required and property attributes."""
 
-    The document is YAML, read by indentation (no YAML parser is a dependency): a schema at
-    4 spaces, its ``properties:`` at 6, each property at 8, its attributes at 10.
+    type: str = ""
+    enum: set[str] = field(default_factory=set)
+    required: set[str] = field(default_factory=set)
+    properties: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@functools.cache
+def spec_schema(name: str) -> Schema:
+    """Read one schema of the spec by indentation (no YAML parser is a dependency).
+
+    A schema sits at 4 spaces, its keys at 6, list items and properties at 8, a property's
+    attributes at 10. The first entry of that name wins: ``components.schemas`` comes first.
     """
     if not SPEC.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{SPEC} is missing: CI lays shared/ beside the repository")
         pytest.skip(f"{SPEC} is not beside this checkout")
     lines = SPEC.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line == f"    {name}:")
-    props: dict[str, dict[str, str]] = {}
+    start = lines.index(f"    {name}:")
+    schema = Schema()
+    section = ""
     current: dict[str, str] | None = None
-    in_props = False
     for line in lines[start + 1 :]:
+        text = line.strip()
         indent = len(line) - len(line.lstrip())
-        if line.strip() and indent <= 4:
+        if text and indent <= 4:
             break
         if indent == 6:
-            in_props = line.strip() == "properties:"
-        elif in_props and indent == 8 and line.rstrip().endswith(":"):
-            current = props[line.strip()[:-1]] = {}
-        elif in_props and indent == 10 and current is not None and ":" in line:
-            key, _, value = line.strip().partition(":")
+            section, _, value = text.partition(":")
+            if section == "type":
+                schema.type = value.strip()
+        elif indent == 8 and text.startswith("- ") and section in ("enum", "required"):
+            (schema.enum if section == "enum" else schema.required).add(text[2:].strip("'"))
+        elif indent == 8 and section == "properties" and text.endswith(":"):
+            current = schema.properties[text[:-1]] = {}
+        elif indent == 10 and section == "properties" and current is not None and ":" in text:
+            key, _, value = text.partition(":")
             current[key] = value.strip().strip("'")
-    return props
+    return schema
 
 
-def spec_enum(name: str) -> set[str]:
-    lines = SPEC.read_text().splitlines()
-    start = lines.index(f"    {name}:")
-    values: set[str] = set()
-    for line in lines[start + 1 :]:
-        if line.strip() and len(line) - len(line.lstrip()) <= 4:
-            break
-        if line.startswith("        - "):
-            values.add(line.strip()[2:])
-    return values
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
 
 
-def assert_matches_spec(item: dict[str, Any], schema: dict[str, dict[str, str]]) -> None:
-    """Each value has the spec's type; a ``$ref`` to an enum holds one of its values."""
-    for field, prop in schema.items():
-        value = item[field]
-        if value is None:
-            assert prop.get("nullable") == "true", f"{field} is null but not nullable in the spec"
-            continue
-        ref = prop.get("$ref", "")
-        if ref:
-            target = ref.rsplit("/", 1)[-1]
-            if target == "segmentCount":
-                assert isinstance(value, int), field
-            else:
-                assert value in spec_enum(target), (field, value)
-        elif prop["type"] == "integer":
-            assert isinstance(value, int) and not isinstance(value, bool), (field, value)
-        else:
-            assert prop["type"] == "string" and isinstance(value, str), (field, value)
+def assert_value(where: str, value: Any, attributes: dict[str, str]) -> None:
+    """``value`` fits a property: its type, its enum, its nested schema; null only if nullable."""
+    if value is None:
+        assert attributes.get("nullable") == "true", f"{where} is null but not nullable in the spec"
+        return
+    ref = attributes.get("$ref")
+    if ref is None:
+        kind = attributes["type"]
+        assert isinstance(value, _PYTHON_TYPES[kind]), (where, value)
+        assert kind == "boolean" or not isinstance(value, bool), (where, value)
+        return
+    target = spec_schema(ref.rsplit("/", 1)[-1])
+    if target.enum:
+        assert value in target.enum, (where, value, target.enum)
+    elif target.properties:
+        assert_matches_schema(where, value, target)
+    else:
+        assert_value(where, value, {"type": target.type})
+
+
+def assert_matches_schema(where: str, body: Any, schema: Schema) -> None:
+    """``body`` has only the schema's properties, every required one, each of the right shape."""
+    assert isinstance(body, dict), (where, body)
+    assert set(body) <= set(schema.properties), f"{where}: not in the spec: {set(body) - set(schema.properties)}"
+    assert schema.required <= set(body), f"{where}: required but missing: {schema.required - set(body)}"
+    for key, value in body.items():
+        assert_value(f"{where}.{key}", value, schema.properties[key])
 
 
 async def list_messages(http: Http, emu: Emulator, **params: Any) -> Any:
@@ -132,8 +158,8 @@ async def test_media_list_items_are_the_spec_media_schema(emulator: Emulator, ht
     status, items, _ = await get(http, f"{emulator.url}/users/{ACCOUNT_ID}/media")
     assert status == 200
     schema = spec_schema("media")
-    assert [set(item) for item in items] == [set(schema)]
-    assert_matches_spec(items[0], schema)
+    assert [set(item) for item in items] == [set(schema.properties)]
+    assert_matches_schema("media", items[0], schema)
     assert items[0] == {"content": url, "contentLength": 5, "mediaName": "a/b.png"}
 
 
@@ -147,8 +173,9 @@ async def test_a_us_to_uk_list_item_carries_every_spec_field(emulator_factory: E
         body = await list_messages(http, emu, messageId=msg["id"])
     [item] = body["messages"]
     schema = spec_schema("listMessageItem")
-    assert list(item) == list(schema)  # every field, in the spec's order, nothing else
-    assert_matches_spec(item, schema)
+    assert list(item) == list(schema.properties)  # every field, in the spec's order, nothing else
+    assert_matches_schema("item", item, schema)
+    assert_matches_schema("list", body, spec_schema("messagesList"))
     assert all(value is not None for value in item.values()), item
     assert item["callingNumberCountryA3"] == "USA" and item["calledNumberCountryA3"] == "GBR"
     assert item["sourceTn"] == FROM and item["destinationTn"] == UK and item["accountId"] == ACCOUNT_ID
@@ -228,7 +255,7 @@ async def test_a_failed_recipient_lists_its_error_code(emulator_factory: Emulato
 async def test_page_info_links_follow_the_spec(emulator: Emulator, http: Http) -> None:
     for i in range(5):
         await post(http, emulator, sms(tag=str(i)))
-    schema = spec_schema("pageInfo")
+    schema = spec_schema("pageInfo").properties
     assert set(schema) == {"prevPage", "nextPage", "prevPageToken", "nextPageToken"}
     first = await list_messages(http, emulator, sourceTn=FROM, limit=2, sort="receiveTime:asc")
     # A page without a neighbour leaves its link out, as Bandwidth's own example ("pageInfo": {}).
@@ -304,3 +331,79 @@ def test_every_list_filter_of_the_spec_counts_as_a_filter() -> None:
     }
     for name, value in values.items():
         assert len(parse_query({name: value}).predicates) == 1, name
+
+
+# --- every other answer against its schema -------------------------------------------------------
+
+
+async def test_the_202_body_is_the_message_schema(emulator: Emulator, http: Http) -> None:
+    expiration = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    for fields in (
+        {},
+        {"to": [TO, UK], "media": [LOGO], "tag": "t", "priority": "high", "expiration": expiration},
+        {"from": "ACMECorp", "text": "hi"},
+    ):
+        status, body, resp = await post(http, emulator, sms(**fields))
+        assert status == 202 and resp.content_type == "application/json"
+        assert_matches_schema("202", body, spec_schema("message"))
+        assert body["direction"] == "out" and body["owner"] == body["from"]
+
+
+async def test_error_bodies_are_the_spec_error_schemas(emulator_factory: EmulatorFactory, http: Http) -> None:
+    plain = spec_schema("messagingRequestError")
+    async with emulator_factory(dequeue_rate=0.001, queue_seconds=1000, list_rate_limit=(1, 60.0)) as emu:
+        messages = f"{emu.url}/users/{ACCOUNT_ID}/messages"
+        status, body, _ = await post(http, emu, sms(**{"from": "+1invalid", "to": ["12"]}))
+        assert status == 400
+        assert_matches_schema("400", body, spec_schema("createMessageRequestError"))
+        assert [e["fieldName"] for e in body["fieldErrors"]] == ["from", "to"]
+        answers = [
+            await post(http, emu, sms(), auth=None),  # 401
+            await post(http, emu, sms(), account="42"),  # 403
+            await post(http, emu, b"<xml/>", headers={"Content-Type": "application/xml"}),  # 415
+        ]
+        assert (await post(http, emu, sms()))[0] == 202  # fills the one-segment queue
+        answers.append(await post(http, emu, sms()))  # 429: queue full
+        answers.append(await get(http, messages))  # 400: a list needs a filter
+        answers.append(await get(http, messages, params={"sourceTn": FROM}))  # 429: list rate limit
+        answers.append(await get(http, f"{emu.url}/users/{ACCOUNT_ID}/media/none"))  # 404
+        async with http.delete(messages, headers={"Authorization": BASIC}) as resp:  # 405
+            answers.append((resp.status, await resp.json(), resp))
+        assert [status for status, _, _ in answers] == [401, 403, 415, 429, 400, 429, 404, 405]
+        for status, body, resp in answers:
+            assert resp.content_type == "application/json"
+            assert_matches_schema(str(status), body, plain)
+
+
+async def test_status_callbacks_are_the_spec_schema(
+    emulator_factory: EmulatorFactory, callback_receiver: CallbackReceiver, http: Http
+) -> None:
+    async with emulator_factory(callback_url=callback_receiver.url, p_delivered=0.5, seed=7) as emu:
+        await post(http, emu, sms(to=[TO, UK], tag="group"))
+        await post(http, emu, sms(media=[LOGO], priority="high"))
+        deliveries = await callback_receiver.collect(3 + 3)  # sent + 2 final; sending + sent + final
+    schema = spec_schema("statusCallback")
+    types = set()
+    for delivery in deliveries:
+        assert delivery.headers["Content-Type"] == "application/json; charset=utf-8"
+        events = msgspec.json.decode(delivery.body)
+        assert isinstance(events, list) and len(events) == 1
+        assert_matches_schema("callback", events[0], schema)
+        assert events[0]["message"]["text"] == ""
+        types.add(events[0]["type"])
+        if events[0]["type"] == "message-failed":
+            assert isinstance(events[0]["errorCode"], int)
+    assert {"message-sending", "message-sent"} <= types
+
+
+async def test_the_token_answer_is_an_oauth2_client_credentials_answer(emulator: Emulator, http: Http) -> None:
+    form = {"grant_type": "client_credentials"}
+    async with http.post(emulator.token_url, data=form, headers={"Authorization": BASIC}) as resp:
+        assert resp.status == 200 and resp.content_type == "application/json"
+        assert resp.headers["Cache-Control"] == "no-store"
+        body = await resp.json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}  # RFC 6749 §5.1
+    assert body["token_type"] == "Bearer" and isinstance(body["expires_in"], int)
+    async with http.post(emulator.token_url, data=form, headers={"Authorization": "Basic eDp5"}) as resp:
+        assert resp.status == 401 and (await resp.json()) == {"error": "invalid_client"}  # RFC 6749 §5.2
+        assert resp.headers["WWW-Authenticate"].startswith("Basic")
