@@ -157,8 +157,8 @@ def _enum_predicate(name: str, value: str, allowed: frozenset[str]) -> Predicate
     return _equals(name, value)
 
 
-def _equals(name: str, value: object, default: object = None) -> Predicate:
-    return lambda item: item.get(name, default) == value
+def _equals(name: str, value: object) -> Predicate:
+    return lambda item: item[name] == value
 
 
 def _at_least(name: str, bound: Any) -> Predicate:
@@ -179,70 +179,53 @@ def _carrier(value: str) -> Predicate:
     return lambda item: (item.get("carrierName") or "").casefold() == wanted
 
 
+def _int_bound(field_name: str, bound: Callable[[str, Any], Predicate]) -> Callable[[str, str], Predicate]:
+    return lambda name, value: bound(field_name, _int(name, value))
+
+
+def _same(field_name: str) -> Callable[[str, str], Predicate]:
+    return lambda name, value: _equals(field_name, value)
+
+
+#: Every search filter of the spec: query parameter -> ``(name, value) -> predicate``.
+_FILTERS: dict[str, Callable[[str, str], Predicate]] = {
+    "messageId": _same("messageId"),
+    "sourceTn": _tn_predicate,
+    "destinationTn": _tn_predicate,
+    "messageStatus": lambda name, value: _enum_predicate(name, value, _STATUSES),
+    "messageDirection": lambda name, value: _enum_predicate(name, value, _DIRECTIONS),
+    "messageType": lambda name, value: _enum_predicate(name, value, _TYPES),
+    "product": lambda name, value: _enum_predicate(name, value, _PRODUCTS),
+    "errorCode": _int_bound("errorCode", _equals),
+    "fromDateTime": lambda name, value: _at_least("receiveTime", _iso_bound(name, value)),
+    "toDateTime": lambda name, value: _at_most("receiveTime", _iso_bound(name, value)),
+    "carrierName": lambda name, value: _carrier(value),
+    "campaignId": _same("campaignId"),
+    "location": _same("location"),
+    "callingNumberCountryA3": lambda name, value: _equals(name, value.strip().upper()),
+    "calledNumberCountryA3": lambda name, value: _equals(name, value.strip().upper()),
+    "fromSegmentCount": _int_bound("segmentCount", _at_least),
+    "toSegmentCount": _int_bound("segmentCount", _at_most),
+    "fromMessageSize": _int_bound("messageSize", _at_least),
+    "toMessageSize": _int_bound("messageSize", _at_most),
+    "fromBwLatency": _int_bound("bwLatency", _at_least),
+    "fromCarrierLatency": _int_bound("carrierLatency", _at_least),
+    # Still in Bandwidth's queue / handed to the carrier with no receipt yet.
+    "bwQueued": lambda name, value: _status_is("QUEUED", _bool(name, value)),
+    "carrierQueued": lambda name, value: _status_is("SENT", _bool(name, value)),
+}
+
+
 def parse_query(query: Mapping[str, str]) -> ListQuery:
     """Turn the query string into predicates and paging; :class:`ListQueryError` if it cannot run."""
     q = ListQuery()
     add = q.predicates.append
     filters = 0
     for name, value in query.items():
-        if name == "messageId":
+        make = _FILTERS.get(name)
+        if make is not None:
             filters += 1
-            add(_equals("messageId", value))
-        elif name in ("sourceTn", "destinationTn"):
-            filters += 1
-            add(_tn_predicate(name, value))
-        elif name == "messageStatus":
-            filters += 1
-            add(_enum_predicate(name, value, _STATUSES))
-        elif name == "messageDirection":
-            filters += 1
-            add(_enum_predicate(name, value, _DIRECTIONS))
-        elif name == "messageType":
-            filters += 1
-            add(_enum_predicate(name, value, _TYPES))
-        elif name == "errorCode":
-            filters += 1
-            code = _int(name, value)
-            add(_equals("errorCode", code, 0))
-        elif name == "fromDateTime":
-            filters += 1
-            add(_at_least("receiveTime", _iso_bound(name, value)))
-        elif name == "toDateTime":
-            filters += 1
-            add(_at_most("receiveTime", _iso_bound(name, value)))
-        elif name == "carrierName":
-            filters += 1
-            add(_carrier(value))
-        elif name == "campaignId":
-            filters += 1
-            add(_equals("campaignId", value))
-        elif name == "fromSegmentCount":
-            filters += 1
-            add(_at_least("segmentCount", _int(name, value)))
-        elif name == "toSegmentCount":
-            filters += 1
-            add(_at_most("segmentCount", _int(name, value)))
-        elif name == "fromMessageSize":
-            filters += 1
-            add(_at_least("messageSize", _int(name, value)))
-        elif name == "toMessageSize":
-            filters += 1
-            add(_at_most("messageSize", _int(name, value)))
-        elif name in ("fromBwLatency", "fromCarrierLatency"):
-            filters += 1
-            add(_at_least("bwLatency" if name == "fromBwLatency" else "carrierLatency", _int(name, value)))
-        elif name in ("bwQueued", "carrierQueued"):
-            filters += 1
-            add(_status_is("QUEUED" if name == "bwQueued" else "SENT", _bool(name, value)))
-        elif name == "product":
-            filters += 1
-            add(_enum_predicate(name, value, _PRODUCTS))
-        elif name == "location":
-            filters += 1
-            add(_equals("location", value))
-        elif name in ("callingNumberCountryA3", "calledNumberCountryA3"):
-            filters += 1
-            add(_equals(name, value.strip().upper()))
+            add(make(name, value))
         elif name == "sort":
             field_name, _, direction = value.partition(":")
             if field_name not in _SORTABLE:
