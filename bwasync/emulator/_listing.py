@@ -92,17 +92,38 @@ class ListQueryError(ValueError):
     """The query cannot be run; the message is the 400 body's ``description``."""
 
 
+#: Item fields read straight from the record: filters on them run before the rest is computed.
+_RECORD_FIELDS = frozenset(
+    {
+        "messageId",
+        "accountId",
+        "sourceTn",
+        "destinationTn",
+        "messageDirection",
+        "messageType",
+        "segmentCount",
+        "receiveTime",
+        "messageLength",
+        "attachmentCount",
+        "recipientCount",
+    }
+)
+
+
 @dataclass(slots=True)
 class ListQuery:
-    predicates: list[Predicate] = field(default_factory=list)
+    #: Filters on record fields (:data:`_RECORD_FIELDS`), checked first, and on the others.
+    early: list[Predicate] = field(default_factory=list)
+    late: list[Predicate] = field(default_factory=list)
     sort_field: str = "receiveTime"
     descending: bool = True
     offset: int = 0
     limit: int = DEFAULT_LIMIT
     limit_total_count: bool = False
 
-    def matches(self, item: Item) -> bool:
-        return all(p(item) for p in self.predicates)
+    @property
+    def predicates(self) -> list[Predicate]:
+        return self.early + self.late
 
 
 @dataclass(slots=True)
@@ -187,45 +208,45 @@ def _same(field_name: str) -> Callable[[str, str], Predicate]:
     return lambda name, value: _equals(field_name, value)
 
 
-#: Every search filter of the spec: query parameter -> ``(name, value) -> predicate``.
-_FILTERS: dict[str, Callable[[str, str], Predicate]] = {
-    "messageId": _same("messageId"),
-    "sourceTn": _tn_predicate,
-    "destinationTn": _tn_predicate,
-    "messageStatus": lambda name, value: _enum_predicate(name, value, _STATUSES),
-    "messageDirection": lambda name, value: _enum_predicate(name, value, _DIRECTIONS),
-    "messageType": lambda name, value: _enum_predicate(name, value, _TYPES),
-    "product": lambda name, value: _enum_predicate(name, value, _PRODUCTS),
-    "errorCode": _int_bound("errorCode", _equals),
-    "fromDateTime": lambda name, value: _at_least("receiveTime", _iso_bound(name, value)),
-    "toDateTime": lambda name, value: _at_most("receiveTime", _iso_bound(name, value)),
-    "carrierName": lambda name, value: _carrier(value),
-    "campaignId": _same("campaignId"),
-    "location": _same("location"),
-    "callingNumberCountryA3": lambda name, value: _equals(name, value.strip().upper()),
-    "calledNumberCountryA3": lambda name, value: _equals(name, value.strip().upper()),
-    "fromSegmentCount": _int_bound("segmentCount", _at_least),
-    "toSegmentCount": _int_bound("segmentCount", _at_most),
-    "fromMessageSize": _int_bound("messageSize", _at_least),
-    "toMessageSize": _int_bound("messageSize", _at_most),
-    "fromBwLatency": _int_bound("bwLatency", _at_least),
-    "fromCarrierLatency": _int_bound("carrierLatency", _at_least),
+#: Every search filter of the spec: query parameter -> (the item field it reads, predicate maker).
+_FILTERS: dict[str, tuple[str, Callable[[str, str], Predicate]]] = {
+    "messageId": ("messageId", _same("messageId")),
+    "sourceTn": ("sourceTn", _tn_predicate),
+    "destinationTn": ("destinationTn", _tn_predicate),
+    "messageStatus": ("messageStatus", lambda name, value: _enum_predicate(name, value, _STATUSES)),
+    "messageDirection": ("messageDirection", lambda name, value: _enum_predicate(name, value, _DIRECTIONS)),
+    "messageType": ("messageType", lambda name, value: _enum_predicate(name, value, _TYPES)),
+    "product": ("product", lambda name, value: _enum_predicate(name, value, _PRODUCTS)),
+    "errorCode": ("errorCode", _int_bound("errorCode", _equals)),
+    "fromDateTime": ("receiveTime", lambda name, value: _at_least("receiveTime", _iso_bound(name, value))),
+    "toDateTime": ("receiveTime", lambda name, value: _at_most("receiveTime", _iso_bound(name, value))),
+    "carrierName": ("carrierName", lambda name, value: _carrier(value)),
+    "campaignId": ("campaignId", _same("campaignId")),
+    "location": ("location", _same("location")),
+    "callingNumberCountryA3": ("callingNumberCountryA3", lambda name, value: _equals(name, value.strip().upper())),
+    "calledNumberCountryA3": ("calledNumberCountryA3", lambda name, value: _equals(name, value.strip().upper())),
+    "fromSegmentCount": ("segmentCount", _int_bound("segmentCount", _at_least)),
+    "toSegmentCount": ("segmentCount", _int_bound("segmentCount", _at_most)),
+    "fromMessageSize": ("messageSize", _int_bound("messageSize", _at_least)),
+    "toMessageSize": ("messageSize", _int_bound("messageSize", _at_most)),
+    "fromBwLatency": ("bwLatency", _int_bound("bwLatency", _at_least)),
+    "fromCarrierLatency": ("carrierLatency", _int_bound("carrierLatency", _at_least)),
     # Still in Bandwidth's queue / handed to the carrier with no receipt yet.
-    "bwQueued": lambda name, value: _status_is("QUEUED", _bool(name, value)),
-    "carrierQueued": lambda name, value: _status_is("SENT", _bool(name, value)),
+    "bwQueued": ("messageStatus", lambda name, value: _status_is("QUEUED", _bool(name, value))),
+    "carrierQueued": ("messageStatus", lambda name, value: _status_is("SENT", _bool(name, value))),
 }
 
 
 def parse_query(query: Mapping[str, str]) -> ListQuery:
     """Turn the query string into predicates and paging; :class:`ListQueryError` if it cannot run."""
     q = ListQuery()
-    add = q.predicates.append
     filters = 0
     for name, value in query.items():
-        make = _FILTERS.get(name)
-        if make is not None:
+        spec = _FILTERS.get(name)
+        if spec is not None:
             filters += 1
-            add(make(name, value))
+            field_name, make = spec
+            (q.early if field_name in _RECORD_FIELDS else q.late).append(make(name, value))
         elif name == "sort":
             field_name, _, direction = value.partition(":")
             if field_name not in _SORTABLE:
@@ -287,9 +308,10 @@ def list_items(
     account_id: str,
     now: float,
     cfg: EmulatorConfig,
+    q: ListQuery,
     media_bytes: Callable[[str], int | None] = lambda url: None,
 ) -> Iterator[Item]:
-    """One list item per recipient of every message of ``account_id``, status as of ``now``.
+    """The list items ``q`` matches: one per recipient of each message of ``account_id``, as of ``now``.
 
     Every ``listMessageItem`` field, in the spec's order. ``errorCode`` is 0 unless the
     recipient FAILED. ``bwLatency`` (seconds, as the spec says) is the time from receipt until
@@ -299,54 +321,78 @@ def list_items(
     currently supported for MMS", says the spec). Countries come from the numbers' calling
     codes; ``product`` from :func:`product_of`; ``campaignId``/``campaignClass`` only for
     ``LOCAL_A2P`` (10DLC campaigns register local numbers); ``location`` from the config.
+
+    Filters on record fields run on a small dict first, so a search among many messages builds
+    whole items (and computes sizes, countries, statuses) only for the recipients it keeps.
     """
     carriers = cfg.carrier_names
     campaign_id = cfg.campaign_id
+    early, late = q.early, q.late
     for msg in records:
         if msg.account_id != account_id:
             continue
         mms = bool(msg.media)
         n = len(msg.to)
-        product = product_of(msg.from_, campaign_id)
-        campaign = product == "LOCAL_A2P"
-        size = message_size(msg, media_bytes)
-        calling = country_a3(msg.from_)
-        step = msg.step
-        queued = msg.dequeue_at - msg.received_at
+        length = len(msg.text or "")
+        attachments = len(msg.media or ())
+        kind = "mms" if mms else "sms"
+        derived: tuple[str, bool, int, str | None] | None = None
         for i, number in enumerate(msg.to):
+            if early:
+                record = {
+                    "messageId": msg.id,
+                    "accountId": msg.account_id,
+                    "sourceTn": msg.from_,
+                    "destinationTn": number,
+                    "messageDirection": "OUTBOUND",
+                    "messageType": kind,
+                    "segmentCount": msg.segment_count,
+                    "receiveTime": msg.time,
+                    "messageLength": length,
+                    "attachmentCount": attachments,
+                    "recipientCount": n,
+                }
+                if not all(p(record) for p in early):
+                    continue
+            if derived is None:
+                product = product_of(msg.from_, campaign_id)
+                derived = (product, product == "LOCAL_A2P", message_size(msg, media_bytes), country_a3(msg.from_))
+            product, campaign, size, calling = derived
             status, code = status_at(msg, i, now)
             final = status in ("DELIVERED", "FAILED") and not msg.expired
             left = final or status == "SENT"
-            yield {
+            item = {
                 "messageId": msg.id,
                 "accountId": msg.account_id,
                 "sourceTn": msg.from_,
                 "destinationTn": number,
                 "messageStatus": status,
                 "messageDirection": "OUTBOUND",
-                "messageType": "mms" if mms else "sms",
+                "messageType": kind,
                 "segmentCount": msg.segment_count,
                 "errorCode": code,
                 "receiveTime": msg.time,
                 "carrierName": None if mms else carrier_for(number, carriers),
                 "messageSize": size,
-                "messageLength": len(msg.text or ""),
-                "attachmentCount": len(msg.media or ()),
+                "messageLength": length,
+                "attachmentCount": attachments,
                 "recipientCount": n,
                 "campaignClass": cfg.campaign_class if campaign else None,
                 "campaignId": campaign_id if campaign else None,
-                "bwLatency": round(queued + (step if mms else 0.0)) if left else None,
-                "carrierLatency": round(step) if final else None,
+                "bwLatency": round(msg.dequeue_at - msg.received_at + (msg.step if mms else 0.0)) if left else None,
+                "carrierLatency": round(msg.step) if final else None,
                 "callingNumberCountryA3": calling,
                 "calledNumberCountryA3": country_a3(number),
                 "product": product,
                 "location": cfg.location,
             }
+            if all(p(item) for p in late):
+                yield item
 
 
 def page(items: Iterable[Item], q: ListQuery) -> Page:
-    """Filter, sort and cut one page. A next page exists only while it stays within 10,000."""
-    matched = [item for item in items if q.matches(item)]
+    """Sort the matching items and cut one page. A next page exists only while it stays within 10,000."""
+    matched = list(items)
     field_name = q.sort_field
 
     def key(item: Item) -> tuple[bool, Any]:

@@ -529,7 +529,7 @@ class Emulator:
         except ListQueryError as exc:
             return self._reply(400, bodies.error("request-validation", str(exc)))
         account = request.match_info["accountId"]
-        result = page(list_items(self.accepted, account, now, cfg, self._media_bytes(account)), query)
+        result = page(list_items(self.accepted, account, now, cfg, query, self._media_bytes(account)), query)
         info: dict[str, str] = {}
         if result.prev_offset is not None:
             token = encode_token(result.prev_offset)
