@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._constants import DEFAULT_DNS_TTL, DEFAULT_KEEPALIVE_TIMEOUT
 from ._exceptions import (
     APIConnectionError,
-    APIError,
     APIStatusError,
     APITimeoutError,
+    ClientClosedError,
     RateLimitError,
+    UnexpectedResponseError,
     status_error_class,
 )
 from ._models import FieldError, Message, decode_message
@@ -34,16 +36,12 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._auth import Auth
 
-__all__ = ["Transport", "UnexpectedResponseError", "parse_retry_after"]
+__all__ = ["Timeout", "Transport", "parse_retry_after"]
 
 USER_AGENT = f"bwasync/{__version__}"
 _MAX_ERROR_BODY = 4096
-
-
-class UnexpectedResponseError(APIError):
-    """Bandwidth answered 2xx but with a body that is not a message: it may have been sent."""
-
-    may_have_been_sent = True
+#: A per-attempt timeout as the transport takes it (built once by :meth:`Transport.make_timeout`).
+Timeout = aiohttp.ClientTimeout
 
 
 class _ErrorBody(msgspec.Struct, rename="camel"):
@@ -128,13 +126,14 @@ class Transport:
     __slots__ = (
         "_auth",
         "_base",
+        "_closed",
+        "_connect_timeout",
         "_create_headers",
         "_create_url",
         "_header_auth",
         "_owns_session",
         "_session",
         "_session_factory",
-        "_timeout",
         "account_id",
     )
 
@@ -144,19 +143,24 @@ class Transport:
         base_url: str,
         account_id: str,
         auth: Auth,
-        timeout: aiohttp.ClientTimeout,
+        timeout: float,
+        connect_timeout: float,
         connection_limit: int,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.account_id = account_id
         self._base = base_url.rstrip("/")
         self._auth = auth
-        self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._create_url = URL(f"{self._base}/users/{account_id}/messages", encoded=False)
         self._session = session
         self._owns_session = session is None
-        self._create_headers: dict[str, str] = {}
+        self._closed = False
+        # Built once per Authorization value and handed to aiohttp as is: a CIMultiDict is
+        # merged without being converted again on every request.
+        self._create_headers: CIMultiDict[str] = CIMultiDict()
         self._header_auth: str | None = None
+        session_timeout = self.make_timeout(timeout)
 
         def factory() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
@@ -165,11 +169,12 @@ class Transport:
                 ttl_dns_cache=DEFAULT_DNS_TTL,
                 keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
             )
+            # No session-wide default headers: every request brings its own (prebuilt for
+            # creates), so aiohttp has nothing to merge per request.
             return aiohttp.ClientSession(
                 connector=connector,
-                timeout=timeout,
-                headers={"User-Agent": USER_AGENT},
-                # Responses are small JSON; skip aiohttp's cookie handling work.
+                timeout=session_timeout,
+                # Bandwidth sets no cookies we need; skip aiohttp's cookie handling work.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
 
@@ -177,18 +182,37 @@ class Transport:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = self._session_factory()
-        return self._session
+        """The session, created on first use; :class:`ClientClosedError` once closed."""
+        session = self._session
+        if session is None or self._closed:
+            if self._closed:
+                raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
+            session = self._session = self._session_factory()
+        return session
 
     @property
     def owns_session(self) -> bool:
         return self._owns_session
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def make_timeout(self, total: float) -> Timeout:
+        """A per-attempt timeout of ``total`` seconds (the connect part capped as configured).
+
+        Build it once (per client, call or run) and pass it to :meth:`create_message`.
+        """
+        if not (total > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {total!r}")
+        return aiohttp.ClientTimeout(total=total, connect=min(total, self._connect_timeout))
+
     async def close(self) -> None:
+        """Close for good: an owned session is closed, a borrowed one is left open."""
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
-            self._session = None
+        self._session = None
 
     def url(self, path: str) -> URL:
         """An API URL; ``path`` is already percent-encoded where it needs to be."""
@@ -200,7 +224,7 @@ class Transport:
             header = await self._auth.header(self)
         return header
 
-    async def create_message(self, body: bytes, *, _retried: bool = False) -> Message:
+    async def create_message(self, body: bytes, client_timeout: Timeout, *, _retried: bool = False) -> Message:
         """POST a create; return the decoded 202 message or raise the mapped exception.
 
         With OAuth2, a 401 (a token revoked or expired early) fetches a new token and tries
@@ -211,17 +235,25 @@ class Transport:
             header = await self._auth.header(self)
         if header is not self._header_auth:
             self._header_auth = header
-            self._create_headers = {
-                "Authorization": header,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            }
+            self._create_headers = CIMultiDict(
+                {
+                    "Authorization": header,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                }
+            )
+        session = self.session
         try:
-            async with self.session.post(self._create_url, data=body, headers=self._create_headers) as resp:
+            # Awaited directly rather than through ``async with``: one coroutine frame less per
+            # request; the body is read whole (which frees the connection) and released below.
+            resp = await session.post(self._create_url, data=body, headers=self._create_headers, timeout=client_timeout)
+            try:
                 status = resp.status
                 data = await resp.read()
                 error = None if status < 300 else status_error(status, resp.headers, data)
+            finally:
+                resp.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             _connection_error(exc)
         if error is None:
@@ -233,7 +265,7 @@ class Transport:
                 ) from exc
         if status == 401 and self._auth.refreshable and not _retried:
             self._auth.invalidate(header)
-            return await self.create_message(body, _retried=True)
+            return await self.create_message(body, client_timeout, _retried=True)
         raise error
 
     async def raw_request(

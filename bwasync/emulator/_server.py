@@ -29,7 +29,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .._segments import segments
+from .._segments import segments, total_segments
 from .._validation import FieldError, parse_rfc3339, validate_wire
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
@@ -62,9 +62,9 @@ _ECHOED = ("text", "media", "tag", "priority", "expiration")
 _decode = msgspec.json.Decoder().decode
 _encode = bodies.encode
 
-#: Faults that replace the answer before anything is accepted, and those that follow acceptance.
+#: Faults that replace the answer before anything is accepted (``drop_after`` and ``slow`` follow
+#: acceptance and are handled where the answer is written).
 _BEFORE = ("drop_before", "500", "503", "502_html")
-_AFTER = ("drop_after", "slow")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -421,7 +421,7 @@ class Emulator:
         text = body.get("text")
         media = body.get("media") or None
         count = 1 if media else segments(text).segments
-        cost = count * len(to)
+        cost = total_segments(count, len(to))
         account: str = request.match_info["accountId"]
         now = self._now()
         wait = 0.0

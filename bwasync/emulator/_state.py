@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from .._segments import total_segments
+
 __all__ = [
     "AcceptedMessage",
     "AccountQueue",
@@ -74,7 +76,7 @@ class AcceptedMessage(msgspec.Struct, kw_only=True, gc=False):
     @property
     def cost(self) -> int:
         """What the message costs in the account queue: segments × recipients."""
-        return self.segment_count * len(self.to)
+        return total_segments(self.segment_count, len(self.to))
 
     def error_code(self, index: int) -> int:
         """The failure code of recipient ``index``, 0 when it is delivered."""

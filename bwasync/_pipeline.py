@@ -1,0 +1,221 @@
+"""One send pipeline: the object that owns an attempt, shared by single sends and the fan-out.
+
+A :class:`Pipeline` holds the four things an attempt needs — the transport, the rate limiter,
+the retry policy and the client-wide in-flight gate — and sends one validated request through
+them::
+
+    limiter.acquire  ->  before_send (first attempt)  ->  gate  ->  POST  ->  gate released
+                                                                      |
+        429: report_rate_limited (Retry-After capped by the policy)   |  202: report_success
+                                                                      v
+        retryable failure: wait (backoff / Retry-After) *outside* the gate, then again
+
+``MessagingClient.create_message``, ``send`` and every ``send_many`` run go through the same
+pipeline (a run may derive one with its own limiter cap, policy or timeout), so the in-flight gate
+is one cap for the whole client and a 429 seen by one run slows every run.
+
+The gate is held only while a request is on the wire: a send that waits for the limiter or waits
+out a backoff holds no slot. A ``send_many`` run goes further (``backoff=``): its worker gives
+its run slot back while it sleeps, so sleepers do not throttle the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ._exceptions import APIError, RateLimitError
+from ._models import Message, MessageRequest, encode_request
+from ._retry import retry_after_failure
+from ._segments import message_cost
+
+if TYPE_CHECKING:
+    from ._ratelimit import RateLimiter, TokenBucket
+    from ._retry import RetryPolicy
+    from ._transport import Timeout, Transport
+
+__all__ = ["IDLE", "SENDING", "WAITING", "CappedLimiter", "Pipeline", "Slot"]
+
+#: Where a send stands, so that a stop knows whether its request may have left.
+IDLE, WAITING, SENDING = 0, 1, 2
+
+#: ``backoff(seconds)``: how a retry waits (a run releases its slot meanwhile).
+Backoff = Callable[[float], Awaitable[None]]
+
+
+class Slot:
+    """Per-send state the pipeline keeps up to date (one per fan-out worker, reused)."""
+
+    __slots__ = ("maybe_sent", "sent_at", "stage")
+
+    def __init__(self) -> None:
+        self.stage = IDLE
+        #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
+        self.maybe_sent = False
+        #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
+        self.sent_at = 0.0
+
+    def latency(self) -> float:
+        """Seconds since the latest attempt's request left (0.0 if none left)."""
+        return time.monotonic() - self.sent_at if self.sent_at else 0.0
+
+
+class Pipeline:
+    """Sends validated requests: limiter, in-flight gate, transport, retries.
+
+    Built by the client; :meth:`derive` makes a variant for one call or one run that shares the
+    transport and the gate (and, unless replaced, the limiter).
+    """
+
+    __slots__ = ("gate", "limiter", "policy", "timeout", "transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        gate: asyncio.Semaphore,
+        timeout: Timeout,
+    ) -> None:
+        self.transport = transport
+        self.limiter = limiter
+        self.policy = policy
+        #: The client-wide cap on requests in flight.
+        self.gate = gate
+        #: The per-attempt timeout, built once (never one object per request).
+        self.timeout = timeout
+
+    def derive(
+        self,
+        *,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Pipeline:
+        """A variant sharing the transport and the in-flight gate; ``self`` if nothing changes."""
+        if limiter is None and policy is None and timeout is None:
+            return self
+        return Pipeline(
+            self.transport,
+            limiter=self.limiter if limiter is None else limiter,
+            policy=self.policy if policy is None else policy,
+            gate=self.gate,
+            timeout=self.timeout if timeout is None else self.transport.make_timeout(timeout),
+        )
+
+    async def send(
+        self,
+        request: MessageRequest,
+        slot: Slot,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        backoff: Backoff | None = None,
+    ) -> tuple[Message, int]:
+        """Send ``request``; return Bandwidth's answer and the attempts made in all.
+
+        Raises the error that ended the send, its ``attempts`` set. ``before_send`` runs once,
+        right before the first attempt leaves; ``backoff`` replaces ``asyncio.sleep`` between
+        attempts.
+        """
+        body = encode_request(request)
+        cost = message_cost(request)
+        sender = request.from_
+        slot.stage = WAITING
+        slot.maybe_sent = False
+        slot.sent_at = 0.0
+        started = time.monotonic()
+        try:
+            return await self._attempt(body, cost, sender, slot, before_send), 1
+        except APIError as exc:
+            first = exc
+
+        def again() -> Awaitable[Message]:
+            return self._attempt(body, cost, sender, slot, None)
+
+        return await retry_after_failure(again, first, self.policy, started=started, sleep=backoff)
+
+    async def _attempt(
+        self,
+        body: bytes,
+        cost: int,
+        sender: str,
+        slot: Slot,
+        before_send: Callable[[], Awaitable[None]] | None,
+    ) -> Message:
+        """One attempt. ``slot.stage`` is SENDING exactly while the request may be on the wire."""
+        slot.stage = WAITING
+        limiter = self.limiter
+        await limiter.acquire(cost, sender=sender)
+        gate = self.gate
+        try:
+            if before_send is not None:
+                await before_send()
+            await gate.acquire()
+        except BaseException:
+            limiter.release(cost, sender=sender)
+            raise
+        slot.stage = SENDING
+        slot.sent_at = time.monotonic()
+        try:
+            message = await self.transport.create_message(body, self.timeout)
+        except RateLimitError as exc:
+            slot.stage = WAITING
+            retry_after = exc.retry_after
+            if retry_after is not None:
+                # The policy's cap is the one that counts, for the retry and the limiter alike.
+                retry_after = min(retry_after, self.policy.max_retry_after)
+            limiter.report_rate_limited(sender=sender, retry_after=retry_after)
+            raise
+        except APIError as exc:
+            slot.stage = WAITING
+            if exc.may_have_been_sent:
+                slot.maybe_sent = True
+            raise
+        finally:
+            gate.release()
+        slot.stage = WAITING
+        limiter.report_success(cost, sender=sender)
+        return message
+
+
+class CappedLimiter:
+    """A run's own rate cap *under* the client's limiter: a send needs room in both.
+
+    Successes and 429s are reported to the client's limiter only, so a 429 seen by one run slows
+    every run of the client, and concurrent runs share one account budget.
+    """
+
+    __slots__ = ("_cap", "_inner")
+
+    def __init__(self, inner: RateLimiter, cap: TokenBucket) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    async def acquire(self, cost: float, *, sender: str) -> None:
+        await self._cap.acquire(cost)
+        try:
+            await self._inner.acquire(cost, sender=sender)
+        except BaseException:
+            self._cap.release(cost)
+            raise
+
+    def release(self, cost: float, *, sender: str) -> None:
+        self._inner.release(cost, sender=sender)
+        self._cap.release(cost)
+
+    def report_success(self, cost: float, *, sender: str) -> None:
+        self._inner.report_success(cost, sender=sender)
+
+    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
+        self._inner.report_rate_limited(sender=sender, retry_after=retry_after)
+
+    @property
+    def rate(self) -> float | None:
+        inner = self._inner.rate
+        return self._cap.rate if inner is None else min(inner, self._cap.rate)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} cap={self._cap!r} inner={self._inner!r}>"
