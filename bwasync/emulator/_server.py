@@ -346,9 +346,19 @@ class Emulator:
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
-        cfg = self.config
         stats.requests += 1
         stats.creates += 1
+        stats.creates_in_flight += 1
+        if stats.creates_in_flight > stats.max_creates_in_flight:
+            stats.max_creates_in_flight = stats.creates_in_flight
+        try:
+            return await self._answer_create(request)
+        finally:
+            stats.creates_in_flight -= 1
+
+    async def _answer_create(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        cfg = self.config
         fault = None
         if cfg.p_drop_before or cfg.p_500 or cfg.p_503 or cfg.p_502_html or cfg.p_drop_after or cfg.p_slow:
             fault = self._roll_fault()

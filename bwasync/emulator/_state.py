@@ -91,6 +91,10 @@ class EmulatorStats:
     requests: int = 0
     #: Create requests (``POST .../messages``).
     creates: int = 0
+    #: Create requests being handled right now, and the most there ever were at once (what a
+    #: client's in-flight cap looks like from the server).
+    creates_in_flight: int = 0
+    max_creates_in_flight: int = 0
     #: Messages accepted: answered 202, or dropped/slowed after acceptance.
     accepted: int = 0
     #: Segments × recipients accepted (what the account queue counts).
@@ -113,6 +117,7 @@ class EmulatorStats:
         return {
             "requests": self.requests,
             "creates": self.creates,
+            "max_creates_in_flight": self.max_creates_in_flight,
             "accepted": self.accepted,
             "segments": self.segments,
             "by_status": dict(self.by_status),
