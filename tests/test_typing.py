@@ -17,6 +17,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_mypy_flags_exactly_the_misspelt_keywords() -> None:
     expected = {n for n, line in enumerate(CASES.read_text().splitlines(), 1) if re.search(r"[)\]]  # E: ", line)}
-    stdout, stderr, _ = api.run(["--strict", "--no-error-summary", "--cache-dir", str(ROOT / ".mypy_cache"), str(CASES)])
+    cache = str(ROOT / ".mypy_cache")
+    stdout, stderr, _ = api.run(["--strict", "--no-error-summary", "--cache-dir", cache, str(CASES)])
     flagged = {int(m.group(1)) for m in re.finditer(r"misspelt_fields\.py:(\d+): error", stdout)}
     assert expected and flagged == expected, stdout + stderr
