@@ -22,12 +22,11 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOKEN_URL,
 )
-from ._exceptions import APIError, ConfigurationError, RateLimitError, ValidationError
+from ._exceptions import APIError, ConfigurationError, RateLimitError
 from ._fanout import (
     SENDING,
     WAITING,
     BeforeSend,
-    Outcome,
     RequestLike,
     SendResult,
     SendStream,
@@ -273,6 +272,10 @@ class MessagingClient:
         leaves the request's fate unknown.
         """
         slot.stage = WAITING
+        if self._auth.cached_header() is None:
+            # Fetch the OAuth2 token before the create can leave: if that fails, the message
+            # certainly was not sent (and a cancellation now is not ambiguous either).
+            await self._transport.auth_header()
         await limiter.acquire(cost, sender=sender)
         if before_send is not None or gate is not None:
             try:
@@ -374,10 +377,7 @@ class MessagingClient:
         """
         raw: RequestLike
         if request is None:
-            try:
-                raw = MessageRequest(**fields)
-            except ValidationError as exc:
-                return SendResult(index=0, outcome=Outcome.NOT_SENT, error=exc)
+            raw = fields  # validated in send_one, so that any problem becomes the result
         elif fields:
             raise TypeError("pass either a request or its fields, not both")
         else:

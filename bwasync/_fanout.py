@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -133,6 +134,8 @@ def message_cost(request: MessageRequest) -> int:
     return segment_count(request.text, request.media) * len(request.to)
 
 
+log = logging.getLogger("bwasync")
+
 # Worker stages: where a send stands, so a stop knows whether it may have left.
 IDLE, WAITING, SENDING = 0, 1, 2
 
@@ -163,13 +166,21 @@ async def send_one(
     on_cancel: Callable[[SendResult], None] | None = None,
 ) -> SendResult:
     """Validate, send (rate-limited, retried) and report one input: never raises but on
-    cancellation, when ``on_cancel`` receives the input's result first."""
+    cancellation, when ``on_cancel`` receives the input's result first.
+
+    Whatever an input or an attempt raises becomes this input's result: an unexpected
+    exception is the result's ``error`` (its type says what it was), NOT_SENT if nothing had
+    left, AMBIGUOUS if the request may have.
+    """
     try:
         request = raw if type(raw) is MessageRequest else coerce_request(raw)
+        body = encode_request(request)
+        cost = message_cost(request)
     except ValidationError as exc:
         return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
-    body = encode_request(request)
-    cost = message_cost(request)
+    except Exception as exc:  # a hostile input (a Mapping that raises, an unencodable subclass...)
+        log.warning("bwasync: input %d could not be prepared: %s: %s", index, type(exc).__name__, exc)
+        return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
     before: Callable[[], Awaitable[None]] | None = None
     if before_send is not None:
         hook = before_send
@@ -206,7 +217,13 @@ async def send_one(
             )
         raise
     except Exception as exc:
-        maybe = bool(getattr(exc, "may_have_been_sent", False)) or slot.maybe_sent
+        if isinstance(exc, BwasyncError):
+            maybe = exc.may_have_been_sent or slot.maybe_sent
+        else:
+            # Not one of ours: a bug or a library failing unexpectedly. If it struck while the
+            # request was on its way, the message may have left.
+            log.warning("bwasync: input %d failed unexpectedly: %s: %s", index, type(exc).__name__, exc)
+            maybe = slot.stage == SENDING or slot.maybe_sent
         return SendResult(
             index=index,
             outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
