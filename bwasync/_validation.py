@@ -105,6 +105,8 @@ def _remember_sender(value: str) -> bool:
 
 def parse_rfc3339(value: str) -> datetime | None:
     """Parse an RFC 3339 date-time with an offset; None if it is not one."""
+    if not encodable(value):
+        return None
     try:
         parsed: datetime = msgspec.convert(value, datetime)
     except msgspec.ValidationError:
