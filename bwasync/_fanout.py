@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import msgspec
 
 from ._constants import RETRY_SLEEPERS_PER_SLOT
-from ._exceptions import SendCancelledError
+from ._exceptions import BwasyncError, SendCancelledError, ValidationError
 from ._models import Message, MessageRequest, coerce_request
 from ._pipeline import IDLE, SENDING, Pipeline, Slot
 from ._segments import total_segments
@@ -120,6 +121,9 @@ class SendSummary(msgspec.Struct, kw_only=True):
             self.ambiguous += 1
 
 
+log = logging.getLogger("bwasync")
+
+
 async def send_one(
     pipeline: Pipeline,
     index: int,
@@ -131,10 +135,18 @@ async def send_one(
     on_cancel: Callable[[SendResult], None] | None = None,
 ) -> SendResult:
     """Validate, send (rate-limited, retried) and report one input: never raises but on
-    cancellation, when ``on_cancel`` receives the input's result first."""
+    cancellation, when ``on_cancel`` receives the input's result first.
+
+    Whatever an input or an attempt raises becomes this input's result: an unexpected
+    exception is the result's ``error`` (its type says what it was), NOT_SENT if nothing had
+    left, AMBIGUOUS if the request may have.
+    """
     try:
         request = raw if type(raw) is MessageRequest else coerce_request(raw)
-    except Exception as exc:  # an input that cannot be a request is that input's result
+    except ValidationError as exc:
+        return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
+    except Exception as exc:  # a hostile input (a Mapping that raises, an unencodable subclass...)
+        log.warning("bwasync: input %d could not be prepared: %s: %s", index, type(exc).__name__, exc)
         return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
     before: Callable[[], Awaitable[None]] | None = None
     if before_send is not None:
@@ -162,7 +174,13 @@ async def send_one(
             )
         raise
     except Exception as exc:
-        maybe = bool(getattr(exc, "may_have_been_sent", False)) or slot.maybe_sent
+        if isinstance(exc, BwasyncError):
+            maybe = exc.may_have_been_sent or slot.maybe_sent
+        else:
+            # Not one of ours: a bug or a library failing unexpectedly. If it struck while the
+            # request was on its way, the message may have left.
+            log.warning("bwasync: input %d failed unexpectedly: %s: %s", index, type(exc).__name__, exc)
+            maybe = slot.stage == SENDING or slot.maybe_sent
         return SendResult(
             index=index,
             outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,

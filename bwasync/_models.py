@@ -19,7 +19,7 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ._exceptions import ValidationError
-from ._validation import WIRE_NAMES, FieldError, Priority, check_message
+from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode_json, describe, safe_str
 
 __all__ = [
     "CreateMessageRequestErrorBody",
@@ -165,7 +165,8 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
         for key, value in data.items():
             name = _PY_NAMES.get(key)
             if name is None:
-                unknown.append(FieldError(str(key), f"unknown field {key!r}"))
+                label = safe_str(key) if isinstance(key, str) else describe(key)
+                unknown.append(FieldError(label, f"unknown field {label!r}"))
             else:
                 kwargs[name] = value
         if unknown:
@@ -180,10 +181,9 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
     @classmethod
     def from_json(cls, data: bytes | str) -> MessageRequest:
         """Decode a JSON request body (wire names), with every rule checked."""
-        try:
-            obj = _json_any.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValidationError([FieldError("body", f"not valid JSON: {exc}")]) from None
+        obj, error = decode_json(data, _json_any)
+        if error is not None:
+            raise ValidationError([error])
         if not isinstance(obj, dict):
             raise ValidationError([FieldError("body", "the request body must be a JSON object")])
         return cls.from_dict(obj)

@@ -147,6 +147,11 @@ class Pipeline:
     ) -> Message:
         """One attempt. ``slot.stage`` is SENDING exactly while the request may be on the wire."""
         slot.stage = WAITING
+        transport = self.transport
+        if transport.auth.cached_header() is None:
+            # Fetch the OAuth2 token before the create can leave: if that fails, the message
+            # certainly was not sent (and a cancellation now is not ambiguous either).
+            await transport.auth_header()
         limiter = self.limiter
         await limiter.acquire(cost, sender=sender)
         gate = self.gate
@@ -160,7 +165,7 @@ class Pipeline:
         slot.stage = SENDING
         slot.sent_at = time.monotonic()
         try:
-            message = await self.transport.create_message(body, self.timeout)
+            message = await transport.create_message(body, self.timeout)
         except RateLimitError as exc:
             slot.stage = WAITING
             retry_after = exc.retry_after

@@ -195,6 +195,10 @@ class Transport:
         return self._owns_session
 
     @property
+    def auth(self) -> Auth:
+        return self._auth
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -218,10 +222,21 @@ class Transport:
         """An API URL; ``path`` is already percent-encoded where it needs to be."""
         return URL(f"{self._base}{path}", encoded=True)
 
-    async def _auth_header(self) -> str:
+    async def auth_header(self) -> str:
+        """The ``Authorization`` header, fetching an OAuth2 token first if needed.
+
+        A token request that fails is classified by what it means for the request it was
+        fetched for: that request never left, so a lost token answer is not ambiguous.
+        """
         header = self._auth.cached_header()
         if header is None:
-            header = await self._auth.header(self)
+            try:
+                header = await self._auth.header(self)
+            except APIConnectionError as exc:
+                if not exc.request_sent:
+                    raise
+                cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
+                raise cls(f"the OAuth2 token request failed ({exc}); nothing was sent", request_sent=False) from exc
         return header
 
     async def create_message(self, body: bytes, client_timeout: Timeout, *, _retried: bool = False) -> Message:
@@ -232,7 +247,7 @@ class Transport:
         """
         header = self._auth.cached_header()
         if header is None:
-            header = await self._auth.header(self)
+            header = await self.auth_header()
         if header is not self._header_auth:
             self._header_auth = header
             self._create_headers = CIMultiDict(
@@ -283,7 +298,7 @@ class Transport:
         if headers:
             all_headers.update(headers)
         if authenticated:
-            all_headers["Authorization"] = await self._auth_header()
+            all_headers["Authorization"] = await self.auth_header()
         try:
             async with self.session.request(method, url, params=params, headers=all_headers, data=data) as resp:
                 body = await resp.read()

@@ -278,6 +278,10 @@ def iso_us() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{rest // 1000:06d}Z"
 
 
+#: A list offset never exceeds 10,000 (Bandwidth's search cap); a longer token is not ours.
+_MAX_TOKEN_DIGITS = 9
+
+
 def encode_token(offset: int) -> str:
     """An opaque, base64 page token for a list offset."""
     return base64.urlsafe_b64encode(f"o{offset}".encode()).decode().rstrip("=")
@@ -289,6 +293,8 @@ def decode_token(token: str) -> int | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    if raw[:1] != "o" or not raw[1:].isdigit():
+    digits = raw[1:]
+    # ASCII digits only (str.isdigit also takes '²' and '٣'), and few of them: no offset has more.
+    if raw[:1] != "o" or not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_TOKEN_DIGITS:
         return None
-    return int(raw[1:])
+    return int(digits)
