@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 import time
@@ -35,7 +34,7 @@ from ._models import (
     media_list_decoder,
     messages_list_decoder,
 )
-from ._pipeline import CappedLimiter, Pipeline, Slot
+from ._pipeline import CappedLimiter, Gate, Pipeline, Slot
 from ._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 from ._retry import RetryPolicy, retry_after_failure
 from ._transport import Transport
@@ -177,7 +176,7 @@ class MessagingClient:
                 rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
             ),
             policy=retry or RetryPolicy(),
-            gate=asyncio.Semaphore(concurrency),
+            gate=Gate(concurrency),
             timeout=default_timeout,
         )
 

@@ -31,16 +31,16 @@ import asyncio
 import collections
 import enum
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 import msgspec
 
 from ._constants import RETRY_SLEEPERS_PER_SLOT
-from ._exceptions import BwasyncError, SendCancelledError, ValidationError
+from ._exceptions import APIError, BwasyncError, SendCancelledError, ValidationError
 from ._models import Message, MessageRequest, coerce_request
-from ._pipeline import IDLE, SENDING, Pipeline, Slot
+from ._pipeline import IDLE, SENDING, Gate, Pipeline, Slot
 from ._segments import total_segments
 
 __all__ = [
@@ -156,7 +156,11 @@ async def send_one(
             return hook(index, request)
 
     try:
-        message, attempts = await pipeline.send(request, slot, before_send=before, backoff=backoff)
+        try:
+            message = await pipeline.first_attempt(request, slot, before)
+            attempts = 1
+        except APIError as exc:
+            message, attempts = await pipeline.retry(exc, slot, backoff)
     except asyncio.CancelledError:
         if on_cancel is not None:
             maybe = slot.stage == SENDING or slot.maybe_sent
@@ -226,7 +230,6 @@ class _Core:
         "_slots",
         "_sync_it",
         "_tasks",
-        "_waiting",
         "done",
         "unconsumed",
     )
@@ -246,8 +249,8 @@ class _Core:
         self._concurrency = concurrency
         # Workers beyond ``concurrency`` only ever run while others wait out a backoff.
         self._max_workers = concurrency * (1 + RETRY_SLEEPERS_PER_SLOT)
-        self._places: asyncio.Semaphore | None = None
-        self._waiting = 0
+        # A place is one input being worked on; an input waiting out a backoff holds none.
+        self._places = Gate(concurrency)
         self._before_send = before_send
         self._sync_it: Iterator[RequestLike] | None = None
         self._async_it: AsyncIterator[RequestLike] | None = None
@@ -274,8 +277,6 @@ class _Core:
         else:
             self._sync_it = iter(self._iterable)
         self._loop = asyncio.get_running_loop()
-        # A place is one input being worked on; an input waiting out a backoff holds none.
-        self._places = asyncio.Semaphore(self._concurrency)
         for _ in range(self._concurrency):
             self._spawn()
 
@@ -285,18 +286,6 @@ class _Core:
         self._live += 1
         self._slots.append(slot)
         self._tasks.append(self._loop.create_task(self._worker(slot)))
-
-    async def _take_place(self) -> None:
-        places = self._places
-        assert places is not None
-        if places.locked():
-            self._waiting += 1
-            try:
-                await places.acquire()
-            finally:
-                self._waiting -= 1
-        else:
-            await places.acquire()
 
     async def _pull_async(self) -> tuple[int, RequestLike] | None:
         assert self._async_it is not None and self._pull_lock is not None
@@ -331,7 +320,6 @@ class _Core:
     async def _worker(self, slot: Slot) -> None:
         sync_it = self._sync_it
         pipeline, places = self._pipeline, self._places
-        assert places is not None
         before_send, on_cancel = self._before_send, self.unconsumed.append
         held = False
 
@@ -340,15 +328,16 @@ class _Core:
             nonlocal held
             places.release()
             held = False
-            if not self._waiting and not self._closing and len(self._tasks) < self._max_workers:
+            if not places.waiting and not self._closing and len(self._tasks) < self._max_workers:
                 self._spawn()
             await asyncio.sleep(delay)
-            await self._take_place()
+            await places.take()
             held = True
 
         try:
             while not self._closing:
-                await self._take_place()
+                if not places.try_take():
+                    await places.take()
                 held = True
                 if self._closing:
                     break
@@ -459,8 +448,8 @@ class SendStream:
     def __aiter__(self) -> SendStream:
         return self
 
-    async def __anext__(self) -> SendResult:
-        return await self._core.next()
+    def __anext__(self) -> Coroutine[Any, Any, SendResult]:
+        return self._core.next()  # the core's coroutine itself: one frame less per result
 
     async def __aenter__(self) -> SendStream:
         return self

@@ -22,9 +22,11 @@ its run slot back while it sleeps, so sleepers do not throttle the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import APIError, RateLimitError
 from ._models import Message, MessageRequest, encode_request
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from ._retry import RetryPolicy
     from ._transport import Timeout, Transport
 
-__all__ = ["IDLE", "SENDING", "WAITING", "CappedLimiter", "Pipeline", "Slot"]
+__all__ = ["IDLE", "SENDING", "WAITING", "CappedLimiter", "Gate", "Pipeline", "Slot"]
 
 #: Where a send stands, so that a stop knows whether its request may have left.
 IDLE, WAITING, SENDING = 0, 1, 2
@@ -45,10 +47,68 @@ IDLE, WAITING, SENDING = 0, 1, 2
 Backoff = Callable[[float], Awaitable[None]]
 
 
+class Gate:
+    """At most ``size`` holders at once; waiters are served first come, first served.
+
+    What ``asyncio.Semaphore`` does, but taking a free place is a plain call (``try_take``), not
+    a coroutine: the gate is passed twice per message on the hot path. A place given back while
+    others wait goes straight to the first of them.
+    """
+
+    __slots__ = ("_free", "_waiters", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a place, then cancelled before using it: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting for a place."""
+        return len(self._waiters)
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.in_use}/{self.size} in use, {self.waiting} waiting>"
+
+
 class Slot:
     """Per-send state the pipeline keeps up to date (one per fan-out worker, reused)."""
 
-    __slots__ = ("maybe_sent", "sent_at", "stage")
+    __slots__ = ("body", "cost", "maybe_sent", "sender", "sent_at", "stage", "started")
 
     def __init__(self) -> None:
         self.stage = IDLE
@@ -56,6 +116,11 @@ class Slot:
         self.maybe_sent = False
         #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
         self.sent_at = 0.0
+        #: The send's encoded body, segments, sender, and ``time.monotonic()`` of its start.
+        self.body = b""
+        self.cost = 0
+        self.sender = ""
+        self.started = 0.0
 
     def latency(self) -> float:
         """Seconds since the latest attempt's request left (0.0 if none left)."""
@@ -77,7 +142,7 @@ class Pipeline:
         *,
         limiter: RateLimiter,
         policy: RetryPolicy,
-        gate: asyncio.Semaphore,
+        gate: Gate,
         timeout: Timeout,
     ) -> None:
         self.transport = transport
@@ -118,35 +183,39 @@ class Pipeline:
 
         Raises the error that ended the send, its ``attempts`` set. ``before_send`` runs once,
         right before the first attempt leaves; ``backoff`` replaces ``asyncio.sleep`` between
-        attempts.
+        attempts. (:func:`~bwasync._fanout.send_one` calls :meth:`first_attempt` and
+        :meth:`retry` itself, one coroutine frame less per message.)
         """
-        body = encode_request(request)
-        cost = message_cost(request)
-        sender = request.from_
+        try:
+            return await self.first_attempt(request, slot, before_send), 1
+        except APIError as exc:
+            return await self.retry(exc, slot, backoff)
+
+    def first_attempt(
+        self, request: MessageRequest, slot: Slot, before_send: Callable[[], Awaitable[None]] | None
+    ) -> Coroutine[Any, Any, Message]:
+        """Prepare ``request`` in ``slot`` and return its first attempt, to be awaited."""
+        slot.body = encode_request(request)
+        slot.cost = message_cost(request)
+        slot.sender = request.from_
         slot.stage = WAITING
         slot.maybe_sent = False
         slot.sent_at = 0.0
-        started = time.monotonic()
-        try:
-            return await self._attempt(body, cost, sender, slot, before_send), 1
-        except APIError as exc:
-            first = exc
+        slot.started = time.monotonic()
+        return self._attempt(slot, before_send)
+
+    async def retry(self, first: APIError, slot: Slot, backoff: Backoff | None) -> tuple[Message, int]:
+        """After a failed first attempt: retry under the policy; (message, attempts in all)."""
 
         def again() -> Awaitable[Message]:
-            return self._attempt(body, cost, sender, slot, None)
+            return self._attempt(slot, None)
 
-        return await retry_after_failure(again, first, self.policy, started=started, sleep=backoff)
+        return await retry_after_failure(again, first, self.policy, started=slot.started, sleep=backoff)
 
-    async def _attempt(
-        self,
-        body: bytes,
-        cost: int,
-        sender: str,
-        slot: Slot,
-        before_send: Callable[[], Awaitable[None]] | None,
-    ) -> Message:
+    async def _attempt(self, slot: Slot, before_send: Callable[[], Awaitable[None]] | None) -> Message:
         """One attempt. ``slot.stage`` is SENDING exactly while the request may be on the wire."""
         slot.stage = WAITING
+        cost, sender = slot.cost, slot.sender
         transport = self.transport
         if transport.auth.cached_header() is None:
             # Fetch the OAuth2 token before the create can leave: if that fails, the message
@@ -158,14 +227,15 @@ class Pipeline:
         try:
             if before_send is not None:
                 await before_send()
-            await gate.acquire()
+            if not gate.try_take():
+                await gate.take()
         except BaseException:
             limiter.release(cost, sender=sender)
             raise
         slot.stage = SENDING
         slot.sent_at = time.monotonic()
         try:
-            message = await transport.create_message(body, self.timeout)
+            message = await transport.create_message(slot.body, self.timeout)
         except RateLimitError as exc:
             slot.stage = WAITING
             retry_after = exc.retry_after
