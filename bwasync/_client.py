@@ -21,7 +21,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOKEN_URL,
 )
-from ._exceptions import APIError, ClientClosedError, ConfigurationError
+from ._exceptions import APIError, ConfigurationError
 from ._fanout import BeforeSend, RequestLike, SendResult, SendStream, SendSummary, _Core, send_one
 from ._models import (
     ListFilters,
@@ -184,10 +184,7 @@ class MessagingClient:
             session=session,
         )
         self._transport = transport
-        try:
-            default_timeout = transport.make_timeout(timeout)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        default_timeout = transport.make_timeout(timeout)
         self._pipeline = Pipeline(
             transport,
             limiter=limiter
@@ -274,10 +271,6 @@ class MessagingClient:
     def closed(self) -> bool:
         return self._transport.closed
 
-    def _open(self) -> None:
-        if self._transport.closed:
-            raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
-
     def __repr__(self) -> str:
         return (
             f"MessagingClient(account_id={self.account_id!r}, base_url={self.base_url!r}, "
@@ -291,7 +284,7 @@ class MessagingClient:
     # --- Sending ------------------------------------------------------------------------------
 
     def _call_pipeline(self, retry: RetryPolicy | None, timeout: float | None) -> Pipeline:
-        self._open()
+        self._transport.check_open()
         return self._pipeline.derive(policy=retry, timeout=timeout)
 
     async def create_message(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from ._exceptions import (
     APIStatusError,
     APITimeoutError,
     ClientClosedError,
+    ConfigurationError,
     RateLimitError,
     UnexpectedResponseError,
     status_error_class,
@@ -185,10 +187,14 @@ class Transport:
         """The session, created on first use; :class:`ClientClosedError` once closed."""
         session = self._session
         if session is None or self._closed:
-            if self._closed:
-                raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
+            self.check_open()
             session = self._session = self._session_factory()
         return session
+
+    def check_open(self) -> None:
+        """Raise :class:`ClientClosedError` once closed."""
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
 
     @property
     def owns_session(self) -> bool:
@@ -207,8 +213,8 @@ class Transport:
 
         Build it once (per client, call or run) and pass it to :meth:`create_message`.
         """
-        if not (total > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {total!r}")
+        if not (total > 0 and math.isfinite(total)):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {total!r}")
         return aiohttp.ClientTimeout(total=total, connect=min(total, self._connect_timeout))
 
     async def close(self) -> None:
