@@ -242,7 +242,7 @@ class Pipeline:
             if retry_after is not None:
                 # The policy's cap is the one that counts, for the retry and the limiter alike.
                 retry_after = min(retry_after, self.policy.max_retry_after)
-            limiter.report_rate_limited(sender=sender, retry_after=retry_after)
+            limiter.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=exc.allowed_rate)
             raise
         except APIError as exc:
             slot.stage = WAITING
@@ -284,8 +284,8 @@ class CappedLimiter:
     def report_success(self, cost: float, *, sender: str) -> None:
         self._inner.report_success(cost, sender=sender)
 
-    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
-        self._inner.report_rate_limited(sender=sender, retry_after=retry_after)
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
+        self._inner.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=allowed_rate)
 
     @property
     def rate(self) -> float | None:

@@ -53,6 +53,7 @@ class RecordingLimiter:
         self.forward_429 = forward_429
         self.acquired: list[str] = []
         self.rate_limited: list[float | None] = []
+        self.allowed_rates: list[float | None] = []
         self.release_calls = 0
         self.gate: asyncio.Event | None = None
 
@@ -69,10 +70,11 @@ class RecordingLimiter:
     def report_success(self, cost: float, *, sender: str) -> None:
         self.inner.report_success(cost, sender=sender)
 
-    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
         self.rate_limited.append(retry_after)
+        self.allowed_rates.append(allowed_rate)
         if self.forward_429:
-            self.inner.report_rate_limited(sender=sender, retry_after=retry_after)
+            self.inner.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=allowed_rate)
 
     @property
     def rate(self) -> float | None:
@@ -136,6 +138,7 @@ async def test_concurrent_runs_share_the_clients_limiter_and_its_429s() -> None:
     assert len(limiter.acquired) == 10
     assert a.count(Outcome.ACCEPTED) + b.count(Outcome.ACCEPTED) == 4 == len(emu.accepted)
     assert limiter.rate_limited == [1.0] * 6
+    assert limiter.allowed_rates == [1.0] * 6, "the 429's stated rate (60 messages per minute) is passed on"
     assert limiter.rate is not None, "the shared limiter throttles after the 429s"
 
 
@@ -157,8 +160,8 @@ async def test_the_run_cap_and_the_client_limiter_both_apply() -> None:
     third.cancel()
     # The cap's rate is what the run sees while the client's limiter is unthrottled.
     assert capped.rate == 0.001
-    capped.report_rate_limited(sender=FROM, retry_after=None)
-    assert inner.rate_limited == [None] and inner.rate is not None
+    capped.report_rate_limited(sender=FROM, retry_after=None, allowed_rate=2.0)
+    assert inner.rate_limited == [None] and inner.allowed_rates == [2.0], "429s go to the client's limiter"
 
 
 async def test_cancelled_while_waiting_for_the_client_limiter_gives_the_cap_back() -> None:
