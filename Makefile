@@ -33,7 +33,7 @@ unit: install
 
 ## The property-based tests at 10,000 examples each (a few dozen in `make test`); takes minutes.
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -n 2 -m fuzz -p no:cacheprovider
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -n 2 -m fuzz
 
 ## The benchmark harness (prints tables, writes benchmarks/results/latest.json).
 bench: install
