@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -31,7 +31,7 @@ from bwasync import (
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 from tests._aioresponses_compat import mocked as aioresponses
-from tests._raw_http import http_request, raw_http
+from tests._hostile import ExplodingMapping, http_request, raw_http
 
 ACCOUNT = "9900000"
 BASE = {"to": ["+15552223333"], "from": "+15553332222", "applicationId": "app", "text": "hi"}
@@ -159,19 +159,6 @@ async def test_send_all_counts_every_input(client: MessagingClient) -> None:
     results, summary = await client.send_all(dicts({"media": [BAD_URLS[1]]}))
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert (summary.total, summary.accepted, summary.not_sent) == (4, 3, 1)
-
-
-class ExplodingMapping(Mapping[str, Any]):
-    """A Mapping whose every read fails: a stand-in for any object that raises unexpectedly."""
-
-    def __getitem__(self, key: str) -> Any:
-        raise RuntimeError("boom")
-
-    def __iter__(self) -> Iterator[str]:
-        raise RuntimeError("boom")
-
-    def __len__(self) -> int:
-        return 1
 
 
 async def test_an_input_that_raises_unexpectedly_is_its_own_result(client: MessagingClient) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -29,7 +29,7 @@ from bwasync import MessageRequest, MessagingClient, Outcome, RetryPolicy, Valid
 from bwasync._models import encode_request
 from bwasync._segments import segments
 from bwasync.emulator import Emulator
-from tests._raw_http import http_request, raw_http
+from tests._hostile import ExplodingMapping, http_request, raw_http
 from tests.conftest import ACCOUNT_ID
 
 pytestmark = pytest.mark.fuzz
@@ -267,19 +267,6 @@ async def test_emulator_token_endpoint_with_anything_is_never_5xx(
 
 
 # --- send_many: exactly one result per input ------------------------------------------------------------
-
-
-class ExplodingMapping(Mapping[str, Any]):
-    """A Mapping every read of which fails."""
-
-    def __getitem__(self, key: str) -> Any:
-        raise RuntimeError("boom")
-
-    def __iter__(self) -> Iterator[str]:
-        raise RuntimeError("boom")
-
-    def __len__(self) -> int:
-        return 1
 
 
 VALID = {"to": ["+15552223333"], "from": "+15553332222", "applicationId": "app", "text": "hi"}

@@ -1,9 +1,11 @@
-"""Raw HTTP/1.1 over a loopback socket: for requests aiohttp's client would refuse to send
-(header bytes that are not text, malformed framing), as a hostile client sends them."""
+"""What a hostile user sends: raw HTTP/1.1 over a loopback socket (header bytes that are not
+text, which aiohttp's client would refuse to send), and an input object that raises."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 
 def http_request(method: str, target: str, headers: list[bytes], body: bytes = b"") -> bytes:
@@ -24,3 +26,16 @@ async def raw_http(port: int, data: bytes) -> tuple[int, bytes]:
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+class ExplodingMapping(Mapping[str, Any]):
+    """A Mapping every read of which fails: any object that raises where none was expected."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("boom")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("boom")
+
+    def __len__(self) -> int:
+        return 1
