@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -112,14 +112,29 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
     listing every field error at once.
     """
 
-    application_id: str
-    to: list[str]
-    from_: str
-    text: str | None = None
-    media: list[str] | None = None
-    tag: str | None = None
-    priority: Priority | None = None
-    expiration: datetime | None = None
+    if TYPE_CHECKING:
+        application_id: str
+        to: list[str]
+        from_: str
+        text: str | None = None
+        media: list[str] | None = None
+        tag: str | None = None
+        priority: Priority | None = None
+        expiration: datetime | None = None
+    else:
+        # What msgspec sees: any value, none required, so that ``msgspec.convert`` and typed JSON
+        # decoding hand every value, whatever its type or content, to ``__post_init__``, whose
+        # rules answer ValidationError and normalise each field to the exact type above. (msgspec's
+        # own checks would raise its own ValidationError for a wrong type or a missing field, and
+        # UnicodeEncodeError for a lone surrogate in a datetime or enum string.)
+        application_id: Any = None
+        to: Any = None
+        from_: Any = None
+        text: Any = None
+        media: Any = None
+        tag: Any = None
+        priority: Any = None
+        expiration: Any = None
 
     def __post_init__(self) -> None:
         errors, to_list, priority, expiration = check_message(
@@ -171,12 +186,7 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
                 kwargs[name] = value
         if unknown:
             raise ValidationError(unknown)
-        try:
-            return cls(**kwargs)
-        except TypeError:
-            missing = [w for p, w in WIRE_NAMES.items() if p in ("application_id", "to", "from_") and p not in kwargs]
-            errors, *_ = check_message(**{**{"application_id": None, "to": None, "from_": None}, **kwargs})
-            raise ValidationError(errors or [FieldError(m, f"{m} is required") for m in missing]) from None
+        return cls(**kwargs)  # a missing required field is one of the rules' errors
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MessageRequest:
