@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bwasync import (
     AdaptiveLimiter,
+    APITimeoutError,
     BwasyncError,
     ClientClosedError,
     ConfigurationError,
@@ -319,5 +320,9 @@ async def test_a_per_call_timeout_bounds_each_attempt(emulator: Emulator) -> Non
         assert result.outcome is Outcome.AMBIGUOUS and result.latency < 5.0
         [ran] = [r async for r in client.send_many([request(1)], timeout=0.1)]
         assert ran.outcome is Outcome.AMBIGUOUS
+        with pytest.raises(APITimeoutError):
+            await client.create_message(request(3), timeout=0.1)
+        with pytest.raises(APITimeoutError):
+            await client.with_options(timeout=0.1).create_message(request(4))
         with pytest.raises(ConfigurationError):
             await client.create_message(request(2), timeout=0)
