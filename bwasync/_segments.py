@@ -123,7 +123,10 @@ def segment_count(text: str | None, media: Sequence[str] | None = None) -> int:
     if media or not text or len(text) <= 35:
         # 35 characters fit one segment whatever they are: at most 70 septets or UCS-2 units.
         return 1
-    if len(text) <= GSM7_SINGLE and text.isascii() and _ASCII_SLOW.search(text) is None:
+    n = len(text)
+    # 70 ASCII characters fit one segment whatever they are: at most 140 septets in GSM-7 (every
+    # one an escape pair), or 70 UCS-2 units (ASCII has no surrogate pairs); no regex needed.
+    if n <= GSM7_SINGLE and text.isascii() and (n <= UCS2_SINGLE or _ASCII_SLOW.search(text) is None):
         return 1
     return segments(text).segments
 
