@@ -146,7 +146,7 @@ RATE_JUDGE_MAX = 5.0
 #: (botocore caps its rate at twice the measured send rate for the same reason). The maximum is
 #: needed too: a client whose requests sleep in retry backoff sends little for a while.
 RATE_UNTHROTTLE_FACTOR = 2.0
-#: Additive increase is applied at most this often (seconds). Each step re-times every waiter,
+#: The regrowing rate is stepped at most this often (seconds). Each step re-times every waiter,
 #: and the rate gained in 100 ms is a fraction of a percent, so finer steps would only cost CPU.
 RATE_ADJUST_INTERVAL = 0.1
 #: Idle per-sender buckets are swept this often (seconds). A sweep walks every bucket, so it runs

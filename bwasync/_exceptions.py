@@ -12,7 +12,7 @@
     │   │   ├── PermissionDeniedError       403
     │   │   ├── NotFoundError               404
     │   │   ├── UnsupportedMediaTypeError   415
-    │   │   ├── RateLimitError              429 (``.retry_after`` when the server gave one)
+    │   │   ├── RateLimitError              429 (``.retry_after``, ``.allowed_rate`` when the server gave them)
     │   │   └── ServerError                 5xx (including a load balancer's HTML page)
     │   ├── APIConnectionError      no answer came back (refused, reset, dropped); ``.request_sent``
     │   │   └── APITimeoutError     no answer came back in time
