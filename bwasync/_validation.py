@@ -88,19 +88,30 @@ def is_sender_id(value: str) -> bool:
     )
 
 
-# A campaign sends from a handful of numbers: remember the ones already found valid (bounded).
+# A campaign sends from a handful of numbers and applications: remember the values already found
+# valid (bounded), so that the fast path checks them with one set lookup.
 _VALID_SENDERS: set[str] = set()
-_MAX_REMEMBERED_SENDERS = 1024
+_VALID_APPLICATIONS: set[str] = set()
+_MAX_REMEMBERED = 1024
+
+
+def _remember(value: str, valid: bool, known: set[str]) -> bool:
+    if valid:
+        if len(known) >= _MAX_REMEMBERED:
+            known.clear()
+        known.add(value)
+    return valid
 
 
 def _remember_sender(value: str) -> bool:
     """Whether ``value`` is a valid ``from`` (E.164 or sender ID); valid ones are remembered."""
-    if not (is_e164(value) if value[:1] == "+" else is_sender_id(value)):
-        return False
-    if len(_VALID_SENDERS) >= _MAX_REMEMBERED_SENDERS:
-        _VALID_SENDERS.clear()
-    _VALID_SENDERS.add(value)
-    return True
+    return _remember(value, is_e164(value) if value[:1] == "+" else is_sender_id(value), _VALID_SENDERS)
+
+
+def _remember_application(value: str) -> bool:
+    """Whether ``value`` is a plainly valid application id (ASCII, not blank); remembered if so.
+    Any other id goes through the full checks."""
+    return _remember(value, value.isascii() and bool(value.strip()), _VALID_APPLICATIONS)
 
 
 def parse_rfc3339(value: str) -> datetime | None:
@@ -117,8 +128,11 @@ def parse_rfc3339(value: str) -> datetime | None:
 def encodable(value: str) -> bool:
     """Whether ``value`` can go on the wire as UTF-8: no lone surrogate (the only code points
     UTF-8 cannot carry, e.g. from ``surrogateescape``-decoded bytes or a half emoji)."""
-    if value.isascii():  # O(1) in CPython: the string knows it is ASCII
-        return True
+    # isascii is O(1) in CPython (the string knows); only other text pays for an encode.
+    return value.isascii() or _utf8_ok(value)
+
+
+def _utf8_ok(value: str) -> bool:
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -194,9 +208,8 @@ def check_message(
         and 0 < len(text) <= MAX_TEXT_LENGTH
         and is_e164(one)
         and (from_ in _VALID_SENDERS or _remember_sender(from_))
-        and application_id.strip()
-        and (text.isascii() or encodable(text))
-        and (application_id.isascii() or encodable(application_id))
+        and (application_id in _VALID_APPLICATIONS or _remember_application(application_id))
+        and (text.isascii() or _utf8_ok(text))
     ):
         return [], to if one is not to else [one], None, None
 
