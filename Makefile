@@ -22,8 +22,8 @@ demo: install
 test: lint typecheck unit
 
 lint: install
-	$(BIN)/ruff check bwasync tests benchmarks
-	$(BIN)/ruff format --check bwasync tests benchmarks
+	$(BIN)/ruff check bwasync tests benchmarks examples
+	$(BIN)/ruff format --check bwasync tests benchmarks examples
 
 typecheck: install
 	$(BIN)/mypy

@@ -77,7 +77,7 @@ class ValidationError(BwasyncError):
 
     def __init__(self, field_errors: Sequence[FieldError]) -> None:
         self.field_errors: list[FieldError] = list(field_errors)
-        detail = "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors)
+        detail = "; ".join(map(str, self.field_errors))
         super().__init__(f"invalid message request: {detail}")
 
     def __reduce__(self) -> tuple[type[ValidationError], tuple[list[FieldError]]]:
@@ -128,7 +128,7 @@ class APIStatusError(APIError):
         if description:
             text += f": {description}"
         if self.field_errors:
-            text += " (" + "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors) + ")"
+            text += " (" + "; ".join(map(str, self.field_errors)) + ")"
         super().__init__(text, attempts=attempts)
 
 

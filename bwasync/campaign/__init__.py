@@ -56,7 +56,14 @@ from ._journal import (
     fingerprint_file,
     synthetic_key,
 )
-from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
+from ._receiver import (
+    CallbackHandler,
+    CallbackReceiver,
+    CallbackReply,
+    ReceiverStats,
+    delivery_recorder,
+    make_callback_handler,
+)
 from ._reconcile import ReconcileSummary, match_rows
 from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
 from ._runner import (
@@ -79,6 +86,7 @@ __all__ = [
     "RESERVED_COLUMNS",
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "CampaignError",
     "CampaignInfo",
     "CampaignOptions",

@@ -535,7 +535,7 @@ def build_request(
 
 def format_field_errors(errors: Iterable[FieldError]) -> str:
     """``"to: ...; text: ..."``: field errors as one line for the journal's ``error`` column."""
-    return "; ".join(f"{e.field_name}: {e.description}" for e in errors)
+    return "; ".join(map(str, errors))
 
 
 def prepare_row(

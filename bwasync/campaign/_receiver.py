@@ -39,8 +39,8 @@ import hmac
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -54,6 +54,7 @@ from ._journal import DeliveryOutcome, Journal
 __all__ = [
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "ReceiverStats",
     "delivery_recorder",
     "make_callback_handler",
@@ -107,6 +108,15 @@ _OUTCOME_FIELD = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """The answer to one callback POST (see :meth:`CallbackHandler.process`)."""
+
+    status: int
+    text: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 #: An aiohttp request handler.
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -147,24 +157,39 @@ class CallbackHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
+        reply = await self.process(
+            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(_READ_CHUNK), request.content_length
+        )
+        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
+
+    async def process(
+        self, authorization: str | None, body: AsyncIterable[bytes], content_length: int | None = None
+    ) -> CallbackReply:
+        """Handle one callback POST from any web framework: its ``Authorization`` header, its
+        body as chunks (read only after the credentials were checked, and no further than
+        ``max_body``) and its declared length; answer with the returned :class:`CallbackReply`.
+
+        FastAPI / Starlette (``examples/fastapi_app.py``)::
+
+            reply = await callbacks.process(request.headers.get("authorization"), request.stream())
+            return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
+        """
         if self._expected is not None:
-            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "replace")
+            given = (authorization or "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, self._expected):
                 self.stats.rejected += 1
-                return web.Response(
-                    status=401,
-                    text="authentication required",
-                    headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'},
+                return CallbackReply(
+                    401, "authentication required", {hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'}
                 )
-        body = await self._read_body(request)
-        if body is None:
+        data = await self._read_body(body, content_length)
+        if data is None:
             self.stats.rejected += 1
-            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+            return CallbackReply(413, f"body larger than {self.max_body} bytes")
         try:
-            events = decode_callbacks(body)
+            events = decode_callbacks(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.stats.rejected += 1
-            return web.Response(status=400, text=f"expected a JSON array of status callbacks: {exc}")
+            return CallbackReply(400, f"expected a JSON array of status callbacks: {exc}")
 
         fresh: list[StatusCallback] = []
         identities: set[tuple[str, str, str]] = set()
@@ -182,11 +207,11 @@ class CallbackHandler:
         except TimeoutError:
             self.stats.errors += 1
             logger.warning("callback receiver: recording %d events took over %.1f s", len(fresh), self.timeout)
-            return web.Response(status=503, text="busy, retry later")
+            return CallbackReply(503, "busy, retry later")
         except Exception:
             self.stats.errors += 1
             logger.exception("callback receiver: recording events failed")
-            return web.Response(status=500, text="could not record the events")
+            return CallbackReply(500, "could not record the events")
 
         # Only now, once recorded, are the events remembered: a failed POST is retried whole.
         for identity in identities:
@@ -200,7 +225,7 @@ class CallbackHandler:
         for outcome in outcomes:
             name = _OUTCOME_FIELD.get(outcome) if isinstance(outcome, DeliveryOutcome) else None
             setattr(stats, name or "other", getattr(stats, name or "other") + 1)
-        return web.Response(status=200)
+        return CallbackReply(200)
 
     async def _handle(self, event: StatusCallback) -> object:
         result = self._on_event(event)
@@ -208,21 +233,18 @@ class CallbackHandler:
             result = await result
         return result
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
+    async def _read_body(self, chunks: AsyncIterable[bytes], length: int | None) -> bytes | None:
         """The body, or None if it is larger than ``max_body`` (then not read any further)."""
-        length = request.content_length
         if length is not None and length > self.max_body:
             return None
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
+        async for chunk in chunks:
             size += len(chunk)
             if size > self.max_body:
                 return None
-            chunks.append(chunk)
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 def make_callback_handler(
