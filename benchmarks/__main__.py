@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from . import client_overhead, latency_bound, limiter_accuracy, memory, validation_encoding
+from . import campaign_throughput, client_overhead, latency_bound, limiter_accuracy, memory, validation_encoding
 from ._common import Config, ScenarioResult, environment, header, tune_gc
 
 #: Every scenario, in the order a full run executes them.
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     memory.NAME: memory.run,
     limiter_accuracy.NAME: limiter_accuracy.run,
     validation_encoding.NAME: validation_encoding.run,
+    campaign_throughput.NAME: campaign_throughput.run,
 }
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
