@@ -325,7 +325,9 @@ async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emu
     path = tmp_path / "list.csv"
     write_campaign(path, rows)
     journal = Path(str(path) + ".journal")
-    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "100"]
+    # Slow enough (50 s for every row) that the run is still going after status and report,
+    # however loaded the machine: it is stopped by SIGTERM long before it ends.
+    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "20"]
     async with emulator_factory() as emu:
         proc = await spawn(*args, *connection(emu))
         await wait_for(proc, lambda: journal_counts(journal).get("accepted", 0) >= 20)

@@ -35,7 +35,7 @@ from bwasync.campaign import (
     match_rows,
     read_status,
 )
-from bwasync.campaign._reconcile import Candidate, signature_of
+from bwasync.campaign._reconcile import Candidate, last_write_time, signature_of
 from bwasync.emulator import Emulator
 
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME, EmulatorFactory
@@ -393,20 +393,30 @@ async def test_the_settle_window_catches_a_request_the_dead_run_left_on_the_wire
         if "Waiting" in text:
             waiting.set()
 
+    # The settle window is anchored at the later of the row's mark and the dead run's last
+    # journal write (both before this run starts), in Unix time: measure from there.
+    anchor = max(last_write_time(journal) or 0.0, in_flight_at(journal, "3"))
     async with CampaignRunner(journal, options(path, settle=0.5), on_note=on_note) as runner:
         async with client_for(emulator) as client:
             await runner.load()
-            started = time.monotonic()
             run = asyncio.ensure_future(runner.run(client))
             await waiting.wait()
             # The dead run's request reaches Bandwidth late, while the runner waits.
             await client.create_message(stored_request(journal, "3"))
             outcome = await run
-            assert time.monotonic() - started >= 0.5
+            assert time.time() >= anchor + 0.5
     assert outcome.complete and outcome.reconciled is not None and outcome.reconciled.accepted == 1
     assert any("--settle" in n for n in notes)
     counts = tags_of(emulator)
     assert len(counts) == 4 and set(counts.values()) == {1}
+
+
+def in_flight_at(journal: Path, key: str) -> float:
+    conn = sqlite3.connect(journal)
+    try:
+        return float(conn.execute("SELECT in_flight_at FROM rows WHERE key = ?", (key,)).fetchone()[0])
+    finally:
+        conn.close()
 
 
 def stored_request(journal: Path, key: str) -> MessageRequest:

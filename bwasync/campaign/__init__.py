@@ -3,8 +3,11 @@
 * :mod:`._inputs` — :func:`read_rows` streams CSV/JSONL rows, :class:`Template` renders text
   safely, :func:`build_request`/:func:`prepare_row` turn a row into a request or a journal row,
   :func:`load_opt_out` reads a do-not-message list.
+* :mod:`._rowstate` — the row states and the one table of how a row may move.
 * :mod:`._journal` — :class:`Journal`, the SQLite record of every row's fate, with durable
-  group-committed :meth:`~Journal.mark_in_flight`.
+  group-committed :meth:`~Journal.mark_in_flight`; built from :mod:`._records`,
+  :mod:`._writer` (the group-commit thread), :mod:`._schema` (tables and queries, shared with
+  the read-only readers) and :mod:`._deliveries` (status callbacks merged per recipient).
 * :mod:`._receiver` — :func:`make_callback_handler` and :class:`CallbackReceiver` record
   Bandwidth's status callbacks.
 * :mod:`._report` — :func:`build_report`, :func:`render_text` and the per-row exports.

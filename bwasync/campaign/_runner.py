@@ -55,7 +55,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
@@ -85,6 +85,7 @@ from ._reconcile import (
     reconcile_rows,
     settle_deadline,
 )
+from ._rowstate import FINAL_STATUSES
 
 __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
@@ -100,9 +101,6 @@ __all__ = [
     "RunProgress",
     "StopReason",
 ]
-
-#: Statuses a row never leaves by itself: a campaign is complete when every row has one.
-FINAL_STATUSES: Final = frozenset({"accepted", "failed", "ambiguous", "invalid", "skipped"})
 
 
 class Phase(enum.StrEnum):
@@ -611,9 +609,7 @@ class CampaignRunner:
         self.progress.phase = Phase.RECONCILING
         self._note(f"Checking Bandwidth's message list for the {subject}.")
         try:
-            found, reasons, queries = await reconcile_rows(
-                client, self.journal_path, rows, horizon=horizon, now=time.time()
-            )
+            found, reasons, queries = await reconcile_rows(client, self.journal, rows, horizon=horizon, now=time.time())
         except ReconcileError as exc:
             self.request_stop(StopReason.FATAL, f"cannot check the {subject}: {exc}. Nothing was sent; rerun later.")
             return None
