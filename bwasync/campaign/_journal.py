@@ -168,6 +168,12 @@ _RESULT_GROUP_SQL: Final = (
 )
 
 
+_PENDING_SQL: Final = (
+    "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
+    "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?"
+)
+
+
 def _epoch(value: datetime | float | None) -> float:
     if value is None:
         return time.time()
@@ -646,14 +652,30 @@ class Journal:
         Keyset pagination on ``(line, key)``: rows marked in flight meanwhile are not seen
         twice, and rows that become pending again behind the cursor are left for a next pass.
         """
-        async for page in self._pages(
-            "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
-            "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?",
-            (),
-            batch,
-        ):
-            for r in page:
-                yield PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+        after = (-1, "")
+        while True:
+            page = await self.pending_page(after, batch)
+            for row in page:
+                yield row
+            if len(page) < batch:
+                return
+            after = (page[-1].line, page[-1].key)
+
+    def pending_page(
+        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE
+    ) -> asyncio.Future[list[PendingRow]]:
+        """The first ``batch`` pending rows after ``after`` (a row's ``(line, key)``), in line
+        order, as a future: a sender can fetch the next page while it sends this one."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        stats = self.stats
+
+        def op(conn: sqlite3.Connection) -> list[PendingRow]:
+            stats.pages += 1
+            found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+
+        return self._call(op)
 
     async def rows_with_status(self, status: str, batch: int = PAGE_SIZE) -> AsyncIterator[RowRecord]:
         """Every row with ``status``, in line order, ``batch`` at a time."""
