@@ -20,7 +20,7 @@ from datetime import datetime
 from .._exceptions import ValidationError
 from .._segments import segments
 from .._validation import Priority
-from ._inputs import Format, Template, build_request, format_field_errors, read_rows
+from ._inputs import Format, Template, format_field_errors, read_rows, validated_row
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
@@ -118,7 +118,7 @@ def dry_run(
         for row in reader:
             report.rows += 1
             try:
-                request = build_request(
+                request, _ = validated_row(
                     row,
                     template=template,
                     application_id=application_id,

@@ -528,9 +528,31 @@ def build_request(
     except ValidationError as exc:
         errors.extend(exc.field_errors)
         raise ValidationError(errors) from None
+    except Exception as exc:
+        errors.append(_unreadable(exc))
+        raise ValidationError(errors) from None
     if errors:
         raise ValidationError(errors)
     return request
+
+
+def _unreadable(exc: BaseException) -> FieldError:
+    return FieldError("row", f"cannot be made into a message ({type(exc).__name__}: {exc})")
+
+
+def validated_row(row: InputRow, **settings: Any) -> tuple[MessageRequest, bytes]:
+    """:func:`build_request` (same keyword arguments) and the request's JSON body.
+
+    Raises :class:`bwasync.ValidationError` for *anything* that makes the row unsendable,
+    including a value that validates but cannot be encoded (a lone surrogate): a row is
+    invalid, never a crash of the load pass or the dry run.
+    """
+    request = build_request(row, **settings)
+    try:
+        body = encode_request(request)
+    except Exception as exc:
+        raise ValidationError([_unreadable(exc)]) from None
+    return request, body
 
 
 def format_field_errors(errors: Iterable[FieldError]) -> str:
@@ -558,7 +580,7 @@ def prepare_row(
     the account's rate.
     """
     try:
-        request = build_request(
+        request, body = validated_row(
             row,
             template=template,
             application_id=application_id,
@@ -580,7 +602,6 @@ def prepare_row(
             request=None,
             error=format_field_errors(exc.field_errors),
         )
-    body = encode_request(request).decode()
     cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)
     return NewRow(
@@ -589,7 +610,7 @@ def prepare_row(
         status=RowStatus.SKIPPED if opted_out else RowStatus.PENDING,
         recipients=list(request.to),
         sender=request.from_,
-        request=body,
+        request=body.decode(),
         segments=cost,
         error="opted out" if opted_out else None,
     )

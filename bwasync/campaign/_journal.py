@@ -368,16 +368,13 @@ class Journal:
                 return info
             problems = []
             if campaign_id is not None and campaign_id != existing.campaign_id:
-                problems.append(f"campaign id {campaign_id!r} is not the journal's {existing.campaign_id!r}")
+                problems.append("campaign id")
             if fp.size != existing.input_size or fp.digest != existing.input_hash:
-                problems.append(
-                    f"the input file {path} is not the one this journal was loaded from "
-                    f"({existing.input_path}, {existing.input_size} bytes)"
-                )
+                problems.append("input file")
             if template != existing.template:
-                problems.append("the message template differs from the journal's")
+                problems.append("template")
             if problems:
-                raise JournalMismatchError(f"{self.path}: cannot resume: " + "; ".join(problems))
+                raise JournalMismatchError(self.path, problems)
             return existing
 
         info = await self._call(op)
@@ -418,7 +415,7 @@ class Journal:
                 for p in params:
                     found = conn.execute("SELECT line FROM rows WHERE key = ?", (p[0],)).fetchone()
                     if found is not None and found[0] != p[1]:
-                        error = f"duplicate key {p[0]!r} (already on line {found[0]})"
+                        error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
             if loaded_through is not None:
