@@ -73,6 +73,8 @@ Format = Literal["csv", "jsonl"]
 
 _EXTENSIONS: Final[dict[str, Format]] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BOM: Final = b"\xef\xbb\xbf"
+#: Bytes read up front to tell a binary file (a NUL byte) from a text file.
+_SNIFF_BYTES: Final = 64 * 1024
 _RECIPIENT_SEPARATORS = re.compile(r"[;,\s]+")
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -145,6 +147,11 @@ class RowReader:
             self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             raise InputFileError(path, f"cannot open the input file: {exc.strerror or exc}") from None
+        try:
+            self._check_text()
+        except BaseException:
+            self._file.close()
+            raise
         self._lines = _Lines(self._file)
         #: Key -> line of first use, to report duplicate keys (only with a key column).
         self._seen: dict[str, int] = {}
@@ -153,6 +160,16 @@ class RowReader:
         except BaseException:
             self._file.close()
             raise
+
+    def _check_text(self) -> None:
+        """Refuse a binary file up front (a NUL byte in what the first read buffered)."""
+        # peek(): no seek needed, so a pipe or a file still being written works too.
+        head = self._file.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(self._file, "peek") else b""
+        if b"\x00" in head:
+            raise InputFileError(
+                self.path,
+                "this is not a text file (it contains NUL bytes): a campaign file is CSV or JSON Lines, in UTF-8",
+            )
 
     @property
     def lines_read(self) -> int:
@@ -239,11 +256,17 @@ class RowReader:
             except StopIteration:
                 raise InputFileError(self.path, "the file is empty: a CSV header row is required") from None
             except csv.Error as exc:
+                if lines.bad:
+                    break  # say what is wrong: the encoding, not the csv module's guess
                 raise InputFileError(self.path, f"line {reader.line_num}: cannot parse the CSV header: {exc}") from None
             if record:
                 header = record
-        if lines.bad:
-            raise InputFileError(self.path, f"line {min(lines.bad)}: the header is not valid UTF-8")
+        if lines.bad or header is None:
+            raise InputFileError(
+                self.path,
+                f"line {min(lines.bad, default=1)}: the header is not valid UTF-8 text; "
+                "save the file as UTF-8 (in Excel: 'CSV UTF-8')",
+            )
         columns = self._check_header(header)
         self.columns = columns
         return self._csv_rows(reader, columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -29,13 +30,33 @@ from ...campaign import (
     read_status,
 )
 from ...campaign._journal import Journal
+from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
 from .._output import note, out_console
 from ._display import progress_mode
 from ._group import campaign
-from ._render import SHOWN_INVALID, pct, print_dry_run, print_error, print_summary, when
-from ._session import DEFAULT_WAIT_DELIVERY, EXIT_FATAL, EXIT_OK, EXIT_USAGE, RunSettings, run_campaign, run_tuned
+from ._render import (
+    SHOWN_INVALID,
+    pct,
+    print_dry_run,
+    print_error,
+    print_summary,
+    print_warning,
+    when,
+    word_mostly_invalid,
+    word_problem,
+)
+from ._session import (
+    DEFAULT_WAIT_DELIVERY,
+    EXIT_FATAL,
+    EXIT_MOSTLY_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunSettings,
+    run_campaign,
+    run_tuned,
+)
 
 # --- campaign run ----------------------------------------------------------------------------------
 
@@ -208,32 +229,14 @@ Every non-zero stop is resumable: rerun the same command."""
     help="On resume, rows a dead run left in flight are looked up in Bandwidth's message list only once "
     "this old (a request the dead run wrote may still be processed meanwhile).",
 )
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Go on when more than half of the rows are invalid (by default: exit 4 before sending anything).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
 @connection_options
-def run_command(
-    connection: ConnectionOptions,
-    file: str,
-    template: str | None,
-    template_file: str | None,
-    rate: float | None,
-    concurrency: int,
-    journal_path: str | None,
-    key_column: str | None,
-    fmt: str | None,
-    campaign_id: str | None,
-    dry_run: bool,
-    retry_ambiguous: bool,
-    retry_failed: bool,
-    max_error_rate: float,
-    max_attempts: int,
-    opt_out_path: str | None,
-    callbacks: str | None,
-    callback_username: str | None,
-    callback_password: str | None,
-    wait_delivery: float | None,
-    settle: float,
-    no_progress: bool,
-) -> None:
+def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
 
     Rows are rendered from --template ({column} fields), checked against every Bandwidth rule
@@ -246,67 +249,117 @@ def run_command(
     unless --retry-ambiguous.
     """
     ctx = click.get_current_context()
-    source = _read_template(template, template_file)
+    args = RunArgs(**params)
+    for name in ("template", "key_column", "campaign_id"):
+        _check_text_argument(getattr(args, name), "--" + name.replace("_", "-"))
+    source = _read_template(args.template, args.template_file)
+    template: Template | None = None
     if source is not None:
         try:
-            Template(source)
+            template = Template(source)
         except TemplateError as exc:
             raise click.BadParameter(str(exc), param_hint="--template") from None
     try:
-        opt_out = load_opt_out(opt_out_path) if opt_out_path else frozenset()
+        opt_out = load_opt_out(args.opt_out_path) if args.opt_out_path else frozenset()
     except InputFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--opt-out") from None
-    format_: Any = fmt
-    if dry_run:
-        ctx.exit(
-            _dry_run(
-                connection,
-                file,
-                template=source,
-                key_column=key_column,
-                fmt=format_,
-                campaign_id=campaign_id,
-                opt_out=opt_out,
-                rate=rate,
-            )
-        )
-    endpoint = _parse_host_port(callbacks)
-    if (callback_username is None) != (callback_password is None):
+    fmt: Any = args.fmt
+    if args.dry_run:
+        ctx.exit(_dry_run(connection, args, template, opt_out))
+    endpoint = _parse_host_port(args.callbacks)
+    if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
     settings = connection.resolve(need_from=False)
     if settings.application_id is None:  # resolve() insists on it; keeps mypy informed
         raise click.UsageError("Missing --application-id (or set BW_APPLICATION_ID)")
+    if not _preflight(args.file, fmt, template, settings.from_, dry=False):
+        ctx.exit(EXIT_USAGE)
     try:
         options = CampaignOptions(
-            input_path=file,
+            input_path=args.file,
             application_id=settings.application_id,
             template=source,
             default_from=settings.from_,
-            key_column=key_column,
-            fmt=format_,
-            campaign_id=campaign_id,
-            concurrency=concurrency,
-            rate=rate,
-            retry=RetryPolicy(max_attempts=max_attempts),
-            retry_ambiguous=retry_ambiguous,
-            retry_failed=retry_failed,
-            max_error_rate=None if max_error_rate >= 1 else max_error_rate,
+            key_column=args.key_column,
+            fmt=fmt,
+            campaign_id=args.campaign_id,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            retry=RetryPolicy(max_attempts=args.max_attempts),
+            retry_ambiguous=args.retry_ambiguous,
+            retry_failed=args.retry_failed,
+            max_error_rate=None if args.max_error_rate >= 1 else args.max_error_rate,
             opt_out=opt_out,
-            settle=settle,
+            settle=args.settle,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if settings.from_ is None:
-        note("No --from (BW_NUMBER) given: every row needs a 'from' column.")
+    wait = args.wait_delivery
     run_settings = RunSettings(
-        journal_path=journal_path or file + ".journal",
+        journal_path=args.journal_path or args.file + ".journal",
         callbacks=endpoint,
-        callback_username=callback_username,
-        callback_password=callback_password,
-        wait_delivery=wait_delivery if wait_delivery is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
-        progress=progress_mode(no_progress),
+        callback_username=args.callback_username,
+        callback_password=args.callback_password,
+        wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
+        progress=progress_mode(args.no_progress),
+        allow_invalid=args.allow_invalid,
     )
     ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+
+
+@dataclass(frozen=True, slots=True)
+class RunArgs:
+    """``campaign run``'s arguments, as click parses them (see the options above)."""
+
+    file: str
+    template: str | None
+    template_file: str | None
+    rate: float | None
+    concurrency: int
+    journal_path: str | None
+    key_column: str | None
+    fmt: str | None
+    campaign_id: str | None
+    dry_run: bool
+    retry_ambiguous: bool
+    retry_failed: bool
+    max_error_rate: float
+    max_attempts: int
+    opt_out_path: str | None
+    callbacks: str | None
+    callback_username: str | None
+    callback_password: str | None
+    wait_delivery: float | None
+    settle: float
+    allow_invalid: bool
+    no_progress: bool
+
+
+def _check_text_argument(value: str | None, option: str) -> None:
+    """A value the shell handed over with bytes that are not UTF-8 is a usage error."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.BadParameter("is not valid UTF-8 text (check the terminal's encoding)", param_hint=option) from None
+
+
+def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool:
+    """Check FILE's columns against the template and sender; False (and why, said) if it cannot work."""
+    try:
+        columns = file_columns(file, fmt=fmt)
+    except InputFileError as exc:
+        print_error(str(exc))
+        return False
+    ok = True
+    for problem in preflight(columns, template=template, default_from=sender):
+        if problem.kind is ProblemKind.NO_SENDER and dry:
+            print_warning(word_problem(problem, file) + " The dry run goes on; a real run would stop here.")
+            continue
+        print_error(word_problem(problem, file))
+        ok = False
+    return ok
 
 
 # --- dry run ---------------------------------------------------------------------------------------
@@ -315,40 +368,34 @@ def run_command(
 _DRY_APPLICATION = "dry-run-application"
 
 
-def _dry_run(
-    connection: ConnectionOptions,
-    file: str,
-    *,
-    template: str | None,
-    key_column: str | None,
-    fmt: Any,
-    campaign_id: str | None,
-    opt_out: frozenset[str],
-    rate: float | None,
-) -> int:
+def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | None, opt_out: frozenset[str]) -> int:
     """Validate and render FILE; nothing is sent and no journal is created (no event loop either)."""
     if connection.emulator:
         resolved = connection.resolve(need_from=False)
         app, sender = resolved.application_id, resolved.from_
     else:
         app, sender = connection.application_id, connection.from_
-    if sender is None:
-        note("No --from (BW_NUMBER) given: rows without a 'from' column are reported invalid.")
+    fmt: Any = args.fmt
+    if not _preflight(args.file, fmt, template, sender, dry=True):
+        return EXIT_USAGE
     try:
         report = dry_run(
-            file,
-            template=Template(template) if template is not None else None,
+            args.file,
+            template=template,
             application_id=app or _DRY_APPLICATION,
             default_from=sender,
-            key_column=key_column,
+            key_column=args.key_column,
             fmt=fmt,
-            campaign_id=campaign_id,
+            campaign_id=args.campaign_id,
             opt_out=opt_out,
         )
     except (InputFileError, TemplateError) as exc:
         print_error(str(exc))
         return EXIT_USAGE
-    print_dry_run(file, report, rate)
+    print_dry_run(args.file, report, args.rate)
+    if mostly_invalid(report.invalid, report.rows) and not args.allow_invalid:
+        print_error(word_mostly_invalid(report.invalid, report.rows))
+        return EXIT_MOSTLY_INVALID
     return EXIT_OK
 
 

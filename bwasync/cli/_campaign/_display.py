@@ -134,13 +134,19 @@ class Display:
             self._live.start()
         interval = PROGRESS_BAR_INTERVAL if self._bar is not None else 1.0
         refresher = asyncio.ensure_future(self._refresh(progress, interval))
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
-            self.update(progress, final=True)
+            # After an error the error is what counts: no stale "loading: 0 rows read" line.
+            if not failed or progress.phase not in (Phase.OPENING, Phase.LOADING):
+                self.update(progress, final=True)
             if self._live is not None:
                 self._live.stop()
 

@@ -25,6 +25,7 @@ from ...campaign import (
     RunNote,
     RunOutcome,
 )
+from ...campaign._preflight import Problem, ProblemKind
 from .._output import err_console, out_console
 
 #: Invalid rows listed at the end of a run (all of them are in ``campaign report --csv``).
@@ -122,20 +123,7 @@ def print_summary(report: Report, invalid: list[RowRecord], outcome: RunOutcome 
             )
         )
     if invalid:
-        table = Table(
-            title=f"Invalid rows ({report.invalid:,}; all of them: 'campaign report --csv')",
-            title_justify="left",
-            title_style="bold",
-            box=None,
-            padding=(0, 2),
-            header_style="bold",
-        )
-        table.add_column("line", justify="right")
-        table.add_column("key")
-        table.add_column("problem", overflow="fold")
-        for row in invalid:
-            table.add_row(str(row.line), Text(row.key), Text(row.error or ""))
-        parts.append(table)
+        parts.append(invalid_table(invalid, report.invalid))
     console.print(Group(*parts))
 
 
@@ -288,3 +276,53 @@ def word_mismatch(exc: JournalMismatchError) -> str:
         f"give another journal (--journal NEW.journal), or delete {exc.path} (it records which rows "
         "were already sent: those would be sent again)."
     )
+
+
+def print_warning(text: str) -> None:
+    err_console().print(Text.assemble(("Warning: ", "bold yellow"), text))
+
+
+def word_problem(problem: Problem, file: str) -> str:
+    """A preflight problem, and what to do about it."""
+    columns = ", ".join(problem.columns) or "none"
+    if problem.kind is ProblemKind.UNKNOWN_VARIABLES:
+        names = ", ".join("{" + n + "}" for n in problem.names)
+        return (
+            f"the template uses {names}, which {'is not a column' if len(problem.names) == 1 else 'are not columns'}"
+            f" of {file} (columns: {columns}). Fix the template (--template/--template-file) or the file's header."
+        )
+    if problem.kind is ProblemKind.NOTHING_TO_SEND:
+        return (
+            f"nothing to send: give the message with --template (or --template-file), or add a 'text' "
+            f"(or 'media') column to {file} (columns: {columns})."
+        )
+    return f"no sender: give --from NUMBER (or set BW_NUMBER), or add a 'from' column to {file} (columns: {columns})."
+
+
+def word_mostly_invalid(invalid: int, total: int) -> str:
+    return (
+        f"{invalid:,} of {total:,} rows are invalid (more than half): check the file and the options "
+        "(the invalid rows are listed above). Give --allow-invalid to go on anyway."
+    )
+
+
+def invalid_table(rows: list[RowRecord], total: int) -> Table:
+    """The first invalid rows: line, key, problem."""
+    table = Table(
+        title=f"Invalid rows ({total:,}; all of them: 'campaign report --csv')",
+        title_justify="left",
+        title_style="bold",
+        box=None,
+        padding=(0, 2),
+        header_style="bold",
+    )
+    table.add_column("line", justify="right")
+    table.add_column("key")
+    table.add_column("problem", overflow="fold")
+    for row in rows:
+        table.add_row(str(row.line), Text(row.key), Text(row.error or ""))
+    return table
+
+
+def print_invalid_rows(rows: list[RowRecord], total: int) -> None:
+    out_console().print(invalid_table(rows, total))

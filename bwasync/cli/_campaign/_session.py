@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import secrets
 import signal
 from collections.abc import Callable, Coroutine, Mapping
@@ -24,15 +25,26 @@ from ...campaign import (
     JournalError,
     JournalLockedError,
     JournalMismatchError,
+    RowRecord,
     RunOutcome,
     StopReason,
     TemplateError,
     build_report,
 )
+from ...campaign._preflight import mostly_invalid
 from .._loop import run
 from .._options import Connection, Session
 from ._display import Display, ProgressMode
-from ._render import SHOWN_INVALID, print_error, print_summary, print_verdict, word_mismatch, word_note
+from ._render import (
+    SHOWN_INVALID,
+    print_error,
+    print_invalid_rows,
+    print_summary,
+    print_verdict,
+    word_mismatch,
+    word_mostly_invalid,
+    word_note,
+)
 
 #: Seconds to wait for delivery receipts after sending, when ``--callbacks`` is given and
 #: ``--wait-delivery`` is not: most carriers confirm within seconds; the rest can be read later
@@ -76,6 +88,25 @@ class RunSettings:
     emulator_knobs: Mapping[str, Any] | None = None
     #: Called with the open session (client, and emulator if any) before sending.
     on_session: Callable[[Session], object] | None = None
+    #: Send even when more than half of the rows of a new campaign are invalid.
+    allow_invalid: bool = False
+
+
+class _MostlyInvalid(Exception):
+    """A new campaign's rows are mostly invalid: stop before sending (see ``EXIT_MOSTLY_INVALID``)."""
+
+    def __init__(self, invalid: int, total: int, shown: list[RowRecord]) -> None:
+        super().__init__(f"{invalid} of {total} rows are invalid")
+        self.invalid = invalid
+        self.total = total
+        self.shown = shown
+
+
+def _remove_journal(path: str) -> None:
+    """Delete a journal this run created and sent nothing from (SQLite's side files too)."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
 
 
 def run_tuned(main: Coroutine[Any, Any, int]) -> int:
@@ -114,6 +145,7 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
             loop.add_signal_handler(sig, on_signal, sig)
             signals.append(sig)
     outcome: RunOutcome | None = None
+    mostly: _MostlyInvalid | None = None
     cancelled = False
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -130,6 +162,8 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
                     outcome = await _run(runner, connection, options, settings, stack, display)
             except asyncio.CancelledError:
                 cancelled = True
+            except _MostlyInvalid as exc:
+                mostly = exc
             except JournalMismatchError as exc:
                 print_error(word_mismatch(exc))
                 return EXIT_USAGE
@@ -139,11 +173,18 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
             except (CampaignError, BwasyncError) as exc:
                 print_error(str(exc))
                 return EXIT_FATAL
-            report = await build_report(runner.journal)
-            invalid = await runner.rows_with_status("invalid", SHOWN_INVALID)
+            if mostly is None:
+                report = await build_report(runner.journal)
+                invalid = await runner.rows_with_status("invalid", SHOWN_INVALID)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+    if mostly is not None:
+        # Nothing was sent and the journal is new: leave nothing behind, a rerun starts afresh.
+        _remove_journal(settings.journal_path)
+        print_invalid_rows(mostly.shown, mostly.invalid)
+        print_error(word_mostly_invalid(mostly.invalid, mostly.total) + " Nothing was sent; no journal was kept.")
+        return EXIT_MOSTLY_INVALID
     print_summary(report, invalid, outcome)
     if cancelled or outcome is None:
         print_verdict(False, "Cancelled: rows that were on the wire stay in flight and are reconciled on resume.")
@@ -185,6 +226,11 @@ async def _run(
     display: Display,
 ) -> RunOutcome:
     info = await runner.load()
+    if not runner.resumed and not settings.allow_invalid:
+        counts = await runner.journal.counts()
+        if mostly_invalid(counts["invalid"], counts.total):
+            shown = await runner.rows_with_status("invalid", SHOWN_INVALID)
+            raise _MostlyInvalid(counts["invalid"], counts.total, shown)
     verb = "Resuming" if runner.resumed else "Starting"
     display.note(
         f"{verb} campaign {info.campaign_id}: {runner.progress.total:,} rows from {options.input_path}, "
