@@ -576,6 +576,8 @@ class Journal:
             return DeliveryOutcome.UNKNOWN
         when = _epoch(event_time)
         stats = self.stats
+        if error_code is not None and not -(2**63) <= error_code < 2**63:
+            error_code = None  # not a Bandwidth code (they have four digits), and SQLite cannot hold it
 
         def op(conn: sqlite3.Connection) -> DeliveryOutcome:
             stats.deliveries += 1

@@ -34,7 +34,6 @@ Or standalone::
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import inspect
 import logging
@@ -47,6 +46,7 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
+from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import DeliveryOutcome, Journal
@@ -71,7 +71,8 @@ _READ_CHUNK = 64 * 1024
 @dataclass(slots=True)
 class ReceiverStats:
     """What the handler has seen. Events are counted once each, in exactly one of
-    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags`` or ``other``."""
+    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags``, ``unmatched`` or
+    ``other``."""
 
     #: POSTs answered 2xx.
     requests: int = 0
@@ -87,9 +88,12 @@ class ReceiverStats:
     ignored: int = 0
     #: Events whose tag matches no row of this campaign.
     unknown_tags: int = 0
+    #: Events for a row that had no accepted message (invalid, skipped, failed): kept apart,
+    #: never counted as deliveries (see :attr:`DeliveryOutcome.UNMATCHED`).
+    unmatched: int = 0
     #: Events for which ``on_event`` returned something other than a DeliveryOutcome.
     other: int = 0
-    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
+    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed, or an ``errorCode`` out of range).
     rejected: int = 0
     #: POSTs answered 5xx because recording failed or took too long (Bandwidth retries them).
     errors: int = 0
@@ -98,12 +102,18 @@ class ReceiverStats:
         return asdict(self)
 
 
+def _storable(code: int) -> bool:
+    """Whether ``code`` fits SQLite's 64-bit integer (Bandwidth's codes have four digits)."""
+    return -(2**63) <= code < 2**63
+
+
 _OUTCOME_FIELD = {
     DeliveryOutcome.CHANGED: "recorded",
     DeliveryOutcome.DUPLICATE: "duplicates",
     DeliveryOutcome.STALE: "stale",
     DeliveryOutcome.IGNORED: "ignored",
     DeliveryOutcome.UNKNOWN: "unknown_tags",
+    DeliveryOutcome.UNMATCHED: "unmatched",
 }
 
 
@@ -134,7 +144,7 @@ class CallbackHandler:
         #: The exact Authorization header expected, compared whole in constant time.
         self._expected: bytes | None = None
         if username is not None and password is not None:
-            self._expected = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+            self._expected = basic_header(username, password).encode()
         self.max_body = max_body
         self.timeout = timeout
         self.stats = ReceiverStats()
@@ -162,9 +172,14 @@ class CallbackHandler:
             return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
         try:
             events = decode_callbacks(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+            # RecursionError: nesting deeper than the decoder goes (a hostile body, not a 500).
             self.stats.rejected += 1
             return web.Response(status=400, text=f"expected a JSON array of status callbacks: {exc}")
+        out_of_range = next((e for e in events if e.error_code is not None and not _storable(e.error_code)), None)
+        if out_of_range is not None:
+            self.stats.rejected += 1
+            return web.Response(status=400, text=f"errorCode {out_of_range.error_code} is not a Bandwidth error code")
 
         fresh: list[StatusCallback] = []
         identities: set[tuple[str, str, str]] = set()
@@ -276,9 +291,12 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
 
 
 class CallbackReceiver:
-    """A small aiohttp server that records status callbacks into a journal.
+    """A small aiohttp server for status callbacks: into a journal, or to any ``on_event``.
 
-    Accepts POSTs on any path. ``port=0`` picks a free port (see :attr:`port`/:attr:`url`).
+    Give ``journal`` (events are recorded with :func:`delivery_recorder`) or ``on_event`` (see
+    :func:`make_callback_handler`). Accepts POSTs on any path. ``port=0`` picks a free port
+    (see :attr:`port`/:attr:`url`). This is the project's one receiver: the campaign runner
+    and ``bwasync demo`` both use it.
 
     >>> async with CallbackReceiver("127.0.0.1", 0, journal=journal) as receiver:   # doctest: +SKIP
     ...     print(receiver.url, receiver.stats)
@@ -289,7 +307,8 @@ class CallbackReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        journal: Journal,
+        journal: Journal | None = None,
+        on_event: OnEvent | None = None,
         username: str | None = None,
         password: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
@@ -297,9 +316,11 @@ class CallbackReceiver:
     ) -> None:
         self.host = host
         self._requested_port = port
-        self.handler = CallbackHandler(
-            delivery_recorder(journal), username=username, password=password, max_body=max_body, timeout=timeout
-        )
+        if (journal is None) == (on_event is None):
+            raise ValueError("give journal or on_event (one of them)")
+        handle = delivery_recorder(journal) if journal is not None else on_event
+        assert handle is not None
+        self.handler = CallbackHandler(handle, username=username, password=password, max_body=max_body, timeout=timeout)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 

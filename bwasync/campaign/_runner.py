@@ -586,6 +586,7 @@ class CampaignRunner:
         if not self.stopping and counts["pending"]:
             self.progress.phase = Phase.SENDING
             self.progress.started = time.monotonic()
+            await journal.begin_sending()
             while not self.stopping:
                 taken = await self._send_pass(client)
                 await journal.flush()

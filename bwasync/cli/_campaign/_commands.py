@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from ..._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS
 from ..._retry import RetryPolicy
@@ -33,17 +31,17 @@ from ...campaign._journal import Journal
 from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
-from .._output import note, out_console
+from .._output import note
 from ._display import progress_mode
 from ._group import campaign
 from ._render import (
     SHOWN_INVALID,
-    pct,
     print_dry_run,
     print_error,
+    print_status,
     print_summary,
     print_warning,
-    when,
+    status_json,
     word_mostly_invalid,
     word_problem,
 )
@@ -135,6 +133,7 @@ Every non-zero stop is resumable: rerun the same command."""
     type=click.FloatRange(0, min_open=True),
     metavar="SEG/S",
     help="Send at most this many segments per second: your account's limit. Slows down further on 429. "
+    "A run may start with one second's burst (the limiter starts full), so a short run can show more. "
     "[default: unthrottled until the first 429]",
 )
 @click.option(
@@ -362,6 +361,17 @@ def _preflight(file: str, fmt: Any, template: Template | None, sender: str | Non
     return ok
 
 
+#: ``--format`` of ``status`` and ``report``.
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people; json: one JSON object on stdout, for scripts.",
+)
+
+
 # --- dry run ---------------------------------------------------------------------------------------
 
 #: Placeholder application id for a dry run without one: only its presence is validated.
@@ -407,10 +417,13 @@ Examples:
   bwasync campaign status list.csv.journal
   watch -n 2 bwasync campaign status list.csv.journal
 
+--format json prints one JSON object (schema in the README).
+
 Exit status: 0 the campaign is complete, 1 it is not (yet), 2 not a journal.""",
 )
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False))
-def status_command(journal: str) -> None:
+@_FORMAT
+def status_command(journal: str, fmt: str) -> None:
     """Show a campaign's progress: rows by state, delivery receipts, when it last moved.
 
     Reads the journal read-only, without taking its lock, so it works while 'campaign run' is
@@ -422,42 +435,11 @@ def status_command(journal: str) -> None:
     except JournalError as exc:
         print_error(str(exc))
         ctx.exit(EXIT_USAGE)
-    console = out_console()
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("campaign", status.campaign_id)
-    grid.add_row("input", Text(status.input_path))
-    grid.add_row("template", Text(status.template or "(rows carry their text)"))
-    grid.add_row("created", when(status.created_at))
-    grid.add_row("updated", when(status.updated_at))
-    load = "complete" if status.load_complete else f"in progress (through line {status.loaded_through:,})"
-    grid.add_row("load", load)
-    total = status.total
-    grid.add_row("progress", f"{status.done:,} of {total:,} rows in a final state ({pct(status.done, total) or '-'})")
-    for name in ("pending", "in_flight", "accepted", "failed", "ambiguous", "invalid", "skipped"):
-        n = status.by_status.get(name, 0)
-        grid.add_row(f"  {name.replace('_', ' ')}", f"{n:,}" + (f"  ({pct(n, total)})" if n and total else ""))
-    grid.add_row("segments sent", f"{status.accepted_segments:,}")
-    d = status.by_delivery
-    if any(d.values()):
-        grid.add_row(
-            "delivery",
-            f"{d.get('delivered', 0):,} delivered, {d.get('failed', 0):,} failed, {d.get('sent', 0):,} sent to carrier",
-        )
-    console.print(grid)
-    if status.complete:
-        console.print(Text("Complete: every row is in a final state.", style="green"))
-        ctx.exit(EXIT_OK)
-    if status.by_status.get("in_flight"):
-        console.print(
-            Text(
-                "Rows in flight: a run is sending them now, or a run died and the next one will reconcile them.",
-                style="yellow",
-            )
-        )
-    console.print(Text("Not complete: rerun the campaign's 'run' command to continue.", style="yellow"))
-    ctx.exit(EXIT_FATAL)
+    if fmt == "json":
+        click.echo(status_json(status))
+    else:
+        print_status(status)
+    ctx.exit(EXIT_OK if status.complete else EXIT_FATAL)
 
 
 # --- campaign report ---------------------------------------------------------------------------------
@@ -472,14 +454,16 @@ Examples:
   bwasync campaign report list.csv.journal --csv outcomes.csv --json outcomes.jsonl
 
 The exports have one record per row, in file order: key, line, status, recipients, message_id,
-error, error_code, delivery_status, delivery_error_code, segments, attempts, latency.""",
+error, error_code, delivery_status, delivery_error_code, segments, attempts, latency.
+--format json prints the summary as one JSON object on stdout (schema in the README).""",
 )
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False))
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this CSV file.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this JSON Lines file."
 )
-def report_command(journal: str, csv_path: str | None, json_path: str | None) -> None:
+@_FORMAT
+def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str) -> None:
     """Summarise a campaign: accepted, delivered, failed (by error code), ambiguous, invalid,
     segments, throughput and latency percentiles; optionally export every row's outcome.
 
@@ -515,10 +499,10 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None) ->
     except (JournalError, OSError) as exc:
         print_error(str(exc))
         ctx.exit(EXIT_FATAL)
-    print_summary(report, invalid, None)
-    if report.hint:
-        for line in report.hint.splitlines():
-            out_console().print(Text("! " + line, style="yellow"))
+    if fmt == "json":
+        click.echo(report.to_json())
+    else:
+        print_summary(report, invalid, None)
     for line in written:
         note(line)
 

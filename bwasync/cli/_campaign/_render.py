@@ -7,6 +7,8 @@ they mention, are chosen here and only here.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from datetime import datetime
 from typing import Final
@@ -18,6 +20,7 @@ from rich.text import Text
 from ...campaign import (
     DryRunReport,
     JournalMismatchError,
+    JournalStatus,
     NoteKind,
     Report,
     RowRecord,
@@ -95,12 +98,19 @@ def report_table(report: Report) -> Table:
     if report.delivery_failures_by_code:
         codes = ", ".join(f"{c}: {n:,}" for c, n in report.delivery_failures_by_code.items())
         table.add_row("undelivered, by code", Text(codes))
+    if report.unmatched_receipts:
+        table.add_row(
+            Text("unmatched receipts", style="yellow"),
+            f"{report.unmatched_receipts:,}  (for rows that had no accepted message; not deliveries)",
+        )
     if report.throughput is not None and report.duration is not None:
         table.add_row(
             "throughput",
             f"{report.throughput:,.1f} msg/s, {report.segments_per_second or 0:,.1f} seg/s "
-            f"over {duration(report.duration)}",
+            f"over {duration(report.duration)} of sending",
         )
+        if report.duration < BURST_NOTE_BELOW:
+            table.add_row("", Text(BURST_NOTE, style="dim"))
     if report.latency_p50 is not None:
         table.add_row(
             "latency",
@@ -124,6 +134,8 @@ def print_summary(report: Report, invalid: list[RowRecord], outcome: RunOutcome 
         )
     if invalid:
         parts.append(invalid_table(invalid, report.invalid))
+    for line in report_hints(report):
+        parts.append(Text("! " + line, style="yellow"))
     console.print(Group(*parts))
 
 
@@ -326,3 +338,81 @@ def invalid_table(rows: list[RowRecord], total: int) -> Table:
 
 def print_invalid_rows(rows: list[RowRecord], total: int) -> None:
     out_console().print(invalid_table(rows, total))
+
+
+#: A short run's throughput reads above ``--rate``: the limiter's bucket starts full.
+BURST_NOTE: Final = "a run may start with one second's burst, so a short one can show more than --rate"
+#: Runs shorter than this (seconds of sending) get :data:`BURST_NOTE` under their throughput.
+BURST_NOTE_BELOW: Final = 60.0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def report_hints(report: Report) -> list[str]:
+    """What to do next, if anything: ambiguous, in-flight or pending rows."""
+    hints: list[str] = []
+    if report.ambiguous:
+        hints.append(
+            f"{_plural(report.ambiguous, 'row is', 'rows are')} ambiguous: the request left but no answer came back, "
+            "so the message may or may not have been sent. They were not resent; rerun with --retry-ambiguous to "
+            "resend them knowingly (their recipients may then get the message twice)."
+        )
+    if report.in_flight:
+        hints.append(
+            f"{_plural(report.in_flight, 'row was', 'rows were')} in flight when the run stopped: resume the "
+            "campaign (rerun the same command) to reconcile them with Bandwidth."
+        )
+    if report.pending:
+        hints.append(
+            f"{_plural(report.pending, 'row is', 'rows are')} still pending: resume the campaign to send them."
+        )
+    return hints
+
+
+def status_json(status: JournalStatus) -> str:
+    """``campaign status --format json``: the snapshot, plus ``done`` and ``complete``."""
+    data = dataclasses.asdict(status)
+    data.update(done=status.done, complete=status.complete)
+    return json.dumps(data, sort_keys=True)
+
+
+def print_status(status: JournalStatus) -> None:
+    console = out_console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("campaign", status.campaign_id)
+    grid.add_row("input", Text(status.input_path))
+    grid.add_row("template", Text(status.template or "(rows carry their text)"))
+    grid.add_row("created", when(status.created_at))
+    grid.add_row("updated", when(status.updated_at))
+    load = "complete" if status.load_complete else f"in progress (through line {status.loaded_through:,})"
+    grid.add_row("load", load)
+    total = status.total
+    grid.add_row("progress", f"{status.done:,} of {total:,} rows in a final state ({pct(status.done, total) or '-'})")
+    for name in ("pending", "in_flight", "accepted", "failed", "ambiguous", "invalid", "skipped"):
+        n = status.by_status.get(name, 0)
+        grid.add_row(f"  {name.replace('_', ' ')}", f"{n:,}" + (f"  ({pct(n, total)})" if n and total else ""))
+    grid.add_row("segments sent", f"{status.accepted_segments:,}")
+    d = status.by_delivery
+    if any(d.values()):
+        grid.add_row(
+            "delivery",
+            f"{d.get('delivered', 0):,} delivered, {d.get('failed', 0):,} failed, {d.get('sent', 0):,} sent to carrier",
+        )
+    if status.unmatched_receipts:
+        grid.add_row("unmatched", f"{status.unmatched_receipts:,} receipts for rows with no accepted message")
+    console.print(grid)
+    if status.complete:
+        console.print(Text("Complete: every row is in a final state.", style="green"))
+        return
+    if status.by_status.get("in_flight"):
+        console.print(
+            Text(
+                "Rows in flight: a run is sending them now, or a run died and the next one will reconcile them.",
+                style="yellow",
+            )
+        )
+    console.print(Text("Not complete: rerun the campaign's 'run' command to continue.", style="yellow"))
