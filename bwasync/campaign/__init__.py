@@ -42,14 +42,16 @@ from ._inputs import (
     read_rows,
     recipients_of,
 )
-from ._journal import (
+from ._journal import Journal
+from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
+from ._reconcile import ReconcileSummary, match_rows
+from ._records import (
     CampaignInfo,
     CommitInfo,
     Counts,
     DeliveryOutcome,
     DeliveryStatus,
     FileFingerprint,
-    Journal,
     JournalStats,
     LatencyStats,
     NewRow,
@@ -59,8 +61,6 @@ from ._journal import (
     fingerprint_file,
     synthetic_key,
 )
-from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
-from ._reconcile import ReconcileSummary, match_rows
 from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
 from ._runner import (
     DEFAULT_MAX_ERROR_RATE,

@@ -50,7 +50,7 @@ from .._models import MessageRequest, encode_request
 from .._validation import FieldError, Priority, is_e164
 from ._constants import MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
-from ._journal import NewRow, RowStatus, synthetic_key
+from ._records import NewRow, RowStatus, synthetic_key
 
 __all__ = [
     "RESERVED_COLUMNS",

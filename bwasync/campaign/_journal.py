@@ -55,7 +55,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from . import _schema
@@ -67,8 +66,6 @@ from ._records import (
     CommitInfo,
     Counts,
     DeliveryOutcome,
-    DeliveryStatus,
-    FileFingerprint,
     JournalStats,
     LatencyStats,
     NewRow,
@@ -79,30 +76,14 @@ from ._records import (
     synthetic_key,
 )
 from ._rowstate import Event, sources, sql_in
-from ._writer import GroupCommitWriter
+from ._writer import GroupCommitWriter, StartClose
 
 try:  # POSIX only; on Windows the journal is not protected against a second runner.
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = [
-    "CampaignInfo",
-    "CommitInfo",
-    "Counts",
-    "DeliveryOutcome",
-    "DeliveryStatus",
-    "FileFingerprint",
-    "Journal",
-    "JournalStats",
-    "LatencyStats",
-    "NewRow",
-    "PendingRow",
-    "RowRecord",
-    "RowStatus",
-    "fingerprint_file",
-    "synthetic_key",
-]
+__all__ = ["Journal"]
 
 logger = logging.getLogger("bwasync.campaign")
 
@@ -146,7 +127,7 @@ def _epoch(value: datetime | float | None) -> float:
     return float(value)
 
 
-class Journal:
+class Journal(StartClose):
     """A campaign's journal in one SQLite file. See the module docstring for the guarantees.
 
     Open it with ``await Journal.open(path)`` or ``async with Journal(path) as journal``.
@@ -237,15 +218,6 @@ class Journal:
             await self._writer.stop()
         finally:
             self._release_lock()
-
-    async def __aenter__(self) -> Journal:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _acquire_lock(self) -> None:
         if fcntl is None:  # pragma: no cover

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._inputs import Format, Template, read_rows
 
@@ -28,16 +27,18 @@ MOSTLY_INVALID: Final = 0.5
 
 
 class ProblemKind(enum.StrEnum):
-    #: The template uses ``names`` that are no column of the file: every row would miss them.
+    """``unknown_variables``: the template uses ``names`` that are no column, so every row
+    would miss them; ``nothing_to_send``: no template and no ``text`` nor ``media`` column;
+    ``no_sender``: no default sender and no ``from`` column."""
+
     UNKNOWN_VARIABLES = "unknown_variables"
-    #: No template, and no ``text`` nor ``media`` column: nothing to send.
     NOTHING_TO_SEND = "nothing_to_send"
-    #: No default sender and no ``from`` column: every row would lack a sender.
     NO_SENDER = "no_sender"
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
+    """One reason every row would fail (see :class:`ProblemKind`)."""
+
     kind: ProblemKind
     #: The names concerned (the unknown variables), sorted.
     names: tuple[str, ...] = ()

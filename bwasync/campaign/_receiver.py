@@ -40,7 +40,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -49,7 +48,9 @@ from aiohttp import hdrs, web
 from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
-from ._journal import DeliveryOutcome, Journal
+from ._journal import Journal
+from ._records import DeliveryOutcome
+from ._writer import StartClose
 
 __all__ = [
     "CallbackHandler",
@@ -240,20 +241,14 @@ class CallbackHandler:
             chunks.append(chunk)
 
 
-def make_callback_handler(
-    on_event: OnEvent,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    max_body: int = DEFAULT_MAX_BODY,
-    timeout: float = CALLBACK_HANDLER_TIMEOUT,
-) -> Handler:
+def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
 
     ``on_event(event)`` (a :class:`~bwasync.StatusCallback`; sync or async) is called once per
     new event, all of a POST's events concurrently; the POST is answered 200 after they all
-    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. With ``username``
-    and ``password`` the request must carry exactly that Basic ``Authorization``.
+    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. ``options`` are
+    :class:`CallbackHandler`'s: with ``username`` and ``password`` the request must carry
+    exactly that Basic ``Authorization``; ``max_body`` (bytes) and ``timeout`` (seconds).
 
     It is :meth:`CallbackHandler.handle` of a new :class:`CallbackHandler`, whose ``stats``
     (:class:`ReceiverStats`) count requests and events (``handler.__self__.stats``; or build the
@@ -263,7 +258,7 @@ def make_callback_handler(
     >>> app = web.Application()                                                  # doctest: +SKIP
     >>> app.router.add_post("/callbacks", make_callback_handler(print_event))     # doctest: +SKIP
     """
-    return CallbackHandler(on_event, username=username, password=password, max_body=max_body, timeout=timeout).handle
+    return CallbackHandler(on_event, **options).handle
 
 
 def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[DeliveryOutcome]]:
@@ -290,7 +285,7 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
     return record
 
 
-class CallbackReceiver:
+class CallbackReceiver(StartClose):
     """A small aiohttp server for status callbacks: into a journal, or to any ``on_event``.
 
     Give ``journal`` (events are recorded with :func:`delivery_recorder`) or ``on_event`` (see
@@ -360,12 +355,3 @@ class CallbackReceiver:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> CallbackReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

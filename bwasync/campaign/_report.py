@@ -19,7 +19,8 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from ._journal import Journal, RowRecord
+from ._journal import Journal
+from ._records import RowRecord
 
 __all__ = ["EXPORT_COLUMNS", "Report", "build_report", "export_rows_csv", "export_rows_json", "render_text"]
 

@@ -55,7 +55,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
@@ -76,7 +76,7 @@ from ._constants import (
 )
 from ._exceptions import JournalError, JournalMismatchError, JournalStateError
 from ._inputs import Format, Template, format_field_errors, prepare_row, read_rows
-from ._journal import CampaignInfo, Counts, Journal, NewRow, RowRecord
+from ._journal import Journal
 from ._reconcile import (
     CLOCK_MARGIN,
     ReconcileError,
@@ -85,7 +85,8 @@ from ._reconcile import (
     reconcile_rows,
     settle_deadline,
 )
-from ._rowstate import FINAL_STATUSES, Event, RowStatus, next_state
+from ._records import CampaignInfo, Counts, NewRow, RowRecord
+from ._rowstate import FINAL_STATUSES, Event, RowStatus, count_final, next_state
 
 __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
@@ -151,8 +152,7 @@ class NoteKind(enum.StrEnum):
     OPTED_OUT = "opted_out"
 
 
-@dataclass(frozen=True, slots=True)
-class RunNote:
+class RunNote(NamedTuple):
     """Something a person running the campaign should know, as data: a front end words it."""
 
     kind: NoteKind
@@ -310,7 +310,7 @@ class RunProgress:
     @property
     def done(self) -> int:
         """Rows in a final status."""
-        return sum(self.by_status.get(s, 0) for s in FINAL_STATUSES)
+        return count_final(self.by_status)
 
     @property
     def errors(self) -> int:

@@ -374,7 +374,7 @@ def report_hints(report: Report) -> list[str]:
 def status_json(status: JournalStatus) -> str:
     """``campaign status --format json``: the snapshot, plus ``done`` and ``complete``."""
     data = dataclasses.asdict(status)
-    data.update(done=status.done, complete=status.complete)
+    data.update(complete=status.complete)
     return json.dumps(data, sort_keys=True)
 
 
