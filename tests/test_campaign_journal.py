@@ -197,7 +197,7 @@ async def test_duplicate_key_on_another_line_is_stored_invalid(journal: Journal)
     assert await journal.add_rows([new_row(9, key="A")]) == 1
     row = await journal.get_row("#9")
     assert row is not None and row.status == "invalid" and row.line == 9
-    assert row.error == "duplicate key 'A' (already on line 2)"
+    assert row.error == "duplicate key 'A' (first on line 2)"
     original = await journal.get_row("A")
     assert original is not None and original.line == 2 and original.status == "pending"
 

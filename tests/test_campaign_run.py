@@ -28,7 +28,9 @@ from bwasync.campaign import (
     Journal,
     JournalMismatchError,
     NewRow,
+    NoteKind,
     RowStatus,
+    RunNote,
     StopReason,
     Template,
     _runner,
@@ -405,11 +407,11 @@ async def test_the_settle_window_catches_a_request_the_dead_run_left_on_the_wire
     journal = tmp_path / "j"
     await crash_with_in_flight(journal, path, emulator, sent=[], unsent=[3])
     waiting = asyncio.Event()
-    notes: list[str] = []
+    notes: list[RunNote] = []
 
-    def on_note(text: str) -> None:
-        notes.append(text)
-        if "Waiting" in text:
+    def on_note(note: RunNote) -> None:
+        notes.append(note)
+        if note.kind is NoteKind.SETTLING:
             waiting.set()
 
     # The settle window is anchored at the later of the row's mark and the dead run's last
@@ -425,7 +427,8 @@ async def test_the_settle_window_catches_a_request_the_dead_run_left_on_the_wire
             outcome = await run
             assert time.time() >= anchor + 0.5
     assert outcome.complete and outcome.reconciled is not None and outcome.reconciled.accepted == 1
-    assert any("--settle" in n for n in notes)
+    assert [n.kind for n in notes][:3] == [NoteKind.SETTLING, NoteKind.RECONCILING, NoteKind.RECONCILED]
+    assert notes[0].rows == 1 and notes[0].status == "in_flight" and 0 < (notes[0].seconds or 0) <= 0.5
     counts = tags_of(emulator)
     assert len(counts) == 4 and set(counts.values()) == {1}
 
@@ -458,7 +461,7 @@ async def test_max_error_rate_pauses_then_resumes(tmp_path: Path, emulator_facto
     async with emulator_factory(p_500=1.0) as emu:
         outcome = await run_once(journal, options(path, retry=no_retry, max_error_rate=0.5), emu)
         assert outcome.stop_reason is StopReason.ERROR_RATE and not outcome.complete
-        assert "over --max-error-rate 0.5" in (outcome.message or "")
+        assert "over the limit of 0.5" in (outcome.message or "")
         failed = outcome.counts["failed"]
         # Judged after 50 results; the requests already in flight then still finish.
         assert 50 <= failed <= 50 + 20

@@ -42,23 +42,7 @@ from ._inputs import (
     read_rows,
     recipients_of,
 )
-from ._journal import (
-    CampaignInfo,
-    CommitInfo,
-    Counts,
-    DeliveryOutcome,
-    DeliveryStatus,
-    FileFingerprint,
-    Journal,
-    JournalStats,
-    LatencyStats,
-    NewRow,
-    PendingRow,
-    RowRecord,
-    RowStatus,
-    fingerprint_file,
-    synthetic_key,
-)
+from ._journal import Journal
 from ._receiver import (
     CallbackHandler,
     CallbackReceiver,
@@ -68,6 +52,22 @@ from ._receiver import (
     make_callback_handler,
 )
 from ._reconcile import ReconcileSummary, match_rows
+from ._records import (
+    CampaignInfo,
+    CommitInfo,
+    Counts,
+    DeliveryOutcome,
+    DeliveryStatus,
+    FileFingerprint,
+    JournalStats,
+    LatencyStats,
+    NewRow,
+    PendingRow,
+    RowRecord,
+    RowStatus,
+    fingerprint_file,
+    synthetic_key,
+)
 from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
 from ._runner import (
     DEFAULT_MAX_ERROR_RATE,
@@ -75,7 +75,9 @@ from ._runner import (
     CampaignOptions,
     CampaignRunner,
     ErrorWindow,
+    NoteKind,
     Phase,
+    RunNote,
     RunOutcome,
     RunProgress,
     StopReason,
@@ -116,6 +118,7 @@ __all__ = [
     "LatencyStats",
     "MissingVariablesError",
     "NewRow",
+    "NoteKind",
     "PendingRow",
     "Phase",
     "ReceiverStats",
@@ -124,6 +127,7 @@ __all__ = [
     "RowReader",
     "RowRecord",
     "RowStatus",
+    "RunNote",
     "RunOutcome",
     "RunProgress",
     "StopReason",

@@ -50,7 +50,7 @@ from .._models import MessageRequest, encode_request
 from .._validation import FieldError, Priority, is_e164
 from ._constants import KEY_CHECK_BATCH, MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
-from ._journal import NewRow, RowStatus, synthetic_key
+from ._records import NewRow, RowStatus, synthetic_key
 from ._seenkeys import SeenKeys
 
 __all__ = [
@@ -74,6 +74,8 @@ Format = Literal["csv", "jsonl"]
 
 _EXTENSIONS: Final[dict[str, Format]] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BOM: Final = b"\xef\xbb\xbf"
+#: Bytes read up front to tell a binary file (a NUL byte) from a text file.
+_SNIFF_BYTES: Final = 64 * 1024
 _RECIPIENT_SEPARATORS = re.compile(r"[;,\s]+")
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -145,6 +147,11 @@ class RowReader:
             self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             raise InputFileError(path, f"cannot open the input file: {exc.strerror or exc}") from None
+        try:
+            self._check_text()
+        except BaseException:
+            self._file.close()
+            raise
         self._lines = _Lines(self._file)
         #: Every key and its first line, to report duplicate keys (only with a key column).
         self._seen: SeenKeys | None = None
@@ -157,6 +164,16 @@ class RowReader:
         except BaseException:
             self._file.close()
             raise
+
+    def _check_text(self) -> None:
+        """Refuse a binary file up front (a NUL byte in what the first read buffered)."""
+        # peek(): no seek needed, so a pipe or a file still being written works too.
+        head = self._file.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(self._file, "peek") else b""
+        if b"\x00" in head:
+            raise InputFileError(
+                self.path,
+                "this is not a text file (it contains NUL bytes): a campaign file is CSV or JSON Lines, in UTF-8",
+            )
 
     @property
     def lines_read(self) -> int:
@@ -271,11 +288,17 @@ class RowReader:
             except StopIteration:
                 raise InputFileError(self.path, "the file is empty: a CSV header row is required") from None
             except csv.Error as exc:
+                if lines.bad:
+                    break  # say what is wrong: the encoding, not the csv module's guess
                 raise InputFileError(self.path, f"line {reader.line_num}: cannot parse the CSV header: {exc}") from None
             if record:
                 header = record
-        if lines.bad:
-            raise InputFileError(self.path, f"line {min(lines.bad)}: the header is not valid UTF-8")
+        if lines.bad or header is None:
+            raise InputFileError(
+                self.path,
+                f"line {min(lines.bad, default=1)}: the header is not valid UTF-8 text; "
+                "save the file as UTF-8 (in Excel: 'CSV UTF-8')",
+            )
         columns = self._check_header(header)
         self.columns = columns
         return self._csv_rows(reader, columns)
@@ -561,9 +584,31 @@ def build_request(
     except ValidationError as exc:
         errors.extend(exc.field_errors)
         raise ValidationError(errors) from None
+    except Exception as exc:
+        errors.append(_unreadable(exc))
+        raise ValidationError(errors) from None
     if errors:
         raise ValidationError(errors)
     return request
+
+
+def _unreadable(exc: BaseException) -> FieldError:
+    return FieldError("row", f"cannot be made into a message ({type(exc).__name__}: {exc})")
+
+
+def validated_row(row: InputRow, **settings: Any) -> tuple[MessageRequest, bytes]:
+    """:func:`build_request` (same keyword arguments) and the request's JSON body.
+
+    Raises :class:`bwasync.ValidationError` for *anything* that makes the row unsendable,
+    including a value that validates but cannot be encoded (a lone surrogate): a row is
+    invalid, never a crash of the load pass or the dry run.
+    """
+    request = build_request(row, **settings)
+    try:
+        body = encode_request(request)
+    except Exception as exc:
+        raise ValidationError([_unreadable(exc)]) from None
+    return request, body
 
 
 def format_field_errors(errors: Iterable[FieldError]) -> str:
@@ -591,7 +636,7 @@ def prepare_row(
     the account's rate.
     """
     try:
-        request = build_request(
+        request, body = validated_row(
             row,
             template=template,
             application_id=application_id,
@@ -613,7 +658,6 @@ def prepare_row(
             request=None,
             error=format_field_errors(exc.field_errors),
         )
-    body = encode_request(request).decode()
     cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)
     return NewRow(
@@ -622,7 +666,7 @@ def prepare_row(
         status=RowStatus.SKIPPED if opted_out else RowStatus.PENDING,
         recipients=list(request.to),
         sender=request.from_,
-        request=body,
+        request=body.decode(),
         segments=cost,
         error="opted out" if opted_out else None,
     )

@@ -55,7 +55,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -69,8 +68,6 @@ from ._records import (
     CommitInfo,
     Counts,
     DeliveryOutcome,
-    DeliveryStatus,
-    FileFingerprint,
     JournalStats,
     LatencyStats,
     NewRow,
@@ -81,30 +78,14 @@ from ._records import (
     synthetic_key,
 )
 from ._rowstate import Event, sources, sql_in
-from ._writer import GroupCommitWriter
+from ._writer import GroupCommitWriter, StartClose
 
 try:  # POSIX only; on Windows the journal is not protected against a second runner.
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = [
-    "CampaignInfo",
-    "CommitInfo",
-    "Counts",
-    "DeliveryOutcome",
-    "DeliveryStatus",
-    "FileFingerprint",
-    "Journal",
-    "JournalStats",
-    "LatencyStats",
-    "NewRow",
-    "PendingRow",
-    "RowRecord",
-    "RowStatus",
-    "fingerprint_file",
-    "synthetic_key",
-]
+__all__ = ["Journal"]
 
 logger = logging.getLogger("bwasync.campaign")
 
@@ -182,7 +163,7 @@ def _epoch(value: datetime | float | None) -> float:
     return float(value)
 
 
-class Journal:
+class Journal(StartClose):
     """A campaign's journal in one SQLite file. See the module docstring for the guarantees.
 
     Open it with ``await Journal.open(path)`` or ``async with Journal(path) as journal``.
@@ -273,15 +254,6 @@ class Journal:
             await self._writer.stop()
         finally:
             self._release_lock()
-
-    async def __aenter__(self) -> Journal:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _acquire_lock(self) -> None:
         if fcntl is None:  # pragma: no cover
@@ -413,16 +385,13 @@ class Journal:
                 return info
             problems = []
             if campaign_id is not None and campaign_id != existing.campaign_id:
-                problems.append(f"campaign id {campaign_id!r} is not the journal's {existing.campaign_id!r}")
+                problems.append("campaign id")
             if fp.size != existing.input_size or fp.digest != existing.input_hash:
-                problems.append(
-                    f"the input file {path} is not the one this journal was loaded from "
-                    f"({existing.input_path}, {existing.input_size} bytes)"
-                )
+                problems.append("input file")
             if template != existing.template:
-                problems.append("the message template differs from the journal's")
+                problems.append("template")
             if problems:
-                raise JournalMismatchError(f"{self.path}: cannot resume: " + "; ".join(problems))
+                raise JournalMismatchError(self.path, problems)
             return existing
 
         info = await self._call(op)
@@ -463,7 +432,7 @@ class Journal:
                 for p in params:
                     found = conn.execute("SELECT line FROM rows WHERE key = ?", (p[0],)).fetchone()
                     if found is not None and found[0] != p[1]:
-                        error = f"duplicate key {p[0]!r} (already on line {found[0]})"
+                        error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
             if loaded_through is not None:
@@ -624,6 +593,8 @@ class Journal:
             return DeliveryOutcome.UNKNOWN
         when = _epoch(event_time)
         stats = self.stats
+        if error_code is not None and not -(2**63) <= error_code < 2**63:
+            error_code = None  # not a Bandwidth code (they have four digits), and SQLite cannot hold it
 
         def op(conn: sqlite3.Connection) -> DeliveryOutcome:
             stats.deliveries += 1

@@ -34,22 +34,23 @@ Or standalone::
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
 from typing import Any
 
 import msgspec
 from aiohttp import hdrs, web
 
+from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
-from ._journal import DeliveryOutcome, Journal
+from ._journal import Journal
+from ._records import DeliveryOutcome
+from ._writer import StartClose
 
 __all__ = [
     "CallbackHandler",
@@ -72,7 +73,8 @@ _READ_CHUNK = 64 * 1024
 @dataclass(slots=True)
 class ReceiverStats:
     """What the handler has seen. Events are counted once each, in exactly one of
-    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags`` or ``other``."""
+    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags``, ``unmatched`` or
+    ``other``."""
 
     #: POSTs answered 2xx.
     requests: int = 0
@@ -88,9 +90,12 @@ class ReceiverStats:
     ignored: int = 0
     #: Events whose tag matches no row of this campaign.
     unknown_tags: int = 0
+    #: Events for a row that had no accepted message (invalid, skipped, failed): kept apart,
+    #: never counted as deliveries (see :attr:`DeliveryOutcome.UNMATCHED`).
+    unmatched: int = 0
     #: Events for which ``on_event`` returned something other than a DeliveryOutcome.
     other: int = 0
-    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
+    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed, or an ``errorCode`` out of range).
     rejected: int = 0
     #: POSTs answered 5xx because recording failed or took too long (Bandwidth retries them).
     errors: int = 0
@@ -99,12 +104,18 @@ class ReceiverStats:
         return asdict(self)
 
 
+def _storable(code: int) -> bool:
+    """Whether ``code`` fits SQLite's 64-bit integer (Bandwidth's codes have four digits)."""
+    return -(2**63) <= code < 2**63
+
+
 _OUTCOME_FIELD = {
     DeliveryOutcome.CHANGED: "recorded",
     DeliveryOutcome.DUPLICATE: "duplicates",
     DeliveryOutcome.STALE: "stale",
     DeliveryOutcome.IGNORED: "ignored",
     DeliveryOutcome.UNKNOWN: "unknown_tags",
+    DeliveryOutcome.UNMATCHED: "unmatched",
 }
 
 
@@ -144,7 +155,7 @@ class CallbackHandler:
         #: The exact Authorization header expected, compared whole in constant time.
         self._expected: bytes | None = None
         if username is not None and password is not None:
-            self._expected = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+            self._expected = basic_header(username, password).encode()
         self.max_body = max_body
         self.timeout = timeout
         self.stats = ReceiverStats()
@@ -187,9 +198,14 @@ class CallbackHandler:
             return CallbackReply(413, f"body larger than {self.max_body} bytes")
         try:
             events = decode_callbacks(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+            # RecursionError: nesting deeper than the decoder goes (a hostile body, not a 500).
             self.stats.rejected += 1
             return CallbackReply(400, f"expected a JSON array of status callbacks: {exc}")
+        out_of_range = next((e for e in events if e.error_code is not None and not _storable(e.error_code)), None)
+        if out_of_range is not None:
+            self.stats.rejected += 1
+            return CallbackReply(400, f"errorCode {out_of_range.error_code} is not a Bandwidth error code")
 
         fresh: list[StatusCallback] = []
         identities: set[tuple[str, str, str]] = set()
@@ -247,20 +263,14 @@ class CallbackHandler:
         return b"".join(parts)
 
 
-def make_callback_handler(
-    on_event: OnEvent,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    max_body: int = DEFAULT_MAX_BODY,
-    timeout: float = CALLBACK_HANDLER_TIMEOUT,
-) -> Handler:
+def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
 
     ``on_event(event)`` (a :class:`~bwasync.StatusCallback`; sync or async) is called once per
     new event, all of a POST's events concurrently; the POST is answered 200 after they all
-    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. With ``username``
-    and ``password`` the request must carry exactly that Basic ``Authorization``.
+    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. ``options`` are
+    :class:`CallbackHandler`'s: with ``username`` and ``password`` the request must carry
+    exactly that Basic ``Authorization``; ``max_body`` (bytes) and ``timeout`` (seconds).
 
     It is :meth:`CallbackHandler.handle` of a new :class:`CallbackHandler`, whose ``stats``
     (:class:`ReceiverStats`) count requests and events (``handler.__self__.stats``; or build the
@@ -270,7 +280,7 @@ def make_callback_handler(
     >>> app = web.Application()                                                  # doctest: +SKIP
     >>> app.router.add_post("/callbacks", make_callback_handler(print_event))     # doctest: +SKIP
     """
-    return CallbackHandler(on_event, username=username, password=password, max_body=max_body, timeout=timeout).handle
+    return CallbackHandler(on_event, **options).handle
 
 
 def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[DeliveryOutcome]]:
@@ -297,10 +307,13 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
     return record
 
 
-class CallbackReceiver:
-    """A small aiohttp server that records status callbacks into a journal.
+class CallbackReceiver(StartClose):
+    """A small aiohttp server for status callbacks: into a journal, or to any ``on_event``.
 
-    Accepts POSTs on any path. ``port=0`` picks a free port (see :attr:`port`/:attr:`url`).
+    Give ``journal`` (events are recorded with :func:`delivery_recorder`) or ``on_event`` (see
+    :func:`make_callback_handler`). Accepts POSTs on any path. ``port=0`` picks a free port
+    (see :attr:`port`/:attr:`url`). This is the project's one receiver: the campaign runner
+    and ``bwasync demo`` both use it.
 
     >>> async with CallbackReceiver("127.0.0.1", 0, journal=journal) as receiver:   # doctest: +SKIP
     ...     print(receiver.url, receiver.stats)
@@ -311,7 +324,8 @@ class CallbackReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        journal: Journal,
+        journal: Journal | None = None,
+        on_event: OnEvent | None = None,
         username: str | None = None,
         password: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
@@ -319,9 +333,11 @@ class CallbackReceiver:
     ) -> None:
         self.host = host
         self._requested_port = port
-        self.handler = CallbackHandler(
-            delivery_recorder(journal), username=username, password=password, max_body=max_body, timeout=timeout
-        )
+        if (journal is None) == (on_event is None):
+            raise ValueError("give journal or on_event (one of them)")
+        handle = delivery_recorder(journal) if journal is not None else on_event
+        assert handle is not None
+        self.handler = CallbackHandler(handle, username=username, password=password, max_body=max_body, timeout=timeout)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -361,12 +377,3 @@ class CallbackReceiver:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> CallbackReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

@@ -48,7 +48,8 @@ from .._exceptions import APIError, APIStatusError, RateLimitError
 from .._models import ListMessageItem
 from .._segments import segments
 from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
-from ._journal import Journal, RowRecord
+from ._journal import Journal
+from ._records import RowRecord
 from ._schema import last_write_time
 
 __all__ = [

@@ -40,6 +40,7 @@ __all__ = [
     "DeliveryStatus",
     "Event",
     "RowStatus",
+    "count_final",
     "next_state",
     "sources",
     "sql_in",
@@ -131,6 +132,11 @@ def next_state(current: RowStatus | str, event: Event) -> RowStatus | None:
     except ValueError:
         return None
     return TRANSITIONS.get((state, event))
+
+
+def count_final(by_status: Mapping[str, int]) -> int:
+    """Rows in a final state, from counts by state."""
+    return sum(by_status.get(s, 0) for s in FINAL_STATUSES)
 
 
 def sources(event: Event) -> frozenset[RowStatus]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import _schema
 from ._exceptions import JournalError
-from ._rowstate import FINAL_STATUSES
+from ._rowstate import count_final
 
 __all__ = ["JournalStatus", "read_status"]
 
@@ -47,13 +47,10 @@ class JournalStatus:
     updated_at: float | None
     #: The latest send or result time recorded in a row.
     last_activity: float | None
+    #: Rows in a final status.
+    done: int = 0
     #: Receipts for rows that had no accepted message (never counted as deliveries).
     unmatched_receipts: int = 0
-
-    @property
-    def done(self) -> int:
-        """Rows in a final status."""
-        return sum(self.by_status.get(s, 0) for s in FINAL_STATUSES)
 
     @property
     def complete(self) -> bool:
@@ -96,5 +93,6 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
         accepted_segments=counts.accepted_segments,
         updated_at=_schema.last_write_time(p),
         last_activity=last,
+        done=count_final(counts.by_status),
         unmatched_receipts=counts.unmatched_receipts,
     )

@@ -36,13 +36,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from ._constants import MAX_TRANSACTION_ITEMS
 from ._exceptions import JournalClosedError, JournalError
 from ._records import CommitInfo, JournalStats
 
-__all__ = ["BatchApply", "GroupCommitWriter"]
+__all__ = ["BatchApply", "GroupCommitWriter", "StartClose"]
 
 logger = logging.getLogger("bwasync.campaign")
 
@@ -76,6 +76,23 @@ class _Item:
         self.kind = kind
         self.lazy = lazy
         self.params = params
+
+
+class StartClose:
+    """``async with obj``: :meth:`start` on entry, :meth:`close` on exit (the journal, the receiver)."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def _noop(conn: sqlite3.Connection) -> None:
