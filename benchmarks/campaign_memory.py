@@ -3,7 +3,7 @@
 ::
 
     python -m benchmarks.campaign_memory [--rows 1000000] [--key-column] [--server responder|emulator]
-                                         [--json benchmarks/results/campaign_memory.json]
+                                         [--dry-run-only] [--json benchmarks/results/campaign_memory.json]
 
 It writes a CSV of ``--rows`` recipients (``id,to,first_name,code``) to a temporary directory,
 then runs the campaign twice, each time in a fresh child process that runs the real command
@@ -16,10 +16,10 @@ after the imports (the baseline) and its RSS sampled every 0.2 s by a thread:
    emulator``), which answers 202 without keeping anything. This is the whole run: load pass
    into the journal, send pass, report.
 
-Rows are keyed by line number unless ``--key-column`` (then the ``id`` column, whose duplicate
-check keeps every key seen in a set: that memory grows with the file, by design of the reader).
-A flat RSS across the run is the claim: nothing is kept per row in memory, everything is in the
-journal on disk.
+Rows are keyed by line number unless ``--key-column`` (then the ``id`` column: the real run
+leaves duplicates to the journal's primary key, the dry run keeps every key in a temporary SQLite
+table, see ``bwasync.campaign._seenkeys``). A flat RSS across the run is the claim: nothing is
+kept per row in memory, everything is on disk. ``--dry-run-only`` skips the real run.
 """
 
 from __future__ import annotations

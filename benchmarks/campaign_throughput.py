@@ -19,7 +19,6 @@ The target is the issue's: a campaign at ≥ 0.8× bare ``send_many`` (median of
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ from ._compare import busy_seconds, ratio_cell
 from ._contenders import make_client
 from ._data import APPLICATION_ID, SENDER
 from ._responder import ServerProcess
+from .campaign_memory import TEMPLATE, write_csv
 
 NAME = "campaign_throughput"
 TITLE = "a journaled campaign vs bare send_many on the same rows, zero-latency responder, unthrottled"
@@ -49,19 +49,7 @@ SIZES: dict[str, dict[str, int]] = {
 #: Every trial is cancelled after this many seconds (the count normally ends it far earlier).
 TRIAL_SECONDS = 60.0
 TARGET = 0.8
-TEMPLATE = "Hi {first_name}, your verification code is {code}. Reply STOP to opt out."
-_NAMES = ("Ann", "Ben", "Chloé", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jo")
 CAMPAIGN_ID = "bench"
-
-
-def write_rows(path: Path, rows: int) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "to", "first_name", "code"])
-        for i in range(rows):
-            writer.writerow(
-                [f"c{i:08d}", f"+1{2000000000 + i:010d}", _NAMES[i % len(_NAMES)], f"{i * 7919 % 10**6:06d}"]
-            )
 
 
 @dataclass
@@ -167,7 +155,7 @@ def run(cfg: Config) -> ScenarioResult:
     counter = iter(range(10**9))
     try:
         csv_path = directory / "campaign.csv"
-        write_rows(csv_path, rows)
+        write_csv(csv_path, rows)
         with ServerProcess.responder() as server:
             url = server.base_url
 

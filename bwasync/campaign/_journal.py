@@ -105,11 +105,11 @@ assert all(sources(e) - {RowStatus.ACCEPTED} == _RESULTABLE for e in _RESULT_EVE
 
 _CAMPAIGN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-_MARK_SQL: Final = (
-    "UPDATE rows SET status = 'in_flight', "
-    "in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ? END "
-    "WHERE key = ? AND status IN " + sql_in(sources(Event.MARKED))
+#: ?1: when; ?2: the key (or, below, a JSON array of keys). A re-mark keeps the first time.
+_MARK_SET: Final = (
+    "UPDATE rows SET status = 'in_flight', in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ?1 END "
 )
+_MARK_SQL: Final = _MARK_SET + "WHERE key = ?2 AND status IN " + sql_in(sources(Event.MARKED))
 # An ``accepted`` result may also complete a row a status callback already promoted to
 # ``accepted`` (the callback can beat the 202 to the journal): same message, so it only fills in
 # what the callback could not know (attempts, latency, Bandwidth's segment count).
@@ -131,9 +131,7 @@ _GROUP_UPDATES: Final = sqlite3.sqlite_version_info >= (3, 38, 0)
 #: ?1: the group's earliest mark time (every mark is committed before its request leaves, so it
 #: precedes every send of the group); ?2: a JSON array of keys.
 _MARK_GROUP_SQL: Final = (
-    "UPDATE rows SET status = 'in_flight', "
-    "in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ?1 END "
-    "WHERE key IN (SELECT value FROM json_each(?2)) AND +status IN " + sql_in(sources(Event.MARKED))
+    _MARK_SET + "WHERE key IN (SELECT value FROM json_each(?2)) AND +status IN " + sql_in(sources(Event.MARKED))
 )
 #: ?1: a JSON array of result parameters, each in ``_RESULT_SQL``'s order; keys must be distinct.
 _RESULT_GROUP_SQL: Final = (
