@@ -380,11 +380,12 @@ async def test_close_commits_queued_results(tmp_path: Path, input_file: Path) ->
 
 
 @pytest.mark.skipif(not _journal._GROUP_UPDATES, reason="this SQLite applies groups row by row anyway")
-async def test_a_group_of_results_applies_exactly_like_one_result_at_a_time(
+async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
     tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One UPDATE over a JSON array (the fast path) must leave every row as one UPDATE per result
-    # would: statuses, kept and overwritten columns, NULLs, refusals of final rows.
+    # One INSERT or UPDATE over a JSON array (the fast path) must leave every row as one statement
+    # per row would: columns and their types, statuses, kept and overwritten values, NULLs,
+    # refusals of final rows.
     async def play(name: str) -> list[tuple[object, ...]]:
         async with Journal(tmp_path / name, flush_interval=3600) as j:
             await j.init_campaign(input_path=input_file, template=None)
@@ -404,7 +405,8 @@ async def test_a_group_of_results_applies_exactly_like_one_result_at_a_time(
             ignored = j.stats.ignored_results
         conn = sqlite3.connect(tmp_path / name)
         try:
-            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL"
+            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
+            columns += "line, recipients, sender, request, typeof(line), typeof(segments)"
             return [*conn.execute(f"SELECT {columns} FROM rows ORDER BY line"), ("ignored", ignored)]
         finally:
             conn.close()

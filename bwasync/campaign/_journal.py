@@ -120,10 +120,12 @@ _RESULT_SQL: Final = (
     "OR (?1 = 'accepted' AND status = 'accepted' AND (message_id IS NULL OR message_id = ?2)))"
 )
 
-# The same two updates for a whole group at once, over a JSON array of the items' parameters.
+# The same two updates for a whole group at once, over a JSON array of the items' parameters (and
+# a load batch's insert, below).
 # The writer thread gives up and retakes the GIL around every statement it steps, each time
 # taking it back from the event loop; ``executemany`` steps one statement per row, these one per
-# group, so a busy run's loop is interrupted once per transaction instead of twice per row.
+# group, so a busy run's loop is interrupted once per transaction instead of twice per row (and
+# a load batch is inserted while the loop prepares the next one, instead of waiting on the GIL).
 # They need SQLite 3.38 (``->>``; ``UPDATE ... FROM`` is 3.33); older versions use the ones above.
 # The unary ``+`` keeps the planner off the status index: rows are found by key, one lookup per
 # item, never by scanning every pending row.
@@ -146,6 +148,14 @@ _RESULT_GROUP_SQL: Final = (
     "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
 )
 
+
+_INSERT_COLUMNS: Final = "key, line, status, recipients, sender, request, segments, error"
+#: A load batch in one statement (see _GROUP_UPDATES), in array order: the first of two rows
+#: with one key wins, as it would one statement per row.
+_INSERT_GROUP_SQL: Final = (
+    f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, "
+    "j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?1) AS j ORDER BY j.id"
+)
 
 _PENDING_SQL: Final = (
     "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
@@ -420,11 +430,11 @@ class Journal(StartClose):
                 for r in batch
             ]
             before = conn.total_changes
-            insert = (
-                "INSERT OR IGNORE INTO rows (key, line, status, recipients, sender, request, segments, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            )
-            conn.executemany(insert, params)
+            insert = f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            if _GROUP_UPDATES:
+                conn.execute(_INSERT_GROUP_SQL, (msgspec.json.encode(params).decode(),))
+            else:
+                conn.executemany(insert, params)
             inserted = conn.total_changes - before
             if inserted < len(params):
                 for p in params:
