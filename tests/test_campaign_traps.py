@@ -76,9 +76,10 @@ async def test_no_sender_anywhere_stops_a_run(tmp_path: Path, emulator: Emulator
 async def test_no_sender_anywhere_lets_a_dry_run_go_on_with_a_warning(tmp_path: Path, emulator: Emulator) -> None:
     path = tmp_path / "list.csv"
     write_campaign(path, 3)
-    result = run(path, emulator, "--template", TEMPLATE, "--dry-run", "--allow-invalid", sender=False)
+    result = run(path, emulator, "--template", TEMPLATE, "--dry-run", sender=False)
     assert "Warning: no sender" in result.output and "a real run would stop here" in result.output
     assert result.exit_code == 0, result.output
+    assert "3 to send, 0 invalid" in result.output  # the rows are checked as if a sender were given
     nothing_left(path, emulator)
 
 
