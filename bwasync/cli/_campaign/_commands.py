@@ -108,7 +108,8 @@ Examples:
 \b
 Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
 ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
-journal is in use (nothing sent); 3 paused by --max-error-rate; 130 Ctrl-C; 143 SIGTERM.
+journal is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
 Every non-zero stop is resumable: rerun the same command."""
 
 
