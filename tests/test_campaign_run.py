@@ -315,15 +315,21 @@ async def test_an_orderly_stop_finishes_in_flight_and_resumes_without_loss(
 
 
 class CancelAfter(CampaignRunner):
-    """Cancels the task running it (what a second Ctrl-C does) once ``after`` rows were accepted."""
+    """Cancels the task running it (what a second Ctrl-C does) once ``after`` rows were accepted.
+
+    The cancel comes from the ``before_send`` hook, right after a row's mark is committed and
+    before its request leaves: so at least that request is on the wire when the cancellation
+    lands, however slowly this machine consumes results (cancelling from the result handler
+    instead could find every request already answered, with nothing left in flight).
+    """
 
     def __init__(self, *args: Any, after: int, task: asyncio.Future[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.after, self.task = after, task
 
-    def _on_result(self, result: SendResult) -> None:
-        super()._on_result(result)
-        if self.progress.sent == self.after:
+    async def _before_send(self, index: int, request: MessageRequest) -> None:
+        await super()._before_send(index, request)
+        if self.progress.sent >= self.after:
             self.task.cancel()
 
 
@@ -332,7 +338,7 @@ async def test_a_cancelled_run_leaves_rows_in_flight_for_reconciliation(
 ) -> None:
     path = write_csv(tmp_path / "list.csv", 300)
     journal = tmp_path / "j"
-    async with emulator_factory(latency=0.005, jitter=0.01) as emu:
+    async with emulator_factory(latency=0.05, jitter=0.01) as emu:
         ready: asyncio.Future[asyncio.Task[Any]] = asyncio.get_running_loop().create_future()
 
         async def first_run() -> None:

@@ -486,7 +486,7 @@ class Journal(StartClose):
         """Move every ``ambiguous`` (or ``failed``) row back to ``pending``; return how many.
 
         Requeueing ``ambiguous`` rows means resending messages that may already have been
-        delivered: only on the user's explicit request (``--retry-ambiguous``).
+        delivered: only on the user's explicit request (``CampaignOptions.retry_ambiguous``).
         """
         if status not in sources(Event.REQUEUE):
             raise ValueError("only 'ambiguous' or 'failed' rows can be requeued")

@@ -68,6 +68,9 @@ logger = logging.getLogger("bwasync.campaign")
 OnEvent = Callable[[StatusCallback], Awaitable[object] | object]
 
 _READ_CHUNK = 64 * 1024
+#: Seconds a closing receiver waits for requests in progress: recording takes at most the
+#: handler's timeout, and Bandwidth redelivers anything not acknowledged anyway.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -340,6 +343,8 @@ class CallbackReceiver(StartClose):
         self.handler = CallbackHandler(handle, username=username, password=password, max_body=max_body, timeout=timeout)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        #: Seconds ``close`` gives open connections to finish (aiohttp's graceful shutdown).
+        self.shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def stats(self) -> ReceiverStats:
@@ -360,8 +365,8 @@ class CallbackReceiver(StartClose):
         if self._runner is not None:
             return
         app = web.Application()
-        app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self.handler.handle)
-        runner = web.AppRunner(app, access_log=None)
+        app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._requested_port)
@@ -372,6 +377,10 @@ class CallbackReceiver(StartClose):
         self._runner = runner
         address: Any = runner.addresses[0]
         self.port = int(address[1])
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """The route: :attr:`handler` (a test double may answer otherwise, see tests/conftest.py)."""
+        return await self.handler.handle(request)
 
     async def close(self) -> None:
         if self._runner is not None:

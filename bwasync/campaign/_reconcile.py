@@ -19,7 +19,7 @@ anything, each such row is looked up in Bandwidth's message list:
   does not say which; a field Bandwidth leaves out is not compared).
 * **Matching**: rows of one (sender, recipient) pair are taken in the order they were marked,
   and each takes the earliest unclaimed candidate received inside its window. A row with no
-  candidate is **ambiguous**: never silently resent (``--retry-ambiguous`` resends it knowingly).
+  candidate is **ambiguous**: never silently resent (``CampaignOptions.retry_ambiguous`` resends it knowingly).
 * **Limits**: a message sent to the same number from the same number *outside this campaign*,
   inside the window, with the same type, recipients, segments and length, would be taken for
   the row's. Rows of this campaign to the same recipient are told apart only by that signature

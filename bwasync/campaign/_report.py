@@ -49,7 +49,7 @@ class Report(msgspec.Struct, kw_only=True):
     ``delivery_failed`` (a recipient failed), ``awaiting_delivery`` (accepted, no final
     callback yet). A callback for a row that had no accepted message is never a delivery: it is
     counted in ``unmatched_receipts``. Error-code maps have string keys (JSON), ``"none"`` for
-    no code. :meth:`to_json` is the ``campaign report --format json`` output (schema in the README).
+    no code. :meth:`to_json` is the CLI's JSON report (schema in the README).
     """
 
     campaign_id: str | None

@@ -89,7 +89,7 @@ class Event(enum.StrEnum):
     NOT_SENT = "not_sent"
     #: A status callback for it arrived: proof that Bandwidth accepted a message for it.
     RECEIPT = "receipt"
-    #: The user asked to resend it (``--retry-ambiguous``, ``--retry-failed``).
+    #: The user asked to resend it (``retry_ambiguous``, ``retry_failed`` options).
     REQUEUE = "requeue"
     #: A recipient is on the opt-out list.
     OPT_OUT = "opt_out"

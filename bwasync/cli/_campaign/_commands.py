@@ -108,7 +108,8 @@ Examples:
 \b
 Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
 ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
-journal is in use (nothing sent); 3 paused by --max-error-rate; 130 Ctrl-C; 143 SIGTERM.
+journal is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
 Every non-zero stop is resumable: rerun the same command."""
 
 
@@ -271,7 +272,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     settings = connection.resolve(need_from=False)
     if settings.application_id is None:  # resolve() insists on it; keeps mypy informed
         raise click.UsageError("Missing --application-id (or set BW_APPLICATION_ID)")
-    if not _preflight(args.file, fmt, template, settings.from_, dry=False):
+    if _preflight(args.file, fmt, template, settings.from_, dry=False) is not True:
         ctx.exit(EXIT_USAGE)
     try:
         options = CampaignOptions(
@@ -344,17 +345,25 @@ def _check_text_argument(value: str | None, option: str) -> None:
         raise click.BadParameter("is not valid UTF-8 text (check the terminal's encoding)", param_hint=option) from None
 
 
-def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool:
-    """Check FILE's columns against the template and sender; False (and why, said) if it cannot work."""
+def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
+    """Check FILE's columns against the template and sender; False (and why, said) if it cannot work.
+
+    None: a dry run without any sender, which goes on (warned) checking rows as if one were given.
+    """
     try:
         columns = file_columns(file, fmt=fmt)
     except InputFileError as exc:
         print_error(str(exc))
         return False
-    ok = True
+    ok: bool | None = True
     for problem in preflight(columns, template=template, default_from=sender):
         if problem.kind is ProblemKind.NO_SENDER and dry:
-            print_warning(word_problem(problem, file) + " The dry run goes on; a real run would stop here.")
+            print_warning(
+                word_problem(problem, file) + " The dry run goes on, checking the rows as if a sender were given; "
+                "a real run would stop here."
+            )
+            if ok:
+                ok = None
             continue
         print_error(word_problem(problem, file))
         ok = False
@@ -376,6 +385,8 @@ _FORMAT = click.option(
 
 #: Placeholder application id for a dry run without one: only its presence is validated.
 _DRY_APPLICATION = "dry-run-application"
+#: Placeholder sender for a dry run without any (warned): the rows' other fields still get checked.
+_DRY_SENDER = "+15550000000"
 
 
 def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | None, opt_out: frozenset[str]) -> int:
@@ -386,8 +397,11 @@ def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | 
     else:
         app, sender = connection.application_id, connection.from_
     fmt: Any = args.fmt
-    if not _preflight(args.file, fmt, template, sender, dry=True):
+    checked = _preflight(args.file, fmt, template, sender, dry=True)
+    if checked is False:
         return EXIT_USAGE
+    if checked is None:
+        sender = _DRY_SENDER
     try:
         report = dry_run(
             args.file,

@@ -1,6 +1,11 @@
 """One run of a campaign in a terminal: signals, the progress display, the receiver, the verdict.
 
-Shared by ``campaign run`` and ``demo campaign``.
+Shared by ``campaign run`` and ``demo campaign``. Exit status: 0 every row reached a final
+state; 1 a fatal problem (credentials refused, the journal or Bandwidth's list unreachable...);
+2 invalid usage or input, or the journal is in use or belongs to another campaign (nothing
+sent); 3 paused by the error-rate guard; 4 more than half of a new campaign's rows invalid
+(nothing sent, no journal kept); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Every
+stop but 2 and 4 is resumable by rerunning the same command.
 """
 
 from __future__ import annotations
