@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit fuzz bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest -n 2
+
+## The property-based tests at 10,000 examples each (a few dozen in `make test`); takes minutes.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -n 2 -m fuzz
 
 ## The benchmark harness (prints tables, writes benchmarks/results/latest.json).
 bench: install

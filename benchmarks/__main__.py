@@ -13,7 +13,15 @@ from typing import Any
 
 import msgspec
 
-from . import campaign_throughput, client_overhead, latency_bound, limiter_accuracy, memory, validation_encoding
+from . import (
+    campaign_throughput,
+    client_overhead,
+    latency_bound,
+    limiter_accuracy,
+    memory,
+    rate_control,
+    validation_encoding,
+)
 from ._common import Config, ScenarioResult, environment, header, tune_gc
 
 #: Every scenario, in the order a full run executes them.
@@ -22,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     latency_bound.NAME: latency_bound.run,
     memory.NAME: memory.run,
     limiter_accuracy.NAME: limiter_accuracy.run,
+    rate_control.NAME: rate_control.run,
     validation_encoding.NAME: validation_encoding.run,
     campaign_throughput.NAME: campaign_throughput.run,
 }

@@ -43,12 +43,15 @@ async def send_message(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
         message = await request.app[CLIENT].create_message(
-            to=body.get("to"),
-            text=body.get("text"),
-            media=body.get("media"),
-            tag=body.get("tag"),
-            from_=settings.from_number,
-            application_id=settings.application_id,
+            # Bandwidth's wire names; a missing or mistyped field is a ValidationError (422).
+            {
+                "to": body.get("to"),
+                "text": body.get("text"),
+                "media": body.get("media"),
+                "tag": body.get("tag"),
+                "from": settings.from_number,
+                "applicationId": settings.application_id,
+            },
             retry=settings.retry,
         )
     except ValidationError as exc:

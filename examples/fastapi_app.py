@@ -54,12 +54,14 @@ def create_app(settings: Settings, client_factory: Callable[[], MessagingClient]
         client: MessagingClient = request.app.state.client
         try:
             message = await client.create_message(
-                to=body.to,
-                text=body.text,
-                media=body.media,
-                tag=body.tag,
-                from_=settings.from_number,
-                application_id=settings.application_id,
+                {
+                    "to": body.to,
+                    "text": body.text,
+                    "media": body.media,
+                    "tag": body.tag,
+                    "from": settings.from_number,
+                    "applicationId": settings.application_id,
+                },
                 retry=settings.retry,
             )
         except ValidationError as exc:

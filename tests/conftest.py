@@ -36,7 +36,7 @@ _HYPOTHESIS_COMMON: dict[str, Any] = {
     "print_blob": True,
 }
 #: ``make test``: enough examples to catch a regression, a few seconds in all.
-settings.register_profile("default", max_examples=40, **_HYPOTHESIS_COMMON)
+settings.register_profile("default", max_examples=30, **_HYPOTHESIS_COMMON)
 #: ``make fuzz``: the long search.
 settings.register_profile("fuzz", max_examples=10_000, **_HYPOTHESIS_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -330,9 +330,9 @@ async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emu
     path = tmp_path / "list.csv"
     write_campaign(path, rows)
     journal = Path(str(path) + ".journal")
-    # Slow enough (50 s for every row) that the run is still going after status and report,
-    # however loaded the machine: it is stopped by SIGTERM long before it ends.
-    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "20"]
+    # 40/s: 25 s for the whole file, so the status and report commands (a process start each,
+    # seconds on a busy machine) surely run while the campaign is still sending.
+    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "40"]
     async with emulator_factory() as emu:
         proc = await spawn(*args, *connection(emu))
         await wait_for(proc, lambda: journal_counts(journal).get("accepted", 0) >= 20)

@@ -27,6 +27,7 @@ from ._exceptions import (
     JournalMismatchError,
     JournalStateError,
     MissingVariablesError,
+    ReconcileError,
     TemplateError,
 )
 from ._inputs import (
@@ -122,6 +123,7 @@ __all__ = [
     "PendingRow",
     "Phase",
     "ReceiverStats",
+    "ReconcileError",
     "ReconcileSummary",
     "Report",
     "RowReader",

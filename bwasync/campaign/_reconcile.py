@@ -37,7 +37,7 @@ the runner waits for the youngest row, visibly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,6 +48,7 @@ from .._exceptions import APIError, APIStatusError, RateLimitError
 from .._models import ListMessageItem
 from .._segments import segments
 from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
+from ._exceptions import ReconcileError
 from ._journal import Journal
 from ._records import RowRecord
 from ._schema import last_write_time
@@ -55,7 +56,6 @@ from ._schema import last_write_time
 __all__ = [
     "CLOCK_MARGIN",
     "Candidate",
-    "ReconcileError",
     "ReconcileSummary",
     "Signature",
     "last_write_time",
@@ -63,14 +63,9 @@ __all__ = [
     "reconcile_rows",
     "settle_deadline",
     "signature_of",
-    "summarize",
 ]
 
 _json = msgspec.json.Decoder()
-
-
-class ReconcileError(Exception):
-    """The list endpoint could not be reached (after retries); the rows stay ``in_flight``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +297,3 @@ def settle_deadline(rows: Iterable[RowRecord], last_write: float | None, settle:
     """Unix time after which every row in ``rows`` may be looked up (see the module docstring)."""
     latest = max((r.in_flight_at or 0.0 for r in rows), default=0.0)
     return max(latest, last_write or 0.0) + settle
-
-
-def summarize(result: Mapping[str, str | None], queries: int) -> ReconcileSummary:
-    accepted = sum(1 for v in result.values() if v is not None)
-    return ReconcileSummary(rows=len(result), accepted=accepted, ambiguous=len(result) - accepted, queries=queries)

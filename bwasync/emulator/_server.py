@@ -6,9 +6,11 @@ then record the message, schedule its callbacks and answer 202. Faults are drawn
 create request: ``500``/``503``/``502_html``/``drop_before`` replace the whole answer (the
 message is *not* accepted); ``drop_after``/``slow`` happen after acceptance.
 
-The create path is kept lean for benchmarks: no middleware, no access log, one msgspec
-decode and encode, static error bodies, a header-string compare for Basic auth, and no
-allocation for the record when ``record=False`` and no callback URL is set.
+The create path is kept lean for benchmarks: no access log, one msgspec decode and encode,
+static error bodies, a header-string compare for Basic auth, and no allocation for the record
+when ``record=False`` and no callback URL is set. One middleware stands last in line: whatever
+a malformed request makes a handler raise becomes a logged 400 in Bandwidth's error shape
+(:meth:`Emulator._malformed`), never a 500; the only 500s are the injected faults.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import binascii
 import bisect
 import collections
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -30,8 +33,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .._auth import basic_header
-from .._segments import segments
-from .._validation import FieldError, parse_rfc3339, validate_wire
+from .._segments import segments, total_segments
+from .._validation import decode_json, parse_rfc3339, validate_wire
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
 from ._config import EmulatorConfig
@@ -60,12 +63,13 @@ _JSON_HEADERS = CIMultiDict({"Content-Type": _JSON})
 _HTML_HEADERS = CIMultiDict({"Content-Type": "text/html"})
 _TOKEN_HEADERS = CIMultiDict({"Content-Type": _JSON, "Cache-Control": "no-store", "Pragma": "no-cache"})
 _ECHOED = ("text", "media", "tag", "priority", "expiration")
-_decode = msgspec.json.Decoder().decode
+_decoder = msgspec.json.Decoder()
+log = logging.getLogger("bwasync.emulator")
 _encode = bodies.encode
 
-#: Faults that replace the answer before anything is accepted, and those that follow acceptance.
+#: Faults that replace the answer before anything is accepted (``drop_after`` and ``slow`` follow
+#: acceptance and are handled where the answer is written).
 _BEFORE = ("drop_before", "500", "503", "502_html")
-_AFTER = ("drop_after", "slow")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,6 +136,9 @@ class Emulator:
         self._basic_header: str | None = None
         seed = config.seed
         self._fault_rng = _stream(seed, "faults")
+        self._sporadic_rng = _stream(seed, "sporadic-429")
+        # Bodies answered a sporadic 429 and not retried yet: their retry is let through.
+        self._sporadic_pending: set[int] = set()
         self._jitter_rng = _stream(seed, "jitter")
         self._outcome_rng = _stream(seed, "outcomes")
         self._ids = IdFactory(_stream(seed, "ids"))
@@ -225,6 +232,23 @@ class Emulator:
         """Wait until every scheduled callback is delivered or given up (for tests and demos)."""
         await self._callbacks.drain()
 
+    def set_dequeue_rate(self, rate: float | None) -> None:
+        """Change the account dequeue rate now, while running (``None``: unlimited).
+
+        What is queued has drained at the old rate up to this instant and drains at the new one
+        from now on; a queue above the new capacity refuses everything until it is below it.
+        """
+        old = self._config.dequeue_rate
+        if rate is not None and not rate > 0:
+            raise ValueError("dequeue_rate must be positive (or None for unlimited)")
+        now = self._now()
+        for queue in self._queues.values():
+            if old is not None:
+                queue.drain(now, old)
+            else:
+                queue.level = 0.0
+        self._config.dequeue_rate = rate
+
     def reset(self) -> None:
         """Forget accepted messages and counters and empty the queues; media and tokens stay."""
         self.accepted.clear()
@@ -240,7 +264,7 @@ class Emulator:
     # --- routing ----------------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._last_resort])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -262,6 +286,39 @@ class Emulator:
         # Last: anything no route above serves gets the gateway's Spring-style 404.
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
+
+    # --- malformed requests --------------------------------------------------------------------------
+
+    def _malformed(
+        self, request: web.Request, description: str, exc: BaseException | None = None, *, unexpected: bool = False
+    ) -> web.Response:
+        """The one answer to a request this server cannot read: a logged 400 in Bandwidth's
+        error shape (the OAuth2 one on the token endpoint). ``unexpected`` logs the traceback."""
+        log.warning(
+            "emulator: malformed %s %s: %s",
+            request.method,
+            request.path,
+            description,
+            exc_info=exc if unexpected else None,
+        )
+        return self._reply(400, bodies.malformed(description, oauth=request.path == TOKEN_PATH))
+
+    @web.middleware
+    async def _last_resort(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Whatever a request makes a handler raise is that request's fault: a 400, never a 500.
+
+        The handlers reject what they know to be malformed themselves; this catches the rest
+        (a header no decoder expected, a body that breaks a parser) and logs it with its
+        traceback, so a gap in a handler's checks shows up without failing the client.
+        """
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (413 body too large...) are already 4xx
+        except Exception as exc:
+            return self._malformed(
+                request, f"the request could not be read ({type(exc).__name__})", exc, unexpected=True
+            )
 
     # --- responses ----------------------------------------------------------------------------------
 
@@ -343,9 +400,19 @@ class Emulator:
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
-        cfg = self.config
         stats.requests += 1
         stats.creates += 1
+        stats.creates_in_flight += 1
+        if stats.creates_in_flight > stats.max_creates_in_flight:
+            stats.max_creates_in_flight = stats.creates_in_flight
+        try:
+            return await self._answer_create(request)
+        finally:
+            stats.creates_in_flight -= 1
+
+    async def _answer_create(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        cfg = self.config
         fault = None
         if cfg.p_drop_before or cfg.p_500 or cfg.p_503 or cfg.p_502_html or cfg.p_drop_after or cfg.p_slow:
             fault = self._roll_fault()
@@ -371,6 +438,14 @@ class Emulator:
                 )
             return await self._later(resp, delay) if delay else resp
 
+        if cfg.p_429 and await self._sporadic_429(request, cfg.p_429):
+            stats.faults["429"] += 1
+            after = cfg.p_429_retry_after
+            resp = self._reply(
+                429, bodies.LIST_RATE_LIMITED, extra=None if after is None else {"Retry-After": str(after)}
+            )
+            return await self._later(resp, delay) if delay else resp
+
         result = await self._accept(request, cfg)
         if isinstance(result, web.Response):
             return await self._later(result, delay) if delay else result
@@ -392,6 +467,17 @@ class Emulator:
         resp = self._reply(202, result)
         return await self._later(resp, delay) if delay else resp
 
+    async def _sporadic_429(self, request: web.Request, p: float) -> bool:
+        """Whether this create gets a rate-independent 429: a first attempt, with probability ``p``."""
+        key = hash(await request.read())
+        if key in self._sporadic_pending:
+            self._sporadic_pending.discard(key)  # the retry of a body picked before
+            return False
+        if self._sporadic_rng.random() < p:
+            self._sporadic_pending.add(key)
+            return True
+        return False
+
     async def _accept(self, request: web.Request, cfg: EmulatorConfig) -> web.Response | bytes:
         """Run every check; on success record the message and return the 202 body."""
         denied = self._gate(request)
@@ -401,10 +487,9 @@ class Emulator:
         if ctype != _JSON and (ctype is None or ctype.partition(";")[0].strip().lower() != _JSON):
             return self._reply(415, bodies.unsupported_content_type(ctype or "application/octet-stream"))
         raw = await request.read()
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            return self._reply(400, bodies.validation_failed([FieldError("body", f"not valid JSON: {exc}")]))
+        body, not_json = decode_json(raw, _decoder)
+        if not_json is not None:
+            return self._reply(400, bodies.validation_failed([not_json]))
         errors = validate_wire(body)
         if errors:
             return self._reply(400, bodies.validation_failed(errors))
@@ -418,7 +503,7 @@ class Emulator:
         text = body.get("text")
         media = body.get("media") or None
         count = 1 if media else segments(text).segments
-        cost = count * len(to)
+        cost = total_segments(count, len(to))
         account: str = request.match_info["accountId"]
         now = self._now()
         wait = 0.0
@@ -630,7 +715,10 @@ class Emulator:
     async def _token(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
         cfg = self.config
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # multipart without a boundary, an undecodable charset...
+            return self._malformed(request, f"the form body could not be read: {exc}", exc)
         creds = None
         header = request.headers.get("Authorization")
         if header is not None and header[:6].lower() == "basic ":
@@ -679,8 +767,9 @@ def _media_token_name(token: str) -> str | None:
 def _basic_credentials(value: str) -> tuple[str, str] | None:
     """``(user, password)`` from the base64 part of a Basic header, None if malformed."""
     try:
+        # ValueError covers binascii.Error, non-ASCII input and undecodable credentials alike.
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None

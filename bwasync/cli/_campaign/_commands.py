@@ -250,8 +250,6 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """
     ctx = click.get_current_context()
     args = RunArgs(**params)
-    for name in ("template", "key_column", "campaign_id"):
-        _check_text_argument(getattr(args, name), "--" + name.replace("_", "-"))
     source = _read_template(args.template, args.template_file)
     template: Template | None = None
     if source is not None:
@@ -333,16 +331,6 @@ class RunArgs:
     settle: float
     allow_invalid: bool
     no_progress: bool
-
-
-def _check_text_argument(value: str | None, option: str) -> None:
-    """A value the shell handed over with bytes that are not UTF-8 is a usage error."""
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise click.BadParameter("is not valid UTF-8 text (check the terminal's encoding)", param_hint=option) from None
 
 
 def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
