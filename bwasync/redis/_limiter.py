@@ -339,12 +339,15 @@ class RedisLimiter:
                 return
             try:
                 if self._ps_rate is None:
-                    await self._acquire_account(cost)
+                    done = await self._acquire_account(cost)
                 else:
-                    await self._acquire_with_sender(cost, sender)
-                return
+                    done = await self._acquire_with_sender(cost, sender)
             except _REDIS_ERRORS as exc:
-                self._unreachable(exc)
+                if self._fallback is None:
+                    self._unreachable(exc)
+                continue
+            if done:
+                return
 
     def _want(self, cost: float, now: float) -> float:
         """The next lease's size, from this worker's demand (see ``lease_size``)."""
@@ -359,7 +362,12 @@ class RedisLimiter:
         burst = None if self._rate is None else max(1.0, self._rate * self._burst_s)
         return lease_size(demand, self._queued, cost, self._rate, burst, self._live)
 
-    async def _acquire_account(self, cost: float) -> None:
+    async def _acquire_account(self, cost: float) -> bool:
+        """Take ``cost`` from the lease, refilled from Redis when short, in FIFO order.
+
+        False when the fallback took over while this acquisition queued: it goes there instead
+        of asking an unreachable Redis once more (each ask may take the whole socket timeout).
+        """
         loop = self._loop
         assert loop is not None
         refill = self._refill
@@ -372,11 +380,13 @@ class RedisLimiter:
             self._queued -= cost
         try:
             while True:
+                if self._fallback is not None:
+                    return False
                 now = loop.time()
                 if self._lease >= cost and now < self._lease_expires:
                     self._lease -= cost
                     self._demand_count += cost
-                    return
+                    return True
                 want = self._want(cost, now)
                 back, self._lease = self._lease, 0.0
                 epoch = self._lease_epoch
@@ -384,12 +394,14 @@ class RedisLimiter:
                 if wait <= 0.0:
                     self._grant(granted - cost, epoch)
                     self._demand_count += cost
-                    return
+                    return True
                 await asyncio.sleep(wait)
         finally:
             refill.release()
 
-    async def _acquire_with_sender(self, cost: float, sender: str) -> None:
+    async def _acquire_with_sender(self, cost: float, sender: str) -> bool:
+        """Check ``sender``'s bucket in Redis (and the account's unless the lease covers the
+        cost), one round trip per try; False when the fallback took over meanwhile."""
         loop = self._loop
         assert loop is not None
         gate = self._senders.get(sender)
@@ -399,6 +411,8 @@ class RedisLimiter:
         try:
             async with gate.lock:
                 while True:
+                    if self._fallback is not None:
+                        return False
                     now = loop.time()
                     covered = self._lease >= cost and now < self._lease_expires
                     back = 0.0
@@ -419,7 +433,7 @@ class RedisLimiter:
                         if not covered:
                             self._grant(granted - cost, epoch)
                         self._demand_count += cost
-                        return
+                        return True
                     if covered:
                         self._lease += cost
                     await asyncio.sleep(wait)

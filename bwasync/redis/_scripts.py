@@ -171,12 +171,12 @@ return {num(now), redis.call('HGETALL', KEYS[1])}
 #: The bucket keeps its level in segments across a rate change; ``exhaust`` drops its burst
 #: credit (the queue is full: no burst on top of a cut).
 #: KEYS: state. ARGV: now, ver, rate, step, episode_end, grow_from, paused, exhaust (0/1).
-#: Reply: 1 written, 0 lost the race.
+#: Reply: 1 written, 0 lost the race (or the state is gone: the next acquisition re-creates it).
 CAS = (
     _PRELUDE
     + """
 local s = redis.call('HMGET', KEYS[1], 'rate', 'burst_s', 'tat', 'ver')
-if (s[4] or '0') ~= ARGV[2] then return 0 end
+if not s[4] or s[4] ~= ARGV[2] then return 0 end
 local old, new = tonumber(s[1]) or 0, tonumber(ARGV[3])
 local burst_s = tonumber(s[2]) or 1
 local tat = tonumber(s[3]) or 0
