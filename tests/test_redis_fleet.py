@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._redis import RedisProcess
 from bwasync.emulator import Emulator
 
-from ._redis_server import RedisServer, redis_server
+from ._redis_server import redis_server
 
 __all__ = ["redis_server"]
 
@@ -48,7 +49,7 @@ def window_counts(times: list[float], start: float, end: float, step: float = 0.
 
 
 @pytest.mark.slow
-async def test_three_processes_share_one_rate_and_survive_a_kill(redis_server: RedisServer) -> None:
+async def test_three_processes_share_one_rate_and_survive_a_kill(redis_server: RedisProcess) -> None:
     async with Emulator(username="u", password="p", account_id=ACCOUNT) as emu:
         workers = []
         for n in range(3):

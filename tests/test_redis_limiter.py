@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._redis import RedisProcess
 from bwasync import MessagingClient, RateLimiter
 from bwasync._constants import MAX_RETRY_AFTER, MIN_RATE, RATE_DECREASE_FACTOR, RATE_LIMIT_EPISODE
 from bwasync.emulator import Emulator
@@ -23,7 +24,7 @@ from bwasync.redis._constants import LEASE_SECONDS, LIVE_TTL, MAX_LEASE, SHARED_
 from bwasync.redis._control import RateState, achieved_rate, cut, grow
 from bwasync.redis._policy import fallback_rate, lease_size, redact_url
 
-from ._redis_server import RedisServer, redis_server
+from ._redis_server import redis_server, start_redis
 
 __all__ = ["redis_server"]
 
@@ -150,7 +151,7 @@ def server_clock() -> ServerClock:
 
 @pytest.fixture
 async def make_limiter(
-    redis_server: RedisServer, server_clock: ServerClock
+    redis_server: RedisProcess, server_clock: ServerClock
 ) -> AsyncIterator[Callable[..., RedisLimiter]]:
     """Limiters on the test's server, on its controlled clock; closed after the test."""
     made: list[RedisLimiter] = []
@@ -284,7 +285,7 @@ async def test_retry_after_pauses_every_limiter(
 
 
 async def test_fallback_when_redis_stops_and_rejoin_when_it_returns(
-    make_limiter: Callable[..., RedisLimiter], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    make_limiter: Callable[..., RedisLimiter], redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = make_limiter(rate=100), make_limiter(rate=100)
     await a.acquire(1, sender="x")
@@ -309,8 +310,7 @@ async def test_fallback_when_redis_stops_and_rejoin_when_it_returns(
 
 
 async def test_on_error_raise_and_credentials_never_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    server = RedisServer(tmp_path, password="s3cret-pw")
-    server.start()
+    server = start_redis(tmp_path, password="s3cret-pw")
     try:
         raising = RedisLimiter(server.url, account_id=ACCOUNT, rate=10, on_error="raise")
         falling = RedisLimiter(server.url, account_id=ACCOUNT, rate=10)
@@ -332,7 +332,7 @@ async def test_on_error_raise_and_credentials_never_shown(tmp_path: Path, caplog
         server.stop()
 
 
-async def test_clients_send_through_a_shared_limiter(redis_server: RedisServer) -> None:
+async def test_clients_send_through_a_shared_limiter(redis_server: RedisProcess) -> None:
     async with Emulator(username="u", password="p", account_id=ACCOUNT) as emu:
         limiter = RedisLimiter(redis_server.url, account_id=ACCOUNT, rate=1_000)
         other = RedisLimiter(redis_server.url, account_id=ACCOUNT, rate=1_000)
