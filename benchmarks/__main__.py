@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from . import client_overhead, latency_bound, limiter_accuracy, memory, validation_encoding
+from . import client_overhead, latency_bound, limiter_accuracy, memory, scale_out, validation_encoding
 from ._common import Config, ScenarioResult, environment, header, tune_gc
 
 #: Every scenario, in the order a full run executes them.
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     memory.NAME: memory.run,
     limiter_accuracy.NAME: limiter_accuracy.run,
     validation_encoding.NAME: validation_encoding.run,
+    scale_out.NAME: scale_out.run,
 }
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
@@ -36,7 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default: {DEFAULT_JSON})"
     )
-    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these scenarios")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        type=lambda name: name.replace("_", "-"),  # scale_out and scale-out both name scale-out
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help="run only these scenarios",
+    )
     parser.add_argument(
         "--no-gc-tune", action="store_true", help="leave the GC thresholds alone (default: raise generation 0)"
     )
