@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._redis import RedisProcess
+import bwasync
 from bwasync import MessagingClient, RateLimiter
 from bwasync._constants import MAX_RETRY_AFTER, MIN_RATE, RATE_DECREASE_FACTOR, RATE_LIMIT_EPISODE
 from bwasync.emulator import Emulator
@@ -118,6 +119,14 @@ def test_configuration_is_checked() -> None:
         RedisLimiter("redis://127.0.0.1:1/0", account_id=ACCOUNT, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a Redis URL"):
         RedisLimiter("http://:s3cret@h/0", account_id=ACCOUNT)
+
+
+def test_public_surface() -> None:
+    import bwasync.redis
+
+    assert bwasync.redis.__all__ == ["RedisLimiter", "RedisUnavailableError"]
+    assert issubclass(RedisUnavailableError, bwasync.BwasyncError)
+    assert RedisLimiter.__module__.startswith("bwasync.redis")
 
 
 def test_importing_bwasync_without_redis_works_and_bwasync_redis_says_what_to_install() -> None:
