@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from benchmarks._redis import RedisProcess
-import bwasync
 from bwasync import MessagingClient, RateLimiter
 from bwasync._constants import MAX_RETRY_AFTER, MIN_RATE, RATE_DECREASE_FACTOR, RATE_LIMIT_EPISODE
 from bwasync.emulator import Emulator
