@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from . import client_overhead, latency_bound, limiter_accuracy, memory, scale_out, validation_encoding
+from . import client_overhead, latency_bound, limiter_accuracy, memory, rate_control, scale_out, validation_encoding
 from ._common import Config, ScenarioResult, environment, header, tune_gc
 
 #: Every scenario, in the order a full run executes them.
@@ -22,6 +22,7 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     latency_bound.NAME: latency_bound.run,
     memory.NAME: memory.run,
     limiter_accuracy.NAME: limiter_accuracy.run,
+    rate_control.NAME: rate_control.run,
     validation_encoding.NAME: validation_encoding.run,
     scale_out.NAME: scale_out.run,
 }
@@ -37,14 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default: {DEFAULT_JSON})"
     )
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        type=lambda name: name.replace("_", "-"),  # scale_out and scale-out both name scale-out
-        choices=list(SCENARIOS),
-        metavar="NAME",
-        help="run only these scenarios",
-    )
+    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these scenarios")
     parser.add_argument(
         "--no-gc-tune", action="store_true", help="leave the GC thresholds alone (default: raise generation 0)"
     )

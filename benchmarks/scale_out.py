@@ -1,4 +1,4 @@
-"""scale-out: what sharing the rate limit through Redis costs, and what worker processes add.
+"""scale_out: what sharing the rate limit through Redis costs, and what worker processes add.
 
 Against the raw responder (``benchmarks._responder``, its own process) at 64 in flight:
 
@@ -52,7 +52,7 @@ from ._data import ACCOUNT_ID, requests
 from ._redis import RedisProcess
 from ._responder import ServerProcess
 
-NAME = "scale-out"
+NAME = "scale_out"
 TITLE = "RedisLimiter vs the in-process limiter at 64 in flight, Redis round trips per message, 1 and 2 processes"
 CONCURRENCY = 64
 #: A rate that never binds here: the trials measure what the limiter itself costs.

@@ -289,7 +289,7 @@ class MessagingClient:
             message = await self._transport.create_message(body)
         except RateLimitError as exc:
             slot.stage = WAITING
-            limiter.report_rate_limited(sender=sender, retry_after=exc.retry_after)
+            limiter.report_rate_limited(sender=sender, retry_after=exc.retry_after, allowed_rate=exc.allowed_rate)
             raise
         except APIError as exc:
             slot.stage = WAITING

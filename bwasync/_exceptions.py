@@ -155,9 +155,14 @@ class UnsupportedMediaTypeError(APIStatusError):
 class RateLimitError(APIStatusError):
     """429: Bandwidth's queue for the account is full (or the list endpoint's limit was hit)."""
 
-    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+    def __init__(
+        self, *, retry_after: float | None = None, allowed_rate: float | None = None, **kwargs: object
+    ) -> None:
         #: Seconds the server asked us to wait (``Retry-After``), when it said.
         self.retry_after = retry_after
+        #: The account rate in messages per second, when the body stated it ("Your allowed rate
+        #: is N messages per minute" in Bandwidth's queue-full answer); the limiter cuts to it.
+        self.allowed_rate = allowed_rate
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
 

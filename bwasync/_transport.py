@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._auth import Auth
 
-__all__ = ["Transport", "UnexpectedResponseError", "parse_retry_after"]
+__all__ = ["Transport", "UnexpectedResponseError", "parse_allowed_rate", "parse_retry_after"]
 
 USER_AGENT = f"bwasync/{__version__}"
 _MAX_ERROR_BODY = 4096
@@ -75,6 +76,30 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def parse_allowed_rate(description: str | None) -> float | None:
+    """Bandwidth's queue-full 429 says "Your allowed rate is N messages per minute": N / 60, or None.
+
+    Defensive: anything but a positive, finite number in exactly that wording gives None (a
+    load balancer's 429, a reworded message), and the caller then does without the hint.
+    """
+    if not description:
+        return None
+    marker = "allowed rate is "
+    start = description.find(marker)
+    if start < 0:
+        return None
+    words = description[start + len(marker) : start + len(marker) + 64].split()
+    if len(words) < 4 or [word.rstrip(".,;") for word in words[1:4]] != ["messages", "per", "minute"]:
+        return None
+    try:
+        per_minute = float(words[0].replace(",", ""))
+    except ValueError:
+        return None
+    if not (per_minute > 0 and math.isfinite(per_minute)):
+        return None
+    return per_minute / 60.0
+
+
 def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
     """Build the exception for an error answer, whatever its body (JSON, HTML, nothing)."""
     type_: str | None = None
@@ -103,6 +128,7 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APISta
     }
     if cls is RateLimitError:
         kwargs["retry_after"] = parse_retry_after(headers.get("Retry-After"))
+        kwargs["allowed_rate"] = parse_allowed_rate(description)
     return cls(**kwargs)
 
 

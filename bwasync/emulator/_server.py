@@ -131,6 +131,9 @@ class Emulator:
         self._basic_header: str | None = None
         seed = config.seed
         self._fault_rng = _stream(seed, "faults")
+        self._sporadic_rng = _stream(seed, "sporadic-429")
+        # Bodies answered a sporadic 429 and not retried yet: their retry is let through.
+        self._sporadic_pending: set[int] = set()
         self._jitter_rng = _stream(seed, "jitter")
         self._outcome_rng = _stream(seed, "outcomes")
         self._ids = IdFactory(_stream(seed, "ids"))
@@ -223,6 +226,23 @@ class Emulator:
     async def drain_callbacks(self) -> None:
         """Wait until every scheduled callback is delivered or given up (for tests and demos)."""
         await self._callbacks.drain()
+
+    def set_dequeue_rate(self, rate: float | None) -> None:
+        """Change the account dequeue rate now, while running (``None``: unlimited).
+
+        What is queued has drained at the old rate up to this instant and drains at the new one
+        from now on; a queue above the new capacity refuses everything until it is below it.
+        """
+        old = self._config.dequeue_rate
+        if rate is not None and not rate > 0:
+            raise ValueError("dequeue_rate must be positive (or None for unlimited)")
+        now = self._now()
+        for queue in self._queues.values():
+            if old is not None:
+                queue.drain(now, old)
+            else:
+                queue.level = 0.0
+        self._config.dequeue_rate = rate
 
     def reset(self) -> None:
         """Forget accepted messages and counters and empty the queues; media and tokens stay."""
@@ -374,6 +394,14 @@ class Emulator:
                 )
             return await self._later(resp, delay) if delay else resp
 
+        if cfg.p_429 and await self._sporadic_429(request, cfg.p_429):
+            stats.faults["429"] += 1
+            after = cfg.p_429_retry_after
+            resp = self._reply(
+                429, bodies.LIST_RATE_LIMITED, extra=None if after is None else {"Retry-After": str(after)}
+            )
+            return await self._later(resp, delay) if delay else resp
+
         result = await self._accept(request, cfg)
         if isinstance(result, web.Response):
             return await self._later(result, delay) if delay else result
@@ -394,6 +422,17 @@ class Emulator:
             delay = 0.0
         resp = self._reply(202, result)
         return await self._later(resp, delay) if delay else resp
+
+    async def _sporadic_429(self, request: web.Request, p: float) -> bool:
+        """Whether this create gets a rate-independent 429: a first attempt, with probability ``p``."""
+        key = hash(await request.read())
+        if key in self._sporadic_pending:
+            self._sporadic_pending.discard(key)  # the retry of a body picked before
+            return False
+        if self._sporadic_rng.random() < p:
+            self._sporadic_pending.add(key)
+            return True
+        return False
 
     async def _accept(self, request: web.Request, cfg: EmulatorConfig) -> web.Response | bytes:
         """Run every check; on success record the message and return the 202 body."""

@@ -137,11 +137,15 @@ class AccountQueue:
         self.level = 0.0
         self._last: float | None = None
 
-    def admit(self, cost: int, now: float, rate: float, queue_seconds: float) -> float | None:
-        """Seconds until this message is dequeued, or None if the queue is full."""
+    def drain(self, now: float, rate: float) -> None:
+        """Dequeue at ``rate`` up to ``now`` (called with the old rate before the rate changes)."""
         if self._last is not None:
             self.level = max(0.0, self.level - (now - self._last) * rate)
         self._last = now
+
+    def admit(self, cost: int, now: float, rate: float, queue_seconds: float) -> float | None:
+        """Seconds until this message is dequeued, or None if the queue is full."""
+        self.drain(now, rate)
         before = self.level
         if before + cost > rate * queue_seconds + 1e-9:
             return None
