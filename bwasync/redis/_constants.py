@@ -27,11 +27,13 @@ DEMAND_WINDOW = 1.0
 #: worker stops counting (for the fallback share) within seconds.
 LIVE_TTL = 3.0
 
-#: The shared rate grows at most this often per worker (seconds). A growth step is two round
-#: trips (read, compare-and-set); the rate regained in half a second is ~1% of the ceiling.
-SHARED_ADJUST_INTERVAL = 0.5
-#: Compare-and-set attempts for one controller update before giving up on it (another worker's
-#: update won every time; its update is as good as ours, so nothing is lost but a step).
+#: A worker replays what it saw (sends, answers) on the shared controller at most this often
+#: (seconds); a 429 is replayed at once. A sync is two round trips (read, compare-and-set). The
+#: controller measures the accepted rate over one-second windows and regrows in 0.1-s steps, so
+#: a quarter second of delay costs little, while each worker adds at most 8 round trips/s.
+SHARED_SYNC_INTERVAL = 0.25
+#: Compare-and-set attempts for one sync before giving its events up (other workers' syncs won
+#: every time: the controller then has their, similar, picture of the account).
 CAS_ATTEMPTS = 5
 
 #: While Redis is unreachable, try it again at most this often (seconds).

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .._constants import ACHIEVED_RATE_WINDOW, DEFAULT_BURST_SECONDS
+from .._constants import DEFAULT_BURST_SECONDS
 from .._exceptions import BwasyncError, ConfigurationError
 from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst
 from . import _scripts
@@ -41,9 +41,9 @@ from ._constants import (
     LIVE_TTL,
     RECONNECT_INTERVAL,
     REDIS_TIMEOUT,
-    SHARED_ADJUST_INTERVAL,
+    SHARED_SYNC_INTERVAL,
 )
-from ._control import RateState, achieved_rate, cut, grow, initial_step
+from ._control import Events, apply, dump, load
 from ._policy import fallback_rate, lease_size, redact_url
 
 __all__ = ["RedisLimiter", "RedisUnavailableError"]
@@ -62,16 +62,6 @@ class RedisUnavailableError(BwasyncError):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _time(value: Any) -> float:
-    """A time field of the state: 0 (or missing) stands for "never"."""
-    t = float(value) if value is not None else 0.0
-    return t if t > 0 else -math.inf
-
-
-def _arg(t: float) -> str:
-    return repr(t) if t > -math.inf else "0"
 
 
 class _SenderGate:
@@ -193,12 +183,10 @@ class RedisLimiter:
         self._demand_count = 0.0
         self._demand_since = -math.inf
         self._demand_rate = 0.0
-        # Controller events waiting for the background task that writes them to Redis.
-        self._pending_cut = False
-        self._pending_retry_after: float | None = None
-        self._pending_grow = False
-        self._next_grow = -math.inf
-        self._control_task: asyncio.Task[None] | None = None
+        # What this worker saw since it last synced the shared controller (see ``_control``).
+        self._events = Events()
+        self._next_sync = -math.inf
+        self._sync_task: asyncio.Task[None] | None = None
         # Fallback while Redis is unreachable.
         self._fallback: AdaptiveLimiter | None = None
         self._next_probe = -math.inf
@@ -234,6 +222,7 @@ class RedisLimiter:
                 if self._lease >= cost and now < self._lease_expires and (refill is None or not refill.locked()):
                     self._lease -= cost
                     self._demand_count += cost
+                    self._events.sent += cost
                     return
         await self._acquire_slow(cost, sender)
 
@@ -242,37 +231,40 @@ class RedisLimiter:
         fallback = self._fallback
         if fallback is not None:
             fallback.release(cost, sender=sender)
-        elif self._now() < self._lease_expires:
+            return
+        self._events.unsent += cost
+        if self._now() < self._lease_expires:
             self._lease += cost
 
     def report_success(self, cost: float, *, sender: str) -> None:
-        """Shared additive increase, at most every ``SHARED_ADJUST_INTERVAL`` from this worker."""
+        """Counted; the shared controller hears of it at the next sync (every ``SHARED_SYNC_INTERVAL``)."""
         fallback = self._fallback
         if fallback is not None:
             fallback.report_success(cost, sender=sender)
             return
-        rate = self._rate
-        if rate is None or (self._ceiling is not None and rate >= self._ceiling):
-            return
-        now = self._now()
-        if now < self._next_grow:
-            return
-        self._next_grow = now + SHARED_ADJUST_INTERVAL
-        self._pending_grow = True
-        self._start_control()
+        events = self._events
+        events.accepted += cost
+        events.answers += 1
+        if self._now() >= self._next_sync:
+            self._start_sync()
 
-    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
-        """Drop this worker's lease now; cut the shared rate (once per episode) in Redis."""
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
+        """Drop this worker's lease now, and tell the shared controller at once.
+
+        ``retry_after`` does not pause the account (it delays only the retry of the request that
+        carried it); ``allowed_rate`` is the account rate the server stated, when it did.
+        """
         fallback = self._fallback
         if fallback is not None:
-            fallback.report_rate_limited(sender=sender, retry_after=retry_after)
+            fallback.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=allowed_rate)
             return
         self._lease = 0.0
         self._lease_epoch += 1
-        self._pending_cut = True
-        if retry_after is not None and retry_after > 0:
-            self._pending_retry_after = max(self._pending_retry_after or 0.0, retry_after)
-        self._start_control()
+        events = self._events
+        events.limited += 1
+        if allowed_rate is not None and allowed_rate > 0 and math.isfinite(allowed_rate):
+            events.allowed_rate = allowed_rate
+        self._start_sync()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -282,8 +274,7 @@ class RedisLimiter:
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
-        if self._control_task is not None:
-            await asyncio.gather(self._control_task, return_exceptions=True)
+        await self._flush()
         if self._fallback is None and self._configured:
             lease, self._lease = self._lease, 0.0
             try:
@@ -386,6 +377,7 @@ class RedisLimiter:
                 if self._lease >= cost and now < self._lease_expires:
                     self._lease -= cost
                     self._demand_count += cost
+                    self._events.sent += cost
                     return True
                 want = self._want(cost, now)
                 back, self._lease = self._lease, 0.0
@@ -394,6 +386,7 @@ class RedisLimiter:
                 if wait <= 0.0:
                     self._grant(granted - cost, epoch)
                     self._demand_count += cost
+                    self._events.sent += cost
                     return True
                 await asyncio.sleep(wait)
         finally:
@@ -433,6 +426,7 @@ class RedisLimiter:
                         if not covered:
                             self._grant(granted - cost, epoch)
                         self._demand_count += cost
+                        self._events.sent += cost
                         return True
                     if covered:
                         self._lease += cost
@@ -472,8 +466,6 @@ class RedisLimiter:
                 repr(back),
                 repr(self._ceiling or 0.0),
                 repr(self._burst_s),
-                repr(initial_step(self._ceiling)),
-                repr(ACHIEVED_RATE_WINDOW),
             ],
         )
         rate = float(reply[2])
@@ -484,7 +476,7 @@ class RedisLimiter:
     async def _configure(self) -> None:
         await self._configure_script(
             keys=[self._state_key],
-            args=[self._now_arg(), repr(self._ceiling or 0.0), repr(self._burst_s), repr(initial_step(self._ceiling))],
+            args=[self._now_arg(), repr(self._ceiling or 0.0), repr(self._burst_s)],
         )
         self._configured = True
 
@@ -542,81 +534,65 @@ class RedisLimiter:
 
     # --- the shared controller ----------------------------------------------------------------
 
-    def _start_control(self) -> None:
-        task = self._control_task
+    def _start_sync(self) -> None:
+        task = self._sync_task
         if task is None or task.done():
-            self._control_task = asyncio.get_running_loop().create_task(self._run_control())
+            self._sync_task = asyncio.get_running_loop().create_task(self._run_sync())
 
-    async def _run_control(self) -> None:
-        """Write pending controller events to Redis, one at a time, until none is left."""
-        while self._pending_cut or self._pending_grow:
-            is_cut, retry_after = self._pending_cut, self._pending_retry_after
-            self._pending_cut, self._pending_retry_after = False, None
-            if not is_cut:
-                self._pending_grow = False
+    async def _flush(self) -> None:
+        """Sync every event counted so far, and wait for it (closing; tests)."""
+        while True:
+            if self._sync_task is not None:
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+            if not self._events or self._fallback is not None:
+                return
+            self._start_sync()  # each sync takes every event counted: this ends
+
+    async def _run_sync(self) -> None:
+        """Replay this worker's events on the shared controller; again at once if 429s came meanwhile."""
+        while True:
+            events, self._events = self._events, Events()
+            if not events:
+                return
+            self._next_sync = self._now() + SHARED_SYNC_INTERVAL
             try:
-                await self._update(is_cut, retry_after)
+                await self._update(events)
             except _REDIS_ERRORS as exc:
                 if self._fallback is None and self._on_error == "fallback":
                     self._unreachable(exc)
                 fallback = self._fallback
-                if is_cut and fallback is not None:
-                    fallback.report_rate_limited(sender="", retry_after=retry_after)
-                self._pending_cut = self._pending_grow = False
+                if fallback is not None:
+                    for _ in range(events.limited):
+                        fallback.report_rate_limited(sender="", retry_after=None, allowed_rate=events.allowed_rate)
                 return
+            if not self._events.limited:
+                return  # successes since then wait for the next interval
 
-    async def _update(self, is_cut: bool, retry_after: float | None) -> None:
+    async def _update(self, events: Events) -> None:
         for _ in range(CAS_ATTEMPTS):
             reply: Sequence[Any] = await self._read_script(keys=[self._state_key], args=[self._now_arg()])
             now = float(reply[0])
             flat = reply[1]
             fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-            state = _parse_state(fields)
-            exhaust = False
-            if is_cut:
-                achieved = achieved_rate(
-                    float(fields.get("win_end", 0)),
-                    float(fields.get("win_count", 0)),
-                    float(fields.get("prev_count", 0)),
-                    float(fields.get("prev_start", 0)),
-                    now,
-                )
-                decision = cut(state, now, retry_after, achieved)
-                if decision is None:
-                    return
-                new, exhaust = decision
-            else:
-                grown = grow(state, now)
-                if grown is None:
-                    return
-                new = grown
+            ceiling = float(fields.get("ceiling", 0)) or None
+            control = load(fields.get("ctl"), ceiling)
+            before = control.rate
+            apply(control, events, now)
+            after = control.rate
+            cut = after is not None and (before is None or after < before)
             written = await self._cas_script(
                 keys=[self._state_key],
                 args=[
                     self._now_arg(),
                     _text(fields.get("ver", "0")),
-                    repr(new.rate or 0.0),
-                    repr(new.step),
-                    _arg(new.episode_end),
-                    _arg(new.grow_from),
-                    _arg(new.paused_until),
-                    "1" if exhaust else "0",
+                    repr(after or 0.0),
+                    dump(control),
+                    "1" if cut else "0",
                 ],
             )
             if int(written):
-                self._rate = new.rate
-                _log.debug("shared rate %s -> %s segments/s", state.rate, new.rate)
+                self._rate = after
+                if after != before:
+                    _log.debug("shared rate %s -> %s segments/s", before, after)
                 return
-
-
-def _parse_state(fields: dict[str, Any]) -> RateState:
-    rate = float(fields.get("rate", 0))
-    ceiling = float(fields.get("ceiling", 0))
-    return RateState(
-        rate=rate if rate > 0 else None,
-        ceiling=ceiling if ceiling > 0 else None,
-        step=float(fields.get("step", 0)),
-        episode_end=_time(fields.get("episode_end")),
-        grow_from=_time(fields.get("grow_from")),
-        paused_until=_time(fields.get("paused")),
-    )
+        _log.debug("shared controller busy: %d events of this worker dropped", events.answers + events.limited)

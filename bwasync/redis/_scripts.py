@@ -4,10 +4,9 @@ Keys (``P`` is ``{namespace}:{{account}}``, the braces keeping every key of one 
 Redis Cluster slot):
 
 * ``P:state`` (hash): the account bucket and the controller's state. ``tat`` is the GCRA
-  theoretical arrival time; ``rate`` (0 = unthrottled), ``ceiling`` (0 = none), ``burst_s``
-  (burst in seconds of rate), ``step``, ``episode_end``, ``grow_from``, ``paused`` belong to the
-  controller (``_control``) and change only through ``CAS``, which bumps ``ver``; ``win_end``,
-  ``win_count``, ``prev_count``, ``prev_start`` count admitted segments for the achieved rate.
+  theoretical arrival time; ``ceiling`` (0 = none) and ``burst_s`` (burst in seconds of rate)
+  are the configuration; ``rate`` (0 = unthrottled) and ``ctl`` (the controller's state, JSON;
+  see ``_control``) change only through ``CAS``, which bumps ``ver``.
 * ``P:live`` (sorted set): limiter id -> time its liveness expires.
 * ``P:sender:NUMBER`` (string): that number's GCRA ``tat``, expiring when its bucket is empty.
 
@@ -30,31 +29,27 @@ local function num(x) return string.format('%.17g', x) end
 """
 
 #: Initialise the state from this limiter's configuration when the hash is missing (first use,
-#: or a Redis that lost its data): ARGV[n..n+2] = ceiling (0 = none), burst seconds, step.
+#: or a Redis that lost its data): ceiling (0 = none), burst seconds.
 _INIT = """
-local function init(ceiling, burst_s, step)
+local function init(ceiling, burst_s)
   if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('HSET', KEYS[1], 'rate', ceiling, 'ceiling', ceiling, 'burst_s', burst_s,
-      'step', step, 'ver', 1)
+    redis.call('HSET', KEYS[1], 'rate', ceiling, 'ceiling', ceiling, 'burst_s', burst_s, 'ver', 1)
   end
 end
 """
 
 #: Apply this limiter's configuration (the last limiter started sets the ceiling and burst); keep
 #: the adaptive state unless the current rate is above the new ceiling.
-#: KEYS: state. ARGV: now, ceiling, burst_s, step.
+#: KEYS: state. ARGV: now, ceiling, burst_s.
 CONFIGURE = (
     _PRELUDE
     + _INIT
     + """
-init(ARGV[2], ARGV[3], ARGV[4])
+init(ARGV[2], ARGV[3])
 local ceiling = tonumber(ARGV[2])
 local rate = tonumber(redis.call('HGET', KEYS[1], 'rate')) or 0
 redis.call('HSET', KEYS[1], 'ceiling', ARGV[2], 'burst_s', ARGV[3])
-if ceiling > 0 then
-  redis.call('HSET', KEYS[1], 'step', ARGV[4])
-  if rate == 0 or rate > ceiling then redis.call('HSET', KEYS[1], 'rate', ARGV[2]) end
-end
+if ceiling > 0 and (rate == 0 or rate > ceiling) then redis.call('HSET', KEYS[1], 'rate', ARGV[2]) end
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 return num(now)
 """
@@ -65,7 +60,7 @@ return num(now)
 #: least the cost) from the account bucket, giving back the caller's unspent ones first. Either
 #: both buckets are charged, or neither and the reply says how long to wait.
 #: KEYS: state, live[, sender]. ARGV: now, id, cost, want, covered (0/1), live_ttl,
-#: per_sender_rate, per_sender_burst, give_back, ceiling, burst_s, step, window.
+#: per_sender_rate, per_sender_burst, give_back, ceiling, burst_s.
 #: Reply: granted, wait (s), rate, live, now, ver.
 ACQUIRE = (
     _PRELUDE
@@ -77,14 +72,12 @@ local eps = 0.000001
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), id)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local live = redis.call('ZCARD', KEYS[2])
-init(ARGV[10], ARGV[11], ARGV[12])
-local s = redis.call('HMGET', KEYS[1], 'rate', 'burst_s', 'tat', 'paused', 'ver',
-  'win_end', 'win_count', 'prev_count', 'prev_start')
+init(ARGV[10], ARGV[11])
+local s = redis.call('HMGET', KEYS[1], 'rate', 'burst_s', 'tat', 'ver')
 local rate = tonumber(s[1]) or 0
 local burst_s = tonumber(s[2]) or 1
 local tat = tonumber(s[3]) or 0
-local paused = tonumber(s[4]) or 0
-local ver = s[5] or '0'
+local ver = s[4] or '0'
 local function reply(granted, wait)
   return {num(granted), num(wait), num(rate), live, num(now), ver}
 end
@@ -105,7 +98,6 @@ end
 local granted = 0
 if not covered then
   if rate > 0 then
-    if paused > now then return reply(0, paused - now) end
     local int = 1 / rate
     local burst = math.max(1, rate * burst_s)
     local tau = burst * int
@@ -121,19 +113,6 @@ if not covered then
   else
     granted = want
   end
-  local window = tonumber(ARGV[13])
-  local win_end, win_count = tonumber(s[6]) or 0, tonumber(s[7]) or 0
-  local prev_count, prev_start = tonumber(s[8]) or 0, tonumber(s[9]) or 0
-  if now >= win_end then
-    if now < win_end + window then
-      prev_count, prev_start, win_end = win_count, win_end - window, win_end + window
-    else
-      prev_count, prev_start, win_end = 0, now, now + window
-    end
-    win_count = 0
-  end
-  redis.call('HSET', KEYS[1], 'win_end', num(win_end), 'win_count', num(win_count + granted),
-    'prev_count', num(prev_count), 'prev_start', num(prev_start))
 end
 if KEYS[3] then
   local new = s_tat + cost * s_int
@@ -167,10 +146,10 @@ return {num(now), redis.call('HGETALL', KEYS[1])}
 """
 )
 
-#: Write a controller decision if nobody else wrote one since it was read (``ver`` unchanged).
+#: Write the controller back if nobody else wrote it since it was read (``ver`` unchanged).
 #: The bucket keeps its level in segments across a rate change; ``exhaust`` drops its burst
-#: credit (the queue is full: no burst on top of a cut).
-#: KEYS: state. ARGV: now, ver, rate, step, episode_end, grow_from, paused, exhaust (0/1).
+#: credit (a cut: the queue is full, no burst on top of it).
+#: KEYS: state. ARGV: now, ver, rate (0 = unthrottled), ctl, exhaust (0/1).
 #: Reply: 1 written, 0 lost the race (or the state is gone: the next acquisition re-creates it).
 CAS = (
     _PRELUDE
@@ -181,9 +160,8 @@ local old, new = tonumber(s[1]) or 0, tonumber(ARGV[3])
 local burst_s = tonumber(s[2]) or 1
 local tat = tonumber(s[3]) or 0
 if old > 0 and new > 0 and tat > now then tat = now + (tat - now) * old / new end
-if ARGV[8] == '1' and new > 0 then tat = math.max(tat, now + math.max(1, new * burst_s) / new) end
-redis.call('HSET', KEYS[1], 'rate', ARGV[3], 'step', ARGV[4], 'episode_end', ARGV[5],
-  'grow_from', ARGV[6], 'paused', ARGV[7], 'tat', num(tat))
+if ARGV[5] == '1' and new > 0 then tat = math.max(tat, now + math.max(1, new * burst_s) / new) end
+redis.call('HSET', KEYS[1], 'rate', ARGV[3], 'ctl', ARGV[4], 'tat', num(tat))
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 return 1
 """
