@@ -4,8 +4,6 @@ served in Prometheus's text format (own HTTP server, or a route in a service's a
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import aiohttp
 from aiohttp import web
@@ -90,14 +88,3 @@ async def test_own_metrics_server_serves_the_limiter_rate() -> None:
     unthrottled = ClientMetrics()
     unthrottled.instrument(MessagingClient(ACCOUNT, username="u", password="p"))
     assert math.isnan(samples(generate_latest(unthrottled.registry).decode())[("bwasync_limiter_rate", ())])
-
-
-def test_importing_bwasync_metrics_without_prometheus_client_says_what_to_install() -> None:
-    code = (
-        "import sys; sys.modules['prometheus_client'] = None\n"
-        "import bwasync\n"
-        "try:\n    import bwasync.metrics\n"
-        "except ImportError as exc:\n    print(exc)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'bwasync[metrics]'" in out.stdout

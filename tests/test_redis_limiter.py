@@ -119,15 +119,20 @@ def test_public_surface() -> None:
     assert RedisLimiter.__module__.startswith("bwasync.redis")
 
 
-def test_importing_bwasync_without_redis_works_and_bwasync_redis_says_what_to_install() -> None:
+@pytest.mark.parametrize(
+    ("module", "dependency", "extra"), [("redis", "redis", "redis"), ("metrics", "prometheus_client", "metrics")]
+)
+def test_bwasync_imports_without_an_extra_and_its_module_says_what_to_install(
+    module: str, dependency: str, extra: str
+) -> None:
     code = (
-        "import sys; sys.modules['redis'] = None\n"
+        f"import sys; sys.modules[{dependency!r}] = None\n"
         "import bwasync\n"
-        "try:\n    import bwasync.redis\n"
+        f"try:\n    import bwasync.{module}\n"
         "except ImportError as exc:\n    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'bwasync[redis]'" in out.stdout
+    assert f"pip install 'bwasync[{extra}]'" in out.stdout
 
 
 # --- against redis-server -------------------------------------------------------------------

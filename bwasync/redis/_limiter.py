@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from .._constants import DEFAULT_BURST_SECONDS
 from .._exceptions import BwasyncError, ConfigurationError
-from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst
+from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst, _loop_time
 from . import _scripts
 from ._constants import (
     CAS_ATTEMPTS,
@@ -176,6 +176,9 @@ class RedisLimiter:
         self._lease = 0.0
         self._lease_expires = -math.inf
         self._lease_epoch = 0
+        # A lease smaller than asked for means the bucket is drained: ask again only once the rest
+        # could have accrued (loop time), rather than polling Redis once per round trip.
+        self._refill_at = -math.inf
         self._refill: asyncio.Lock | None = None
         self._queued = 0.0
         self._senders: dict[str, _SenderGate] = {}
@@ -308,12 +311,7 @@ class RedisLimiter:
 
     def _now(self) -> float:
         loop = self._loop
-        if loop is not None:
-            return loop.time()
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            return -math.inf
+        return loop.time() if loop is not None else _loop_time()
 
     def _now_arg(self) -> str:
         clock = self._server_clock
@@ -379,11 +377,17 @@ class RedisLimiter:
                     self._demand_count += cost
                     self._events.sent += cost
                     return True
+                if now < self._refill_at:
+                    await asyncio.sleep(self._refill_at - now)
+                    continue
                 want = self._want(cost, now)
                 back, self._lease = self._lease, 0.0
                 epoch = self._lease_epoch
                 granted, wait = await self._call(cost, want, back, None, covered=False)
                 if wait <= 0.0:
+                    rate = self._rate
+                    if rate is not None and granted < want:
+                        self._refill_at = loop.time() + (want - granted) / rate
                     self._grant(granted - cost, epoch)
                     self._demand_count += cost
                     self._events.sent += cost
