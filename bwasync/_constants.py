@@ -98,10 +98,17 @@ RATE_CUT_FLOOR = 0.7
 #: 98 % of the account's throughput.
 RATE_HINT_FACTOR = 0.98
 #: CUBIC's scale, relative to the last maximum: after a cut the rate is back at the maximum in
-#: K = cbrt(depth / scale) seconds (1.7 s after a 5 % cut, 3.1 s after 30 %), stays near it, then
-#: grows beyond it: +8 % two seconds later, x2 after about 4.6 s. Slow near the old maximum so a
-#: full queue is not refilled at once; fast beyond it so a raised limit is found within seconds.
-RATE_CUBIC_SCALE = 0.01
+#: K = cbrt(depth / scale) seconds (2.2 s after a 5 % cut, 3.9 s after 30 %), stays near it, then
+#: grows beyond it: +4 % two seconds later, +14 % after three, x2 after about 5.8 s. Slow near the
+#: old maximum, so that a queue that drained a little below it refills without overshooting much
+#: (a faster probe doubled the 429s in the simulated queue model); fast beyond it, so that a
+#: raised limit is found within seconds.
+RATE_CUBIC_SCALE = 0.005
+#: The cut is judged on the answers that arrive from this fraction of the episode on: earlier ones
+#: mostly answer requests sent before the cut (a round trip, ~100-300 ms at Bandwidth's latency).
+#: A stale 429 counted as "after" can only make the judgment cut again, to the accepted rate of a
+#: queue that was full, which is the account's rate anyway.
+RATE_JUDGE_FROM = 0.25
 #: A cut paid off when the 429 share in the second half of its episode is at most this fraction of
 #: the share that caused it.
 RATE_PAYOFF_SHARE = 0.5
@@ -120,12 +127,16 @@ RATE_MIN_SAMPLE = 5
 #: While a cut's episode is still running, a second half already a quarter-episode long and holding
 #: this many accepted answers and this many 429s shows a queue still full: the rate is cut again at
 #: once rather than at the episode's end (fewer 429s while converging). Twenty answers over a
-#: quarter of a second measure the accepted rate well enough to cut to.
+#: quarter of a second measure the accepted rate well enough to cut to. Also: in the first second
+#: of a run, 429s cut only once this many have come (a full queue sends a flood within
+#: milliseconds; stray 429s do not).
 RATE_EARLY_SAMPLE = 20
 #: A cut is judged "paid off" on an absence of 429s only once, had nothing changed, at least this many
-#: 429s would have been expected among the answers counted; at low rates that takes longer.
+#: 429s would have been expected among the answers counted, and judged "not paid off" only on at
+#: least this many 429s; at low rates that takes longer.
 RATE_MIN_EVIDENCE = 3.0
-#: ... but never later than this many seconds after the cut (rates of a few messages per second).
+#: ... but never later than this many seconds after the cut (rates of a few messages per second);
+#: a cut that nothing shows was needed by then is undone.
 RATE_JUDGE_MAX = 5.0
 #: A limiter without a configured rate stops throttling once its regrown rate is this many times
 #: both what is actually being sent and the last measured maximum: the limit no longer binds

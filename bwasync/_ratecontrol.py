@@ -40,6 +40,12 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    rate is ``RATE_UNTHROTTLE_FACTOR`` times both what the client actually sends and the last
    measured maximum: the limit no longer binds, and the fast path is cheaper without it.
 
+7. **Not on a stray 429 at the start.** In the first second of sending (or after idling), a
+   one-second sample of the accepted rate is mostly empty, and a cut to it would be deep. A
+   full queue shows itself within milliseconds by a flood of 429s; so until a window has been
+   measured, 429s cut only once there are ``RATE_EARLY_SAMPLE`` of them and they are more than
+   ``RATE_NOISE_MAX_SHARE`` of the answers.
+
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
 pausing the account on every 429 is what makes rate-independent 429s collapse a run (measured:
@@ -60,6 +66,7 @@ from ._constants import (
     RATE_DRAIN_FACTOR,
     RATE_EARLY_SAMPLE,
     RATE_HINT_FACTOR,
+    RATE_JUDGE_FROM,
     RATE_JUDGE_MAX,
     RATE_LIMIT_EPISODE,
     RATE_MIN_EVIDENCE,
@@ -111,14 +118,18 @@ def judge_cut(
     ``limited_after`` count the answers and the 429s since the middle of its episode,
     ``sent_after`` is the rate sent since then and ``accepted_before`` the accepted rate the cut
     was measured from. None means "not enough answers yet to tell": had nothing changed, fewer
-    than ``RATE_MIN_EVIDENCE`` 429s would be expected among them. ``final`` (the judgment has
-    waited ``RATE_JUDGE_MAX``) turns that into ``PAID_OFF``.
+    than ``RATE_MIN_EVIDENCE`` 429s would be expected among them, and fewer than that many came.
+    ``final`` (the judgment has waited ``RATE_JUDGE_MAX``) decides on what there is: a cut that
+    nothing shows was needed is undone (``NOISE``).
     """
     share_after = limited_after / answers_after if answers_after else 0.0
+    enough = limited_after >= RATE_MIN_EVIDENCE or answers_after * share_before >= RATE_MIN_EVIDENCE
+    if not enough and not final:
+        return None  # one or two 429s, or none among few answers, say little about a share
     if limited_after == 0 or share_after <= RATE_PAYOFF_SHARE * share_before:
-        if final or limited_after or answers_after * share_before >= RATE_MIN_EVIDENCE:
-            return PAID_OFF
-        return None
+        # Without enough answers even at the deadline (a low rate, rare 429s), nothing shows
+        # the cut was needed: undo it. A full queue will answer 429 again soon enough.
+        return PAID_OFF if enough else NOISE
     # A full queue accepts everything sent below its drain rate: sending no faster than it just
     # accepted and still meeting the same share of 429s means the 429s are not about the rate.
     if share_after <= RATE_NOISE_MAX_SHARE and sent_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
@@ -179,6 +190,11 @@ class Meter:
     def limited(self, now: float) -> None:
         self.roll(now)
         self._cur[3] += 1
+
+    def young(self, now: float) -> bool:
+        """Whether less than one window has been measured (the start of a run, or after idling)."""
+        self.roll(now)
+        return now - self._prev_start < ACHIEVED_RATE_WINDOW
 
     def rates(self, now: float) -> tuple[float, float, int, int]:
         """(sent segments/s, accepted segments/s, accepted answers, 429 answers) over the span."""
@@ -296,8 +312,11 @@ class RateController:
             return changed  # rule 3 (or the judgment just cut again)
         sent, accepted, n_ok, n_limited = self._meter.rates(now)
         share = _share(n_ok, n_limited)
-        if allowed_rate is None and share <= RATE_NOISE_MARGIN * self._noise_now(now):
-            return changed  # rule 4: within the background share of rate-independent 429s
+        if allowed_rate is None:
+            if share <= RATE_NOISE_MARGIN * self._noise_now(now):
+                return changed  # rule 4: within the background share of rate-independent 429s
+            if self._meter.young(now) and (n_limited < RATE_EARLY_SAMPLE or share <= RATE_NOISE_MAX_SHARE):
+                return changed  # rule 7: too early to tell a full queue from a stray 429
         self._undo = self.rate
         if allowed_rate is not None:
             hint = allowed_rate if self._ceiling is None else min(allowed_rate, self._ceiling)
@@ -326,7 +345,7 @@ class RateController:
         self._share_before = share
         self._accepted_before = accepted
         self._episode_end = now + RATE_LIMIT_EPISODE
-        self._half_start = now + RATE_LIMIT_EPISODE / 2
+        self._half_start = now + RATE_LIMIT_EPISODE * RATE_JUDGE_FROM
         self._half = [0.0, 0.0, 0, 0]
         self._first = [0, 0]
         self._next_step = self._episode_end
