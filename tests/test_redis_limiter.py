@@ -40,17 +40,17 @@ T0 = 1_800_000_000.0  # a Redis clock reading, in seconds
 def test_the_controller_state_survives_a_trip_through_json() -> None:
     control = RateController(ceiling=100.0)
     for i in range(50):
-        control.on_sent(1.0, T0 + i * 0.01)
-        control.on_success(1.0, T0 + i * 0.01)
-    control.on_rate_limited(T0 + 0.5, allowed_rate=None)
+        control.on_sent(1.0, T0 + i * 0.03)
+        control.on_success(1.0, T0 + i * 0.03)
+    control.on_rate_limited(T0 + 1.5, allowed_rate=None)
     assert control.rate is not None and control.rate < 100.0
     copy = load(dump(control), 100.0)
     for name in RateController.__slots__:
         if name != "_meter":
             assert repr(getattr(copy, name)) == repr(getattr(control, name)), name
-    assert copy._meter.rates(T0 + 0.6) == control._meter.rates(T0 + 0.6)
+    assert copy._meter.rates(T0 + 1.6) == control._meter.rates(T0 + 1.6)
     # Both go on deciding the same way.
-    for later in (0.7, 1.2, 1.8, 2.5):
+    for later in (1.7, 2.2, 2.8, 3.5):
         for c in (control, copy):
             c.on_success(1.0, T0 + later)
             c.on_rate_limited(T0 + later + 0.01, allowed_rate=None)
@@ -68,10 +68,11 @@ def test_events_replay_on_the_controller() -> None:
     control = RateController(ceiling=None)
     assert not Events()
     apply(control, Events(sent=40.0, accepted=40.0, answers=40), T0)
+    apply(control, Events(sent=40.0, accepted=40.0, answers=40), T0 + 1.0)
     assert control.rate is None  # nothing to cut yet
-    apply(control, Events(limited=1), T0 + 0.5)
-    # Cut to just below what the account accepted (40 segments over the one-second window).
-    assert control.rate == pytest.approx(40.0 * RATE_DRAIN_FACTOR)
+    apply(control, Events(limited=1), T0 + 1.5)
+    # Cut to just below what the account accepted (80 segments over the last 1.5 s).
+    assert control.rate == pytest.approx(80.0 / 1.5 * RATE_DRAIN_FACTOR)
 
 
 def test_lease_size_follows_demand_within_bounds() -> None:
@@ -277,18 +278,20 @@ async def test_a_429_in_one_limiter_slows_every_limiter_and_recovery_is_shared(
 async def test_the_controller_measures_every_workers_traffic(
     make_limiter: Callable[..., RedisLimiter], server_clock: ServerClock
 ) -> None:
-    # Each of two workers saw 30 segments/s accepted; the account accepted 60/s: the cut on a
-    # 429 is to just below the account's figure, not one worker's.
+    # Each of two workers had 60 segments accepted in 1.5 s; the account, 120: the cut on a 429
+    # is to just below the account's rate (80/s), not one worker's (40/s).
     a, b = make_limiter(), make_limiter()
-    for limiter in (a, b):
-        for _ in range(30):
-            await limiter.acquire(1, sender="x")
-            limiter.report_success(1, sender="x")
-        await limiter._flush()
-    server_clock.now += 0.5
+    for _ in range(2):
+        for limiter in (a, b):
+            for _ in range(30):
+                await limiter.acquire(1, sender="x")
+                limiter.report_success(1, sender="x")
+            await limiter._flush()
+        server_clock.now += 1.0
+    server_clock.now -= 0.5
     a.report_rate_limited(sender="x", retry_after=None)
     await a._flush()
-    assert a.rate == pytest.approx(60.0 * RATE_DRAIN_FACTOR)
+    assert a.rate == pytest.approx(120.0 / 1.5 * RATE_DRAIN_FACTOR)
     await b._call(1, 1, 0, None, covered=False)
     assert b.rate == a.rate
 
