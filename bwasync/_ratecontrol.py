@@ -40,7 +40,7 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    rate is ``RATE_UNTHROTTLE_FACTOR`` times both what the client actually sends and the last
    measured maximum: the limit no longer binds, and the fast path is cheaper without it.
 
-7. **Not on a stray 429 at the start.** In the first second of sending (or after idling), a
+7. **Not on a stray 429 at the start.** In the first second of answers (or after idling), a
    one-second sample of the accepted rate is mostly empty, and a cut to it would be deep. A
    full queue shows itself within milliseconds by a flood of 429s; so until a window has been
    measured, 429s cut only once there are ``RATE_EARLY_SAMPLE`` of them and they are more than
@@ -152,7 +152,7 @@ class Meter:
     burst reads as ``burst / window`` rather than an enormous rate.
     """
 
-    __slots__ = ("_cur", "_end", "_prev", "_prev_start")
+    __slots__ = ("_answered_from", "_cur", "_end", "_prev", "_prev_start")
 
     def __init__(self) -> None:
         # [sent segments, accepted segments, accepted answers, 429 answers]
@@ -160,6 +160,8 @@ class Meter:
         self._prev = [0.0, 0.0, 0, 0]
         self._end = -math.inf
         self._prev_start = -math.inf
+        # When answers started coming back (after the start, or an idle window); inf: none yet.
+        self._answered_from = math.inf
 
     def roll(self, now: float) -> None:
         if now < self._end:
@@ -172,6 +174,7 @@ class Meter:
             self._prev = [0.0, 0.0, 0, 0]
             self._prev_start = now
             self._end = now + ACHIEVED_RATE_WINDOW
+            self._answered_from = math.inf
         self._cur = [0.0, 0.0, 0, 0]
 
     def sent(self, cost: float, now: float) -> None:
@@ -183,18 +186,24 @@ class Meter:
 
     def accepted(self, cost: float, now: float) -> None:
         self.roll(now)
+        if self._answered_from == math.inf:
+            self._answered_from = now
         cur = self._cur
         cur[1] += cost
         cur[2] += 1
 
     def limited(self, now: float) -> None:
         self.roll(now)
+        if self._answered_from == math.inf:
+            self._answered_from = now
         self._cur[3] += 1
 
     def young(self, now: float) -> bool:
-        """Whether less than one window has been measured (the start of a run, or after idling)."""
+        """Whether answers have been coming back for less than a window (the start of a run,
+        or after idling): the first round trip can take long on a busy machine, and until a
+        window of answers is in, the accepted rate reads low."""
         self.roll(now)
-        return now - self._prev_start < ACHIEVED_RATE_WINDOW
+        return now - self._answered_from < ACHIEVED_RATE_WINDOW
 
     def rates(self, now: float) -> tuple[float, float, int, int]:
         """(sent segments/s, accepted segments/s, accepted answers, 429 answers) over the span."""

@@ -114,9 +114,10 @@ def test_429_cuts_to_the_accepted_rate_of_a_full_queue() -> None:
 
 def test_429_with_nothing_accepted_cuts_by_beta_of_what_was_sent() -> None:
     control = RateController(ceiling=None)
-    for i in range(200):
-        control.on_sent(1, i / 100)  # 100/s sent for two seconds, no answer yet
-    assert control.on_rate_limited(2.0)
+    steady(control, 100, 0.0, 1.0)
+    for i in range(100, 300):
+        control.on_sent(1, i / 100)  # then 100/s sent for two seconds, no answer
+    assert control.on_rate_limited(3.0)
     assert control.rate == pytest.approx(100 * RATE_CUT_FLOOR, rel=0.02)
 
 
