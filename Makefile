@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean redis-server
+.PHONY: install demo test lint typecheck unit fuzz bench clean redis-server
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ redis-server:
 	  else \
 	    echo "redis-server is missing; install it with: sudo apt-get install -y redis-server"; exit 1; \
 	  fi; }
+
+## The property-based tests at 10,000 examples each (a few dozen in `make test`); takes minutes.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -n 2 -m fuzz
 
 ## The benchmark harness (prints tables, writes benchmarks/results/latest.json).
 bench: install

@@ -249,6 +249,15 @@ class EmulatorProcess(ServerProcess):
         proc.stdin.flush()
 
 
+def _counts(run: Run) -> dict[str, Any]:
+    return {
+        "share_429": run.share_429,
+        "requests_429": len(run.limited),
+        "accepted": run.accepted,
+        "failed": run.failed,
+    }
+
+
 def _queue_row(loop: str, rate: float, ideal_s: float, hint: bool) -> dict[str, Any]:
     n = int(rate * (ideal_s + QUEUE_SECONDS))
     with EmulatorProcess("--dequeue-rate", str(rate), "--queue-seconds", str(QUEUE_SECONDS)) as emu:
@@ -263,10 +272,7 @@ def _queue_row(loop: str, rate: float, ideal_s: float, hint: bool) -> dict[str, 
         "ideal": ideal,
         "achieved": run.elapsed,
         "ratio": ideal / run.elapsed if run.elapsed > 0 else math.nan,
-        "share_429": run.share_429,
-        "requests_429": len(run.limited),
-        "accepted": run.accepted,
-        "failed": run.failed,
+        **_counts(run),
     }
 
 
@@ -278,9 +284,7 @@ def _sporadic(loop: str, n: int, p: float) -> dict[str, Any]:
         "n": n,
         "elapsed": run.elapsed,
         "throughput": run.accepted / run.elapsed if run.elapsed > 0 else math.nan,
-        "share_429": run.share_429,
-        "accepted": run.accepted,
-        "failed": run.failed,
+        **_counts(run),
     }
 
 
@@ -312,10 +316,7 @@ def _episode(loop: str, before: float, after: float) -> dict[str, Any]:
         "cut_to": cut,
         "recovery": recovery_time(run, first, min(EPISODE_RATE, before_cut)),
         "recovery_to_configured": recovery_time(run, first, EPISODE_RATE),
-        "requests_429": len(run.limited),
-        "share_429": run.share_429,
-        "accepted": run.accepted,
-        "failed": run.failed,
+        **_counts(run),
         "rates": [(round(t - run.t0, 3), r) for t, r in run.rates[1:]],
     }
 
@@ -339,9 +340,7 @@ def _halved(loop: str, before: float, after: float) -> dict[str, Any]:
         "n": n,
         "convergence": convergence_time(run, change, r2, end),
         "share_429_after": sum(x[2] for x in tail) / max(1, sum(x[1] + x[2] for x in tail)),
-        "share_429": run.share_429,
-        "accepted": run.accepted,
-        "failed": run.failed,
+        **_counts(run),
         "windows_after_change": tail,
         "rates": [(round(t - run.t0, 3), r) for t, r in run.rates[1:]],
     }

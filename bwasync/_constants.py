@@ -29,9 +29,6 @@ DEFAULT_TIMEOUT = 30.0
 #: Connect timeout. A connect that has not finished cannot have sent anything, so failing it
 #: early is always safe to retry.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-#: Connections kept open per host. Matches the default concurrency so a full fan-out never
-#: waits on the pool.
-DEFAULT_CONNECTION_LIMIT = 100
 #: Seconds an idle pooled connection is kept. Below the ~60 s idle timeout of the load
 #: balancers in front of Bandwidth, so we close first rather than write into a connection the
 #: server is closing (which would make a send ambiguous).
@@ -45,6 +42,12 @@ DEFAULT_DNS_TTL = 300
 #: ~1,000 messages/s, above most accounts' dequeue rate, while keeping the client's per-request
 #: cost near its low-concurrency figure (see PERFORMANCE notes in the README).
 DEFAULT_CONCURRENCY = 100
+#: Spare workers a ``send_many`` run may start per place while inputs wait out a retry backoff or
+#: a Retry-After (they give their place back meanwhile). At 2,000 msg/s with 3% of requests
+#: answered 429 and ``Retry-After: 1``, ~60 of 100 places would otherwise sleep; one spare per
+#: place covers that with room to spare, and bounds the inputs a run holds at twice its
+#: concurrency whatever the server does.
+RETRY_SLEEPERS_PER_SLOT = 1
 #: Burst allowed by the account limiter, in seconds of rate. One second matches how Bandwidth
 #: states limits (segments per second) without letting a backlog flush all at once.
 DEFAULT_BURST_SECONDS = 1.0
@@ -143,7 +146,7 @@ RATE_JUDGE_MAX = 5.0
 #: (botocore caps its rate at twice the measured send rate for the same reason). The maximum is
 #: needed too: a client whose requests sleep in retry backoff sends little for a while.
 RATE_UNTHROTTLE_FACTOR = 2.0
-#: Additive increase is applied at most this often (seconds). Each step re-times every waiter,
+#: The regrowing rate is stepped at most this often (seconds). Each step re-times every waiter,
 #: and the rate gained in 100 ms is a fraction of a percent, so finer steps would only cost CPU.
 RATE_ADJUST_INTERVAL = 0.1
 #: Idle per-sender buckets are swept this often (seconds). A sweep walks every bucket, so it runs

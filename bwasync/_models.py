@@ -11,25 +11,27 @@ Responses are decoded strictly on types and tolerantly of fields Bandwidth may a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
 from msgspec.structs import force_setattr
 
 from ._exceptions import ValidationError
-from ._validation import WIRE_NAMES, FieldError, Priority, check_message
+from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode_json, describe, safe_str
 
 __all__ = [
-    "CreateMessageRequestError",
+    "CreateMessageRequestErrorBody",
     "FieldError",
+    "ListFilters",
     "ListMessageItem",
     "Media",
     "Message",
+    "MessageFields",
     "MessageRequest",
     "MessagesList",
-    "MessagingRequestError",
+    "MessagingRequestErrorBody",
     "PageInfo",
     "Priority",
     "StatusCallback",
@@ -42,6 +44,58 @@ __all__ = [
 
 _PY_NAMES = {wire: py for py, wire in WIRE_NAMES.items()}
 _PY_NAMES.update({py: py for py in WIRE_NAMES})
+
+
+class MessageFields(TypedDict, total=False):
+    """The fields of a :class:`MessageRequest` as keywords (``client.create_message(**fields)``).
+
+    A type checker flags a misspelt or mistyped field; the values are validated at run time as
+    for :class:`MessageRequest` (``to``, ``from_`` and ``application_id`` are required there).
+    """
+
+    to: str | Sequence[str]
+    from_: str
+    application_id: str
+    text: str | None
+    media: Sequence[str] | None
+    tag: str | None
+    priority: Priority | Literal["default", "high"] | None
+    expiration: datetime | str | None
+
+
+class ListFilters(TypedDict, total=False):
+    """``list_messages`` filters: Bandwidth's query parameters in snake case.
+
+    ``callingNumberCountryA3`` and ``calledNumberCountryA3`` are ``calling_number_country_a3``
+    and ``called_number_country_a3``; dates take a ``datetime`` or Bandwidth's string form.
+    """
+
+    message_id: str
+    source_tn: str
+    destination_tn: str
+    message_status: str
+    message_direction: str
+    carrier_name: str
+    message_type: str
+    error_code: int
+    from_date_time: datetime | str
+    to_date_time: datetime | str
+    campaign_id: str
+    from_bw_latency: int
+    bw_queued: bool
+    product: str
+    location: str
+    carrier_queued: bool
+    from_carrier_latency: int
+    calling_number_country_a3: str
+    called_number_country_a3: str
+    from_segment_count: int
+    to_segment_count: int
+    from_message_size: int
+    to_message_size: int
+    sort: str
+    limit: int
+    limit_total_count: bool
 
 
 class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
@@ -58,14 +112,29 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
     listing every field error at once.
     """
 
-    application_id: str
-    to: list[str]
-    from_: str
-    text: str | None = None
-    media: list[str] | None = None
-    tag: str | None = None
-    priority: Priority | None = None
-    expiration: datetime | None = None
+    if TYPE_CHECKING:
+        application_id: str
+        to: list[str]
+        from_: str
+        text: str | None = None
+        media: list[str] | None = None
+        tag: str | None = None
+        priority: Priority | None = None
+        expiration: datetime | None = None
+    else:
+        # What msgspec sees: any value, none required, so that ``msgspec.convert`` and typed JSON
+        # decoding hand every value, whatever its type or content, to ``__post_init__``, whose
+        # rules answer ValidationError and normalise each field to the exact type above. (msgspec's
+        # own checks would raise its own ValidationError for a wrong type or a missing field, and
+        # UnicodeEncodeError for a lone surrogate in a datetime or enum string.)
+        application_id: Any = None
+        to: Any = None
+        from_: Any = None
+        text: Any = None
+        media: Any = None
+        tag: Any = None
+        priority: Any = None
+        expiration: Any = None
 
     def __post_init__(self) -> None:
         errors, to_list, priority, expiration = check_message(
@@ -111,25 +180,20 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
         for key, value in data.items():
             name = _PY_NAMES.get(key)
             if name is None:
-                unknown.append(FieldError(str(key), f"unknown field {key!r}"))
+                label = safe_str(key) if isinstance(key, str) else describe(key)
+                unknown.append(FieldError(label, f"unknown field {label!r}"))
             else:
                 kwargs[name] = value
         if unknown:
             raise ValidationError(unknown)
-        try:
-            return cls(**kwargs)
-        except TypeError:
-            missing = [w for p, w in WIRE_NAMES.items() if p in ("application_id", "to", "from_") and p not in kwargs]
-            errors, *_ = check_message(**{**{"application_id": None, "to": None, "from_": None}, **kwargs})
-            raise ValidationError(errors or [FieldError(m, f"{m} is required") for m in missing]) from None
+        return cls(**kwargs)  # a missing required field is one of the rules' errors
 
     @classmethod
     def from_json(cls, data: bytes | str) -> MessageRequest:
         """Decode a JSON request body (wire names), with every rule checked."""
-        try:
-            obj = _json_any.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValidationError([FieldError("body", f"not valid JSON: {exc}")]) from None
+        obj, error = decode_json(data, _json_any)
+        if error is not None:
+            raise ValidationError([error])
         if not isinstance(obj, dict):
             raise ValidationError([FieldError("body", "the request body must be a JSON object")])
         return cls.from_dict(obj)
@@ -162,15 +226,15 @@ class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     expiration: datetime | None = None
 
 
-class MessagingRequestError(msgspec.Struct, kw_only=True):
-    """Bandwidth's error body: ``{"type": ..., "description": ...}``."""
+class MessagingRequestErrorBody(msgspec.Struct, kw_only=True):
+    """Bandwidth's error body: ``{"type": ..., "description": ...}`` (the spec's ``MessagingRequestError``)."""
 
     type: str
     description: str
 
 
-class CreateMessageRequestError(msgspec.Struct, rename="camel", kw_only=True):
-    """Bandwidth's 400 body for a create, with every field error."""
+class CreateMessageRequestErrorBody(msgspec.Struct, rename="camel", kw_only=True):
+    """Bandwidth's 400 body for a create, with every field error (the spec's ``CreateMessageRequestError``)."""
 
     type: str
     description: str
@@ -268,7 +332,6 @@ _message_decoder = msgspec.json.Decoder(Message)
 _callbacks_decoder = msgspec.json.Decoder(list[StatusCallback])
 messages_list_decoder = msgspec.json.Decoder(MessagesList)
 media_list_decoder = msgspec.json.Decoder(list[Media])
-error_decoder = msgspec.json.Decoder(CreateMessageRequestError)
 
 
 def encode_request(request: MessageRequest) -> bytes:

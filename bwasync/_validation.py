@@ -29,9 +29,13 @@ __all__ = [
     "FieldError",
     "Priority",
     "check_message",
+    "decode_json",
+    "describe",
+    "encodable",
     "is_e164",
     "is_sender_id",
     "parse_rfc3339",
+    "safe_str",
     "validate_wire",
 ]
 
@@ -84,23 +88,36 @@ def is_sender_id(value: str) -> bool:
     )
 
 
-# A campaign sends from a handful of numbers: remember the ones already found valid (bounded).
+# A campaign sends from a handful of numbers and applications: remember the values already found
+# valid (bounded), so that the fast path checks them with one set lookup.
 _VALID_SENDERS: set[str] = set()
-_MAX_REMEMBERED_SENDERS = 1024
+_VALID_APPLICATIONS: set[str] = set()
+_MAX_REMEMBERED = 1024
+
+
+def _remember(value: str, valid: bool, known: set[str]) -> bool:
+    if valid:
+        if len(known) >= _MAX_REMEMBERED:
+            known.clear()
+        known.add(value)
+    return valid
 
 
 def _remember_sender(value: str) -> bool:
     """Whether ``value`` is a valid ``from`` (E.164 or sender ID); valid ones are remembered."""
-    if not (is_e164(value) if value[:1] == "+" else is_sender_id(value)):
-        return False
-    if len(_VALID_SENDERS) >= _MAX_REMEMBERED_SENDERS:
-        _VALID_SENDERS.clear()
-    _VALID_SENDERS.add(value)
-    return True
+    return _remember(value, is_e164(value) if value[:1] == "+" else is_sender_id(value), _VALID_SENDERS)
+
+
+def _remember_application(value: str) -> bool:
+    """Whether ``value`` is a plainly valid application id (ASCII, not blank); remembered if so.
+    Any other id goes through the full checks."""
+    return _remember(value, value.isascii() and bool(value.strip()), _VALID_APPLICATIONS)
 
 
 def parse_rfc3339(value: str) -> datetime | None:
     """Parse an RFC 3339 date-time with an offset; None if it is not one."""
+    if not encodable(value):
+        return None
     try:
         parsed: datetime = msgspec.convert(value, datetime)
     except msgspec.ValidationError:
@@ -108,9 +125,54 @@ def parse_rfc3339(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def _describe(value: object) -> str:
-    text = repr(value)
+def encodable(value: str) -> bool:
+    """Whether ``value`` can go on the wire as UTF-8: no lone surrogate (the only code points
+    UTF-8 cannot carry, e.g. from ``surrogateescape``-decoded bytes or a half emoji)."""
+    # isascii is O(1) in CPython (the string knows); only other text pays for an encode.
+    return value.isascii() or _utf8_ok(value)
+
+
+def _utf8_ok(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_str(value: str) -> str:
+    """``value`` for an error message that will itself be encoded: lone surrogates escaped."""
+    return value if encodable(value) else value.encode("utf-8", "backslashreplace").decode()
+
+
+def describe(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile object's __repr__: say what it is instead
+        text = f"<{type(value).__name__}>"
+    text = safe_str(text)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _unencodable(field: str, where: str) -> FieldError:
+    return FieldError(field, f"{where} contains a lone surrogate (an unpaired UTF-16 half): it cannot be encoded")
+
+
+def _not_e164(field: str, value: str) -> FieldError:
+    return FieldError(field, f"'{safe_str(value)}' must be replaced with a valid E164 formatted telephone number")
+
+
+def decode_json(data: bytes | str, decoder: msgspec.json.Decoder[Any]) -> tuple[Any, FieldError | None]:
+    """Decode a JSON request body: ``(value, None)``, or ``(None, why)`` if it is not JSON
+    this code can take (malformed, or nested deeper than the decoder's recursion limit)."""
+    try:
+        return decoder.decode(data), None
+    except msgspec.DecodeError as exc:
+        return None, FieldError("body", f"not valid JSON: {exc}")
+    except RecursionError:
+        return None, FieldError("body", "JSON nested too deeply")
+    except UnicodeEncodeError:  # a str body with a lone surrogate
+        return None, FieldError("body", "the body contains a lone surrogate: it is not valid UTF-8 text")
 
 
 def check_message(
@@ -146,7 +208,8 @@ def check_message(
         and 0 < len(text) <= MAX_TEXT_LENGTH
         and is_e164(one)
         and (from_ in _VALID_SENDERS or _remember_sender(from_))
-        and application_id.strip()
+        and (application_id in _VALID_APPLICATIONS or _remember_application(application_id))
+        and (text.isascii() or _utf8_ok(text))
     ):
         return [], to if one is not to else [one], None, None
 
@@ -155,17 +218,19 @@ def check_message(
 
     if not isinstance(application_id, str) or not application_id.strip():
         add(FieldError("applicationId", "applicationId is required and must be a non-empty string"))
+    elif not encodable(application_id):
+        add(_unencodable("applicationId", "applicationId"))
 
     if not isinstance(from_, str) or not from_:
         add(FieldError("from", "from is required: an E.164 number or an alphanumeric sender ID"))
     elif from_[0] == "+":
         if not is_e164(from_):
-            add(FieldError("from", f"'{from_}' must be replaced with a valid E164 formatted telephone number"))
+            add(_not_e164("from", from_))
     elif not is_sender_id(from_):
         add(
             FieldError(
                 "from",
-                f"{_describe(from_)} is neither an E.164 number nor a valid alphanumeric sender ID "
+                f"{describe(from_)} is neither an E.164 number nor a valid alphanumeric sender ID "
                 f"(at most {MAX_SENDER_ID_LENGTH} of A-Z a-z 0-9, space, - + _ &, with at least one letter)",
             )
         )
@@ -188,7 +253,7 @@ def check_message(
             if not isinstance(number, str):
                 add(FieldError("to", f"{where} must be a string, not {type(number).__name__}"))
             elif not is_e164(number):
-                add(FieldError("to", f"'{number}' must be replaced with a valid E164 formatted telephone number"))
+                add(_not_e164("to", number))
             elif number in seen:
                 add(FieldError("to", f"{where} '{number}' is a duplicate; recipients must be distinct"))
             else:
@@ -200,6 +265,8 @@ def check_message(
             add(FieldError("text", f"text must be a string, not {type(text).__name__}"))
         elif len(text) > MAX_TEXT_LENGTH:
             add(FieldError("text", f"text is {len(text)} characters; at most {MAX_TEXT_LENGTH} are allowed"))
+        elif not encodable(text):
+            add(_unencodable("text", "text"))
         else:
             has_text = bool(text)
 
@@ -221,10 +288,16 @@ def check_message(
                             f"media[{i}] is {len(url)} characters; a URL may have at most {MAX_MEDIA_URL_LENGTH}",
                         )
                     )
+                elif not encodable(url):
+                    add(_unencodable("media", f"media[{i}]"))
                 else:
-                    parts = urlsplit(url)
+                    try:
+                        parts = urlsplit(url)
+                    except ValueError as exc:  # an unclosed IPv6 bracket, a netloc NFKC changes...
+                        add(FieldError("media", f"media[{i}] {describe(url)} is not a valid URL: {safe_str(str(exc))}"))
+                        continue
                     if parts.scheme not in ("http", "https") or not parts.netloc:
-                        add(FieldError("media", f"media[{i}] {_describe(url)} is not an http(s) URL"))
+                        add(FieldError("media", f"media[{i}] {describe(url)} is not an http(s) URL"))
 
     if not has_text and not has_media and not any(e.field_name in ("text", "media") for e in errors):
         add(FieldError("text", "a message needs text, media, or both"))
@@ -234,30 +307,40 @@ def check_message(
             add(FieldError("tag", f"tag must be a string, not {type(tag).__name__}"))
         elif len(tag) > MAX_TAG_LENGTH:
             add(FieldError("tag", f"tag is {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed"))
+        elif not encodable(tag):
+            add(_unencodable("tag", "tag"))
 
     prio: Priority | None = None
     if priority is not None:
         prio = _PRIORITIES.get(priority) if isinstance(priority, str) else None
         if prio is None:
-            add(FieldError("priority", f"priority {_describe(priority)} must be 'default' or 'high'"))
+            add(FieldError("priority", f"priority {describe(priority)} must be 'default' or 'high'"))
 
     exp: datetime | None = None
     if expiration is not None:
         if isinstance(expiration, datetime):
             exp = expiration
-            if exp.tzinfo is None or exp.utcoffset() is None:
+            if exp.tzinfo is None or _utcoffset(exp) is None:
                 add(FieldError("expiration", "expiration must be timezone-aware (naive datetimes are ambiguous)"))
                 exp = None
         elif isinstance(expiration, str):
             exp = parse_rfc3339(expiration)
             if exp is None:
-                add(FieldError("expiration", f"{_describe(expiration)} is not an RFC 3339 date-time with an offset"))
+                add(FieldError("expiration", f"{describe(expiration)} is not an RFC 3339 date-time with an offset"))
         else:
             add(FieldError("expiration", f"expiration must be a datetime, not {type(expiration).__name__}"))
         if exp is not None and exp <= (now or datetime.now(UTC)):
             add(FieldError("expiration", f"expiration {exp.isoformat()} must be in the future"))
 
     return errors, to_list, prio, exp
+
+
+def _utcoffset(value: datetime) -> object:
+    """``value.utcoffset()``, None when its tzinfo cannot tell (a broken or hostile tzinfo)."""
+    try:
+        return value.utcoffset()
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def validate_wire(body: object, *, now: datetime | None = None) -> list[FieldError]:

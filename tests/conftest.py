@@ -6,21 +6,39 @@
   any other knobs (same credentials and account unless overridden).
 * ``callback_receiver``: a small aiohttp server on 127.0.0.1 that records every callback POST
   in an ``asyncio.Queue``; ``await receiver.next()`` waits for one without fixed sleeps.
+
+Property-based tests (hypothesis) run a few dozen examples each in ``make test``; the ``fuzz``
+profile (``HYPOTHESIS_PROFILE=fuzz``, what ``make fuzz`` sets) runs 10,000 per property.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 
 from bwasync._models import StatusCallback, decode_callbacks
 from bwasync.emulator import Emulator
+
+#: Shared by every profile: no per-example deadline (the machine's cores are shared, timings
+#: are noise), and the emulator fixtures outlive examples on purpose (one server, many requests).
+_HYPOTHESIS_COMMON: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    "print_blob": True,
+}
+#: ``make test``: enough examples to catch a regression, a few seconds in all.
+settings.register_profile("default", max_examples=30, **_HYPOTHESIS_COMMON)
+#: ``make fuzz``: the long search.
+settings.register_profile("fuzz", max_examples=10_000, **_HYPOTHESIS_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ACCOUNT_ID = "9900000"
 USERNAME = "u"

@@ -110,3 +110,11 @@ def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in SCENARIOS)
+
+
+def test_breakdown_measures_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.breakdown import main as breakdown
+
+    breakdown(["--number", "50", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "limiter: acquire" in out and "decode the 202" in out and "sum" in out

@@ -325,7 +325,9 @@ async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emu
     path = tmp_path / "list.csv"
     write_campaign(path, rows)
     journal = Path(str(path) + ".journal")
-    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "100"]
+    # 40/s: 25 s for the whole file, so the status and report commands (a process start each,
+    # seconds on a busy machine) surely run while the campaign is still sending.
+    args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "40"]
     async with emulator_factory() as emu:
         proc = await spawn(*args, *connection(emu))
         await wait_for(proc, lambda: journal_counts(journal).get("accepted", 0) >= 20)

@@ -9,7 +9,7 @@ import pytest
 
 from bwasync import FieldError, Message, MessageRequest, Priority, StatusCallback, ValidationError
 from bwasync._models import (
-    CreateMessageRequestError,
+    CreateMessageRequestErrorBody,
     MessagesList,
     coerce_request,
     decode_callbacks,
@@ -315,7 +315,7 @@ def test_decode_message_is_strict_on_types() -> None:
 def test_decode_error_bodies_and_lists() -> None:
     err = msgspec.json.decode(
         b'{"type":"request-validation","description":"bad","fieldErrors":[{"fieldName":"from","description":"x"}]}',
-        type=CreateMessageRequestError,
+        type=CreateMessageRequestErrorBody,
     )
     assert err.field_errors == [FieldError("from", "x")]
     page = msgspec.json.decode(

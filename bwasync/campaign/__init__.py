@@ -24,6 +24,7 @@ from ._exceptions import (
     JournalMismatchError,
     JournalStateError,
     MissingVariablesError,
+    ReconcileError,
     TemplateError,
 )
 from ._inputs import (
@@ -108,6 +109,7 @@ __all__ = [
     "PendingRow",
     "Phase",
     "ReceiverStats",
+    "ReconcileError",
     "ReconcileSummary",
     "Report",
     "RowReader",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .._exceptions import ValidationError
-from .._segments import segments
+from .._segments import segments, total_segments
 from .._validation import Priority
 from ._inputs import Format, Template, build_request, format_field_errors, read_rows
 
@@ -45,7 +45,7 @@ class DryRunMessage:
     @property
     def cost(self) -> int:
         """Segments counted against the rate: segments × recipients."""
-        return self.segments * len(self.to)
+        return total_segments(self.segments, len(self.to))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +145,7 @@ def dry_run(
                 report.ucs2 += 1
             report.histogram[info.segments] += 1
             report.recipients += len(request.to)
-            report.total_segments += info.segments * len(request.to)
+            report.total_segments += total_segments(info.segments, len(request.to))
             if len(report.sample) < sample:
                 report.sample.append(
                     DryRunMessage(

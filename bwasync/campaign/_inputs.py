@@ -45,8 +45,8 @@ import msgspec
 
 from .._constants import MAX_TAG_LENGTH
 from .._exceptions import ValidationError
-from .._fanout import message_cost
 from .._models import MessageRequest, encode_request
+from .._segments import message_cost
 from .._validation import FieldError, Priority, is_e164
 from ._constants import MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,12 +53,12 @@ from .._exceptions import APIError, APIStatusError, RateLimitError
 from .._models import ListMessageItem
 from .._segments import segments
 from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
+from ._exceptions import ReconcileError
 from ._journal import RowRecord
 
 __all__ = [
     "CLOCK_MARGIN",
     "Candidate",
-    "ReconcileError",
     "ReconcileSummary",
     "Signature",
     "claimed_message_ids",
@@ -67,17 +67,12 @@ __all__ = [
     "reconcile_rows",
     "settle_deadline",
     "signature_of",
-    "summarize",
 ]
 
 #: Message ids looked up per journal query (SQLite's bound-parameter limit is far above this).
 _ID_CHUNK: Final = 500
 
 _json = msgspec.json.Decoder()
-
-
-class ReconcileError(Exception):
-    """The list endpoint could not be reached (after retries); the rows stay ``in_flight``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,8 +347,3 @@ def settle_deadline(rows: Iterable[RowRecord], last_write: float | None, settle:
     """Unix time after which every row in ``rows`` may be looked up (see the module docstring)."""
     latest = max((r.in_flight_at or 0.0 for r in rows), default=0.0)
     return max(latest, last_write or 0.0) + settle
-
-
-def summarize(result: Mapping[str, str | None], queries: int) -> ReconcileSummary:
-    accepted = sum(1 for v in result.values() if v is not None)
-    return ReconcileSummary(rows=len(result), accepted=accepted, ambiguous=len(result) - accepted, queries=queries)

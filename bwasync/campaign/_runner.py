@@ -59,10 +59,11 @@ from typing import Any, Final
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, ValidationError
-from .._fanout import Outcome, SendCancelledError, SendResult, message_cost
+from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, ValidationError
+from .._fanout import Outcome, SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
+from .._segments import message_cost, total_segments
 from .._validation import Priority
 from ._constants import (
     DEFAULT_MAX_ERROR_RATE,
@@ -74,12 +75,11 @@ from ._constants import (
     RECONCILE_AMBIGUOUS_MAX,
     RECONCILE_BATCH,
 )
-from ._exceptions import JournalError, JournalMismatchError, JournalStateError
+from ._exceptions import JournalError, JournalMismatchError, JournalStateError, ReconcileError
 from ._inputs import Format, Template, format_field_errors, prepare_row, read_rows
 from ._journal import CampaignInfo, Counts, Journal, NewRow, RowRecord
 from ._reconcile import (
     CLOCK_MARGIN,
-    ReconcileError,
     ReconcileSummary,
     last_write_time,
     reconcile_rows,
@@ -745,7 +745,7 @@ class CampaignRunner:
                 message = result.message
                 assert message is not None
                 cost = (
-                    message.segment_count * max(1, len(message.to))
+                    total_segments(message.segment_count, len(message.to))
                     if message.segment_count is not None
                     else (message_cost(result.request) if result.request is not None else None)
                 )

@@ -17,6 +17,7 @@ from ._campaign import campaign
 from ._demo import demo
 from ._emulator_cmd import emulator_command
 from ._loop import loop_factory
+from ._options import reject_undecodable
 from ._segments_cmd import segments_command
 from ._send import send
 
@@ -115,6 +116,7 @@ cli.add_command(segments_command)
 cli.add_command(demo)
 cli.add_command(emulator_command)
 cli.add_command(campaign)
+reject_undecodable(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

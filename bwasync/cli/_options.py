@@ -25,16 +25,18 @@ not given takes the emulator's value (see :mod:`._constants`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from .._client import MessagingClient
 from .._exceptions import ConfigurationError
+from .._validation import encodable
 from ..emulator import Emulator
 from ._constants import (
     EMULATOR_ACCOUNT_ID,
@@ -45,7 +47,14 @@ from ._constants import (
 )
 from ._output import note
 
-__all__ = ["Connection", "ConnectionOptions", "Session", "connection_options", "emulator_option_note"]
+__all__ = [
+    "Connection",
+    "ConnectionOptions",
+    "Session",
+    "connection_options",
+    "emulator_option_note",
+    "reject_undecodable",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -282,3 +291,53 @@ def connection_options(func: F) -> F:
     for option in reversed(options):
         decorated = option(decorated)
     return decorated  # type: ignore[no-any-return]
+
+
+# --- undecodable arguments ------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
+else:
+    _ParamType = click.ParamType
+
+#: One checking subclass per click parameter type, made on first use.
+_CHECKING_TYPES: dict[type[_ParamType], type[_ParamType]] = {}
+
+
+def _checking_type(cls: type[_ParamType]) -> type[_ParamType]:
+    checking = _CHECKING_TYPES.get(cls)
+    if checking is None:
+
+        class Checking(cls):  # type: ignore[valid-type,misc]
+            def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+                if isinstance(value, str) and not encodable(value):
+                    self.fail(
+                        f"{value!r} is not valid text: it has bytes that are not UTF-8 "
+                        "(check the terminal's or the shell's encoding)",
+                        param,
+                        ctx,
+                    )
+                return super().convert(value, param, ctx)
+
+        Checking.__name__ = Checking.__qualname__ = cls.__name__
+        checking = _CHECKING_TYPES[cls] = Checking
+    return checking
+
+
+def reject_undecodable(command: click.Command) -> None:
+    """Make every option and argument of ``command`` and its subcommands a usage error (exit 2,
+    naming the option) when its value has bytes that are not UTF-8, instead of a traceback later.
+
+    Python hands such bytes over as lone surrogates (``surrogateescape``), which nothing can
+    encode or print. Paths are left alone: a file name may be any bytes on POSIX.
+    """
+    for param in command.params:
+        ptype = param.type
+        if isinstance(ptype, (click.Path, click.File)) or type(ptype) in _CHECKING_TYPES.values():
+            continue
+        checked = copy.copy(ptype)
+        checked.__class__ = _checking_type(type(ptype))
+        param.type = checked
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            reject_undecodable(sub)

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .._validation import FieldError
+from .._validation import FieldError, safe_str
 from ._state import iso_ms
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "UNSUPPORTED_GRANT",
     "encode",
     "error",
+    "malformed",
     "media_not_found",
     "method_not_allowed",
     "not_found",
@@ -38,8 +39,16 @@ encode = msgspec.json.Encoder().encode
 
 
 def error(type: str, description: str) -> bytes:
-    """A ``messagingRequestError`` body."""
-    return encode({"type": type, "description": description})
+    """A ``messagingRequestError`` body (a lone surrogate from the request is escaped)."""
+    return encode({"type": type, "description": safe_str(description)})
+
+
+def malformed(description: str, *, oauth: bool = False) -> bytes:
+    """The 400 for a request this server cannot even read: Bandwidth's messaging error shape,
+    or the OAuth2 error shape (RFC 6749 section 5.2) on the token endpoint."""
+    if oauth:
+        return encode({"error": "invalid_request", "error_description": safe_str(description)})
+    return error("request-validation", description)
 
 
 UNAUTHORIZED = error("unauthorized", "Authentication Failed")
@@ -90,6 +99,6 @@ def not_found(path: str) -> bytes:
         "status": 404,
         "error": "Not Found",
         "message": "No message available",
-        "path": path,
+        "path": safe_str(path),
     }
     return encode(body)

@@ -6,9 +6,11 @@ then record the message, schedule its callbacks and answer 202. Faults are drawn
 create request: ``500``/``503``/``502_html``/``drop_before`` replace the whole answer (the
 message is *not* accepted); ``drop_after``/``slow`` happen after acceptance.
 
-The create path is kept lean for benchmarks: no middleware, no access log, one msgspec
-decode and encode, static error bodies, a header-string compare for Basic auth, and no
-allocation for the record when ``record=False`` and no callback URL is set.
+The create path is kept lean for benchmarks: no access log, one msgspec decode and encode,
+static error bodies, a header-string compare for Basic auth, and no allocation for the record
+when ``record=False`` and no callback URL is set. One middleware stands last in line: whatever
+a malformed request makes a handler raise becomes a logged 400 in Bandwidth's error shape
+(:meth:`Emulator._malformed`), never a 500; the only 500s are the injected faults.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import binascii
 import bisect
 import collections
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +32,8 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .._segments import segments
-from .._validation import FieldError, parse_rfc3339, validate_wire
+from .._segments import segments, total_segments
+from .._validation import decode_json, parse_rfc3339, validate_wire
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
 from ._config import EmulatorConfig
@@ -59,12 +62,13 @@ _JSON_HEADERS = CIMultiDict({"Content-Type": _JSON})
 _HTML_HEADERS = CIMultiDict({"Content-Type": "text/html"})
 _TOKEN_HEADERS = CIMultiDict({"Content-Type": _JSON, "Cache-Control": "no-store", "Pragma": "no-cache"})
 _ECHOED = ("text", "media", "tag", "priority", "expiration")
-_decode = msgspec.json.Decoder().decode
+_decoder = msgspec.json.Decoder()
+log = logging.getLogger("bwasync.emulator")
 _encode = bodies.encode
 
-#: Faults that replace the answer before anything is accepted, and those that follow acceptance.
+#: Faults that replace the answer before anything is accepted (``drop_after`` and ``slow`` follow
+#: acceptance and are handled where the answer is written).
 _BEFORE = ("drop_before", "500", "503", "502_html")
-_AFTER = ("drop_after", "slow")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -259,7 +263,7 @@ class Emulator:
     # --- routing ----------------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._last_resort])
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
@@ -281,6 +285,39 @@ class Emulator:
         # Last: anything no route above serves gets the gateway's Spring-style 404.
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
+
+    # --- malformed requests --------------------------------------------------------------------------
+
+    def _malformed(
+        self, request: web.Request, description: str, exc: BaseException | None = None, *, unexpected: bool = False
+    ) -> web.Response:
+        """The one answer to a request this server cannot read: a logged 400 in Bandwidth's
+        error shape (the OAuth2 one on the token endpoint). ``unexpected`` logs the traceback."""
+        log.warning(
+            "emulator: malformed %s %s: %s",
+            request.method,
+            request.path,
+            description,
+            exc_info=exc if unexpected else None,
+        )
+        return self._reply(400, bodies.malformed(description, oauth=request.path == TOKEN_PATH))
+
+    @web.middleware
+    async def _last_resort(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Whatever a request makes a handler raise is that request's fault: a 400, never a 500.
+
+        The handlers reject what they know to be malformed themselves; this catches the rest
+        (a header no decoder expected, a body that breaks a parser) and logs it with its
+        traceback, so a gap in a handler's checks shows up without failing the client.
+        """
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (413 body too large...) are already 4xx
+        except Exception as exc:
+            return self._malformed(
+                request, f"the request could not be read ({type(exc).__name__})", exc, unexpected=True
+            )
 
     # --- responses ----------------------------------------------------------------------------------
 
@@ -366,9 +403,19 @@ class Emulator:
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
-        cfg = self.config
         stats.requests += 1
         stats.creates += 1
+        stats.creates_in_flight += 1
+        if stats.creates_in_flight > stats.max_creates_in_flight:
+            stats.max_creates_in_flight = stats.creates_in_flight
+        try:
+            return await self._answer_create(request)
+        finally:
+            stats.creates_in_flight -= 1
+
+    async def _answer_create(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        cfg = self.config
         fault = None
         if cfg.p_drop_before or cfg.p_500 or cfg.p_503 or cfg.p_502_html or cfg.p_drop_after or cfg.p_slow:
             fault = self._roll_fault()
@@ -443,10 +490,9 @@ class Emulator:
         if ctype != _JSON and (ctype is None or ctype.partition(";")[0].strip().lower() != _JSON):
             return self._reply(415, bodies.unsupported_content_type(ctype or "application/octet-stream"))
         raw = await request.read()
-        try:
-            body = _decode(raw)
-        except msgspec.DecodeError as exc:
-            return self._reply(400, bodies.validation_failed([FieldError("body", f"not valid JSON: {exc}")]))
+        body, not_json = decode_json(raw, _decoder)
+        if not_json is not None:
+            return self._reply(400, bodies.validation_failed([not_json]))
         errors = validate_wire(body)
         if errors:
             return self._reply(400, bodies.validation_failed(errors))
@@ -460,7 +506,7 @@ class Emulator:
         text = body.get("text")
         media = body.get("media") or None
         count = 1 if media else segments(text).segments
-        cost = count * len(to)
+        cost = total_segments(count, len(to))
         account: str = request.match_info["accountId"]
         now = self._now()
         wait = 0.0
@@ -672,7 +718,10 @@ class Emulator:
     async def _token(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
         cfg = self.config
-        form = await request.post()
+        try:
+            form = await request.post()
+        except ValueError as exc:  # multipart without a boundary, an undecodable charset...
+            return self._malformed(request, f"the form body could not be read: {exc}", exc)
         creds = None
         header = request.headers.get("Authorization")
         if header is not None and header[:6].lower() == "basic ":
@@ -721,8 +770,9 @@ def _media_token_name(token: str) -> str | None:
 def _basic_credentials(value: str) -> tuple[str, str] | None:
     """``(user, password)`` from the base64 part of a Basic header, None if malformed."""
     try:
+        # ValueError covers binascii.Error, non-ASCII input and undecodable credentials alike.
         decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None

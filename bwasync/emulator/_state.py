@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from .._segments import total_segments
+
 __all__ = [
     "AcceptedMessage",
     "AccountQueue",
@@ -74,7 +76,7 @@ class AcceptedMessage(msgspec.Struct, kw_only=True, gc=False):
     @property
     def cost(self) -> int:
         """What the message costs in the account queue: segments × recipients."""
-        return self.segment_count * len(self.to)
+        return total_segments(self.segment_count, len(self.to))
 
     def error_code(self, index: int) -> int:
         """The failure code of recipient ``index``, 0 when it is delivered."""
@@ -89,6 +91,10 @@ class EmulatorStats:
     requests: int = 0
     #: Create requests (``POST .../messages``).
     creates: int = 0
+    #: Create requests being handled right now, and the most there ever were at once (what a
+    #: client's in-flight cap looks like from the server).
+    creates_in_flight: int = 0
+    max_creates_in_flight: int = 0
     #: Messages accepted: answered 202, or dropped/slowed after acceptance.
     accepted: int = 0
     #: Segments × recipients accepted (what the account queue counts).
@@ -111,6 +117,7 @@ class EmulatorStats:
         return {
             "requests": self.requests,
             "creates": self.creates,
+            "max_creates_in_flight": self.max_creates_in_flight,
             "accepted": self.accepted,
             "segments": self.segments,
             "by_status": dict(self.by_status),
@@ -275,6 +282,10 @@ def iso_us() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{rest // 1000:06d}Z"
 
 
+#: A list offset never exceeds 10,000 (Bandwidth's search cap); a longer token is not ours.
+_MAX_TOKEN_DIGITS = 9
+
+
 def encode_token(offset: int) -> str:
     """An opaque, base64 page token for a list offset."""
     return base64.urlsafe_b64encode(f"o{offset}".encode()).decode().rstrip("=")
@@ -286,6 +297,8 @@ def decode_token(token: str) -> int | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    if raw[:1] != "o" or not raw[1:].isdigit():
+    digits = raw[1:]
+    # ASCII digits only (str.isdigit also takes '²' and '٣'), and few of them: no offset has more.
+    if raw[:1] != "o" or not (digits.isascii() and digits.isdigit()) or len(digits) > _MAX_TOKEN_DIGITS:
         return None
-    return int(raw[1:])
+    return int(digits)

@@ -1,0 +1,311 @@
+"""Hostile input, one reproduction each: every input gets its result, no byte crashes anything.
+
+Validation answers :class:`ValidationError` for every value it cannot accept, on every way a
+request is built; the fan-out turns whatever an input or an attempt raises into that input's
+result; the emulator answers a malformed request 4xx, never 500; a failed token request means
+the message was not sent; the CLI turns an undecodable argument into a usage error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from bwasync import (
+    APIConnectionError,
+    APITimeoutError,
+    MessageRequest,
+    MessagingClient,
+    Outcome,
+    RetryPolicy,
+    ValidationError,
+)
+from bwasync.cli import cli
+from bwasync.emulator import Emulator
+from tests._aioresponses_compat import mocked as aioresponses
+from tests._hostile import ExplodingMapping, http_request, raw_http
+
+ACCOUNT = "9900000"
+BASE = {"to": ["+15552223333"], "from": "+15553332222", "applicationId": "app", "text": "hi"}
+KWARGS = {"to": "+15552223333", "from_": "+15553332222", "application_id": "app", "text": "hi"}
+BAD_URLS = ["http://[::1", "http://[abc]/x.png", "http://ex\uff03ample.com/x.png"]
+LONE = "bad \ud800"
+
+
+def build_every_way(fields: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(how, thunk)`` for each way a request is built from wire-named ``fields``."""
+    py = {{"from": "from_", "applicationId": "application_id"}.get(k, k): v for k, v in fields.items()}
+    yield "keywords", lambda: MessageRequest(**py)
+    yield "from_dict", lambda: MessageRequest.from_dict(fields)
+    yield "msgspec.convert", lambda: msgspec.convert(fields, MessageRequest)
+    try:
+        body = json.dumps(fields, ensure_ascii=True)  # a lone surrogate travels as a \ud800 escape
+    except ValueError:
+        return
+    yield "from_json", lambda: MessageRequest.from_json(body.encode())
+
+
+def assert_rejected(fields: dict[str, Any], field: str) -> None:
+    for how, build in build_every_way(fields):
+        with pytest.raises(ValidationError) as info:
+            build()
+        names = [e.field_name for e in info.value.field_errors]
+        assert field in names or "body" in names, (how, names)
+        msgspec.json.encode(info.value.field_errors)  # the errors themselves can go on the wire
+        str(info.value).encode()
+
+
+# --- 1. URLs urlsplit rejects ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_media_url_urlsplit_rejects_is_a_validation_error_on_every_path(url: str) -> None:
+    assert_rejected({**BASE, "media": [url]}, "media")
+
+
+# --- 2. lone surrogates ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("text", LONE),
+        ("tag", LONE),
+        ("applicationId", LONE),
+        ("media", ["https://example.com/\udcff.png"]),
+        ("to", ["+1555222\ud8003"]),
+        ("from", "+1555333\ud800"),
+        ("from", "Shop\udcff"),
+        ("expiration", "2030-01-01T00:00:00Z\ud800"),
+    ],
+)
+def test_a_lone_surrogate_in_any_string_field_is_a_validation_error(field: str, value: Any) -> None:
+    assert_rejected({**BASE, field: value}, field)
+
+
+def test_a_lone_surrogate_in_an_unknown_key_is_reported_encodably() -> None:
+    with pytest.raises(ValidationError) as info:
+        MessageRequest.from_dict({**BASE, "te\udcffxt": "hi"})
+    msgspec.json.encode(info.value.field_errors)
+
+
+def test_valid_non_ascii_text_still_passes_the_fast_path() -> None:
+    assert MessageRequest(**{**KWARGS, "text": "Grüße 👋 中文"}).text == "Grüße 👋 中文"
+
+
+# --- 3. deep nesting ------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_a_validation_error_not_a_recursion_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        MessageRequest.from_json(b"[" * 1000 + b"]" * 1000)
+    assert info.value.field_errors[0].field_name == "body"
+    deep = json.dumps({**BASE, "x": "X"}).replace('"X"', "[" * 1000 + "]" * 1000)
+    with pytest.raises(ValidationError):
+        MessageRequest.from_json(deep)
+
+
+# --- the fan-out never loses an input --------------------------------------------------------------
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(username="u", password="p", account_id=ACCOUNT) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def client(emu: Emulator) -> AsyncIterator[MessagingClient]:
+    async with MessagingClient(
+        ACCOUNT, username="u", password="p", base_url=emu.url, retry=RetryPolicy(max_attempts=1)
+    ) as c:
+        yield c
+
+
+def dicts(bad: dict[str, Any]) -> list[dict[str, Any]]:
+    """Four wire-named dicts, the second with ``bad`` merged in."""
+    return [{**BASE, "tag": f"t{i}", **(bad if i == 1 else {})} for i in range(4)]
+
+
+async def test_send_returns_a_result_for_a_url_urlsplit_rejects(client: MessagingClient, emu: Emulator) -> None:
+    result = await client.send({**BASE, "media": [BAD_URLS[0]]})
+    assert result.outcome is Outcome.NOT_SENT and isinstance(result.error, ValidationError)
+    result = await client.send(**{**KWARGS, "text": LONE})
+    assert result.outcome is Outcome.NOT_SENT and isinstance(result.error, ValidationError)
+    assert emu.stats.creates == 0
+
+
+@pytest.mark.parametrize("bad", [{"media": [BAD_URLS[0]]}, {"text": LONE}, {"tag": LONE}])
+async def test_send_many_over_four_dicts_gives_four_results(
+    client: MessagingClient, emu: Emulator, bad: dict[str, Any]
+) -> None:
+    results = [r async for r in client.send_many(dicts(bad), concurrency=1)]
+    assert sorted(r.index for r in results) == [0, 1, 2, 3]
+    by_index = {r.index: r for r in results}
+    assert by_index[1].outcome is Outcome.NOT_SENT and isinstance(by_index[1].error, ValidationError)
+    assert all(by_index[i].outcome is Outcome.ACCEPTED for i in (0, 2, 3))
+    assert sorted(emu.acceptance_counts()) == ["t0", "t2", "t3"]
+
+
+async def test_send_all_counts_every_input(client: MessagingClient) -> None:
+    results, summary = await client.send_all(dicts({"media": [BAD_URLS[1]]}))
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert (summary.total, summary.accepted, summary.not_sent) == (4, 3, 1)
+
+
+async def test_an_input_that_raises_unexpectedly_is_its_own_result(client: MessagingClient) -> None:
+    inputs: list[Any] = [BASE, ExplodingMapping(), 42, None, BASE]
+    results, summary = await client.send_all(inputs)
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] + [Outcome.NOT_SENT] * 3 + [Outcome.ACCEPTED]
+    assert type(results[1].error) is RuntimeError  # the unexpected exception, with its type
+    assert isinstance(results[2].error, ValidationError) and isinstance(results[3].error, ValidationError)
+    assert summary.total == 5
+
+
+async def test_an_attempt_that_fails_unexpectedly_on_the_wire_is_ambiguous_and_the_run_goes_on(
+    client: MessagingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = type(client._transport)
+    real = cls.create_message
+
+    async def create_message(self: Any, body: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b'"t1"' in body:
+            raise KeyError("a bug in the middle of sending")
+        return await real(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "create_message", create_message)
+    results, summary = await client.send_all(dicts({}), concurrency=1)
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.AMBIGUOUS, Outcome.ACCEPTED, Outcome.ACCEPTED]
+    assert type(results[1].error) is KeyError and results[1].attempts == 1
+    assert summary.total == 4
+
+
+# --- 4. the emulator answers malformed requests 4xx --------------------------------------------------
+
+
+BASIC = b"Authorization: Basic " + base64.b64encode(b"u:p")
+CREATE = f"/api/v2/users/{ACCOUNT}/messages"
+TOKEN = "/api/v1/oauth2/token"
+
+
+async def test_emulator_create_with_an_unknown_field_nested_1000_deep_is_400(emu: Emulator) -> None:
+    body = json.dumps({**BASE, "x": "X"}).replace('"X"', "[" * 1000 + "]" * 1000).encode()
+    status, answer = await raw_http(
+        emu.port, http_request("POST", CREATE, [BASIC, b"Content-Type: application/json"], body)
+    )
+    assert status == 400
+    assert json.loads(answer)["fieldErrors"][0]["fieldName"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "body", "status"),
+    [
+        (CREATE, [BASIC, b"Content-Type: application/\xff\xfejson"], json.dumps(BASE).encode(), 415),
+        (CREATE, [b"Authorization: Basic \xc3\xa9\xff", b"Content-Type: application/json"], b"{}", 401),
+        (TOKEN, [b"Authorization: Basic \xc3\xa9", b"Content-Type: application/x-www-form-urlencoded"], b"", 401),
+        (TOKEN, [BASIC, b"Content-Type: multipart/form-data"], b"grant_type=client_credentials", 400),
+    ],
+    ids=["content-type-not-utf8", "basic-not-ascii", "token-basic-not-ascii", "token-multipart-no-boundary"],
+)
+async def test_emulator_malformed_headers_are_4xx(
+    emu: Emulator, target: str, headers: list[bytes], body: bytes, status: int
+) -> None:
+    got, answer = await raw_http(emu.port, http_request("POST", target, headers, body))
+    assert got == status
+    parsed = json.loads(answer)
+    assert ("error" in parsed) if target == TOKEN else ("type" in parsed and "description" in parsed)
+
+
+@pytest.mark.parametrize("token", ["o٣", "o²", "o" + "9" * 5000], ids=["arabic-digit", "superscript", "5000-digits"])
+async def test_emulator_page_token_that_is_not_an_ascii_offset_is_400(emu: Emulator, token: str) -> None:
+    encoded = base64.urlsafe_b64encode(token.encode()).decode()
+    target = f"{CREATE}?sourceTn=%2B15553332222&pageToken={encoded}"
+    status, answer = await raw_http(emu.port, http_request("GET", target, [BASIC]))
+    assert status == 400
+    assert json.loads(answer)["type"] == "request-validation"
+
+
+async def test_emulator_last_resort_turns_an_unforeseen_failure_into_a_logged_400(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unforeseen(*args: Any) -> Any:
+        raise ValueError("a request no handler check foresaw")
+
+    monkeypatch.setattr("bwasync.emulator._server.parse_query", unforeseen)
+    with caplog.at_level(logging.WARNING, logger="bwasync.emulator"):
+        status, answer = await raw_http(emu.port, http_request("GET", f"{CREATE}?sourceTn=x", [BASIC]))
+    assert status == 400
+    assert json.loads(answer) == {
+        "type": "request-validation",
+        "description": "the request could not be read (ValueError)",
+    }
+    assert any(r.exc_info and "GET" in r.getMessage() for r in caplog.records)
+
+
+# --- 5. a failed token request means the message was not sent ---------------------------------------
+
+TOKEN_URL = "https://auth.example/api/v1/oauth2/token"
+MESSAGES = re.compile(r"^https://bw\.example/api/v2/users/9900000/messages$")
+ACCEPTED = {"id": "m-1", "time": "2030-01-01T00:00:00.000Z", "segmentCount": 1, "to": ["+15552223333"]}
+
+
+def oauth_client(retry: RetryPolicy) -> MessagingClient:
+    return MessagingClient(
+        ACCOUNT,
+        client_id="cid",
+        client_secret="csecret",
+        token_url=TOKEN_URL,
+        base_url="https://bw.example/api/v2",
+        retry=retry.with_(initial_delay=0.0, max_delay=0.0),
+    )
+
+
+@pytest.mark.parametrize("failure", [TimeoutError(), ConnectionResetError()], ids=["timeout", "reset"])
+async def test_a_token_request_that_fails_is_not_sent(failure: Exception) -> None:
+    async with oauth_client(RetryPolicy(max_attempts=1)) as client:
+        with aioresponses() as mock:
+            mock.post(TOKEN_URL, exception=failure)
+            result = await client.send(**KWARGS)
+            assert not [k for k in mock.requests if MESSAGES.match(str(k[1]))]  # the create never left
+    assert result.outcome is Outcome.NOT_SENT and result.attempts == 1
+    assert isinstance(result.error, APIConnectionError) and result.error.request_sent is False
+    assert isinstance(result.error, APITimeoutError) is isinstance(failure, TimeoutError)
+
+
+async def test_a_token_request_that_fails_is_retried_like_any_failure_before_sending() -> None:
+    async with oauth_client(RetryPolicy(max_attempts=3)) as client:
+        with aioresponses() as mock:
+            mock.post(TOKEN_URL, exception=TimeoutError())
+            mock.post(TOKEN_URL, payload={"access_token": "tok", "expires_in": 3600})
+            mock.post(MESSAGES, status=202, payload=ACCEPTED)
+            result = await client.send(**KWARGS)
+    assert result.outcome is Outcome.ACCEPTED and result.attempts == 2
+
+
+# --- 6. the CLI: an undecodable argument is a usage error --------------------------------------------
+
+
+def test_cli_send_with_undecodable_text_is_a_usage_error_naming_the_option() -> None:
+    result = CliRunner().invoke(cli, ["send", "--emulator", "--to", "+15552223333", "--text", "caf\udcff"])
+    assert result.exit_code == 2, result.output
+    assert "--text" in result.output and "not valid text" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_undecodable_environment_value_is_a_usage_error_naming_the_option() -> None:
+    result = CliRunner().invoke(cli, ["send", "--to", "+15552223333", "--text", "hi"], env={"BW_NUMBER": "+1\udcff"})
+    assert result.exit_code == 2 and "--from" in result.output
+
+
+def test_cli_undecodable_argument_of_another_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["segments", "caf\udcff"])
+    assert result.exit_code == 2 and "TEXT" in result.output
