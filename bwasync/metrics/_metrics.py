@@ -72,7 +72,8 @@ class ClientMetrics:
     def instrument(self, client: MessagingClient) -> MessagingClient:
         """Measure every create request of ``client`` (and of ``with_options`` copies made after)."""
         self._rate_sources.append(lambda: client.limiter.rate)
-        client._transport = cast("Transport", _MeasuredTransport(client._transport, self))
+        pipeline = client._pipeline
+        pipeline.transport = cast("Transport", _MeasuredTransport(pipeline.transport, self))
         return client
 
     def _current_rate(self) -> float:
@@ -90,13 +91,13 @@ class _MeasuredTransport:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def create_message(self, body: bytes) -> Message:
+    async def create_message(self, body: bytes, *args: Any, **kwargs: Any) -> Message:
         m = self._metrics
         m.in_flight.inc()
         status = "202"
         try:
             with m.latency.time():
-                return await self._inner.create_message(body)
+                return await self._inner.create_message(body, *args, **kwargs)
         except RateLimitError:
             status = "429"
             m.rate_limited.inc()
