@@ -118,6 +118,7 @@ def test_public_surface() -> None:
     assert bwasync.redis.__all__ == ["RedisLimiter", "RedisUnavailableError"]
     assert issubclass(RedisUnavailableError, bwasync.BwasyncError)
     assert RedisLimiter.__module__.startswith("bwasync.redis")
+    assert RedisUnavailableError.__module__ == "bwasync._exceptions"  # drawn in the one exception tree
 
 
 @pytest.mark.parametrize(

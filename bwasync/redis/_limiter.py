@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .._constants import DEFAULT_BURST_SECONDS
-from .._exceptions import BwasyncError, ConfigurationError
+from .._exceptions import ConfigurationError, RedisUnavailableError
 from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst, _loop_time
 from . import _scripts
 from ._constants import (
@@ -52,12 +52,6 @@ _log = logging.getLogger("bwasync.redis")
 
 #: Errors that mean "Redis did not do it": unreachable, timed out, refused the command.
 _REDIS_ERRORS = (RedisError, OSError)
-
-
-class RedisUnavailableError(BwasyncError):
-    """Redis could not be reached (``on_error="raise"``); the message was NOT sent."""
-
-    may_have_been_sent = False
 
 
 def _text(value: Any) -> str:
