@@ -20,6 +20,7 @@ from . import (
     limiter_accuracy,
     memory,
     rate_control,
+    scale_out,
     validation_encoding,
 )
 from ._common import Config, ScenarioResult, environment, header, tune_gc
@@ -33,6 +34,7 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     rate_control.NAME: rate_control.run,
     validation_encoding.NAME: validation_encoding.run,
     campaign_throughput.NAME: campaign_throughput.run,
+    scale_out.NAME: scale_out.run,
 }
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 

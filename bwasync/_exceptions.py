@@ -5,6 +5,7 @@
     ├── ClientClosedError           the client was closed; it cannot send any more
     ├── ValidationError             the request broke a Bandwidth rule; nothing was sent
     ├── SendCancelledError          a send_many input stopped or cancelled before its send ended
+    ├── RedisUnavailableError       a shared limiter could not reach Redis (``on_error="raise"``); not sent
     ├── APIError                    a send (or another API call) ended in failure; ``.attempts``
     │   ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
     │   │   ├── BadRequestError             400 (``.field_errors`` lists every field)
@@ -60,6 +61,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedisUnavailableError",
     "SendCancelledError",
     "ServerError",
     "UnexpectedResponseError",
@@ -82,6 +84,13 @@ class ConfigurationError(BwasyncError, ValueError):
 
 class ClientClosedError(BwasyncError):
     """The client was closed: every later call raises this instead of opening a new session."""
+
+
+class RedisUnavailableError(BwasyncError):
+    """A :class:`~bwasync.redis.RedisLimiter` built with ``on_error="raise"`` could not reach
+    Redis; the message was NOT sent. Exported from :mod:`bwasync.redis`."""
+
+    may_have_been_sent = False
 
 
 class ValidationError(BwasyncError):
