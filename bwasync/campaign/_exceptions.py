@@ -69,7 +69,19 @@ class JournalLockedError(JournalError):
 
 
 class JournalMismatchError(JournalError):
-    """A resume was attempted with an input file or template other than the journal's."""
+    """A resume was attempted with an input file, template or setting other than the journal's.
+
+    ``differences`` names what differs, among ``"input file"``, ``"template"``, ``"campaign
+    id"``, ``"application id"``, ``"sender"``, ``"key column"``, ``"priority"`` and
+    ``"expiration"``; a front end words them (the CLI names its options).
+    """
+
+    def __init__(self, path: str, differences: Iterable[str]) -> None:
+        self.path = path
+        self.differences = tuple(differences)
+        super().__init__(
+            f"{path}: cannot resume: the journal holds a campaign with another " + ", ".join(self.differences)
+        )
 
 
 class JournalStateError(JournalError):

@@ -32,6 +32,7 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .._auth import basic_header
 from .._segments import segments, total_segments
 from .._validation import decode_json, parse_rfc3339, validate_wire
 from . import _bodies as bodies
@@ -358,11 +359,7 @@ class Emulator:
         cfg = self.config
         if cfg.username is not self._basic_for[0] or cfg.password is not self._basic_for[1]:
             self._basic_for = (cfg.username, cfg.password)
-            self._basic_header = (
-                None
-                if cfg.username is None
-                else "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode()
-            )
+            self._basic_header = None if cfg.username is None else basic_header(cfg.username, cfg.password or "")
         if header == self._basic_header:
             return True
         scheme, _, value = header.partition(" ")
