@@ -20,24 +20,29 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     BwasyncError,
+    ClientClosedError,
     ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    SendCancelledError,
     ServerError,
+    UnexpectedResponseError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from ._fanout import Outcome, SendCancelledError, SendResult, SendStream, SendSummary
+from ._fanout import Outcome, SendResult, SendStream, SendSummary
 from ._models import (
-    CreateMessageRequestError,
+    CreateMessageRequestErrorBody,
     FieldError,
+    ListFilters,
     ListMessageItem,
     Media,
     Message,
+    MessageFields,
     MessageRequest,
     MessagesList,
-    MessagingRequestError,
+    MessagingRequestErrorBody,
     PageInfo,
     Priority,
     StatusCallback,
@@ -46,7 +51,6 @@ from ._models import (
 from ._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 from ._retry import RetryPolicy
 from ._segments import SegmentInfo, segments
-from ._transport import UnexpectedResponseError
 from ._version import __version__
 
 __all__ = [
@@ -67,16 +71,19 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BwasyncError",
+    "ClientClosedError",
     "ConfigurationError",
-    "CreateMessageRequestError",
+    "CreateMessageRequestErrorBody",
     "FieldError",
+    "ListFilters",
     "ListMessageItem",
     "Media",
     "Message",
+    "MessageFields",
     "MessageRequest",
     "MessagesList",
     "MessagingClient",
-    "MessagingRequestError",
+    "MessagingRequestErrorBody",
     "NotFoundError",
     "Outcome",
     "PageInfo",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiohttp
@@ -22,73 +21,43 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOKEN_URL,
 )
-from ._exceptions import APIError, ConfigurationError, RateLimitError
-from ._fanout import (
-    SENDING,
-    WAITING,
-    BeforeSend,
-    RequestLike,
-    SendResult,
-    SendStream,
-    SendSummary,
-    Slot,
-    _Core,
-    message_cost,
-    send_one,
-)
+from ._exceptions import APIError, ConfigurationError
+from ._fanout import BeforeSend, RequestLike, SendResult, SendStream, SendSummary, _Core, send_one
 from ._models import (
+    ListFilters,
     ListMessageItem,
     Media,
     Message,
+    MessageFields,
     MessageRequest,
     PageInfo,
     coerce_request,
-    encode_request,
     media_list_decoder,
     messages_list_decoder,
 )
-from ._ratelimit import AdaptiveLimiter, RateLimiter
+from ._pipeline import CappedLimiter, Gate, Pipeline, Slot
+from ._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 from ._retry import RetryPolicy, retry_after_failure
 from ._transport import Transport
 
-__all__ = ["LIST_FILTERS", "MessagingClient"]
+__all__ = ["LIST_FILTERS", "MessagingClient", "SendManyOptions"]
 
-#: ``list_messages`` filters: snake-case name -> Bandwidth's query parameter.
+#: ``list_messages`` filters: snake-case name (a key of :class:`ListFilters`) -> query parameter.
 LIST_FILTERS: dict[str, str] = {
-    name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
-    for name in (
-        "message_id",
-        "source_tn",
-        "destination_tn",
-        "message_status",
-        "message_direction",
-        "carrier_name",
-        "message_type",
-        "error_code",
-        "from_date_time",
-        "to_date_time",
-        "campaign_id",
-        "from_bw_latency",
-        "bw_queued",
-        "product",
-        "location",
-        "carrier_queued",
-        "from_carrier_latency",
-        "from_segment_count",
-        "to_segment_count",
-        "from_message_size",
-        "to_message_size",
-        "sort",
-        "limit",
-        "limit_total_count",
-    )
+    name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:]) for name in ListFilters.__annotations__
 }
-LIST_FILTERS["calling_number_country_a3"] = "callingNumberCountryA3"
-LIST_FILTERS["called_number_country_a3"] = "calledNumberCountryA3"
 #: Filters that are paging controls rather than search criteria.
 _NOT_CRITERIA = {"sort", "limit", "limit_total_count"}
-# Idempotent requests (GET/PUT/DELETE) may be retried even when ambiguous.
-_IDEMPOTENT = RetryPolicy(retry_ambiguous=True)
+
+
+class SendManyOptions(TypedDict, total=False):
+    """The keyword options of :meth:`MessagingClient.send_many` (and ``send_all``)."""
+
+    concurrency: int | None
+    rate: float | None
+    retry: RetryPolicy | None
+    before_send: BeforeSend | None
+    timeout: float | None
 
 
 def next_page_params(params: Mapping[str, str], info: PageInfo | None) -> dict[str, str] | None:
@@ -119,6 +88,15 @@ def _query_value(value: object) -> str:
     return str(value)
 
 
+def _request_of(request: RequestLike | None, fields: MessageFields) -> RequestLike:
+    """The request a single send was given, as a request object or as keyword fields."""
+    if request is None:
+        return dict(fields)
+    if fields:
+        raise TypeError("pass either a request or its fields, not both")
+    return request
+
+
 class MessagingClient:
     """An asyncio client for Bandwidth's Messaging V2 API, built for many sends at once.
 
@@ -129,12 +107,16 @@ class MessagingClient:
     ...     print(message.id, message.segment_count)
 
     One pooled aiohttp session carries every request. Every send, single or bulk, goes through
-    the same rate limiter (segments per second, per account and per sending number, slowing
-    down on 429) and the same retry policy, which never retries a send whose fate is unknown
-    unless ``RetryPolicy(retry_ambiguous=True)`` asks for at-least-once delivery.
+    one pipeline (``_pipeline.py``): the same rate limiter (segments per second, per account and
+    per sending number, slowing down on 429), the same retry policy, which never retries a send
+    whose fate is unknown unless ``RetryPolicy(retry_ambiguous=True)`` asks for at-least-once
+    delivery, and one in-flight cap: ``concurrency`` requests on the wire at most, counting
+    ``create_message``, ``send`` and every concurrent ``send_many`` together.
 
-    Pass ``session=`` to use an aiohttp session the application already owns; the client then
-    never closes it.
+    Give either ``rate`` (and ``burst``, ``per_sender_rate``, ``per_sender_burst``) for the
+    built-in :class:`AdaptiveLimiter`, or a ``limiter`` of your own, not both. Pass
+    ``session=`` to use an aiohttp session the application already owns; the client then never
+    closes it. A closed client raises :class:`ClientClosedError` on every call.
     """
 
     def __init__(
@@ -176,24 +158,43 @@ class MessagingClient:
             raise ConfigurationError("credentials are required: username/password or client_id/client_secret")
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if limiter is not None:
+            settings = (
+                ("rate", rate),
+                ("burst", burst),
+                ("per_sender_rate", per_sender_rate),
+                ("per_sender_burst", per_sender_burst),
+            )
+            given = [name for name, value in settings if value is not None]
+            if given:
+                raise ConfigurationError(
+                    f"give either limiter= or {'/'.join(given)}=, not both: a limiter of your own carries its own rates"
+                )
         self.account_id = account_id
         self.base_url = base_url.rstrip("/")
         self.concurrency = concurrency
-        self.retry = retry or RetryPolicy()
         self._auth = auth
-        self._per_sender = (per_sender_rate, per_sender_burst)
-        self.limiter: RateLimiter = limiter or AdaptiveLimiter(
-            rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
-        )
-        self._transport = Transport(
+        transport = Transport(
             base_url=self.base_url,
             account_id=account_id,
             auth=auth,
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
+            timeout=timeout,
+            connect_timeout=connect_timeout,
             connection_limit=connection_limit,
             session=session,
         )
-        self._gate: asyncio.Semaphore | None = None
+        self._transport = transport
+        default_timeout = transport.make_timeout(timeout)
+        self._pipeline = Pipeline(
+            transport,
+            limiter=limiter
+            or AdaptiveLimiter(
+                rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
+            ),
+            policy=retry or RetryPolicy(),
+            gate=Gate(concurrency),
+            timeout=default_timeout,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> MessagingClient:
@@ -226,26 +227,34 @@ class MessagingClient:
         kwargs.update(overrides)
         return cls(account_id, **kwargs)
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every send that does not pass its own."""
+        return self._pipeline.policy
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The account's rate limiter, shared by every send of this client (and its copies)."""
+        return self._pipeline.limiter
+
     def with_options(
         self,
         *,
         retry: RetryPolicy | None = None,
-        concurrency: int | None = None,
         limiter: RateLimiter | None = None,
+        timeout: float | None = None,
     ) -> MessagingClient:
-        """A copy sharing this client's session and credentials, with other defaults."""
+        """A copy with other defaults, sharing this client's session, credentials and in-flight
+        cap (``concurrency`` stays client-wide); it shares the limiter too unless given one::
+
+            strict = client.with_options(retry=RetryPolicy(max_attempts=1), timeout=5.0)
+        """
         clone = copy.copy(self)
-        if retry is not None:
-            clone.retry = retry
-        if concurrency is not None:
-            clone.concurrency = concurrency
-            clone._gate = None
-        if limiter is not None:
-            clone.limiter = limiter
+        clone._pipeline = self._pipeline.derive(limiter=limiter, policy=retry, timeout=timeout)
         return clone
 
     async def __aenter__(self) -> MessagingClient:
-        self._transport.session  # noqa: B018 - create the session inside the running loop
+        self._transport.session  # noqa: B018 - create the session inside the running loop (or raise if closed)
         return self
 
     async def __aexit__(
@@ -254,8 +263,13 @@ class MessagingClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session if the client created it (a borrowed session is left open)."""
+        """Close for good (and every copy from :meth:`with_options`): the session if the client
+        created it (a borrowed session is left open); later calls raise :class:`ClientClosedError`."""
         await self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
 
     def __repr__(self) -> str:
         return (
@@ -269,87 +283,17 @@ class MessagingClient:
 
     # --- Sending ------------------------------------------------------------------------------
 
-    def _in_flight_gate(self) -> asyncio.Semaphore:
-        """The cap on single sends in flight (``concurrency``), made inside the running loop."""
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.concurrency)
-        return self._gate
-
-    async def _attempt(
-        self,
-        body: bytes,
-        cost: int,
-        sender: str,
-        limiter: RateLimiter,
-        slot: Slot,
-        before_send: Any,
-        gate: asyncio.Semaphore | None,
-    ) -> Message:
-        """One attempt: wait for the limiter, (first attempt) run the hook, POST.
-
-        ``slot.stage`` tells a stop where the send stands: only a cancellation while SENDING
-        leaves the request's fate unknown.
-        """
-        slot.stage = WAITING
-        if self._auth.cached_header() is None:
-            # Fetch the OAuth2 token before the create can leave: if that fails, the message
-            # certainly was not sent (and a cancellation now is not ambiguous either).
-            await self._transport.auth_header()
-        await limiter.acquire(cost, sender=sender)
-        if before_send is not None or gate is not None:
-            try:
-                if before_send is not None:
-                    await before_send()
-                if gate is not None:
-                    await gate.acquire()
-            except BaseException:
-                limiter.release(cost, sender=sender)
-                raise
-        slot.stage = SENDING
-        slot.sent_at = time.monotonic()
-        try:
-            message = await self._transport.create_message(body)
-        except RateLimitError as exc:
-            slot.stage = WAITING
-            limiter.report_rate_limited(sender=sender, retry_after=exc.retry_after)
-            raise
-        except APIError as exc:
-            slot.stage = WAITING
-            if exc.may_have_been_sent:
-                slot.maybe_sent = True
-            raise
-        finally:
-            if gate is not None:
-                gate.release()
-        slot.stage = WAITING
-        limiter.report_success(cost, sender=sender)
-        return message
-
-    async def _retry(
-        self,
-        first: APIError,
-        body: bytes,
-        cost: int,
-        sender: str,
-        limiter: RateLimiter,
-        policy: RetryPolicy,
-        started: float,
-        slot: Slot,
-        gate: asyncio.Semaphore | None,
-    ) -> tuple[Message, int]:
-        """After a failed first attempt: retry under ``policy``; (message, attempts in all)."""
-
-        def again() -> Any:
-            return self._attempt(body, cost, sender, limiter, slot, None, gate)
-
-        return await retry_after_failure(again, first, policy, started=started)
+    def _call_pipeline(self, retry: RetryPolicy | None, timeout: float | None) -> Pipeline:
+        self._transport.check_open()
+        return self._pipeline.derive(policy=retry, timeout=timeout)
 
     async def create_message(
         self,
         request: MessageRequest | Mapping[str, Any] | None = None,
         *,
         retry: RetryPolicy | None = None,
-        **fields: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-attempt HTTP timeout, not a deadline for the call
+        **fields: Unpack[MessageFields],
     ) -> Message:
         """Send one message; return Bandwidth's 202 answer.
 
@@ -358,34 +302,22 @@ class MessagingClient:
             await client.create_message(to=["+15552223333", "+15554443333"], from_="+15553332222",
                                         text="Group hello", application_id=APP_ID)
 
-        Raises :class:`ValidationError` (nothing sent) or an :class:`APIError` whose
+        ``timeout`` (seconds) bounds each attempt instead of the client's. Raises
+        :class:`ValidationError` (nothing sent) or an :class:`APIError` whose
         ``may_have_been_sent`` says whether the message may have gone out; ``attempts`` says how
         many tries were made.
         """
-        if request is None:
-            request = MessageRequest(**fields)
-        elif fields:
-            raise TypeError("pass either a request or its fields, not both")
-        else:
-            request = coerce_request(request)
-        gate = self._in_flight_gate()
-        body, cost, sender = encode_request(request), message_cost(request), request.from_
-        started = time.monotonic()
-        slot = Slot()
-        try:
-            return await self._attempt(body, cost, sender, self.limiter, slot, None, gate)
-        except APIError as exc:
-            message, _ = await self._retry(
-                exc, body, cost, sender, self.limiter, retry or self.retry, started, slot, gate
-            )
-            return message
+        pipeline = self._call_pipeline(retry, timeout)
+        message, _ = await pipeline.send(coerce_request(_request_of(request, fields)), Slot())
+        return message
 
     async def send(
         self,
         request: MessageRequest | Mapping[str, Any] | None = None,
         *,
         retry: RetryPolicy | None = None,
-        **fields: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-attempt HTTP timeout, not a deadline for the call
+        **fields: Unpack[MessageFields],
     ) -> SendResult:
         """Send one message like :meth:`create_message`, but return its :class:`SendResult`
         (outcome, attempts, latency, error) instead of raising::
@@ -394,14 +326,8 @@ class MessagingClient:
             if result.outcome is Outcome.AMBIGUOUS:
                 ...  # the answer was lost: do not resend blindly
         """
-        raw: RequestLike
-        if request is None:
-            raw = fields  # validated in send_one, so that any problem becomes the result
-        elif fields:
-            raise TypeError("pass either a request or its fields, not both")
-        else:
-            raw = request
-        return await send_one(self, 0, raw, Slot(), self.limiter, retry or self.retry, gate=self._in_flight_gate())
+        pipeline = self._call_pipeline(retry, timeout)
+        return await send_one(pipeline, 0, _request_of(request, fields), Slot())
 
     def send_many(
         self,
@@ -411,38 +337,33 @@ class MessagingClient:
         rate: float | None = None,
         retry: RetryPolicy | None = None,
         before_send: BeforeSend | None = None,
+        timeout: float | None = None,
     ) -> SendStream:
         """Send every request, many at once; yield one :class:`SendResult` per input as each ends.
 
         ``requests`` is an iterable or async iterable of :class:`MessageRequest` or dicts,
         pulled only as capacity frees up (memory does not grow with it). ``concurrency`` is the
-        number of requests in flight (the client's default when omitted); ``rate`` throttles
-        this run to that many segments per second (else the client's limiter applies: unthrottled
-        until the first 429 unless the client was given a rate). An invalid input is that
-        input's result; it does not stop the run. Use ``async with`` to stop early in order::
+        number of inputs this run works on at once (the client's ``concurrency`` when omitted;
+        the client's cap on requests in flight applies on top, across all runs). ``rate`` caps
+        this run at that many segments per second *under* the client's limiter: both apply, and
+        a 429 seen by any run slows every run of the client. ``timeout`` bounds each attempt. An
+        invalid input is that input's result; it does not stop the run. Use ``async with`` to
+        stop early in order::
 
             async with client.send_many(requests, concurrency=200) as results:
                 async for result in results:
                     print(result.index, result.outcome, result.message and result.message.id)
         """
-        limiter = self.limiter
+        pipeline = self._call_pipeline(retry, timeout)
         if rate is not None:
-            per_rate, per_burst = self._per_sender
-            limiter = AdaptiveLimiter(rate=rate, per_sender_rate=per_rate, per_sender_burst=per_burst)
-        core = _Core(
-            self,
-            requests,
-            concurrency=concurrency or self.concurrency,
-            limiter=limiter,
-            policy=retry or self.retry,
-            before_send=before_send,
-        )
+            pipeline = pipeline.derive(limiter=CappedLimiter(pipeline.limiter, TokenBucket(rate)))
+        core = _Core(pipeline, requests, concurrency=concurrency or self.concurrency, before_send=before_send)
         return SendStream(core)
 
     async def send_all(
         self,
         requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
-        **options: Any,
+        **options: Unpack[SendManyOptions],
     ) -> tuple[list[SendResult], SendSummary]:
         """Send everything (as :meth:`send_many`); return all results by input order and totals."""
         summary = SendSummary()
@@ -482,7 +403,7 @@ class MessagingClient:
             result, _ = await retry_after_failure(once, exc, self.retry.with_(retry_ambiguous=True), started=started)
             return result
 
-    async def list_messages(self, **filters: Any) -> AsyncIterator[ListMessageItem]:
+    async def list_messages(self, **filters: Unpack[ListFilters]) -> AsyncIterator[ListMessageItem]:
         """Every message matching the filters, across all pages.
 
         Filters are the spec's query parameters in snake case (``source_tn``,

@@ -29,9 +29,6 @@ DEFAULT_TIMEOUT = 30.0
 #: Connect timeout. A connect that has not finished cannot have sent anything, so failing it
 #: early is always safe to retry.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-#: Connections kept open per host. Matches the default concurrency so a full fan-out never
-#: waits on the pool.
-DEFAULT_CONNECTION_LIMIT = 100
 #: Seconds an idle pooled connection is kept. Below the ~60 s idle timeout of the load
 #: balancers in front of Bandwidth, so we close first rather than write into a connection the
 #: server is closing (which would make a send ambiguous).
@@ -45,18 +42,20 @@ DEFAULT_DNS_TTL = 300
 #: ~1,000 messages/s, above most accounts' dequeue rate, while keeping the client's per-request
 #: cost near its low-concurrency figure (see PERFORMANCE notes in the README).
 DEFAULT_CONCURRENCY = 100
+#: Spare workers a ``send_many`` run may start per place while inputs wait out a retry backoff or
+#: a Retry-After (they give their place back meanwhile). At 2,000 msg/s with 3% of requests
+#: answered 429 and ``Retry-After: 1``, ~60 of 100 places would otherwise sleep; one spare per
+#: place covers that with room to spare, and bounds the inputs a run holds at twice its
+#: concurrency whatever the server does.
+RETRY_SLEEPERS_PER_SLOT = 1
 #: Burst allowed by the account limiter, in seconds of rate. One second matches how Bandwidth
 #: states limits (segments per second) without letting a backlog flush all at once.
 DEFAULT_BURST_SECONDS = 1.0
-#: Multiplicative decrease on a 429: the queue is full, so halve (TCP-style AIMD).
-RATE_DECREASE_FACTOR = 0.5
-#: Additive increase after success, as a fraction of the ceiling regained per second: ~20 s from
-#: half rate back to full, slow enough not to refill a queue that just overflowed.
-RATE_INCREASE_PER_SECOND = 0.025
 #: The adaptive rate never drops below this (segments/s): Bandwidth's smallest account rate.
 MIN_RATE = 1.0
 #: A Retry-After larger than this (seconds) is capped: we would rather ask again than stall a
-#: campaign for the 300 s the list endpoint may announce.
+#: campaign for the 300 s the list endpoint may announce. A Retry-After delays only the retry of
+#: the request that carried it; it does not pause the account (see bwasync/_ratecontrol.py).
 MAX_RETRY_AFTER = 60.0
 
 # --- Retry -----------------------------------------------------------------------------------
@@ -80,17 +79,74 @@ TOKEN_REFRESH_MARGIN = 60.0
 
 # --- Rate limiting (added) -------------------------------------------------------------------
 
-#: 429s arriving within this many seconds of a rate cut (or before a Retry-After pause ends) are
-#: one rate-limit episode and cut the rate only once. They answer requests sent before the cut
-#: (one round trip, ~100 ms at Bandwidth's latency); a second covers slow round trips and a full
-#: one-second burst at the old rate, while a queue that stays full is still cut again each second.
+#: 429s arriving within this many seconds of a rate cut are one rate-limit episode and cut the rate
+#: only once: they answer requests sent before the cut (one round trip, ~100-300 ms at Bandwidth's
+#: latency). The cut is judged on the episode's second half, which only answers requests sent
+#: after it, so the episode must be a few round trips long; one second is, and still lets a queue
+#: that stays full be cut again each second.
 RATE_LIMIT_EPISODE = 1.0
-#: Window (seconds) over which the limiter measures the rate it actually admitted; the estimate
-#: covers the last one to two windows. An unthrottled limiter starts throttling on its first 429
-#: at RATE_DECREASE_FACTOR times this measurement. One second matches how Bandwidth states
-#: limits and is long enough to smooth a burst, short enough to reflect the current load.
+#: Window (seconds) over which the limiter measures what it admitted and what was accepted; an
+#: estimate covers the last one to two windows. One second matches how Bandwidth states limits and
+#: is long enough to smooth a burst, short enough to reflect the current load.
 ACHIEVED_RATE_WINDOW = 1.0
-#: Additive increase is applied at most this often (seconds). Each step re-times every waiter,
+#: On a 429 the rate is cut to this fraction of the rate the server accepted over the last second.
+#: A full queue accepts exactly its dequeue rate, so sending 5 % below it drains the queue (and
+#: stops the 429s) while costing at most 5 % of the throughput until the rate regrows.
+RATE_DRAIN_FACTOR = 0.95
+#: The cut, as a fraction of the rate being sent, when too few answers came back to measure the
+#: accepted rate (botocore's adaptive mode and CUBIC use the same beta = 0.7).
+RATE_CUT_FLOOR = 0.7
+#: With Bandwidth's "Your allowed rate is N messages per minute" in the 429, the rate is cut to this
+#: fraction of N: the figure is exact, and 2 % below it drains a full queue slowly while keeping
+#: 98 % of the account's throughput.
+RATE_HINT_FACTOR = 0.98
+#: CUBIC's scale, relative to the last maximum: after a cut the rate is back at the maximum in
+#: K = cbrt(depth / scale) seconds (2.2 s after a 5 % cut, 3.9 s after 30 %), stays near it, then
+#: grows beyond it: +4 % two seconds later, +14 % after three, x2 after about 5.8 s. Slow near the
+#: old maximum, so that a queue that drained a little below it refills without overshooting much
+#: (a faster probe doubled the 429s in the simulated queue model); fast beyond it, so that a
+#: raised limit is found within seconds.
+RATE_CUBIC_SCALE = 0.005
+#: The cut is judged on the answers that arrive from this fraction of the episode on: earlier ones
+#: mostly answer requests sent before the cut (a round trip, ~100-300 ms at Bandwidth's latency).
+#: A stale 429 counted as "after" can only make the judgment cut again, to the accepted rate of a
+#: queue that was full, which is the account's rate anyway.
+RATE_JUDGE_FROM = 0.25
+#: A cut paid off when the 429 share in the second half of its episode is at most this fraction of
+#: the share that caused it.
+RATE_PAYOFF_SHARE = 0.5
+#: A cut that did not lower the 429 share, although the client sent no faster than the server had
+#: been accepting, shows 429s unrelated to the rate; that is believed only up to this share. More
+#: 429s than this are treated as a full queue whatever else is seen.
+RATE_NOISE_MAX_SHARE = 0.1
+#: 429s while the share of the last one to two seconds is within this multiple of the learned
+#: background share do not cut. Twice leaves room for the share's sampling noise.
+RATE_NOISE_MARGIN = 2.0
+#: The learned background share halves every this many seconds, so a limiter that once saw a flaky
+#: load balancer does not tolerate a full queue's 429s for the rest of a long run.
+RATE_NOISE_HALF_LIFE = 30.0
+#: An accepted rate measured from fewer accepted answers than this is not trusted for a cut.
+RATE_MIN_SAMPLE = 5
+#: While a cut's episode is still running, a second half already a quarter-episode long and holding
+#: this many accepted answers and this many 429s shows a queue still full: the rate is cut again at
+#: once rather than at the episode's end (fewer 429s while converging). Twenty answers over a
+#: quarter of a second measure the accepted rate well enough to cut to. Also: in the first second
+#: of a run, 429s cut only once this many have come (a full queue sends a flood within
+#: milliseconds; stray 429s do not).
+RATE_EARLY_SAMPLE = 20
+#: A cut is judged "paid off" on an absence of 429s only once, had nothing changed, at least this many
+#: 429s would have been expected among the answers counted, and judged "not paid off" only on at
+#: least this many 429s; at low rates that takes longer.
+RATE_MIN_EVIDENCE = 3.0
+#: ... but never later than this many seconds after the cut (rates of a few messages per second);
+#: a cut that nothing shows was needed by then is undone.
+RATE_JUDGE_MAX = 5.0
+#: A limiter without a configured rate stops throttling once its regrown rate is this many times
+#: both what is actually being sent and the last measured maximum: the limit no longer binds
+#: (botocore caps its rate at twice the measured send rate for the same reason). The maximum is
+#: needed too: a client whose requests sleep in retry backoff sends little for a while.
+RATE_UNTHROTTLE_FACTOR = 2.0
+#: The regrowing rate is stepped at most this often (seconds). Each step re-times every waiter,
 #: and the rate gained in 100 ms is a fraction of a percent, so finer steps would only cost CPU.
 RATE_ADJUST_INTERVAL = 0.1
 #: Idle per-sender buckets are swept this often (seconds). A sweep walks every bucket, so it runs

@@ -1,19 +1,36 @@
-"""The exceptions bwasync raises, one tree::
+"""Every exception bwasync raises, one tree (this drawing is the only one; keep it complete)::
 
-    BwasyncError
+    BwasyncError                    base of them all; ``.may_have_been_sent``
     ├── ConfigurationError          the client was set up wrongly (missing credentials...)
+    ├── ClientClosedError           the client was closed; it cannot send any more
     ├── ValidationError             the request broke a Bandwidth rule; nothing was sent
-    └── APIError                    a send ended in failure
-        ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
-        │   ├── BadRequestError             400 (``.field_errors`` lists every field)
-        │   ├── AuthenticationError         401
-        │   ├── PermissionDeniedError       403
-        │   ├── NotFoundError               404
-        │   ├── UnsupportedMediaTypeError   415
-        │   ├── RateLimitError              429 (``.retry_after`` when the server gave one)
-        │   └── ServerError                 5xx (including a load balancer's HTML page)
-        └── APIConnectionError      no answer came back (refused, reset, dropped)
-            └── APITimeoutError     no answer came back in time
+    ├── SendCancelledError          a send_many input stopped or cancelled before its send ended
+    ├── RedisUnavailableError       a shared limiter could not reach Redis (``on_error="raise"``); not sent
+    ├── APIError                    a send (or another API call) ended in failure; ``.attempts``
+    │   ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
+    │   │   ├── BadRequestError             400 (``.field_errors`` lists every field)
+    │   │   ├── AuthenticationError         401
+    │   │   ├── PermissionDeniedError       403
+    │   │   ├── NotFoundError               404
+    │   │   ├── UnsupportedMediaTypeError   415
+    │   │   ├── RateLimitError              429 (``.retry_after``, ``.allowed_rate`` when the server gave them)
+    │   │   └── ServerError                 5xx (including a load balancer's HTML page)
+    │   ├── APIConnectionError      no answer came back (refused, reset, dropped); ``.request_sent``
+    │   │   └── APITimeoutError     no answer came back in time
+    │   └── UnexpectedResponseError a 2xx whose body is not a message: it may have been sent
+    └── CampaignError               the campaign layer (:mod:`bwasync.campaign`, its own module)
+        ├── InputFileError          the input (or opt-out) file cannot be used at all (``.path``)
+        ├── TemplateError           a message template is malformed or uses forbidden syntax
+        │   └── MissingVariablesError   a row lacks variables the template needs (``.names``)
+        ├── JournalError            the journal cannot do what was asked
+        │   ├── JournalClosedError      the journal was closed (or its writer died)
+        │   ├── JournalLockedError      another process (or Journal) has this journal open
+        │   ├── JournalMismatchError    resuming with a different input file or template
+        │   └── JournalStateError       a row may not be marked in flight (``.key``, ``.status``)
+        └── ReconcileError          Bandwidth's message list could not be reached to resolve rows
+
+The classes above ``CampaignError`` are defined here; the campaign subtree is defined in
+``bwasync/campaign/_exceptions.py`` (so that the core never imports the campaign layer).
 
 Every error that can end a send says, in ``.may_have_been_sent``, whether the message was
 certainly not sent (``False``) or may have been (``True``). Bandwidth documents that any
@@ -39,11 +56,15 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BwasyncError",
+    "ClientClosedError",
     "ConfigurationError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedisUnavailableError",
+    "SendCancelledError",
     "ServerError",
+    "UnexpectedResponseError",
     "UnsupportedMediaTypeError",
     "ValidationError",
     "status_error_class",
@@ -59,6 +80,17 @@ class BwasyncError(Exception):
 
 class ConfigurationError(BwasyncError, ValueError):
     """The client was configured wrongly: a missing credential or an impossible setting."""
+
+
+class ClientClosedError(BwasyncError):
+    """The client was closed: every later call raises this instead of opening a new session."""
+
+
+class RedisUnavailableError(BwasyncError):
+    """A :class:`~bwasync.redis.RedisLimiter` built with ``on_error="raise"`` could not reach
+    Redis; the message was NOT sent. Exported from :mod:`bwasync.redis`."""
+
+    may_have_been_sent = False
 
 
 class ValidationError(BwasyncError):
@@ -77,7 +109,7 @@ class ValidationError(BwasyncError):
 
     def __init__(self, field_errors: Sequence[FieldError]) -> None:
         self.field_errors: list[FieldError] = list(field_errors)
-        detail = "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors)
+        detail = "; ".join(map(str, self.field_errors))
         super().__init__(f"invalid message request: {detail}")
 
     def __reduce__(self) -> tuple[type[ValidationError], tuple[list[FieldError]]]:
@@ -128,7 +160,7 @@ class APIStatusError(APIError):
         if description:
             text += f": {description}"
         if self.field_errors:
-            text += " (" + "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors) + ")"
+            text += " (" + "; ".join(map(str, self.field_errors)) + ")"
         super().__init__(text, attempts=attempts)
 
 
@@ -155,9 +187,14 @@ class UnsupportedMediaTypeError(APIStatusError):
 class RateLimitError(APIStatusError):
     """429: Bandwidth's queue for the account is full (or the list endpoint's limit was hit)."""
 
-    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+    def __init__(
+        self, *, retry_after: float | None = None, allowed_rate: float | None = None, **kwargs: object
+    ) -> None:
         #: Seconds the server asked us to wait (``Retry-After``), when it said.
         self.retry_after = retry_after
+        #: The account rate in messages per second, when the body stated it ("Your allowed rate
+        #: is N messages per minute" in Bandwidth's queue-full answer); the limiter cuts to it.
+        self.allowed_rate = allowed_rate
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
@@ -180,6 +217,20 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """No answer came back in time. Ambiguous unless the connect itself timed out."""
+
+
+class UnexpectedResponseError(APIError):
+    """Bandwidth answered 2xx but with a body that is not a message: it may have been sent."""
+
+    may_have_been_sent = True
+
+
+class SendCancelledError(BwasyncError):
+    """The run was stopped or cancelled before this input's send completed."""
+
+    def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
+        super().__init__(message)
+        self.may_have_been_sent = may_have_been_sent
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

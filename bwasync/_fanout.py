@@ -17,6 +17,12 @@ pulled but had not left as ``NOT_SENT``, and lets requests already on the wire f
 them would make their fate unknown). If the consumer is *cancelled*, everything is cancelled at
 once and a request that was on the wire is reported ``AMBIGUOUS``. Either way no task is left
 running. Inputs never pulled from the caller's iterator were not sent and are not reported.
+
+``concurrency`` counts the inputs a run is working on (waiting for the limiter or on the wire).
+An input waiting out a retry backoff or a ``Retry-After`` gives its place back while it sleeps,
+and a spare worker (at most ``RETRY_SLEEPERS_PER_SLOT`` per place) takes the next input meanwhile,
+so sleepers never throttle the run. The client's own ``concurrency`` caps the requests actually
+on the wire across every run and single send (the pipeline's gate, see ``_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -25,30 +31,24 @@ import asyncio
 import collections
 import enum
 import logging
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from ._exceptions import APIError, BwasyncError, ValidationError
-from ._models import Message, MessageRequest, coerce_request, encode_request
-from ._segments import segment_count
-
-if TYPE_CHECKING:
-    from ._client import MessagingClient
-    from ._ratelimit import RateLimiter
-    from ._retry import RetryPolicy
+from ._constants import RETRY_SLEEPERS_PER_SLOT
+from ._exceptions import APIError, BwasyncError, SendCancelledError, ValidationError
+from ._models import Message, MessageRequest, coerce_request
+from ._pipeline import IDLE, SENDING, Gate, Pipeline, Slot
+from ._segments import total_segments
 
 __all__ = [
     "BeforeSend",
     "Outcome",
-    "SendCancelledError",
     "SendResult",
     "SendStream",
     "SendSummary",
-    "message_cost",
     "send_one",
 ]
 
@@ -67,14 +67,6 @@ class Outcome(enum.StrEnum):
     NOT_SENT = "not_sent"
     #: The message may or may not have been sent (the answer was lost). Do not resend blindly.
     AMBIGUOUS = "ambiguous"
-
-
-class SendCancelledError(BwasyncError):
-    """The run was stopped or cancelled before this input's send completed."""
-
-    def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
-        super().__init__(message)
-        self.may_have_been_sent = may_have_been_sent
 
 
 class SendResult(msgspec.Struct, kw_only=True, gc=False):
@@ -122,47 +114,24 @@ class SendSummary(msgspec.Struct, kw_only=True):
         if result.outcome is Outcome.ACCEPTED:
             self.accepted += 1
             if result.message is not None and result.message.segment_count is not None:
-                self.segments += result.message.segment_count * max(1, len(result.message.to))
+                self.segments += total_segments(result.message.segment_count, len(result.message.to))
         elif result.outcome is Outcome.NOT_SENT:
             self.not_sent += 1
         else:
             self.ambiguous += 1
 
 
-def message_cost(request: MessageRequest) -> int:
-    """Segments a message counts against rate limits: segments × recipients (MMS: 1 each)."""
-    return segment_count(request.text, request.media) * len(request.to)
-
-
 log = logging.getLogger("bwasync")
-
-# Worker stages: where a send stands, so a stop knows whether it may have left.
-IDLE, WAITING, SENDING = 0, 1, 2
-
-
-class Slot:
-    """Per-send state shared with the client's attempt loop (one per worker, reused)."""
-
-    __slots__ = ("maybe_sent", "sent_at", "stage")
-
-    def __init__(self) -> None:
-        self.stage = IDLE
-        #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
-        self.maybe_sent = False
-        #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
-        self.sent_at = 0.0
 
 
 async def send_one(
-    client: MessagingClient,
+    pipeline: Pipeline,
     index: int,
     raw: RequestLike,
     slot: Slot,
-    limiter: RateLimiter,
-    policy: RetryPolicy,
     *,
     before_send: BeforeSend | None = None,
-    gate: asyncio.Semaphore | None = None,
+    backoff: Callable[[float], Awaitable[None]] | None = None,
     on_cancel: Callable[[SendResult], None] | None = None,
 ) -> SendResult:
     """Validate, send (rate-limited, retried) and report one input: never raises but on
@@ -174,8 +143,6 @@ async def send_one(
     """
     try:
         request = raw if type(raw) is MessageRequest else coerce_request(raw)
-        body = encode_request(request)
-        cost = message_cost(request)
     except ValidationError as exc:
         return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
     except Exception as exc:  # a hostile input (a Mapping that raises, an unencodable subclass...)
@@ -188,18 +155,12 @@ async def send_one(
         def before() -> Awaitable[None]:
             return hook(index, request)
 
-    slot.stage = WAITING
-    slot.maybe_sent = False
-    slot.sent_at = 0.0
-    started = time.monotonic()
     try:
         try:
-            message = await client._attempt(body, cost, request.from_, limiter, slot, before, gate)
+            message = await pipeline.first_attempt(request, slot, before)
             attempts = 1
         except APIError as exc:
-            message, attempts = await client._retry(
-                exc, body, cost, request.from_, limiter, policy, started, slot, gate
-            )
+            message, attempts = await pipeline.retry(exc, slot, backoff)
     except asyncio.CancelledError:
         if on_cancel is not None:
             maybe = slot.stage == SENDING or slot.maybe_sent
@@ -212,7 +173,7 @@ async def send_one(
                         "cancelled while the request was on the wire" if maybe else "stopped before sending",
                         may_have_been_sent=maybe,
                     ),
-                    latency=_latency(slot),
+                    latency=slot.latency(),
                 )
             )
         raise
@@ -230,7 +191,7 @@ async def send_one(
             request=request,
             error=exc,
             attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
-            latency=_latency(slot),
+            latency=slot.latency(),
         )
     finally:
         slot.stage = IDLE
@@ -240,13 +201,8 @@ async def send_one(
         request=request,
         message=message,
         attempts=attempts,
-        latency=_latency(slot),
+        latency=slot.latency(),
     )
-
-
-def _latency(slot: Slot) -> float:
-    """Seconds since the latest attempt's request left (0.0 if none left)."""
-    return time.monotonic() - slot.sent_at if slot.sent_at else 0.0
 
 
 class _Core:
@@ -256,18 +212,18 @@ class _Core:
     __slots__ = (
         "_async_it",
         "_before_send",
-        "_client",
         "_closing",
         "_concurrency",
         "_failure",
         "_getter",
         "_index",
         "_iterable",
-        "_limiter",
         "_live",
         "_loop",
         "_max_results",
-        "_policy",
+        "_max_workers",
+        "_pipeline",
+        "_places",
         "_pull_lock",
         "_results",
         "_room",
@@ -280,21 +236,21 @@ class _Core:
 
     def __init__(
         self,
-        client: MessagingClient,
+        pipeline: Pipeline,
         requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
         *,
         concurrency: int,
-        limiter: RateLimiter,
-        policy: RetryPolicy,
         before_send: BeforeSend | None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._client = client
+        self._pipeline = pipeline
         self._iterable = requests
         self._concurrency = concurrency
-        self._limiter = limiter
-        self._policy = policy
+        # Workers beyond ``concurrency`` only ever run while others wait out a backoff.
+        self._max_workers = concurrency * (1 + RETRY_SLEEPERS_PER_SLOT)
+        # A place is one input being worked on; an input waiting out a backoff holds none.
+        self._places = Gate(concurrency)
         self._before_send = before_send
         self._sync_it: Iterator[RequestLike] | None = None
         self._async_it: AsyncIterator[RequestLike] | None = None
@@ -321,11 +277,15 @@ class _Core:
         else:
             self._sync_it = iter(self._iterable)
         self._loop = asyncio.get_running_loop()
-        self._live = self._concurrency
         for _ in range(self._concurrency):
-            slot = Slot()
-            self._slots.append(slot)
-            self._tasks.append(self._loop.create_task(self._worker(slot)))
+            self._spawn()
+
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        slot = Slot()
+        self._live += 1
+        self._slots.append(slot)
+        self._tasks.append(self._loop.create_task(self._worker(slot)))
 
     async def _pull_async(self) -> tuple[int, RequestLike] | None:
         assert self._async_it is not None and self._pull_lock is not None
@@ -359,10 +319,28 @@ class _Core:
 
     async def _worker(self, slot: Slot) -> None:
         sync_it = self._sync_it
-        client, limiter, policy = self._client, self._limiter, self._policy
+        pipeline, places = self._pipeline, self._places
         before_send, on_cancel = self._before_send, self.unconsumed.append
+        held = False
+
+        async def backoff(delay: float) -> None:
+            """Wait out a retry delay without holding a place; a spare worker uses it meanwhile."""
+            nonlocal held
+            places.release()
+            held = False
+            if not places.waiting and not self._closing and len(self._tasks) < self._max_workers:
+                self._spawn()
+            await asyncio.sleep(delay)
+            await places.take()
+            held = True
+
         try:
             while not self._closing:
+                if not places.try_take():
+                    await places.take()
+                held = True
+                if self._closing:
+                    break
                 if sync_it is not None:
                     # The common case, kept free of an extra coroutine per input.
                     try:
@@ -384,12 +362,16 @@ class _Core:
                         break
                     index, item = pulled
                 result = await send_one(
-                    client, index, item, slot, limiter, policy, before_send=before_send, on_cancel=on_cancel
+                    pipeline, index, item, slot, before_send=before_send, backoff=backoff, on_cancel=on_cancel
                 )
+                places.release()
+                held = False
                 self._put(result)
                 if len(self._results) >= self._max_results:
                     await self._wait_for_room()
         finally:
+            if held:
+                places.release()
             self._live -= 1
             if self._live == 0:
                 self.done = True
@@ -466,8 +448,8 @@ class SendStream:
     def __aiter__(self) -> SendStream:
         return self
 
-    async def __anext__(self) -> SendResult:
-        return await self._core.next()
+    def __anext__(self) -> Coroutine[Any, Any, SendResult]:
+        return self._core.next()  # the core's coroutine itself: one frame less per result
 
     async def __aenter__(self) -> SendStream:
         return self

@@ -11,9 +11,9 @@ Responses are decoded strictly on types and tolerantly of fields Bandwidth may a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -22,14 +22,16 @@ from ._exceptions import ValidationError
 from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode_json, describe, safe_str
 
 __all__ = [
-    "CreateMessageRequestError",
+    "CreateMessageRequestErrorBody",
     "FieldError",
+    "ListFilters",
     "ListMessageItem",
     "Media",
     "Message",
+    "MessageFields",
     "MessageRequest",
     "MessagesList",
-    "MessagingRequestError",
+    "MessagingRequestErrorBody",
     "PageInfo",
     "Priority",
     "StatusCallback",
@@ -42,6 +44,58 @@ __all__ = [
 
 _PY_NAMES = {wire: py for py, wire in WIRE_NAMES.items()}
 _PY_NAMES.update({py: py for py in WIRE_NAMES})
+
+
+class MessageFields(TypedDict, total=False):
+    """The fields of a :class:`MessageRequest` as keywords (``client.create_message(**fields)``).
+
+    A type checker flags a misspelt or mistyped field; the values are validated at run time as
+    for :class:`MessageRequest` (``to``, ``from_`` and ``application_id`` are required there).
+    """
+
+    to: str | Sequence[str]
+    from_: str
+    application_id: str
+    text: str | None
+    media: Sequence[str] | None
+    tag: str | None
+    priority: Priority | Literal["default", "high"] | None
+    expiration: datetime | str | None
+
+
+class ListFilters(TypedDict, total=False):
+    """``list_messages`` filters: Bandwidth's query parameters in snake case.
+
+    ``callingNumberCountryA3`` and ``calledNumberCountryA3`` are ``calling_number_country_a3``
+    and ``called_number_country_a3``; dates take a ``datetime`` or Bandwidth's string form.
+    """
+
+    message_id: str
+    source_tn: str
+    destination_tn: str
+    message_status: str
+    message_direction: str
+    carrier_name: str
+    message_type: str
+    error_code: int
+    from_date_time: datetime | str
+    to_date_time: datetime | str
+    campaign_id: str
+    from_bw_latency: int
+    bw_queued: bool
+    product: str
+    location: str
+    carrier_queued: bool
+    from_carrier_latency: int
+    calling_number_country_a3: str
+    called_number_country_a3: str
+    from_segment_count: int
+    to_segment_count: int
+    from_message_size: int
+    to_message_size: int
+    sort: str
+    limit: int
+    limit_total_count: bool
 
 
 class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
@@ -172,15 +226,15 @@ class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     expiration: datetime | None = None
 
 
-class MessagingRequestError(msgspec.Struct, kw_only=True):
-    """Bandwidth's error body: ``{"type": ..., "description": ...}``."""
+class MessagingRequestErrorBody(msgspec.Struct, kw_only=True):
+    """Bandwidth's error body: ``{"type": ..., "description": ...}`` (the spec's ``MessagingRequestError``)."""
 
     type: str
     description: str
 
 
-class CreateMessageRequestError(msgspec.Struct, rename="camel", kw_only=True):
-    """Bandwidth's 400 body for a create, with every field error."""
+class CreateMessageRequestErrorBody(msgspec.Struct, rename="camel", kw_only=True):
+    """Bandwidth's 400 body for a create, with every field error (the spec's ``CreateMessageRequestError``)."""
 
     type: str
     description: str
@@ -278,7 +332,6 @@ _message_decoder = msgspec.json.Decoder(Message)
 _callbacks_decoder = msgspec.json.Decoder(list[StatusCallback])
 messages_list_decoder = msgspec.json.Decoder(MessagesList)
 media_list_decoder = msgspec.json.Decoder(list[Media])
-error_decoder = msgspec.json.Decoder(CreateMessageRequestError)
 
 
 def encode_request(request: MessageRequest) -> bytes:

@@ -16,7 +16,8 @@ Three pieces live here:
 * :class:`TokenBucket`, one rate + burst bucket (GCRA), whose waiters are served first come,
   first served and woken by a single ``loop.call_at`` timer;
 * :class:`AdaptiveLimiter`, the default :class:`RateLimiter`: an account bucket plus one bucket
-  per sending number, with the account rate adapted to 429s (AIMD).
+  per sending number, with the account rate adapted to 429s by the pure policy in
+  :mod:`bwasync._ratecontrol`.
 
 Everything here runs on the event loop thread and reads the loop's clock, ``loop.time()``; the
 loop is picked up lazily, so limiters can be built before any loop exists.
@@ -31,18 +32,9 @@ import time
 from collections import deque
 from typing import Protocol, runtime_checkable
 
-from ._constants import (
-    ACHIEVED_RATE_WINDOW,
-    DEFAULT_BURST_SECONDS,
-    MAX_RETRY_AFTER,
-    MIN_RATE,
-    RATE_ADJUST_INTERVAL,
-    RATE_DECREASE_FACTOR,
-    RATE_INCREASE_PER_SECOND,
-    RATE_LIMIT_EPISODE,
-    SENDER_BUCKET_SWEEP_INTERVAL,
-)
+from ._constants import DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
 from ._exceptions import ConfigurationError
+from ._ratecontrol import RateController
 
 __all__ = ["AdaptiveLimiter", "RateLimiter", "TokenBucket"]
 
@@ -52,6 +44,10 @@ _log = logging.getLogger(__name__)
 #: of ``cost / rate`` and carry float rounding; without slack a waiter due at exactly ``now``
 #: could be re-armed for the same instant. Admitting a microsecond early is immaterial.
 _EPSILON = 1e-6
+
+#: The rate a bucket is set to when the limiter stops throttling while requests still queue on it:
+#: high enough that every one of them is admitted at once.
+_UNTHROTTLED = 1e12
 
 #: A queued acquisition: its future, its cost, and whether it only holds the bucket (``_hold``).
 _Waiter = tuple[asyncio.Future[None], float, bool]
@@ -107,8 +103,12 @@ class RateLimiter(Protocol):
         """A send of ``cost`` segments from ``sender`` was accepted."""
         ...
 
-    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
-        """A send from ``sender`` was answered 429, with ``Retry-After`` seconds if given."""
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
+        """A send from ``sender`` was answered 429, with ``Retry-After`` seconds if given.
+
+        ``allowed_rate`` is the account rate (segments per second) the server stated in its
+        answer, when it did (:attr:`~bwasync.RateLimitError.allowed_rate`).
+        """
         ...
 
     @property
@@ -409,21 +409,14 @@ class AdaptiveLimiter:
     can never wait on each other. The fast path, when both keys have room and nobody is queued,
     charges both at once with no future, no timer and no suspension.
 
-    **Adapting (AIMD).** A 429 multiplies the account rate by ``RATE_DECREASE_FACTOR`` (never
-    below ``MIN_RATE``), drops the bucket's burst credit, and with ``retry_after`` pauses
-    admission for ``min(retry_after, MAX_RETRY_AFTER)`` seconds. The 429s that answer requests
-    sent before the cut took effect must not cut again: every 429 within ``RATE_LIMIT_EPISODE``
-    seconds of a cut, or before its pause ends, belongs to the same episode and only extends the
-    pause. Reported successes then raise the rate by ``RATE_INCREASE_PER_SECOND`` of the
-    reference rate per second elapsed since the episode ended, up to the configured ``rate``.
-
-    **Unthrottled start.** With ``rate=None`` nothing is throttled; the limiter only counts what
-    it admits over the last one to two ``ACHIEVED_RATE_WINDOW``. The first 429 starts throttling
-    at ``RATE_DECREASE_FACTOR`` times that achieved rate. There is no ceiling afterwards: the
-    reference for the additive increase is the rate in force just before the latest cut (the
-    achieved rate, for the first), so recovery takes as long as with a configured rate, and
-    later cuts start from the lower of the current rate and the achieved one, so a rate that
-    has grown past what is actually sent still cuts to something that bites.
+    **Adapting.** The account rate follows a :class:`~bwasync._ratecontrol.RateController`
+    (its module docstring states the rules): a 429 cuts the rate to just below what the server
+    accepted over the last second (or to Bandwidth's stated allowed rate), a cut that does not
+    lower the share of 429s is undone and that share remembered as noise, and the rate regrows as
+    CUBIC up to the configured ``rate``. A cut also drops the bucket's burst credit (the queue is
+    full). A ``Retry-After`` only delays the retry of the request that carried it; it does not
+    pause the account. With ``rate=None`` nothing is throttled until the first 429, and the
+    limiter unthrottles again once the regrown rate is far above what is being sent.
 
     Per-sender buckets are made on first use and dropped once they are idle (full again), which
     never changes admission: an idle bucket is the same as a new one.
@@ -433,18 +426,12 @@ class AdaptiveLimiter:
         "_account",
         "_burst_seconds",
         "_ceiling",
-        "_episode_end",
-        "_grow_from",
+        "_control",
         "_loop",
         "_next_sweep",
         "_per_sender_burst",
         "_per_sender_rate",
-        "_prev_count",
-        "_prev_start",
         "_senders",
-        "_step",
-        "_win_count",
-        "_win_end",
     )
 
     def __init__(
@@ -455,8 +442,8 @@ class AdaptiveLimiter:
         per_sender_rate: float | None = None,
         per_sender_burst: float | None = None,
     ) -> None:
-        # Account: ``_account`` is None exactly while unthrottled (no rate configured, no 429 yet).
-        # ``_ceiling`` is the configured rate; None means there is none, ever.
+        # Account: ``_account`` is None exactly while unthrottled (no rate configured, or the
+        # controller let go). ``_ceiling`` is the configured rate; None means there is none, ever.
         self._ceiling: float | None = None
         self._account: TokenBucket | None = None
         self._burst_seconds = DEFAULT_BURST_SECONDS
@@ -482,17 +469,7 @@ class AdaptiveLimiter:
         self._next_sweep = -math.inf
         # Only the clock is read from it; each bucket checks the running loop on its slow path.
         self._loop: asyncio.AbstractEventLoop | None = None
-        # AIMD: additive step in segments/s per second; 429s before ``_episode_end`` do not cut;
-        # the rate grows only for time after ``_grow_from``.
-        self._step = RATE_INCREASE_PER_SECOND * self._ceiling if self._ceiling is not None else 0.0
-        self._episode_end = -math.inf
-        self._grow_from = -math.inf
-        # Achieved rate: segments admitted in the current window, which ends at ``_win_end``, and
-        # in the previous one, which started at ``_prev_start`` (the estimate spans both).
-        self._win_count = 0.0
-        self._win_end = -math.inf
-        self._prev_count = 0.0
-        self._prev_start = -math.inf
+        self._control = RateController(ceiling=self._ceiling)
 
     @property
     def rate(self) -> float | None:
@@ -520,17 +497,13 @@ class AdaptiveLimiter:
         # in between), so a request never holds capacity of one key while it waits on the other.
         if sender_bucket is None:
             if account is None or account._try_take(cost, now):
-                if now >= self._win_end:
-                    self._roll(now)
-                self._win_count += cost
+                self._control.on_sent(cost, now)
                 return
         else:
             sender_tat = sender_bucket._tat
             if sender_bucket._try_take(cost, now):
                 if account is None or account._try_take(cost, now):
-                    if now >= self._win_end:
-                        self._roll(now)
-                    self._win_count += cost
+                    self._control.on_sent(cost, now)
                     return
                 sender_bucket._tat = sender_tat
         await self._acquire_slow(cost, sender_bucket)
@@ -543,90 +516,64 @@ class AdaptiveLimiter:
         sender_bucket = self._senders.get(sender)
         if sender_bucket is not None:
             sender_bucket._give_back(cost, now)
-        self._win_count = max(0.0, self._win_count - cost)
+        self._control.on_unsent(cost)
 
     def report_success(self, cost: float, *, sender: str) -> None:
-        """Additive increase: regain ``step`` segments/s per second since the last step."""
-        account = self._account
-        if account is None:
-            return
+        """A send was accepted: counted, and the rate regrows (see the class docstring)."""
         now = self._now()
-        elapsed = now - self._grow_from
-        if elapsed < RATE_ADJUST_INTERVAL:
-            return
-        self._grow_from = now
-        rate = account.rate
-        ceiling = self._ceiling
-        if ceiling is not None and rate >= ceiling:
-            return
-        new_rate = rate + self._step * elapsed
-        if ceiling is not None and new_rate > ceiling:
-            new_rate = ceiling
-        account._set_rate(new_rate, max(1.0, new_rate * self._burst_seconds), now)
+        if self._control.on_success(cost, now):
+            self._apply(now)
 
-    def report_rate_limited(self, *, sender: str, retry_after: float | None) -> None:
-        """Multiplicative decrease, once per episode; honour ``retry_after`` (capped)."""
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
+        """A 429: maybe a cut (see the class docstring). ``retry_after`` does not pause the account."""
         now = self._now()
-        pause_end = -math.inf
-        if retry_after is not None and retry_after > 0:  # NaN and <= 0 mean "no pause"
-            pause_end = now + min(retry_after, MAX_RETRY_AFTER)
-        account = self._account
-        if account is not None and now < self._episode_end:
-            if pause_end > account.paused_until:
-                account.pause_until(pause_end)
-                self._episode_end = max(self._episode_end, pause_end)
-                self._grow_from = max(self._grow_from, pause_end)
-                _log.debug(
-                    "429 from %s: same episode, rate stays %.3g/s, paused %.3gs", sender, account.rate, retry_after
-                )
-            else:
-                _log.debug("429 from %s: same episode, rate stays %.3g/s", sender, account.rate)
-            return
-        achieved = self._achieved_rate(now)
-        floor = MIN_RATE if self._ceiling is None else min(MIN_RATE, self._ceiling)
-        if account is None:
-            # First 429 of an unthrottled run: throttle below what was getting through.
-            before = achieved
-        elif self._ceiling is None:
-            before = min(account.rate, achieved) if achieved > 0 else account.rate
-        else:
-            before = account.rate
-        new_rate = max(floor, before * RATE_DECREASE_FACTOR)
-        burst = max(1.0, new_rate * self._burst_seconds)
-        if account is None:
-            account = self._account = TokenBucket(new_rate, burst=burst)
-        else:
-            account._set_rate(new_rate, burst, now)
-        if self._ceiling is None:
-            self._step = RATE_INCREASE_PER_SECOND * max(before, floor)
-        account._exhaust(now)  # the queue is full: no burst on top of the cut
-        if pause_end > now:
-            account.pause_until(pause_end)
-        self._episode_end = max(now + RATE_LIMIT_EPISODE, pause_end)
-        self._grow_from = self._episode_end
+        if allowed_rate is not None and not (allowed_rate > 0 and math.isfinite(allowed_rate)):
+            allowed_rate = None
+        before = self.rate
+        if self._control.on_rate_limited(now, allowed_rate=allowed_rate):
+            self._apply(now)
         _log.debug(
-            "429 from %s: rate %.3g -> %.3g segments/s (achieved %.3g/s), retry_after=%s",
+            "429 from %s: rate %s -> %s segments/s (allowed rate %s, retry_after=%s)",
             sender,
             before,
-            new_rate,
-            achieved,
+            self.rate,
+            allowed_rate,
             retry_after,
         )
 
     def __repr__(self) -> str:
-        now = self._now()
         ceiling = "none" if self._ceiling is None else f"{self._ceiling:g}/s"
-        episode = f" episode_ends_in={self._episode_end - now:.3f}s" if self._episode_end > now else ""
         return (
             f"<{type(self).__name__} rate={'unthrottled' if self.rate is None else f'{self.rate:g}/s'}"
             f" ceiling={ceiling} account={self._account!r} per_sender_rate={self._per_sender_rate}"
-            f" senders={len(self._senders)} achieved={self._achieved_rate(now):.3g}/s{episode}>"
+            f" senders={len(self._senders)}>"
         )
 
     # --- internals --------------------------------------------------------------------------
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else _loop_time()
+
+    def _apply(self, now: float) -> None:
+        """Make the account bucket follow the controller's rate (a cut also drops the burst)."""
+        rate = self._control.rate
+        account = self._account
+        if rate is None:
+            if account is not None:
+                # Unthrottled from now on; let whoever queued on the bucket go at once.
+                if account._waiters:
+                    account._set_rate(_UNTHROTTLED, _UNTHROTTLED, now)
+                self._account = None
+            return
+        burst = max(1.0, rate * self._burst_seconds)
+        if account is None:
+            account = self._account = TokenBucket(rate, burst=burst)
+            account._exhaust(now)  # the first cut: the queue is full, no burst on top of it
+        elif rate < account.rate:
+            account._set_rate(rate, burst, now)
+            account._exhaust(now)  # the queue is full: no burst on top of the cut
+        else:
+            account._set_rate(rate, burst, now)
 
     async def _acquire_slow(self, cost: float, sender_bucket: TokenBucket | None) -> None:
         if sender_bucket is not None:
@@ -646,36 +593,7 @@ class AdaptiveLimiter:
             assert account is not None  # the fast path only fails on a throttled key
             await account.acquire(cost)
             now = self._now()
-        self._count(cost, now)
-
-    def _count(self, cost: float, now: float) -> None:
-        if now >= self._win_end:
-            self._roll(now)
-        self._win_count += cost
-
-    def _roll(self, now: float) -> None:
-        if now < self._win_end + ACHIEVED_RATE_WINDOW:
-            # The window that just ended becomes the previous one; the next follows on directly.
-            self._prev_count = self._win_count
-            self._prev_start = self._win_end - ACHIEVED_RATE_WINDOW
-            self._win_end += ACHIEVED_RATE_WINDOW
-        else:
-            # Idle for at least a window: nothing was admitted in the window before ``now``.
-            self._prev_count = 0.0
-            self._prev_start = now
-            self._win_end = now + ACHIEVED_RATE_WINDOW
-        self._win_count = 0.0
-
-    def _achieved_rate(self, now: float) -> float:
-        """Segments/s admitted over the last one to two windows.
-
-        The span is never taken as shorter than one window, so a single early burst reads as
-        ``burst / window``, not as an enormous rate.
-        """
-        if now >= self._win_end:
-            self._roll(now)
-        span = max(now - self._prev_start, ACHIEVED_RATE_WINDOW)
-        return (self._prev_count + self._win_count) / span
+        self._control.on_sent(cost, now)
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SENDER_BUCKET_SWEEP_INTERVAL

@@ -19,9 +19,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
-__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "SegmentInfo", "segment_count", "segments"]
+if TYPE_CHECKING:
+    from ._models import MessageRequest
+
+__all__ = [
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "SegmentInfo",
+    "message_cost",
+    "segment_count",
+    "segments",
+    "total_segments",
+]
 
 #: The GSM 03.38 basic character set (one septet each); the escape code 0x1B is not a character.
 GSM7_BASIC: Final = frozenset(
@@ -112,6 +123,23 @@ def segment_count(text: str | None, media: Sequence[str] | None = None) -> int:
     if media or not text or len(text) <= 35:
         # 35 characters fit one segment whatever they are: at most 70 septets or UCS-2 units.
         return 1
-    if len(text) <= GSM7_SINGLE and text.isascii() and _ASCII_SLOW.search(text) is None:
+    n = len(text)
+    # 70 ASCII characters fit one segment whatever they are: at most 140 septets in GSM-7 (every
+    # one an escape pair), or 70 UCS-2 units (ASCII has no surrogate pairs); no regex needed.
+    if n <= GSM7_SINGLE and text.isascii() and (n <= UCS2_SINGLE or _ASCII_SLOW.search(text) is None):
         return 1
     return segments(text).segments
+
+
+def total_segments(segments_per_copy: int, recipients: int) -> int:
+    """Segments a message counts (against rate limits, on the bill) in all: one copy per recipient.
+
+    The one place this formula lives: what the client charges its limiter before a send, what a
+    run's summary adds up from Bandwidth's ``segmentCount`` after one, and what a campaign plans.
+    """
+    return segments_per_copy * max(1, recipients)
+
+
+def message_cost(request: MessageRequest) -> int:
+    """Segments ``request`` counts against rate limits: segments × recipients (MMS: 1 each)."""
+    return total_segments(segment_count(request.text, request.media), len(request.to))

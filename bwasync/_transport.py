@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -17,15 +18,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 import msgspec
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._constants import DEFAULT_DNS_TTL, DEFAULT_KEEPALIVE_TIMEOUT
 from ._exceptions import (
     APIConnectionError,
-    APIError,
     APIStatusError,
     APITimeoutError,
+    ClientClosedError,
+    ConfigurationError,
     RateLimitError,
+    UnexpectedResponseError,
     status_error_class,
 )
 from ._models import FieldError, Message, decode_message
@@ -34,16 +38,12 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._auth import Auth
 
-__all__ = ["Transport", "UnexpectedResponseError", "parse_retry_after"]
+__all__ = ["Timeout", "Transport", "parse_allowed_rate", "parse_retry_after"]
 
 USER_AGENT = f"bwasync/{__version__}"
 _MAX_ERROR_BODY = 4096
-
-
-class UnexpectedResponseError(APIError):
-    """Bandwidth answered 2xx but with a body that is not a message: it may have been sent."""
-
-    may_have_been_sent = True
+#: A per-attempt timeout as the transport takes it (built once by :meth:`Transport.make_timeout`).
+Timeout = aiohttp.ClientTimeout
 
 
 class _ErrorBody(msgspec.Struct, rename="camel"):
@@ -75,6 +75,30 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def parse_allowed_rate(description: str | None) -> float | None:
+    """Bandwidth's queue-full 429 says "Your allowed rate is N messages per minute": N / 60, or None.
+
+    Defensive: anything but a positive, finite number in exactly that wording gives None (a
+    load balancer's 429, a reworded message), and the caller then does without the hint.
+    """
+    if not description:
+        return None
+    marker = "allowed rate is "
+    start = description.find(marker)
+    if start < 0:
+        return None
+    words = description[start + len(marker) : start + len(marker) + 64].split()
+    if len(words) < 4 or [word.rstrip(".,;") for word in words[1:4]] != ["messages", "per", "minute"]:
+        return None
+    try:
+        per_minute = float(words[0].replace(",", ""))
+    except ValueError:
+        return None
+    if not (per_minute > 0 and math.isfinite(per_minute)):
+        return None
+    return per_minute / 60.0
+
+
 def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
     """Build the exception for an error answer, whatever its body (JSON, HTML, nothing)."""
     type_: str | None = None
@@ -103,6 +127,7 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes) -> APISta
     }
     if cls is RateLimitError:
         kwargs["retry_after"] = parse_retry_after(headers.get("Retry-After"))
+        kwargs["allowed_rate"] = parse_allowed_rate(description)
     return cls(**kwargs)
 
 
@@ -128,13 +153,14 @@ class Transport:
     __slots__ = (
         "_auth",
         "_base",
+        "_closed",
+        "_connect_timeout",
         "_create_headers",
         "_create_url",
         "_header_auth",
         "_owns_session",
         "_session",
         "_session_factory",
-        "_timeout",
         "account_id",
     )
 
@@ -144,19 +170,24 @@ class Transport:
         base_url: str,
         account_id: str,
         auth: Auth,
-        timeout: aiohttp.ClientTimeout,
+        timeout: float,
+        connect_timeout: float,
         connection_limit: int,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.account_id = account_id
         self._base = base_url.rstrip("/")
         self._auth = auth
-        self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._create_url = URL(f"{self._base}/users/{account_id}/messages", encoded=False)
         self._session = session
         self._owns_session = session is None
-        self._create_headers: dict[str, str] = {}
+        self._closed = False
+        # Built once per Authorization value and handed to aiohttp as is: a CIMultiDict is
+        # merged without being converted again on every request.
+        self._create_headers: CIMultiDict[str] = CIMultiDict()
         self._header_auth: str | None = None
+        session_timeout = self.make_timeout(timeout)
 
         def factory() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
@@ -165,11 +196,12 @@ class Transport:
                 ttl_dns_cache=DEFAULT_DNS_TTL,
                 keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
             )
+            # No session-wide default headers: every request brings its own (prebuilt for
+            # creates), so aiohttp has nothing to merge per request.
             return aiohttp.ClientSession(
                 connector=connector,
-                timeout=timeout,
-                headers={"User-Agent": USER_AGENT},
-                # Responses are small JSON; skip aiohttp's cookie handling work.
+                timeout=session_timeout,
+                # Bandwidth sets no cookies we need; skip aiohttp's cookie handling work.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
 
@@ -177,18 +209,45 @@ class Transport:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = self._session_factory()
-        return self._session
+        """The session, created on first use; :class:`ClientClosedError` once closed."""
+        session = self._session
+        if session is None or self._closed:
+            self.check_open()
+            session = self._session = self._session_factory()
+        return session
+
+    def check_open(self) -> None:
+        """Raise :class:`ClientClosedError` once closed."""
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
 
     @property
     def owns_session(self) -> bool:
         return self._owns_session
 
+    @property
+    def auth(self) -> Auth:
+        return self._auth
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def make_timeout(self, total: float) -> Timeout:
+        """A per-attempt timeout of ``total`` seconds (the connect part capped as configured).
+
+        Build it once (per client, call or run) and pass it to :meth:`create_message`.
+        """
+        if not (total > 0 and math.isfinite(total)):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {total!r}")
+        return aiohttp.ClientTimeout(total=total, connect=min(total, self._connect_timeout))
+
     async def close(self) -> None:
+        """Close for good: an owned session is closed, a borrowed one is left open."""
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
-            self._session = None
+        self._session = None
 
     def url(self, path: str) -> URL:
         """An API URL; ``path`` is already percent-encoded where it needs to be."""
@@ -211,7 +270,7 @@ class Transport:
                 raise cls(f"the OAuth2 token request failed ({exc}); nothing was sent", request_sent=False) from exc
         return header
 
-    async def create_message(self, body: bytes, *, _retried: bool = False) -> Message:
+    async def create_message(self, body: bytes, client_timeout: Timeout, *, _retried: bool = False) -> Message:
         """POST a create; return the decoded 202 message or raise the mapped exception.
 
         With OAuth2, a 401 (a token revoked or expired early) fetches a new token and tries
@@ -222,17 +281,25 @@ class Transport:
             header = await self.auth_header()
         if header is not self._header_auth:
             self._header_auth = header
-            self._create_headers = {
-                "Authorization": header,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            }
+            self._create_headers = CIMultiDict(
+                {
+                    "Authorization": header,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                }
+            )
+        session = self.session
         try:
-            async with self.session.post(self._create_url, data=body, headers=self._create_headers) as resp:
+            # Awaited directly rather than through ``async with``: one coroutine frame less per
+            # request; the body is read whole (which frees the connection) and released below.
+            resp = await session.post(self._create_url, data=body, headers=self._create_headers, timeout=client_timeout)
+            try:
                 status = resp.status
                 data = await resp.read()
                 error = None if status < 300 else status_error(status, resp.headers, data)
+            finally:
+                resp.release()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             _connection_error(exc)
         if error is None:
@@ -244,7 +311,7 @@ class Transport:
                 ) from exc
         if status == 401 and self._auth.refreshable and not _retried:
             self._auth.invalidate(header)
-            return await self.create_message(body, _retried=True)
+            return await self.create_message(body, client_timeout, _retried=True)
         raise error
 
     async def raw_request(

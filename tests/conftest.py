@@ -4,7 +4,7 @@
   ``u``, password ``p``, account ``9900000``.
 * ``emulator_factory``: ``async with emulator_factory(p_500=0.1, seed=3) as emu: ...`` for
   any other knobs (same credentials and account unless overridden).
-* ``callback_receiver``: a small aiohttp server on 127.0.0.1 that records every callback POST
+* ``callback_receiver``: the project's receiver on 127.0.0.1, recording every callback POST
   in an ``asyncio.Queue``; ``await receiver.next()`` waits for one without fixed sleeps.
 
 Property-based tests (hypothesis) run a few dozen examples each in ``make test``; the ``fuzz``
@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
+from bwasync import campaign
 from bwasync._models import StatusCallback, decode_callbacks
 from bwasync.emulator import Emulator
 
@@ -74,42 +75,29 @@ class Delivery:
     events: list[StatusCallback] = field(default_factory=list)
 
 
-class CallbackReceiver:
-    """Records callback POSTs; answers ``statuses`` in turn, then ``default_status``.
+class CallbackReceiver(campaign.CallbackReceiver):
+    """The project's receiver, answering ``statuses`` in turn, then ``default_status``.
 
-    Every POST, refused or not, is put on ``queue``: a test awaits :meth:`next` or
-    :meth:`collect` (bounded by a timeout, never a fixed sleep).
+    A test double for the emulator's redelivery: every POST, refused or not, is recorded and
+    put on ``queue``; a test awaits :meth:`next` or :meth:`collect` (bounded by a timeout,
+    never a fixed sleep).
     """
 
     def __init__(self, statuses: list[int] | None = None, default_status: int = 204) -> None:
+        super().__init__("127.0.0.1", 0, on_event=lambda event: None)
+        self.shutdown_timeout = 0.1
         self.statuses = list(statuses or [])
         self.default_status = default_status
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self.deliveries: list[Delivery] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         status = self.statuses.pop(0) if self.statuses else self.default_status
         delivery = Delivery(status, dict(request.headers), body, decode_callbacks(body))
         self.deliveries.append(delivery)
         self.queue.put_nowait(delivery)
         return web.Response(status=status)
-
-    async def __aenter__(self) -> CallbackReceiver:
-        app = web.Application()
-        app.router.add_post("/callbacks", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def next(self, timeout: float = 5.0) -> Delivery:
         return await asyncio.wait_for(self.queue.get(), timeout)

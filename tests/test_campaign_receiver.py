@@ -19,12 +19,16 @@ from bwasync._models import decode_callbacks, encode_request
 from bwasync.campaign import (
     CallbackHandler,
     CallbackReceiver,
+    CampaignOptions,
+    CampaignRunner,
     DeliveryOutcome,
     Journal,
     NewRow,
     RowStatus,
+    build_report,
     delivery_recorder,
     make_callback_handler,
+    render_text,
 )
 
 APP = "93de2206-9669-4e07-948d-329f4b722ee2"
@@ -304,3 +308,72 @@ async def test_delivery_recorder_without_a_server(journal: Journal) -> None:
     (delivered,) = decode_callbacks(json.dumps([event("message-delivered", tag)]).encode())
     assert await record(delivered) is DeliveryOutcome.CHANGED
     assert await record(delivered) is DeliveryOutcome.DUPLICATE
+
+
+# --- Receipts that count right, hostile bodies ----------------------------------------------------------
+
+
+async def test_a_receipt_for_a_row_never_sent_is_unmatched_not_a_delivery(
+    tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    source = tmp_path / "list.csv"
+    source.write_text("to\n", encoding="utf-8")
+    async with Journal(tmp_path / "u.journal") as j:
+        await j.init_campaign(input_path=source, template=None, campaign_id="camp")
+        tag = await add_accepted(j, 2, ["+15550000002"])
+        await j.add_rows(
+            [
+                NewRow("3", 3, RowStatus.INVALID, ["+15550000003"], SENDER, None, error="to: bad"),
+                NewRow("4", 4, RowStatus.SKIPPED, ["+15550000004"], SENDER, None, error="opted out"),
+            ]
+        )
+        async with CallbackReceiver("127.0.0.1", 0, journal=j, username="bandwidth", password="s3cret") as rx:
+            bogus = [
+                event("message-delivered", "camp:3", to="+15550000003", message_id="m-x"),
+                event("message-delivered", "camp:4", to="+15550000004", message_id="m-y"),
+            ]
+            status, _, _ = await post(client, rx.url, bogus)
+            assert status == 200  # authenticated and well formed: acknowledged, so not redelivered for 24 h
+            assert rx.stats.unmatched == 2 and rx.stats.recorded == 0
+            status, _, _ = await post(client, rx.url, bogus)  # redelivered: counted once
+            assert rx.stats.unmatched == 2
+            counts = await j.counts()
+            assert counts.by_delivery == {"sent": 0, "delivered": 0, "failed": 0}
+            assert counts["invalid"] == 1 and counts["skipped"] == 1 and counts.unmatched_receipts == 2
+            report = await build_report(j)
+            assert (report.accepted, report.delivered, report.awaiting_delivery) == (1, 0, 1)
+            assert report.unmatched_receipts == 2
+            # ... so waiting for delivery does not end early: the accepted row still awaits its receipt.
+            runner = CampaignRunner(tmp_path / "u.journal", CampaignOptions(input_path=str(source), application_id=APP))
+            runner._journal = j  # the runner's wait over this open journal
+            runner._stopped = asyncio.Event()
+            assert await runner.wait_for_delivery(0.0, activity=lambda: rx.stats.recorded) == 1
+            status, _, _ = await post(client, rx.url, [event("message-delivered", tag)])
+            assert status == 200 and rx.stats.recorded == 1
+            assert await runner.wait_for_delivery(0.0, activity=lambda: rx.stats.recorded) == 0
+    assert "unmatched receipts  2" in render_text(report)
+
+
+async def test_a_field_nested_a_thousand_deep_is_a_400(
+    receiver: CallbackReceiver, journal: Journal, client: aiohttp.ClientSession
+) -> None:
+    tag = await add_accepted(journal, 2, ["+15550000002"])
+    body = json.dumps([event("message-delivered", tag)]).replace(
+        '"description"', '"x": ' + "[" * 1000 + "]" * 1000 + ', "description"'
+    )
+    headers = {"Authorization": AUTH, "Content-Type": "application/json"}
+    async with client.post(receiver.url, data=body, headers=headers) as response:
+        assert response.status == 400
+    assert receiver.stats.rejected == 1 and receiver.stats.errors == 0
+
+
+async def test_an_error_code_outside_sqlites_range_is_a_400_and_the_journal_stays_sound(
+    receiver: CallbackReceiver, journal: Journal, client: aiohttp.ClientSession
+) -> None:
+    tag = await add_accepted(journal, 2, ["+15550000002"])
+    status, text, _ = await post(client, receiver.url, [event("message-failed", tag, error_code=2**63)])
+    assert status == 400 and "errorCode" in text
+    # Through the library API, such a code is stored as unknown rather than crashing the journal.
+    assert await journal.record_delivery(tag, "message-failed", error_code=2**63, message_id="m-2")
+    row = await journal.get_row("2")
+    assert row is not None and row.delivery_status == "failed" and row.delivery_error_code is None

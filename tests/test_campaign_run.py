@@ -28,14 +28,17 @@ from bwasync.campaign import (
     Journal,
     JournalMismatchError,
     NewRow,
+    NoteKind,
     RowStatus,
+    RunNote,
     StopReason,
     Template,
+    _runner,
     dry_run,
     match_rows,
     read_status,
 )
-from bwasync.campaign._reconcile import Candidate, signature_of
+from bwasync.campaign._reconcile import Candidate, last_write_time, signature_of
 from bwasync.emulator import Emulator
 
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME, EmulatorFactory
@@ -227,6 +230,24 @@ async def test_jsonl_rows_lists_and_broken_lines(tmp_path: Path, emulator: Emula
     assert sorted(tags_of(emulator).values()) == [1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("late_pages", [False, True])
+async def test_pending_rows_are_sent_a_prefetched_page_at_a_time(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, late_pages: bool
+) -> None:
+    # Pages of 4 rows, each fetched while the previous one is sent. When a page is not fetched
+    # in time (forced here every other time) the pass ends and the next one goes on from there.
+    monkeypatch.setattr(_runner, "PAGE_SIZE", 4)
+    if late_pages:
+        ready = _runner._PendingPages.ready
+        calls = iter(range(1000))
+        monkeypatch.setattr(_runner._PendingPages, "ready", lambda self: None if next(calls) % 2 else ready(self))
+    path = write_csv(tmp_path / "list.csv", 23, key=True)
+    outcome = await run_once(tmp_path / "j", options(path, key_column="id", concurrency=3), emulator)
+    assert outcome.complete and outcome.sent == 23
+    cid = read_status(tmp_path / "j").campaign_id
+    assert tags_of(emulator) == {f"{cid}:k{i}": 1 for i in range(23)}
+
+
 async def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "list.csv", 3, key=True)
     journal = tmp_path / "j"
@@ -294,15 +315,21 @@ async def test_an_orderly_stop_finishes_in_flight_and_resumes_without_loss(
 
 
 class CancelAfter(CampaignRunner):
-    """Cancels the task running it (what a second Ctrl-C does) once ``after`` rows were accepted."""
+    """Cancels the task running it (what a second Ctrl-C does) once ``after`` rows were accepted.
+
+    The cancel comes from the ``before_send`` hook, right after a row's mark is committed and
+    before its request leaves: so at least that request is on the wire when the cancellation
+    lands, however slowly this machine consumes results (cancelling from the result handler
+    instead could find every request already answered, with nothing left in flight).
+    """
 
     def __init__(self, *args: Any, after: int, task: asyncio.Future[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.after, self.task = after, task
 
-    def _on_result(self, result: SendResult) -> None:
-        super()._on_result(result)
-        if self.progress.sent == self.after:
+    async def _before_send(self, index: int, request: MessageRequest) -> None:
+        await super()._before_send(index, request)
+        if self.progress.sent >= self.after:
             self.task.cancel()
 
 
@@ -311,7 +338,7 @@ async def test_a_cancelled_run_leaves_rows_in_flight_for_reconciliation(
 ) -> None:
     path = write_csv(tmp_path / "list.csv", 300)
     journal = tmp_path / "j"
-    async with emulator_factory(latency=0.005, jitter=0.01) as emu:
+    async with emulator_factory(latency=0.05, jitter=0.01) as emu:
         ready: asyncio.Future[asyncio.Task[Any]] = asyncio.get_running_loop().create_future()
 
         async def first_run() -> None:
@@ -386,27 +413,38 @@ async def test_the_settle_window_catches_a_request_the_dead_run_left_on_the_wire
     journal = tmp_path / "j"
     await crash_with_in_flight(journal, path, emulator, sent=[], unsent=[3])
     waiting = asyncio.Event()
-    notes: list[str] = []
+    notes: list[RunNote] = []
 
-    def on_note(text: str) -> None:
-        notes.append(text)
-        if "Waiting" in text:
+    def on_note(note: RunNote) -> None:
+        notes.append(note)
+        if note.kind is NoteKind.SETTLING:
             waiting.set()
 
+    # The settle window is anchored at the later of the row's mark and the dead run's last
+    # journal write (both before this run starts), in Unix time: measure from there.
+    anchor = max(last_write_time(journal) or 0.0, in_flight_at(journal, "3"))
     async with CampaignRunner(journal, options(path, settle=0.5), on_note=on_note) as runner:
         async with client_for(emulator) as client:
             await runner.load()
-            started = time.monotonic()
             run = asyncio.ensure_future(runner.run(client))
             await waiting.wait()
             # The dead run's request reaches Bandwidth late, while the runner waits.
             await client.create_message(stored_request(journal, "3"))
             outcome = await run
-            assert time.monotonic() - started >= 0.5
+            assert time.time() >= anchor + 0.5
     assert outcome.complete and outcome.reconciled is not None and outcome.reconciled.accepted == 1
-    assert any("--settle" in n for n in notes)
+    assert [n.kind for n in notes][:3] == [NoteKind.SETTLING, NoteKind.RECONCILING, NoteKind.RECONCILED]
+    assert notes[0].rows == 1 and notes[0].status == "in_flight" and 0 < (notes[0].seconds or 0) <= 0.5
     counts = tags_of(emulator)
     assert len(counts) == 4 and set(counts.values()) == {1}
+
+
+def in_flight_at(journal: Path, key: str) -> float:
+    conn = sqlite3.connect(journal)
+    try:
+        return float(conn.execute("SELECT in_flight_at FROM rows WHERE key = ?", (key,)).fetchone()[0])
+    finally:
+        conn.close()
 
 
 def stored_request(journal: Path, key: str) -> MessageRequest:
@@ -429,7 +467,7 @@ async def test_max_error_rate_pauses_then_resumes(tmp_path: Path, emulator_facto
     async with emulator_factory(p_500=1.0) as emu:
         outcome = await run_once(journal, options(path, retry=no_retry, max_error_rate=0.5), emu)
         assert outcome.stop_reason is StopReason.ERROR_RATE and not outcome.complete
-        assert "over --max-error-rate 0.5" in (outcome.message or "")
+        assert "over the limit of 0.5" in (outcome.message or "")
         failed = outcome.counts["failed"]
         # Judged after 50 results; the requests already in flight then still finish.
         assert 50 <= failed <= 50 + 20

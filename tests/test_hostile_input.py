@@ -177,10 +177,10 @@ async def test_an_attempt_that_fails_unexpectedly_on_the_wire_is_ambiguous_and_t
     cls = type(client._transport)
     real = cls.create_message
 
-    async def create_message(self: Any, body: bytes, **kwargs: Any) -> Any:
+    async def create_message(self: Any, body: bytes, *args: Any, **kwargs: Any) -> Any:
         if b'"t1"' in body:
             raise KeyError("a bug in the middle of sending")
-        return await real(self, body, **kwargs)
+        return await real(self, body, *args, **kwargs)
 
     monkeypatch.setattr(cls, "create_message", create_message)
     results, summary = await client.send_all(dicts({}), concurrency=1)

@@ -9,7 +9,7 @@ import pytest
 
 from bwasync import FieldError, Message, MessageRequest, Priority, StatusCallback, ValidationError
 from bwasync._models import (
-    CreateMessageRequestError,
+    CreateMessageRequestErrorBody,
     MessagesList,
     coerce_request,
     decode_callbacks,
@@ -315,7 +315,7 @@ def test_decode_message_is_strict_on_types() -> None:
 def test_decode_error_bodies_and_lists() -> None:
     err = msgspec.json.decode(
         b'{"type":"request-validation","description":"bad","fieldErrors":[{"fieldName":"from","description":"x"}]}',
-        type=CreateMessageRequestError,
+        type=CreateMessageRequestErrorBody,
     )
     assert err.field_errors == [FieldError("from", "x")]
     page = msgspec.json.decode(
@@ -325,6 +325,15 @@ def test_decode_error_bodies_and_lists() -> None:
     )
     assert page.page_info is not None and page.page_info.next_page_token == "abc"
     assert page.messages[0].called_number_country_a3 == "USA"
+
+
+def test_field_error_reads_as_field_and_description() -> None:
+    error = FieldError("to", "'12' must be replaced with a valid E164 formatted telephone number")
+    assert str(error) == f"{error}" == "to: '12' must be replaced with a valid E164 formatted telephone number"
+    assert repr(error).startswith("FieldError(")
+    with pytest.raises(ValidationError) as info:
+        MessageRequest(to="12", from_="+15553332222", application_id="a", text="hi")
+    assert str(info.value) == f"invalid message request: {info.value.field_errors[0]}"
 
 
 def test_decode_status_callbacks() -> None:

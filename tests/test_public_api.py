@@ -20,16 +20,19 @@ EXPECTED = {
     "AuthenticationError",
     "BadRequestError",
     "BwasyncError",
+    "ClientClosedError",
     "ConfigurationError",
-    "CreateMessageRequestError",
+    "CreateMessageRequestErrorBody",
     "FieldError",
+    "ListFilters",
     "ListMessageItem",
     "Media",
     "Message",
+    "MessageFields",
     "MessageRequest",
     "MessagesList",
     "MessagingClient",
-    "MessagingRequestError",
+    "MessagingRequestErrorBody",
     "NotFoundError",
     "Outcome",
     "PageInfo",
@@ -84,3 +87,22 @@ def test_py_typed_marker_ships() -> None:
     from importlib.resources import files
 
     assert files("bwasync").joinpath("py.typed").is_file()
+
+
+def test_the_exception_tree_is_drawn_once_and_complete() -> None:
+    import bwasync._exceptions
+    import bwasync.campaign
+
+    def subclasses(cls: type) -> set[type]:
+        found = set(cls.__subclasses__())
+        for sub in list(found):
+            found |= subclasses(sub)
+        return found
+
+    drawing = bwasync._exceptions.__doc__ or ""
+    every = subclasses(bwasync.BwasyncError)
+    assert bwasync.campaign.ReconcileError in every
+    missing = sorted(c.__name__ for c in every if f" {c.__name__} " not in drawing)
+    assert not missing, missing
+    for cls in every:  # the core's are defined in _exceptions.py, the campaign layer's in its own
+        assert cls.__module__ in ("bwasync._exceptions", "bwasync.campaign._exceptions"), cls

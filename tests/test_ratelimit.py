@@ -16,7 +16,7 @@ from unittest import mock
 
 import pytest
 
-from bwasync._constants import MAX_RETRY_AFTER, MIN_RATE, RATE_INCREASE_PER_SECOND
+from bwasync._constants import MIN_RATE, RATE_DRAIN_FACTOR, RATE_HINT_FACTOR
 from bwasync._exceptions import ConfigurationError
 from bwasync._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 
@@ -535,176 +535,101 @@ async def test_idle_sender_buckets_are_evicted(clock: FakeClock) -> None:
     assert log == [(10.5, "busy", 1.0)]  # the kept bucket kept its state
 
 
-# --- AdaptiveLimiter: AIMD -------------------------------------------------------------------
+# --- AdaptiveLimiter: adapting (the policy itself is tested in test_ratecontrol.py) ------------
 
 
-async def test_429_cuts_rate(clock: FakeClock) -> None:
+async def send_for(clock: FakeClock, limiter: AdaptiveLimiter, rate: float, seconds: float) -> None:
+    """``rate`` one-segment sends per second for ``seconds``, each admitted at once and accepted.
+
+    ``rate`` must stay below the limiter's: every acquisition takes the fast path.
+    """
+    start = clock.now
+    for i in range(round(rate * seconds)):
+        clock.now = start + i / rate
+        assert finishes_without_waiting(limiter.acquire(1, sender="a"))
+        limiter.report_success(1, sender="a")
+    clock.now = start + seconds
+
+
+async def test_429_cuts_below_the_accepted_rate_and_drops_burst_credit(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter(rate=100)
+    await send_for(clock, limiter, 50, 2.0)  # the server took 50/s
     limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == 50
-    assert "rate=50/s" in repr(limiter)
-
-
-async def test_429_floor(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=1.5)
-    limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == MIN_RATE
-    slow = AdaptiveLimiter(rate=0.5)  # configured below the floor: never cut below itself
-    slow.report_rate_limited(sender="a", retry_after=None)
-    assert slow.rate == 0.5
-
-
-async def test_429_drops_burst_credit(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=100)
-    limiter.report_rate_limited(sender="a", retry_after=None)
+    assert limiter.rate == pytest.approx(50 * RATE_DRAIN_FACTOR, rel=0.03)
+    assert "rate=" in repr(limiter)
     log: Log = []
     for _ in range(10):
         acquire_and_log(clock, limiter, log, "a")
     await clock.settle()
     assert log == []  # no burst right after "the queue is full"
-    await clock.advance_to(0.02)
+    await clock.advance_to(clock.now + 1.1 / limiter.rate)
     assert len(log) == 1
 
 
-async def test_retry_after_pauses(clock: FakeClock) -> None:
+async def test_429_stated_rate_is_followed_and_bad_values_ignored(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter(rate=100)
-    limiter.report_rate_limited(sender="a", retry_after=2.0)
+    await send_for(clock, limiter, 100, 1.5)
+    limiter.report_rate_limited(sender="a", retry_after=None, allowed_rate=10.0)
+    assert limiter.rate == pytest.approx(10 * RATE_HINT_FACTOR)
+    other = AdaptiveLimiter(rate=100)
+    await send_for(clock, other, 100, 1.5)
+    other.report_rate_limited(sender="a", retry_after=None, allowed_rate=math.nan)
+    assert other.rate == pytest.approx(100 * RATE_DRAIN_FACTOR, rel=0.03)  # as if no hint
+
+
+async def test_a_configured_rate_below_the_floor_is_never_cut_below_itself(clock: FakeClock) -> None:
+    slow = AdaptiveLimiter(rate=0.5)
+    await clock.advance_to(2.0)
+    slow.report_rate_limited(sender="a", retry_after=None)
+    assert slow.rate == 0.5
+    assert MIN_RATE > 0.5
+
+
+async def test_retry_after_does_not_pause_the_account(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100)
+    await send_for(clock, limiter, 100, 1.5)
+    limiter.report_rate_limited(sender="a", retry_after=30.0)
     log: Log = []
     acquire_and_log(clock, limiter, log, "a")
-    await clock.advance_to(1.99)
-    assert log == []
-    await clock.advance_to(2.0)
-    assert log == [(2.0, "a", 1.0)]
+    await clock.advance_to(clock.now + 0.05)
+    assert len(log) == 1  # only the request that got the Retry-After waits it out (the retry policy)
 
 
-async def test_retry_after_is_capped(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=100)
-    limiter.report_rate_limited(sender="a", retry_after=10_000.0)
-    log: Log = []
-    acquire_and_log(clock, limiter, log, "a")
-    await clock.advance_to(MAX_RETRY_AFTER - 0.1)
-    assert log == []
-    await clock.advance_to(MAX_RETRY_AFTER)
-    assert log == [(MAX_RETRY_AFTER, "a", 1.0)]
-
-
-async def test_one_cut_per_episode(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=100)
-    for when in (0.0, 0.1, 0.5, 0.99):
-        await clock.advance_to(when)
-        limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == 50
-    await clock.advance_to(1.5)
-    limiter.report_rate_limited(sender="a", retry_after=None)  # a new episode
-    assert limiter.rate == 25
-    await clock.advance_to(1.6)
+async def test_rate_regrows_to_the_configured_rate(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(rate=100, burst=1)
+    await send_for(clock, limiter, 100, 1.5)
     limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == 25
-
-
-async def test_episode_lasts_through_retry_after(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=100)
-    limiter.report_rate_limited(sender="a", retry_after=5.0)
-    await clock.advance_to(3.0)
-    limiter.report_rate_limited(sender="a", retry_after=None)  # answers a request sent before
-    assert limiter.rate == 50
-    # a later Retry-After in the same episode extends the pause without cutting again
-    limiter.report_rate_limited(sender="a", retry_after=4.0)
-    assert limiter.rate == 50
-    assert limiter._account is not None and limiter._account.paused_until == 7.0
-    await clock.advance_to(7.5)
-    limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == 25
-
-
-async def test_success_climbs_back_to_ceiling_and_not_beyond(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=100)
-    limiter.report_rate_limited(sender="a", retry_after=None)  # 50/s; episode ends at 1.0
-    await clock.advance_to(0.5)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate == 50  # no increase during the episode
-    await clock.advance_to(2.0)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate == pytest.approx(50 + RATE_INCREASE_PER_SECOND * 100 * 1.0)
-    await clock.advance_to(12.0)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate == pytest.approx(50 + RATE_INCREASE_PER_SECOND * 100 * 11.0)
-    await clock.advance_to(100.0)
-    limiter.report_success(1, sender="a")
+    assert limiter.rate is not None and limiter.rate < 100
+    clock.now += 0.1
+    await send_for(clock, limiter, 90, 6.0)
     assert limiter.rate == 100
-    await clock.advance_to(200.0)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate == 100
-
-
-async def test_increase_speeds_up_admission(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter(rate=10, burst=1)
-    limiter.report_rate_limited(sender="a", retry_after=None)  # 5/s
-    await clock.advance_to(41.0)
-    limiter.report_success(1, sender="a")  # 40 s after the episode: back to the ceiling
-    assert limiter.rate == 10
     log: Log = []
-    for _ in range(30):
-        acquire_and_log(clock, limiter, log, "a")
-    await clock.run_until(42.0)
-    assert abs(len(log) - 11) <= 1
+    for i in range(300):
+        acquire_and_log(clock, limiter, log, ("a", i))
+    start = clock.now
+    await clock.run_until(start + 1.0)
+    assert abs(len(log) - 100) <= 2  # admission follows the regrown rate
 
 
 async def test_success_does_nothing_while_unthrottled(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter()
-    await clock.advance_to(5.0)
-    limiter.report_success(1, sender="a")
+    assert "rate=unthrottled" in repr(limiter)
+    await send_for(clock, limiter, 100, 1.0)
     assert limiter.rate is None
 
 
-async def test_unthrottled_first_429_uses_achieved_rate(clock: FakeClock) -> None:
+async def test_unthrottling_lets_queued_requests_go_at_once(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter()
-    assert "rate=unthrottled" in repr(limiter)
-    # 200 segments/s get through for three seconds...
-    for i in range(300):
-        clock.now = i * 0.01
-        await limiter.acquire(2, sender="a")
-    await clock.advance_to(3.0)
+    await send_for(clock, limiter, 100, 1.5)
     limiter.report_rate_limited(sender="a", retry_after=None)
-    # ...so throttling starts at half that.
-    assert limiter.rate == pytest.approx(100, rel=0.02)
+    assert limiter.rate is not None
     log: Log = []
-    for i in range(1000):
+    for i in range(50):
         acquire_and_log(clock, limiter, log, ("a", i))
-    await clock.run_until(8.0, step=0.01)
-    assert abs(len(log) - 500) <= 2
-    # No ceiling afterwards: the additive step is a fraction of the 200/s seen before the cut.
-    await clock.advance_to(104.0)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate == pytest.approx(100 + RATE_INCREASE_PER_SECOND * 200 * 100, rel=0.02)
-    assert limiter.rate is not None and limiter.rate > 200
-
-
-async def test_unthrottled_429_with_nothing_sent_goes_to_floor(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter()
-    limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == MIN_RATE
-
-
-async def test_unthrottled_early_burst_reads_as_one_window(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter()
-    for _ in range(100):
-        await limiter.acquire(1, sender="a")
-    await clock.advance_to(0.005)
-    limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == pytest.approx(50)  # 100 in one window, not 100 per 5 ms
-
-
-async def test_derived_rate_cuts_from_achieved_when_lower(clock: FakeClock) -> None:
-    limiter = AdaptiveLimiter()
-    limiter.report_rate_limited(sender="a", retry_after=None)  # MIN_RATE, no ceiling
-    await clock.advance_to(500.0)
-    limiter.report_success(1, sender="a")
-    assert limiter.rate is not None and limiter.rate > 10  # grown well past what is sent
-    # Only ~4 segments/s are actually sent for the next two seconds.
-    for i in range(8):
-        await clock.advance_to(500.0 + i * 0.25)
-        await limiter.acquire(1, sender="a")
-    await clock.advance_to(502.0)
-    limiter.report_rate_limited(sender="a", retry_after=None)
-    assert limiter.rate == pytest.approx(2.0, rel=0.05)
+    await clock.settle()
+    assert len(log) < 50
+    limiter._control.rate = None  # what the policy decides when it undoes a cut (test_ratecontrol.py)
+    limiter._apply(clock.now)
+    await clock.settle()
+    assert len(log) == 50
+    assert limiter.rate is None

@@ -91,3 +91,14 @@ def test_segment_count_agrees_with_segments(text: str, media: list[str] | None) 
     from bwasync._segments import segment_count
 
     assert segment_count(text, media) == segments(text, media).segments
+
+
+def test_segment_count_agrees_with_segments_on_every_short_ascii_shape() -> None:
+    from bwasync._segments import segment_count
+
+    # The fast paths of segment_count (<= 35 of anything, <= 70 of ASCII, <= 160 of plain GSM-7
+    # ASCII) must agree with the full count, escape pairs and non-GSM ASCII (backtick) included.
+    for n in (35, 36, 69, 70, 71, 79, 80, 81, 153, 160, 161):
+        for fill in ("a", "{", "`", "a{", "\x01"):
+            text = (fill * n)[:n]
+            assert segment_count(text) == segments(text).segments, (n, fill)

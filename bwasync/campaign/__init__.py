@@ -3,8 +3,11 @@
 * :mod:`._inputs` — :func:`read_rows` streams CSV/JSONL rows, :class:`Template` renders text
   safely, :func:`build_request`/:func:`prepare_row` turn a row into a request or a journal row,
   :func:`load_opt_out` reads a do-not-message list.
+* :mod:`._rowstate` — the row states and the one table of how a row may move.
 * :mod:`._journal` — :class:`Journal`, the SQLite record of every row's fate, with durable
-  group-committed :meth:`~Journal.mark_in_flight`.
+  group-committed :meth:`~Journal.mark_in_flight`; built from :mod:`._records`,
+  :mod:`._writer` (the group-commit thread), :mod:`._schema` (tables and queries, shared with
+  the read-only readers) and :mod:`._deliveries` (status callbacks merged per recipient).
 * :mod:`._receiver` — :func:`make_callback_handler` and :class:`CallbackReceiver` record
   Bandwidth's status callbacks.
 * :mod:`._report` — :func:`build_report`, :func:`render_text` and the per-row exports.
@@ -24,6 +27,7 @@ from ._exceptions import (
     JournalMismatchError,
     JournalStateError,
     MissingVariablesError,
+    ReconcileError,
     TemplateError,
 )
 from ._inputs import (
@@ -39,14 +43,23 @@ from ._inputs import (
     read_rows,
     recipients_of,
 )
-from ._journal import (
+from ._journal import Journal
+from ._receiver import (
+    CallbackHandler,
+    CallbackReceiver,
+    CallbackReply,
+    ReceiverStats,
+    delivery_recorder,
+    make_callback_handler,
+)
+from ._reconcile import ReconcileSummary, match_rows
+from ._records import (
     CampaignInfo,
     CommitInfo,
     Counts,
     DeliveryOutcome,
     DeliveryStatus,
     FileFingerprint,
-    Journal,
     JournalStats,
     LatencyStats,
     NewRow,
@@ -56,8 +69,6 @@ from ._journal import (
     fingerprint_file,
     synthetic_key,
 )
-from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
-from ._reconcile import ReconcileSummary, match_rows
 from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
 from ._runner import (
     DEFAULT_MAX_ERROR_RATE,
@@ -65,7 +76,9 @@ from ._runner import (
     CampaignOptions,
     CampaignRunner,
     ErrorWindow,
+    NoteKind,
     Phase,
+    RunNote,
     RunOutcome,
     RunProgress,
     StopReason,
@@ -79,6 +92,7 @@ __all__ = [
     "RESERVED_COLUMNS",
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "CampaignError",
     "CampaignInfo",
     "CampaignOptions",
@@ -105,14 +119,17 @@ __all__ = [
     "LatencyStats",
     "MissingVariablesError",
     "NewRow",
+    "NoteKind",
     "PendingRow",
     "Phase",
     "ReceiverStats",
+    "ReconcileError",
     "ReconcileSummary",
     "Report",
     "RowReader",
     "RowRecord",
     "RowStatus",
+    "RunNote",
     "RunOutcome",
     "RunProgress",
     "StopReason",

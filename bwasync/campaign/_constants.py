@@ -14,6 +14,9 @@ FINGERPRINT_BYTES = 1024 * 1024
 #: characters; 256 leaves ample room for any campaign id while allowing UUIDs, hashes and
 #: compound keys.
 MAX_KEY_LENGTH = 256
+#: Rows whose keys are checked for duplicates at once by a reader that reports them (a dry
+#: run): one SQLite statement per batch instead of one per row; the reader reads that far ahead.
+KEY_CHECK_BATCH = 1000
 
 # --- Journal ---------------------------------------------------------------------------------
 
@@ -54,7 +57,7 @@ ERROR_RATE_WINDOW = 200
 #: Results needed before the guard may trip, so that the first few failures of a run (two bad
 #: rows out of three) do not pause it.
 ERROR_RATE_MIN_SAMPLE = 50
-#: Default ``--max-error-rate``: pause when more than half of the recent sends failed. Per-row
+#: Default ``max_error_rate``: pause when more than half of the recent sends failed. Per-row
 #: problems (a bad number, an opted-out handset) stay far below it; an outage, a revoked
 #: credential or a suspended sender goes far above it, and pausing then saves the rest of the file
 #: from being burnt through as ``failed``.
@@ -78,5 +81,5 @@ RECONCILE_AMBIGUOUS_MAX = 2000
 #: Bandwidth disagree a little). Small on purpose: a wider window admits more unrelated messages.
 CLOCK_MARGIN = 10.0
 #: List queries run at once. Bandwidth allows 3,500 list requests per 5 minutes per IP; a few
-#: concurrent queries reconcile a full ``--concurrency`` of rows in seconds without nearing it.
+#: concurrent queries reconcile a full ``concurrency`` of rows in seconds without nearing it.
 LIST_CONCURRENCY = 4

@@ -16,11 +16,12 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .._exceptions import ValidationError
-from .._segments import segments
+from .._segments import segments, total_segments
 from .._validation import Priority
-from ._inputs import Format, Template, build_request, format_field_errors, read_rows
+from ._inputs import Format, Template, format_field_errors, read_rows, validated_row
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
@@ -45,7 +46,7 @@ class DryRunMessage:
     @property
     def cost(self) -> int:
         """Segments counted against the rate: segments × recipients."""
-        return self.segments * len(self.to)
+        return total_segments(self.segments, len(self.to))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +115,20 @@ def dry_run(
     report = DryRunReport()
     cid = campaign_id or DRY_RUN_CAMPAIGN_ID
     blocked = frozenset(opt_out)
+    # Exactly what the load pass checks (see prepare_row).
+    rules: dict[str, Any] = dict(
+        template=template,
+        application_id=application_id,
+        default_from=default_from,
+        campaign_id=cid,
+        priority=priority,
+        expiration=expiration,
+    )
     with read_rows(path, fmt=fmt, key_column=key_column) as reader:
         for row in reader:
             report.rows += 1
             try:
-                request = build_request(
-                    row,
-                    template=template,
-                    application_id=application_id,
-                    default_from=default_from,
-                    campaign_id=cid,
-                    priority=priority,
-                    expiration=expiration,
-                )
+                request, _ = validated_row(row, **rules)
             except ValidationError as exc:
                 report.invalid += 1
                 if len(report.invalid_rows) < max_invalid:
@@ -145,7 +147,7 @@ def dry_run(
                 report.ucs2 += 1
             report.histogram[info.segments] += 1
             report.recipients += len(request.to)
-            report.total_segments += info.segments * len(request.to)
+            report.total_segments += total_segments(info.segments, len(request.to))
             if len(report.sample) < sample:
                 report.sample.append(
                     DryRunMessage(

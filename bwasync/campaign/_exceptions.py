@@ -1,16 +1,6 @@
-"""The exceptions the campaign layer raises, one subtree of :class:`bwasync.BwasyncError`::
+"""The exceptions the campaign layer raises: the ``CampaignError`` subtree of :class:`bwasync.BwasyncError`.
 
-    BwasyncError
-    └── CampaignError
-        ├── InputFileError        the input (or opt-out) file cannot be used at all: unreadable,
-        │                         no header, no ``to`` column... (``.path``)
-        ├── TemplateError         a message template is malformed or uses forbidden syntax
-        │   └── MissingVariablesError   a row lacks variables the template needs (``.names``)
-        └── JournalError          the journal cannot do what was asked
-            ├── JournalClosedError      the journal was closed (or its writer died)
-            ├── JournalLockedError      another process (or Journal) has this journal open
-            ├── JournalMismatchError    resuming with a different input file or template
-            └── JournalStateError       a row may not be marked in flight (``.key``, ``.status``)
+Their place in the tree is drawn, with every other bwasync exception, in ``bwasync/_exceptions.py``.
 
 Errors about one row of an input file are not exceptions: :func:`~bwasync.campaign.read_rows`
 yields them as :attr:`InputRow.error`, and :func:`~bwasync.campaign.build_request` raises the
@@ -32,6 +22,7 @@ __all__ = [
     "JournalMismatchError",
     "JournalStateError",
     "MissingVariablesError",
+    "ReconcileError",
     "TemplateError",
 ]
 
@@ -78,7 +69,19 @@ class JournalLockedError(JournalError):
 
 
 class JournalMismatchError(JournalError):
-    """A resume was attempted with an input file or template other than the journal's."""
+    """A resume was attempted with an input file, template or setting other than the journal's.
+
+    ``differences`` names what differs, among ``"input file"``, ``"template"``, ``"campaign
+    id"``, ``"application id"``, ``"sender"``, ``"key column"``, ``"priority"`` and
+    ``"expiration"``; a front end words them (the CLI names its options).
+    """
+
+    def __init__(self, path: str, differences: Iterable[str]) -> None:
+        self.path = path
+        self.differences = tuple(differences)
+        super().__init__(
+            f"{path}: cannot resume: the journal holds a campaign with another " + ", ".join(self.differences)
+        )
 
 
 class JournalStateError(JournalError):
@@ -95,3 +98,7 @@ class JournalStateError(JournalError):
             super().__init__(f"row {key!r} is not in the journal")
         else:
             super().__init__(f"row {key!r} is {status}; it may not be sent")
+
+
+class ReconcileError(CampaignError):
+    """Bandwidth's message list could not be reached (after retries); the rows stay ``in_flight``."""

@@ -45,12 +45,13 @@ import msgspec
 
 from .._constants import MAX_TAG_LENGTH
 from .._exceptions import ValidationError
-from .._fanout import message_cost
 from .._models import MessageRequest, encode_request
+from .._segments import message_cost
 from .._validation import FieldError, Priority, is_e164
-from ._constants import MAX_KEY_LENGTH
+from ._constants import KEY_CHECK_BATCH, MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
-from ._journal import NewRow, RowStatus, synthetic_key
+from ._records import NewRow, RowStatus, synthetic_key
+from ._seenkeys import SeenKeys
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -73,6 +74,8 @@ Format = Literal["csv", "jsonl"]
 
 _EXTENSIONS: Final[dict[str, Format]] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BOM: Final = b"\xef\xbb\xbf"
+#: Bytes read up front to tell a binary file (a NUL byte) from a text file.
+_SNIFF_BYTES: Final = 64 * 1024
 _RECIPIENT_SEPARATORS = re.compile(r"[;,\s]+")
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -137,7 +140,6 @@ class RowReader:
 
     def __init__(self, path: str, fmt: Format, key_column: str | None, track_duplicates: bool = True) -> None:
         self.path = path
-        self._track_duplicates = track_duplicates
         self.format: Format = fmt
         self.key_column = key_column
         self.columns: tuple[str, ...] | None = None
@@ -145,14 +147,33 @@ class RowReader:
             self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as exc:
             raise InputFileError(path, f"cannot open the input file: {exc.strerror or exc}") from None
-        self._lines = _Lines(self._file)
-        #: Key -> line of first use, to report duplicate keys (only with a key column).
-        self._seen: dict[str, int] = {}
         try:
-            self._rows = self._read_csv() if fmt == "csv" else self._jsonl_rows()
+            self._check_text()
         except BaseException:
             self._file.close()
             raise
+        self._lines = _Lines(self._file)
+        #: Every key and its first line, to report duplicate keys (only with a key column).
+        self._seen: SeenKeys | None = None
+        try:
+            rows = self._read_csv() if fmt == "csv" else self._jsonl_rows()
+            if track_duplicates and key_column is not None:
+                self._seen = SeenKeys()
+                rows = self._unique(rows, self._seen)
+            self._rows = rows
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _check_text(self) -> None:
+        """Refuse a binary file up front (a NUL byte in what the first read buffered)."""
+        # peek(): no seek needed, so a pipe or a file still being written works too.
+        head = self._file.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(self._file, "peek") else b""
+        if b"\x00" in head:
+            raise InputFileError(
+                self.path,
+                "this is not a text file (it contains NUL bytes): a campaign file is CSV or JSON Lines, in UTF-8",
+            )
 
     @property
     def lines_read(self) -> int:
@@ -178,6 +199,8 @@ class RowReader:
     def close(self) -> None:
         self._rows.close()
         self._file.close()
+        if self._seen is not None:
+            self._seen.close()
 
     def __enter__(self) -> RowReader:
         return self
@@ -214,14 +237,40 @@ class RowReader:
                 problem = f"key is {len(key)} characters; at most {MAX_KEY_LENGTH} are allowed"
             elif not key.isprintable():
                 problem = f"key {key!r} contains control characters"
-            elif not self._track_duplicates:
-                return InputRow(line, key, fields)
             else:
-                first = self._seen.setdefault(key, line)
-                if first == line:
-                    return InputRow(line, key, fields)
-                problem = f"duplicate key {key!r} (first on line {first})"
+                return InputRow(line, key, fields)  # unique or not: see _unique
         return InputRow(line, synthetic_key(line), fields, problem)
+
+    def _unique(self, rows: Iterator[InputRow], seen: SeenKeys) -> Generator[InputRow, None, None]:
+        """``rows``, a row whose key an earlier row already used made an error naming that line.
+
+        Checked :data:`KEY_CHECK_BATCH` rows at a time (the reader runs that far ahead); a read
+        error mid-batch is raised after the rows read before it.
+        """
+        while True:
+            batch: list[InputRow] = []
+            failure: Exception | None = None
+            try:
+                for row in rows:
+                    batch.append(row)
+                    if len(batch) >= KEY_CHECK_BATCH:
+                        break
+            except Exception as exc:
+                failure = exc
+            firsts = iter(seen.first_lines([(row.key, row.line) for row in batch if row.error is None]))
+            for row in batch:
+                if row.error is None and (first := next(firsts)) != row.line:
+                    row = InputRow(
+                        row.line,
+                        synthetic_key(row.line),
+                        row.fields,
+                        f"duplicate key {row.key!r} (first on line {first})",
+                    )
+                yield row
+            if failure is not None:
+                raise failure
+            if len(batch) < KEY_CHECK_BATCH:
+                return
 
     def _broken(self, line: int, problem: str) -> InputRow:
         key = synthetic_key(line) if self.key_column is not None else str(line)
@@ -239,11 +288,17 @@ class RowReader:
             except StopIteration:
                 raise InputFileError(self.path, "the file is empty: a CSV header row is required") from None
             except csv.Error as exc:
+                if lines.bad:
+                    break  # say what is wrong: the encoding, not the csv module's guess
                 raise InputFileError(self.path, f"line {reader.line_num}: cannot parse the CSV header: {exc}") from None
             if record:
                 header = record
-        if lines.bad:
-            raise InputFileError(self.path, f"line {min(lines.bad)}: the header is not valid UTF-8")
+        if lines.bad or header is None:
+            raise InputFileError(
+                self.path,
+                f"line {min(lines.bad, default=1)}: the header is not valid UTF-8 text; "
+                "save the file as UTF-8 (in Excel: 'CSV UTF-8')",
+            )
         columns = self._check_header(header)
         self.columns = columns
         return self._csv_rows(reader, columns)
@@ -333,8 +388,9 @@ def read_rows(
     printable characters); without it the key is the line number. Raises
     :class:`InputFileError` at once if the file cannot be opened, or a CSV file has no header,
     no ``to`` column or no ``key_column``. A repeated key is that row's error; finding one means
-    remembering every key (~80 MB a million rows), so a caller that detects duplicates itself
-    (the journal's primary key does) passes ``track_duplicates=False`` and keeps memory flat.
+    remembering every key (in a temporary SQLite table: a few MB of memory whatever the size, see
+    :class:`~bwasync.campaign._seenkeys.SeenKeys`, but some time), so a caller that detects
+    duplicates itself (the journal's primary key does) passes ``track_duplicates=False``.
 
     >>> for row in read_rows("list.csv"):                # doctest: +SKIP
     ...     if row.error: print(row.line, row.error)
@@ -528,14 +584,36 @@ def build_request(
     except ValidationError as exc:
         errors.extend(exc.field_errors)
         raise ValidationError(errors) from None
+    except Exception as exc:
+        errors.append(_unreadable(exc))
+        raise ValidationError(errors) from None
     if errors:
         raise ValidationError(errors)
     return request
 
 
+def _unreadable(exc: BaseException) -> FieldError:
+    return FieldError("row", f"cannot be made into a message ({type(exc).__name__}: {exc})")
+
+
+def validated_row(row: InputRow, **settings: Any) -> tuple[MessageRequest, bytes]:
+    """:func:`build_request` (same keyword arguments) and the request's JSON body.
+
+    Raises :class:`bwasync.ValidationError` for *anything* that makes the row unsendable,
+    including a value that validates but cannot be encoded (a lone surrogate): a row is
+    invalid, never a crash of the load pass or the dry run.
+    """
+    request = build_request(row, **settings)
+    try:
+        body = encode_request(request)
+    except Exception as exc:
+        raise ValidationError([_unreadable(exc)]) from None
+    return request, body
+
+
 def format_field_errors(errors: Iterable[FieldError]) -> str:
     """``"to: ...; text: ..."``: field errors as one line for the journal's ``error`` column."""
-    return "; ".join(f"{e.field_name}: {e.description}" for e in errors)
+    return "; ".join(map(str, errors))
 
 
 def prepare_row(
@@ -558,7 +636,7 @@ def prepare_row(
     the account's rate.
     """
     try:
-        request = build_request(
+        request, body = validated_row(
             row,
             template=template,
             application_id=application_id,
@@ -580,7 +658,6 @@ def prepare_row(
             request=None,
             error=format_field_errors(exc.field_errors),
         )
-    body = encode_request(request).decode()
     cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)
     return NewRow(
@@ -589,7 +666,7 @@ def prepare_row(
         status=RowStatus.SKIPPED if opted_out else RowStatus.PENDING,
         recipients=list(request.to),
         sender=request.from_,
-        request=body,
+        request=body.decode(),
         segments=cost,
         error="opted out" if opted_out else None,
     )

@@ -34,26 +34,28 @@ Or standalone::
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from types import TracebackType
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
 from aiohttp import hdrs, web
 
+from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
-from ._journal import DeliveryOutcome, Journal
+from ._journal import Journal
+from ._records import DeliveryOutcome
+from ._writer import StartClose
 
 __all__ = [
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "ReceiverStats",
     "delivery_recorder",
     "make_callback_handler",
@@ -66,12 +68,16 @@ logger = logging.getLogger("bwasync.campaign")
 OnEvent = Callable[[StatusCallback], Awaitable[object] | object]
 
 _READ_CHUNK = 64 * 1024
+#: Seconds a closing receiver waits for requests in progress: recording takes at most the
+#: handler's timeout, and Bandwidth redelivers anything not acknowledged anyway.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
 class ReceiverStats:
     """What the handler has seen. Events are counted once each, in exactly one of
-    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags`` or ``other``."""
+    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags``, ``unmatched`` or
+    ``other``."""
 
     #: POSTs answered 2xx.
     requests: int = 0
@@ -87,9 +93,12 @@ class ReceiverStats:
     ignored: int = 0
     #: Events whose tag matches no row of this campaign.
     unknown_tags: int = 0
+    #: Events for a row that had no accepted message (invalid, skipped, failed): kept apart,
+    #: never counted as deliveries (see :attr:`DeliveryOutcome.UNMATCHED`).
+    unmatched: int = 0
     #: Events for which ``on_event`` returned something other than a DeliveryOutcome.
     other: int = 0
-    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
+    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed, or an ``errorCode`` out of range).
     rejected: int = 0
     #: POSTs answered 5xx because recording failed or took too long (Bandwidth retries them).
     errors: int = 0
@@ -98,13 +107,28 @@ class ReceiverStats:
         return asdict(self)
 
 
+def _storable(code: int) -> bool:
+    """Whether ``code`` fits SQLite's 64-bit integer (Bandwidth's codes have four digits)."""
+    return -(2**63) <= code < 2**63
+
+
 _OUTCOME_FIELD = {
     DeliveryOutcome.CHANGED: "recorded",
     DeliveryOutcome.DUPLICATE: "duplicates",
     DeliveryOutcome.STALE: "stale",
     DeliveryOutcome.IGNORED: "ignored",
     DeliveryOutcome.UNKNOWN: "unknown_tags",
+    DeliveryOutcome.UNMATCHED: "unmatched",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """The answer to one callback POST (see :meth:`CallbackHandler.process`)."""
+
+    status: int
+    text: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 #: An aiohttp request handler.
@@ -134,7 +158,7 @@ class CallbackHandler:
         #: The exact Authorization header expected, compared whole in constant time.
         self._expected: bytes | None = None
         if username is not None and password is not None:
-            self._expected = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+            self._expected = basic_header(username, password).encode()
         self.max_body = max_body
         self.timeout = timeout
         self.stats = ReceiverStats()
@@ -147,24 +171,44 @@ class CallbackHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
+        reply = await self.process(
+            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(_READ_CHUNK), request.content_length
+        )
+        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
+
+    async def process(
+        self, authorization: str | None, body: AsyncIterable[bytes], content_length: int | None = None
+    ) -> CallbackReply:
+        """Handle one callback POST from any web framework: its ``Authorization`` header, its
+        body as chunks (read only after the credentials were checked, and no further than
+        ``max_body``) and its declared length; answer with the returned :class:`CallbackReply`.
+
+        FastAPI / Starlette (``examples/fastapi_app.py``)::
+
+            reply = await callbacks.process(request.headers.get("authorization"), request.stream())
+            return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
+        """
         if self._expected is not None:
-            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "replace")
+            given = (authorization or "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, self._expected):
                 self.stats.rejected += 1
-                return web.Response(
-                    status=401,
-                    text="authentication required",
-                    headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'},
+                return CallbackReply(
+                    401, "authentication required", {hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'}
                 )
-        body = await self._read_body(request)
-        if body is None:
+        data = await self._read_body(body, content_length)
+        if data is None:
             self.stats.rejected += 1
-            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+            return CallbackReply(413, f"body larger than {self.max_body} bytes")
         try:
-            events = decode_callbacks(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            events = decode_callbacks(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+            # RecursionError: nesting deeper than the decoder goes (a hostile body, not a 500).
             self.stats.rejected += 1
-            return web.Response(status=400, text=f"expected a JSON array of status callbacks: {exc}")
+            return CallbackReply(400, f"expected a JSON array of status callbacks: {exc}")
+        out_of_range = next((e for e in events if e.error_code is not None and not _storable(e.error_code)), None)
+        if out_of_range is not None:
+            self.stats.rejected += 1
+            return CallbackReply(400, f"errorCode {out_of_range.error_code} is not a Bandwidth error code")
 
         fresh: list[StatusCallback] = []
         identities: set[tuple[str, str, str]] = set()
@@ -182,11 +226,11 @@ class CallbackHandler:
         except TimeoutError:
             self.stats.errors += 1
             logger.warning("callback receiver: recording %d events took over %.1f s", len(fresh), self.timeout)
-            return web.Response(status=503, text="busy, retry later")
+            return CallbackReply(503, "busy, retry later")
         except Exception:
             self.stats.errors += 1
             logger.exception("callback receiver: recording events failed")
-            return web.Response(status=500, text="could not record the events")
+            return CallbackReply(500, "could not record the events")
 
         # Only now, once recorded, are the events remembered: a failed POST is retried whole.
         for identity in identities:
@@ -200,7 +244,7 @@ class CallbackHandler:
         for outcome in outcomes:
             name = _OUTCOME_FIELD.get(outcome) if isinstance(outcome, DeliveryOutcome) else None
             setattr(stats, name or "other", getattr(stats, name or "other") + 1)
-        return web.Response(status=200)
+        return CallbackReply(200)
 
     async def _handle(self, event: StatusCallback) -> object:
         result = self._on_event(event)
@@ -208,37 +252,28 @@ class CallbackHandler:
             result = await result
         return result
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
+    async def _read_body(self, chunks: AsyncIterable[bytes], length: int | None) -> bytes | None:
         """The body, or None if it is larger than ``max_body`` (then not read any further)."""
-        length = request.content_length
         if length is not None and length > self.max_body:
             return None
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
+        async for chunk in chunks:
             size += len(chunk)
             if size > self.max_body:
                 return None
-            chunks.append(chunk)
+            parts.append(chunk)
+        return b"".join(parts)
 
 
-def make_callback_handler(
-    on_event: OnEvent,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    max_body: int = DEFAULT_MAX_BODY,
-    timeout: float = CALLBACK_HANDLER_TIMEOUT,
-) -> Handler:
+def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
 
     ``on_event(event)`` (a :class:`~bwasync.StatusCallback`; sync or async) is called once per
     new event, all of a POST's events concurrently; the POST is answered 200 after they all
-    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. With ``username``
-    and ``password`` the request must carry exactly that Basic ``Authorization``.
+    returned, 500 if one raised, 503 if they took over ``timeout`` seconds. ``options`` are
+    :class:`CallbackHandler`'s: with ``username`` and ``password`` the request must carry
+    exactly that Basic ``Authorization``; ``max_body`` (bytes) and ``timeout`` (seconds).
 
     It is :meth:`CallbackHandler.handle` of a new :class:`CallbackHandler`, whose ``stats``
     (:class:`ReceiverStats`) count requests and events (``handler.__self__.stats``; or build the
@@ -248,7 +283,7 @@ def make_callback_handler(
     >>> app = web.Application()                                                  # doctest: +SKIP
     >>> app.router.add_post("/callbacks", make_callback_handler(print_event))     # doctest: +SKIP
     """
-    return CallbackHandler(on_event, username=username, password=password, max_body=max_body, timeout=timeout).handle
+    return CallbackHandler(on_event, **options).handle
 
 
 def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[DeliveryOutcome]]:
@@ -275,10 +310,13 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
     return record
 
 
-class CallbackReceiver:
-    """A small aiohttp server that records status callbacks into a journal.
+class CallbackReceiver(StartClose):
+    """A small aiohttp server for status callbacks: into a journal, or to any ``on_event``.
 
-    Accepts POSTs on any path. ``port=0`` picks a free port (see :attr:`port`/:attr:`url`).
+    Give ``journal`` (events are recorded with :func:`delivery_recorder`) or ``on_event`` (see
+    :func:`make_callback_handler`). Accepts POSTs on any path. ``port=0`` picks a free port
+    (see :attr:`port`/:attr:`url`). This is the project's one receiver: the campaign runner
+    and ``bwasync demo`` both use it.
 
     >>> async with CallbackReceiver("127.0.0.1", 0, journal=journal) as receiver:   # doctest: +SKIP
     ...     print(receiver.url, receiver.stats)
@@ -289,7 +327,8 @@ class CallbackReceiver:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        journal: Journal,
+        journal: Journal | None = None,
+        on_event: OnEvent | None = None,
         username: str | None = None,
         password: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
@@ -297,11 +336,15 @@ class CallbackReceiver:
     ) -> None:
         self.host = host
         self._requested_port = port
-        self.handler = CallbackHandler(
-            delivery_recorder(journal), username=username, password=password, max_body=max_body, timeout=timeout
-        )
+        if (journal is None) == (on_event is None):
+            raise ValueError("give journal or on_event (one of them)")
+        handle = delivery_recorder(journal) if journal is not None else on_event
+        assert handle is not None
+        self.handler = CallbackHandler(handle, username=username, password=password, max_body=max_body, timeout=timeout)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        #: Seconds ``close`` gives open connections to finish (aiohttp's graceful shutdown).
+        self.shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def stats(self) -> ReceiverStats:
@@ -322,8 +365,8 @@ class CallbackReceiver:
         if self._runner is not None:
             return
         app = web.Application()
-        app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self.handler.handle)
-        runner = web.AppRunner(app, access_log=None)
+        app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._requested_port)
@@ -335,16 +378,11 @@ class CallbackReceiver:
         address: Any = runner.addresses[0]
         self.port = int(address[1])
 
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """The route: :attr:`handler` (a test double may answer otherwise, see tests/conftest.py)."""
+        return await self.handler.handle(request)
+
     async def close(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-
-    async def __aenter__(self) -> CallbackReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

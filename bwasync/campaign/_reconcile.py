@@ -19,7 +19,7 @@ anything, each such row is looked up in Bandwidth's message list:
   does not say which; a field Bandwidth leaves out is not compared).
 * **Matching**: rows of one (sender, recipient) pair are taken in the order they were marked,
   and each takes the earliest unclaimed candidate received inside its window. A row with no
-  candidate is **ambiguous**: never silently resent (``--retry-ambiguous`` resends it knowingly).
+  candidate is **ambiguous**: never silently resent (``CampaignOptions.retry_ambiguous`` resends it knowingly).
 * **Limits**: a message sent to the same number from the same number *outside this campaign*,
   inside the window, with the same type, recipients, segments and length, would be taken for
   the row's. Rows of this campaign to the same recipient are told apart only by that signature
@@ -37,14 +37,9 @@ the runner waits for the youngest row, visibly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Final
 
 import msgspec
 
@@ -53,31 +48,24 @@ from .._exceptions import APIError, APIStatusError, RateLimitError
 from .._models import ListMessageItem
 from .._segments import segments
 from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
-from ._journal import RowRecord
+from ._exceptions import ReconcileError
+from ._journal import Journal
+from ._records import RowRecord
+from ._schema import last_write_time
 
 __all__ = [
     "CLOCK_MARGIN",
     "Candidate",
-    "ReconcileError",
     "ReconcileSummary",
     "Signature",
-    "claimed_message_ids",
     "last_write_time",
     "match_rows",
     "reconcile_rows",
     "settle_deadline",
     "signature_of",
-    "summarize",
 ]
 
-#: Message ids looked up per journal query (SQLite's bound-parameter limit is far above this).
-_ID_CHUNK: Final = 500
-
 _json = msgspec.json.Decoder()
-
-
-class ReconcileError(Exception):
-    """The list endpoint could not be reached (after retries); the rows stay ``in_flight``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,50 +203,6 @@ def match_rows(
     return result
 
 
-def last_write_time(journal_path: str | os.PathLike[str]) -> float | None:
-    """When the journal (or its WAL) was last written, as Unix time; None if it does not exist.
-
-    Read *before* opening the journal: it tells when a previous run last did anything.
-    """
-    times = []
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            st = os.stat(os.fspath(journal_path) + suffix)
-            if suffix and st.st_size == 0:
-                continue  # an empty WAL is a reader's (``campaign status``), not a write
-            times.append(st.st_mtime)
-    return max(times) if times else None
-
-
-def _read_only(path: str) -> sqlite3.Connection:
-    return sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
-
-
-def _claimed(path: str, ids: list[str]) -> dict[str, str]:
-    conn = _read_only(path)
-    try:
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start : start + _ID_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT message_id, key FROM rows WHERE message_id IN ({marks})"
-            found.update(conn.execute(sql, chunk).fetchall())
-        return found
-    finally:
-        conn.close()
-
-
-async def claimed_message_ids(journal_path: str, ids: Collection[str]) -> dict[str, str]:
-    """Which of ``ids`` some row of the journal already holds: message id -> row key.
-
-    Reads through a separate read-only connection, on a thread (one scan of the table per 500
-    ids, no index needed); flush the journal first so it sees every committed result.
-    """
-    if not ids:
-        return {}
-    return await asyncio.to_thread(_claimed, journal_path, sorted(ids))
-
-
 async def _query(client: MessagingClient, sender: str, recipient: str, start: float, end: float) -> list[Candidate]:
     found: list[Candidate] = []
     async for item in client.list_messages(
@@ -279,7 +223,7 @@ async def _query(client: MessagingClient, sender: str, recipient: str, start: fl
 
 async def reconcile_rows(
     client: MessagingClient,
-    journal_path: str,
+    journal: Journal,
     rows: Sequence[RowRecord],
     *,
     horizon: float,
@@ -325,7 +269,8 @@ async def reconcile_rows(
     await asyncio.gather(*(fetch(pair, members) for pair, members in groups.items()))
 
     every_id = {c.message_id for cands in found.values() for c in cands}
-    claimed = await claimed_message_ids(journal_path, every_id)
+    await journal.flush()  # every committed result is seen
+    claimed = await journal.claimed_message_ids(every_id)
     for pair, members in groups.items():
         if pair in failures:
             for p in members:
@@ -352,8 +297,3 @@ def settle_deadline(rows: Iterable[RowRecord], last_write: float | None, settle:
     """Unix time after which every row in ``rows`` may be looked up (see the module docstring)."""
     latest = max((r.in_flight_at or 0.0 for r in rows), default=0.0)
     return max(latest, last_write or 0.0) + settle
-
-
-def summarize(result: Mapping[str, str | None], queries: int) -> ReconcileSummary:
-    accepted = sum(1 for v in result.values() if v is not None)
-    return ReconcileSummary(rows=len(result), accepted=accepted, ambiguous=len(result) - accepted, queries=queries)

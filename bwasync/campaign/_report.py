@@ -19,7 +19,8 @@ from typing import IO, Any, Final
 
 import msgspec
 
-from ._journal import Journal, RowRecord
+from ._journal import Journal
+from ._records import RowRecord
 
 __all__ = ["EXPORT_COLUMNS", "Report", "build_report", "export_rows_csv", "export_rows_json", "render_text"]
 
@@ -44,9 +45,11 @@ class Report(msgspec.Struct, kw_only=True):
     """A campaign's outcome. Times are Unix epoch seconds; latencies are seconds.
 
     Every row is counted once in ``by_status`` (``total`` is their sum); the delivery figures
-    count rows with status callbacks: ``delivered`` (every recipient delivered),
+    count accepted rows with status callbacks: ``delivered`` (every recipient delivered),
     ``delivery_failed`` (a recipient failed), ``awaiting_delivery`` (accepted, no final
-    callback yet). Error-code maps have string keys (JSON), ``"none"`` for no code.
+    callback yet). A callback for a row that had no accepted message is never a delivery: it is
+    counted in ``unmatched_receipts``. Error-code maps have string keys (JSON), ``"none"`` for
+    no code. :meth:`to_json` is the CLI's JSON report (schema in the README).
     """
 
     campaign_id: str | None
@@ -63,6 +66,8 @@ class Report(msgspec.Struct, kw_only=True):
     delivered: int
     delivery_failed: int
     awaiting_delivery: int
+    #: Receipts for rows with no accepted message (invalid, skipped, failed): never deliveries.
+    unmatched_receipts: int
     #: Rows not sent (``failed``), by HTTP status code.
     send_failures_by_code: dict[str, int]
     #: Rows whose delivery failed, by Bandwidth's callback error code.
@@ -71,9 +76,13 @@ class Report(msgspec.Struct, kw_only=True):
     segments: int
     started_at: float | None
     finished_at: float | None
-    #: Wall time from the first accepted row's send to the last one's answer (resumes included).
+    #: Seconds spent sending, summed over the runs (the time between a run and its resume is
+    #: not counted); for a journal of an older version, ``wall_time``.
     duration: float | None
-    #: Accepted rows per second over ``duration``.
+    #: From the first accepted row's send to the last one's answer, pauses between runs included.
+    wall_time: float | None
+    #: Accepted rows per second over ``duration``. A run may start with one second's burst
+    #: (the rate limiter's bucket starts full), so a short run can show more than its rate.
     throughput: float | None
     segments_per_second: float | None
     latency_p50: float | None
@@ -81,8 +90,6 @@ class Report(msgspec.Struct, kw_only=True):
     latency_p99: float | None
     latency_max: float | None
     latency_mean: float | None
-    #: What the user should do next, when anything (ambiguous, in-flight or pending rows).
-    hint: str | None = None
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -90,10 +97,6 @@ class Report(msgspec.Struct, kw_only=True):
 
 def _codes(counts: dict[int | None, int]) -> dict[str, int]:
     return {("none" if code is None else str(code)): n for code, n in counts.items()}
-
-
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 async def build_report(journal: Journal) -> Report:
@@ -105,33 +108,20 @@ async def build_report(journal: Journal) -> Report:
     delivery_codes = await journal.delivery_failed_by_error_code()
     latency = await journal.latency_stats((50, 90, 99))
     started, finished = await journal.time_span()
+    sending = await journal.sending_seconds()
 
     by_status = counts.by_status
     accepted = by_status.get("accepted", 0)
-    duration = finished - started if started is not None and finished is not None else None
+    wall = finished - started if started is not None and finished is not None else None
+    duration = sending if sending else wall
     rate = accepted / duration if duration else None
     segment_rate = counts.accepted_segments / duration if duration else None
     delivered = counts.by_delivery.get("delivered", 0)
     delivery_failed = counts.by_delivery.get("failed", 0)
 
-    hints: list[str] = []
     ambiguous = by_status.get("ambiguous", 0)
-    if ambiguous:
-        hints.append(
-            f"{_plural(ambiguous, 'row is', 'rows are')} ambiguous: the request left but no answer came back, so "
-            "the message may or may not have been sent. They were not resent; rerun with --retry-ambiguous to "
-            "resend them knowingly (their recipients may then get the message twice)."
-        )
     in_flight = by_status.get("in_flight", 0)
-    if in_flight:
-        hints.append(
-            f"{_plural(in_flight, 'row was', 'rows were')} in flight when the run stopped: resume the campaign "
-            "to reconcile them with Bandwidth."
-        )
     pending = by_status.get("pending", 0)
-    if pending:
-        hints.append(f"{_plural(pending, 'row is', 'rows are')} still pending: resume the campaign to send them.")
-
     return Report(
         campaign_id=info.campaign_id if info else None,
         input_path=info.input_path if info else None,
@@ -147,12 +137,14 @@ async def build_report(journal: Journal) -> Report:
         delivered=delivered,
         delivery_failed=delivery_failed,
         awaiting_delivery=max(0, accepted - delivered - delivery_failed),
+        unmatched_receipts=counts.unmatched_receipts,
         send_failures_by_code=_codes(send_codes),
         delivery_failures_by_code=_codes(delivery_codes),
         segments=counts.accepted_segments,
         started_at=started,
         finished_at=finished,
         duration=duration,
+        wall_time=wall,
         throughput=rate,
         segments_per_second=segment_rate,
         latency_p50=latency.percentiles.get(50.0),
@@ -160,7 +152,6 @@ async def build_report(journal: Journal) -> Report:
         latency_p99=latency.percentiles.get(99.0),
         latency_max=latency.max,
         latency_mean=latency.mean,
-        hint="\n".join(hints) or None,
     )
 
 
@@ -187,6 +178,8 @@ def render_text(report: Report) -> str:
         f"  delivery     {report.delivered} delivered, {report.delivery_failed} failed, "
         f"{report.awaiting_delivery} awaiting"
     )
+    if report.unmatched_receipts:
+        lines.append(f"  unmatched receipts  {report.unmatched_receipts} (for rows with no accepted message)")
     if report.send_failures_by_code:
         codes = ", ".join(f"{code}: {n}" for code, n in report.send_failures_by_code.items())
         lines.append(f"  not sent by HTTP status     {codes}")
@@ -203,8 +196,6 @@ def render_text(report: Report) -> str:
             f"  latency      p50 {_ms(report.latency_p50)}, p90 {_ms(report.latency_p90)}, "
             f"p99 {_ms(report.latency_p99)}, max {_ms(report.latency_max)}"
         )
-    if report.hint:
-        lines.extend("! " + h for h in report.hint.splitlines())
     return "\n".join(lines) + "\n"
 
 

@@ -51,18 +51,19 @@ import enum
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, NamedTuple
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, ValidationError
-from .._fanout import Outcome, SendCancelledError, SendResult, message_cost
+from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, ValidationError
+from .._fanout import Outcome, SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
+from .._segments import message_cost, total_segments
 from .._validation import Priority
 from ._constants import (
     DEFAULT_MAX_ERROR_RATE,
@@ -71,20 +72,22 @@ from ._constants import (
     ERROR_RATE_MIN_SAMPLE,
     ERROR_RATE_WINDOW,
     LOAD_BATCH,
+    PAGE_SIZE,
     RECONCILE_AMBIGUOUS_MAX,
     RECONCILE_BATCH,
 )
-from ._exceptions import JournalError, JournalMismatchError, JournalStateError
+from ._exceptions import JournalError, JournalMismatchError, JournalStateError, ReconcileError
 from ._inputs import Format, Template, format_field_errors, prepare_row, read_rows
-from ._journal import CampaignInfo, Counts, Journal, NewRow, RowRecord
+from ._journal import Journal
 from ._reconcile import (
     CLOCK_MARGIN,
-    ReconcileError,
     ReconcileSummary,
     last_write_time,
     reconcile_rows,
     settle_deadline,
 )
+from ._records import CampaignInfo, Counts, NewRow, PendingRow, RowRecord
+from ._rowstate import FINAL_STATUSES, Event, RowStatus, count_final, next_state
 
 __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
@@ -95,14 +98,14 @@ __all__ = [
     "CampaignOptions",
     "CampaignRunner",
     "ErrorWindow",
+    "NoteKind",
     "Phase",
+    "RunNote",
     "RunOutcome",
     "RunProgress",
     "StopReason",
+    "result_event",
 ]
-
-#: Statuses a row never leaves by itself: a campaign is complete when every row has one.
-FINAL_STATUSES: Final = frozenset({"accepted", "failed", "ambiguous", "invalid", "skipped"})
 
 
 class Phase(enum.StrEnum):
@@ -129,6 +132,56 @@ class StopReason(enum.StrEnum):
     #: Something no row can get past: credentials refused, the journal failed, the message
     #: list (needed to reconcile) unreachable.
     FATAL = "fatal"
+
+
+class NoteKind(enum.StrEnum):
+    """What a :class:`RunNote` reports."""
+
+    #: The load resumes after ``line``.
+    LOAD_RESUMED = "load_resumed"
+    #: Waiting ``seconds`` (the settle window) before looking up ``rows`` rows in ``status``.
+    SETTLING = "settling"
+    #: Looking up ``rows`` rows in ``status`` in Bandwidth's message list.
+    RECONCILING = "reconciling"
+    #: Of ``rows`` rows in ``status``, ``accepted`` were found; the rest were not.
+    RECONCILED = "reconciled"
+    #: ``rows`` ambiguous rows, over ``limit``: resent without a look-up first.
+    TOO_MANY_TO_LOOK_UP = "too_many_to_look_up"
+    #: ``rows`` rows in ``status`` (``ambiguous`` or ``failed``) are sent again, as asked.
+    REQUEUED = "requeued"
+    #: ``rows`` pending rows were skipped: a recipient is on the opt-out list.
+    OPTED_OUT = "opted_out"
+
+
+class RunNote(NamedTuple):
+    """Something a person running the campaign should know, as data: a front end words it."""
+
+    kind: NoteKind
+    rows: int = 0
+    status: str | None = None
+    seconds: float | None = None
+    line: int | None = None
+    accepted: int = 0
+    limit: int | None = None
+
+
+def result_event(outcome: Outcome, error: BaseException | None) -> Event | None:
+    """What a send result does to its row (see :mod:`._rowstate`); None: it stays in flight.
+
+    Pure: the runner's own refusals (a stop, a row already final, the journal failing) are
+    decided before this is asked.
+    """
+    if outcome is Outcome.ACCEPTED:
+        return Event.ACCEPTED
+    if isinstance(error, SendCancelledError):
+        # Cancelled on the wire: left in flight, for the next run to reconcile.
+        return None if error.may_have_been_sent else Event.NOT_SENT
+    if outcome is Outcome.AMBIGUOUS:
+        return Event.AMBIGUOUS
+    if isinstance(error, AuthenticationError):
+        # Every row would get the same answer: the row stays sendable (the run stops).
+        return Event.NOT_SENT
+    return Event.FAILED
 
 
 class _Stopping(Exception):
@@ -258,16 +311,20 @@ class RunProgress:
     @property
     def done(self) -> int:
         """Rows in a final status."""
-        return sum(self.by_status.get(s, 0) for s in FINAL_STATUSES)
+        return count_final(self.by_status)
 
     @property
     def errors(self) -> int:
         """Rows failed or ambiguous (invalid rows are counted apart)."""
         return self.by_status.get("failed", 0) + self.by_status.get("ambiguous", 0)
 
-    def _move(self, old: str, new: str) -> None:
+    def apply(self, current: str, event: Event) -> None:
+        """Count a row in ``current`` moving as ``event`` says (see :mod:`._rowstate`)."""
+        new = next_state(current, event)
+        if new is None or new == current:
+            return
         by = self.by_status
-        by[old] = by.get(old, 0) - 1
+        by[current] = by.get(current, 0) - 1
         by[new] = by.get(new, 0) + 1
 
 
@@ -293,14 +350,14 @@ class RunOutcome:
     opted_out: int = 0
 
 
-Note = Callable[[str], None]
+Note = Callable[[RunNote], None]
 
 
 class CampaignRunner:
     """One run of a campaign over the journal at ``journal_path`` (see the module docstring).
 
-    ``on_note`` receives short sentences about what the runner is doing and why (a wait, a
-    reconciliation); ``progress`` holds live counters.
+    ``on_note`` receives :class:`RunNote` s about what the runner is doing and why (a wait, a
+    reconciliation), for a front end to word; ``progress`` holds live counters.
     """
 
     def __init__(self, journal_path: str | os.PathLike[str], options: CampaignOptions, *, on_note: Note | None = None):
@@ -378,9 +435,9 @@ class CampaignRunner:
         if self._room is not None:
             self._room.set()  # hooks waiting for room re-check and refuse
 
-    def _note(self, text: str) -> None:
+    def _note(self, kind: NoteKind, **values: Any) -> None:
         if self._on_note is not None:
-            self._on_note(text)
+            self._on_note(RunNote(kind, **values))
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but return as soon as a stop is requested."""
@@ -419,7 +476,7 @@ class CampaignRunner:
             self.progress.load_size = info.input_size
             if not info.load_complete:
                 if info.loaded_through:
-                    self._note(f"Resuming the load of {opts.input_path} after line {info.loaded_through}.")
+                    self._note(NoteKind.LOAD_RESUMED, line=info.loaded_through)
                 complete = await self._load_rows(reader, info, template)
                 if complete:
                     info = await journal.campaign_info() or info
@@ -429,20 +486,20 @@ class CampaignRunner:
 
     def _check_settings(self, info: CampaignInfo) -> None:
         ours = self.options.journal_settings()
-        flags = {
-            "application_id": "--application-id",
-            "from": "--from",
-            "key_column": "--key-column",
+        names = {
+            "application_id": "application id",
+            "from": "sender",
+            "key_column": "key column",
             "priority": "priority",
             "expiration": "expiration",
         }
         problems = [
-            f"{flags.get(name, name)} is {value!r} but the journal's campaign used {info.settings.get(name)!r}"
+            names.get(name, name)
             for name, value in ours.items()
             if name in info.settings and info.settings.get(name) != value
         ]
         if problems:
-            raise JournalMismatchError(f"{self.journal_path}: cannot resume: " + "; ".join(problems))
+            raise JournalMismatchError(self.journal_path, problems)
 
     async def _load_rows(self, reader: Any, info: CampaignInfo, template: Template | None) -> bool:
         """Read the file, adding rows past ``loaded_through``; True when the whole file is in."""
@@ -507,32 +564,30 @@ class CampaignRunner:
         if not self.stopping and opts.retry_ambiguous:
             ambiguous = (await journal.counts())["ambiguous"]
             if ambiguous > RECONCILE_AMBIGUOUS_MAX:
-                self._note(
-                    f"{ambiguous} ambiguous rows: too many to look up one by one first "
-                    f"(over {RECONCILE_AMBIGUOUS_MAX}); resending them as asked."
-                )
+                self._note(NoteKind.TOO_MANY_TO_LOOK_UP, rows=ambiguous, limit=RECONCILE_AMBIGUOUS_MAX)
             elif ambiguous:
                 reconciled = _merge(reconciled, await self._reconcile(client, "ambiguous"))
             if not self.stopping:
                 n = await journal.requeue("ambiguous")
                 requeued += n
                 if n:
-                    self._note(f"Resending {n} ambiguous rows (--retry-ambiguous): some recipients may get two.")
+                    self._note(NoteKind.REQUEUED, rows=n, status=RowStatus.AMBIGUOUS)
         if not self.stopping and opts.retry_failed:
             n = await journal.requeue("failed")
             requeued += n
             if n:
-                self._note(f"Resending {n} rows that failed before (--retry-failed).")
+                self._note(NoteKind.REQUEUED, rows=n, status=RowStatus.FAILED)
         if not self.stopping and opts.opt_out and (self._resumed or requeued):
             opted_out = await journal.apply_opt_out(opts.opt_out)
             if opted_out:
-                self._note(f"Skipped {opted_out} pending rows whose recipients are on the opt-out list.")
+                self._note(NoteKind.OPTED_OUT, rows=opted_out)
         counts = await journal.counts()
         self.progress.by_status = dict(counts.by_status)
         self.progress.total = counts.total
         if not self.stopping and counts["pending"]:
             self.progress.phase = Phase.SENDING
             self.progress.started = time.monotonic()
+            await journal.begin_sending()
             while not self.stopping:
                 taken = await self._send_pass(client)
                 await journal.flush()
@@ -549,7 +604,7 @@ class CampaignRunner:
             # Not stopped, yet rows are left (e.g. the load was cut short): say so, do not hide it.
             self._stop_reason = StopReason.FATAL
             left = counts["pending"] + counts["in_flight"]
-            self._stop_message = f"{left} rows are not in a final state; rerun the same command to continue."
+            self._stop_message = f"{left} rows are not in a final state"
         return RunOutcome(
             complete=complete,
             stop_reason=self._stop_reason,
@@ -592,7 +647,7 @@ class CampaignRunner:
         # A row's last attempt leaves at most the retry deadline after its mark, and is
         # answered (or given up) within the request timeout.
         horizon = retry.deadline + DEFAULT_TIMEOUT + CLOCK_MARGIN
-        if status == "in_flight":
+        if status == RowStatus.IN_FLIGHT:
             subject = f"{len(rows)} rows that were in flight when a previous run stopped"
             label = "in flight when a run stopped"
         else:
@@ -601,21 +656,16 @@ class CampaignRunner:
         wait = settle_deadline(rows, self._last_write, opts.settle) - time.time()
         if wait > 0:
             self.progress.phase = Phase.SETTLING
-            self._note(
-                f"Waiting {wait:.1f} s (--settle) before checking the {subject}: Bandwidth may still be "
-                "processing a request the previous run wrote."
-            )
+            self._note(NoteKind.SETTLING, rows=len(rows), status=status, seconds=wait)
             await self._pause(wait)
             if self.stopping:
                 return None
         self.progress.phase = Phase.RECONCILING
-        self._note(f"Checking Bandwidth's message list for the {subject}.")
+        self._note(NoteKind.RECONCILING, rows=len(rows), status=status)
         try:
-            found, reasons, queries = await reconcile_rows(
-                client, self.journal_path, rows, horizon=horizon, now=time.time()
-            )
+            found, reasons, queries = await reconcile_rows(client, self.journal, rows, horizon=horizon, now=time.time())
         except ReconcileError as exc:
-            self.request_stop(StopReason.FATAL, f"cannot check the {subject}: {exc}. Nothing was sent; rerun later.")
+            self.request_stop(StopReason.FATAL, f"cannot check the {subject}: {exc}. Nothing was sent")
             return None
         accepted = 0
         for row in rows:
@@ -630,23 +680,24 @@ class CampaignRunner:
                 )
         await journal.flush()
         unproven = len(rows) - accepted
-        then = "ambiguous, not resent unless --retry-ambiguous" if status == "in_flight" else "resending them"
-        self._note(
-            f"Of the {subject}, {accepted} were accepted by Bandwidth (recorded as sent) and {unproven} "
-            f"were not found ({then})."
-        )
+        self._note(NoteKind.RECONCILED, rows=len(rows), status=status, accepted=accepted)
         return ReconcileSummary(rows=len(rows), accepted=accepted, ambiguous=unproven, queries=queries)
 
     # -- Send pass ----------------------------------------------------------------------------
 
-    async def _requests(self, counter: itertools.count[int]) -> AsyncIterator[MessageRequest]:
-        """Pending rows as requests, in line order; a row that no longer validates fails here."""
+    def _requests(self, counter: itertools.count[int], pages: _PendingPages) -> Generator[MessageRequest, None, None]:
+        """Pending rows as requests, in line order; a row that no longer validates fails here.
+
+        A plain iterator over prefetched pages (``send_many`` pulls it without a coroutine per
+        row): it ends early if the next page is not fetched yet when this one runs out, which
+        a page's worth of sends makes rare; the next pass then goes on from there.
+        """
         journal = self.journal
         progress = self.progress
         keys = self._keys
-        pending = journal.iter_pending()
-        try:
-            async for row in pending:
+        page: list[PendingRow] | None = pages.first
+        while page:
+            for row in page:
                 if self.stopping:
                     return
                 try:
@@ -654,15 +705,11 @@ class CampaignRunner:
                 except ValidationError as exc:
                     # E.g. its expiration passed since it was loaded: certainly not sent.
                     journal.record_result(row.key, status="failed", error=format_field_errors(exc.field_errors))
-                    progress._move("pending", "failed")
+                    progress.apply(RowStatus.PENDING, Event.FAILED)
                     continue
                 keys[next(counter)] = row.key
                 yield request
-        finally:
-            closer = getattr(pending, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+            page = pages.ready()
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
@@ -683,7 +730,7 @@ class CampaignRunner:
         except JournalStateError:
             self._release(index)
             raise
-        self.progress._move("pending", "in_flight")
+        self.progress.apply(RowStatus.PENDING, Event.MARKED)
 
     def _release(self, index: int) -> bool:
         """Forget a marked input; True if it was marked."""
@@ -700,7 +747,9 @@ class CampaignRunner:
         opts = self.options
         counter = itertools.count()
         self._keys.clear()
-        requests = self._requests(counter)
+        pages = _PendingPages(self.journal)
+        await pages.start()
+        requests = self._requests(counter, pages)
         stream = client.send_many(
             requests,
             concurrency=opts.concurrency,
@@ -724,10 +773,8 @@ class CampaignRunner:
             for result in stream.unconsumed:
                 self._on_result(result)
             stream.unconsumed.clear()
-            closer = getattr(requests, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+            requests.close()
+            pages.close()
         return next(counter)
 
     def _on_result(self, result: SendResult) -> None:
@@ -739,66 +786,58 @@ class CampaignRunner:
         progress = self.progress
         journal = self.journal
         error = result.error
-        outcome = result.outcome
+        current = RowStatus.IN_FLIGHT if marked else RowStatus.PENDING
         try:
-            if outcome is Outcome.ACCEPTED:
+            if isinstance(error, JournalStateError):
+                # The row became final meanwhile (a callback proved it sent): nothing to record.
+                if error.status is not None:
+                    progress.by_status[error.status] = progress.by_status.get(error.status, 0) + 1
+                    progress.by_status[current] = progress.by_status.get(current, 0) - 1
+                return
+            if isinstance(error, JournalError):
+                self.request_stop(StopReason.FATAL, f"the journal failed: {error}")
+                return
+            event = Event.NOT_SENT if isinstance(error, _Stopping) else result_event(result.outcome, error)
+            if event is None:
+                return  # may be on the wire: stays in flight, for the next run to reconcile
+            if event is Event.ACCEPTED:
                 message = result.message
                 assert message is not None
                 cost = (
-                    message.segment_count * max(1, len(message.to))
+                    total_segments(message.segment_count, len(message.to))
                     if message.segment_count is not None
                     else (message_cost(result.request) if result.request is not None else None)
                 )
                 journal.record_result(
                     key,
-                    status="accepted",
+                    status=RowStatus.ACCEPTED,
                     message_id=message.id,
                     attempts=result.attempts,
                     latency=result.latency,
                     segments=cost,
                 )
-                progress._move("in_flight", "accepted")
                 progress.sent += 1
                 progress.segments += cost or 0
-                self._window.add(False)
-            elif isinstance(error, SendCancelledError) and error.may_have_been_sent:
-                # Cancelled on the wire: left in_flight, for the next run to reconcile.
-                return
-            elif outcome is Outcome.AMBIGUOUS:
-                journal.record_result(
-                    key, status="ambiguous", error=str(error), attempts=result.attempts, latency=result.latency
-                )
-                progress._move("in_flight", "ambiguous")
-                self._window.add(True)
-            elif isinstance(error, JournalStateError):
-                # The row became final meanwhile (a callback proved it sent): nothing to record.
-                progress._move("pending", error.status or "pending")
-            elif isinstance(error, (_Stopping, SendCancelledError)):
+            elif event is Event.NOT_SENT:
                 # Never left: back to pending (only a marked row needs writing back).
                 if marked:
-                    journal.record_result(key, status="pending", attempts=result.attempts)
-                    progress._move("in_flight", "pending")
-            elif isinstance(error, JournalError):
-                self.request_stop(StopReason.FATAL, f"the journal failed: {error}")
-            elif isinstance(error, AuthenticationError):
-                # Every row would get the same answer: stop, and keep the row sendable.
-                journal.record_result(key, status="pending", error=str(error), attempts=result.attempts)
-                progress._move("in_flight", "pending")
-                self.request_stop(
-                    StopReason.FATAL, f"Bandwidth refused the credentials ({error}); check them, then rerun."
-                )
+                    err = str(error) if isinstance(error, AuthenticationError) else None
+                    journal.record_result(key, status=RowStatus.PENDING, error=err, attempts=result.attempts)
+                if isinstance(error, AuthenticationError):
+                    self.request_stop(StopReason.FATAL, f"Bandwidth refused the credentials ({error}); check them")
             else:
                 code = error.status_code if isinstance(error, APIStatusError) else None
                 journal.record_result(
                     key,
-                    status="failed",
+                    status=RowStatus.AMBIGUOUS if event is Event.AMBIGUOUS else RowStatus.FAILED,
                     error=str(error),
-                    error_code=code,
+                    error_code=None if event is Event.AMBIGUOUS else code,
                     attempts=result.attempts,
                     latency=result.latency,
                 )
-                progress._move("in_flight" if marked else "pending", "failed")
-                self._window.add(True)
+            progress.apply(current, event)
+            if event is not Event.NOT_SENT:
+                self._window.add(event is not Event.ACCEPTED)
         except JournalError as exc:
             self.request_stop(StopReason.FATAL, f"the journal failed: {exc}")
             return
@@ -808,7 +847,7 @@ class CampaignRunner:
             self.request_stop(
                 StopReason.ERROR_RATE,
                 f"{rate:.0%} of the last {self._window.count} sends failed or were ambiguous, "
-                f"over --max-error-rate {limit:g}",
+                f"over the limit of {limit:g}",
             )
 
     # -- Delivery -----------------------------------------------------------------------------
@@ -856,6 +895,43 @@ class CampaignRunner:
             if len(rows) >= limit:
                 break
         return rows
+
+
+class _PendingPages:
+    """Pending rows a page at a time, the next page always being fetched while one is sent."""
+
+    __slots__ = ("_journal", "_next", "first")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._next: asyncio.Future[list[PendingRow]] | None = None
+        self.first: list[PendingRow] = []
+
+    async def start(self) -> None:
+        self.first = await self._journal.pending_page(batch=PAGE_SIZE)
+        self._prefetch(self.first)
+
+    def _prefetch(self, page: list[PendingRow]) -> None:
+        full = len(page) == PAGE_SIZE
+        self._next = self._journal.pending_page((page[-1].line, page[-1].key), PAGE_SIZE) if full else None
+
+    def ready(self) -> list[PendingRow] | None:
+        """The next page, if fetched already (the one after is then requested); an empty
+        list when there is none, None when it is not fetched yet."""
+        future = self._next
+        if future is None:
+            return []
+        if not future.done():
+            return None
+        page = future.result()
+        self._prefetch(page)
+        return page
+
+    def close(self) -> None:
+        """Drop the page being fetched (nobody will read it)."""
+        future, self._next = self._next, None
+        if future is not None and not future.cancel():
+            future.exception()  # retrieved, so a failed fetch is not reported as unhandled
 
 
 def _merge(a: ReconcileSummary | None, b: ReconcileSummary | None) -> ReconcileSummary | None:

@@ -13,15 +13,13 @@ Everything is aggregates, so it is cheap at any campaign size.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
+from . import _schema
 from ._exceptions import JournalError
-from ._journal import read_counts
+from ._rowstate import count_final
 
 __all__ = ["JournalStatus", "read_status"]
 
@@ -41,7 +39,7 @@ class JournalStatus:
     total: int
     #: Every :class:`~bwasync.campaign.RowStatus` value, zero included.
     by_status: dict[str, int]
-    #: Rows by delivery summary (``sent``, ``delivered``, ``failed``).
+    #: Accepted rows by delivery summary (``sent``, ``delivered``, ``failed``).
     by_delivery: dict[str, int]
     #: Segments of the accepted rows.
     accepted_segments: int
@@ -49,26 +47,14 @@ class JournalStatus:
     updated_at: float | None
     #: The latest send or result time recorded in a row.
     last_activity: float | None
-
-    @property
-    def done(self) -> int:
-        """Rows in a final status."""
-        final = ("accepted", "failed", "ambiguous", "invalid", "skipped")
-        return sum(self.by_status.get(s, 0) for s in final)
+    #: Rows in a final status.
+    done: int = 0
+    #: Receipts for rows that had no accepted message (never counted as deliveries).
+    unmatched_receipts: int = 0
 
     @property
     def complete(self) -> bool:
         return self.load_complete and self.done == self.total
-
-
-def _mtime(path: str) -> float | None:
-    times = []
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            st = os.stat(path + suffix)
-            if not suffix or st.st_size:
-                times.append(st.st_mtime)
-    return max(times) if times else None
 
 
 def read_status(path: str | os.PathLike[str]) -> JournalStatus:
@@ -80,40 +66,33 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise JournalError(f"{p}: no such journal")
-    try:
-        conn = sqlite3.connect(Path(p).absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise JournalError(f"{p}: cannot open the journal: {exc}") from None
-    try:
+    with _schema.read_only(p) as conn:
         try:
             # One read transaction: every figure comes from the same committed state.
             conn.execute("BEGIN")
-            campaign = conn.execute(
-                "SELECT campaign_id, input_path, template, settings, created_at, loaded_through, load_complete"
-                " FROM campaign WHERE id = 1"
-            ).fetchone()
-            counts = read_counts(conn)
-            last = conn.execute("SELECT MAX(COALESCE(finished_at, in_flight_at)) FROM rows").fetchone()[0]
+            campaign = _schema.campaign(conn)
+            counts = _schema.read_counts(conn)
+            last = _schema.last_activity(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise JournalError(f"{p}: not a readable bwasync campaign journal ({exc})") from None
-    finally:
-        conn.close()
     if campaign is None:
         raise JournalError(f"{p}: the journal holds no campaign yet")
     return JournalStatus(
         path=p,
-        campaign_id=campaign[0],
-        input_path=campaign[1],
-        template=campaign[2],
-        settings=json.loads(campaign[3]),
-        created_at=campaign[4],
-        loaded_through=campaign[5],
-        load_complete=bool(campaign[6]),
+        campaign_id=campaign.campaign_id,
+        input_path=campaign.input_path,
+        template=campaign.template,
+        settings=campaign.settings,
+        created_at=campaign.created_at,
+        loaded_through=campaign.loaded_through,
+        load_complete=campaign.load_complete,
         total=counts.total,
         by_status=counts.by_status,
         by_delivery=counts.by_delivery,
         accepted_segments=counts.accepted_segments,
-        updated_at=_mtime(p),
+        updated_at=_schema.last_write_time(p),
         last_activity=last,
+        done=count_final(counts.by_status),
+        unmatched_receipts=counts.unmatched_receipts,
     )

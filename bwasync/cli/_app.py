@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 
 from .._version import __version__
 from ._campaign import campaign
+from ._campaign_demo import campaign_demo  # noqa: F401  (registers ``demo campaign``)
 from ._demo import demo
 from ._emulator_cmd import emulator_command
 from ._loop import loop_factory

@@ -11,7 +11,7 @@ and the run's ``--rate`` is exactly that, which is what a production campaign sh
 and the progress bar shows the limiter pacing the sends. The queue holds only
 :data:`DEMO_QUEUE_SECONDS` of the rate (Bandwidth's holds 15 minutes), so a run *above* the limit
 (``bwasync demo campaign --rate 450``) fills it within seconds: Bandwidth-style 429s come back,
-the adaptive limiter halves its rate and climbs back, and every 429'd message is retried and
+the adaptive limiter cuts to the rate the queue accepts and regrows, and every 429'd message is retried and
 accepted (the closing line counts the 429s). The default stays at the limit because this
 demo is CPU-bound near that rate on a small machine: emulator, client, callback receiver and
 journal share one process, and every message costs a send and two status callbacks.

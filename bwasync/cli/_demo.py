@@ -25,6 +25,7 @@ from .._client import MessagingClient
 from .._exceptions import BwasyncError
 from .._fanout import SendResult
 from .._models import Message, MessageRequest
+from ..campaign import CallbackReceiver, ReceiverStats
 from ..emulator import Emulator
 from ._constants import (
     DEMO_CALLBACK_DELAY,
@@ -42,7 +43,7 @@ from ._constants import (
 from ._loop import run
 from ._options import emulator_option_note
 from ._output import callbacks_table, echo_json, err_console, message_panel, note, out_console, print_error
-from ._receiver import FINAL_TYPES, CallbackCollector, CallbackReceiver
+from ._receiver import FINAL_TYPES, CallbackCollector
 
 __all__ = ["DEFAULT_DEMO", "EXAMPLES", "demo", "examples"]
 
@@ -182,7 +183,9 @@ async def _examples(knobs: dict[str, Any], *, wait_seconds: float, as_json: bool
     collector = CallbackCollector()
     callback_user, callback_password = "bwasync-demo", secrets.token_urlsafe(16)
     async with (
-        CallbackReceiver(collector, username=callback_user, password=callback_password) as receiver,
+        CallbackReceiver(
+            "127.0.0.1", 0, on_event=collector.add_one, username=callback_user, password=callback_password
+        ) as receiver,
         Emulator(
             username=EMULATOR_USERNAME,
             password=EMULATOR_PASSWORD,
@@ -215,7 +218,7 @@ async def _examples(knobs: dict[str, Any], *, wait_seconds: float, as_json: bool
         # From the first send to the last callback: the whole life of the five messages.
         callback_seconds = time.perf_counter() - started
     complete = collector.done.is_set() and len(messages) == len(EXAMPLES)
-    summary = _summary(messages, collector, send_seconds, callback_seconds, receiver.rejected)
+    summary = _summary(messages, collector, send_seconds, callback_seconds, receiver.stats)
     # Number callbacks like the panels above them (by example, whichever sends succeeded).
     labels = {r.message.id: str(r.index + 1) for r in results if r.message is not None}
     if as_json:
@@ -252,7 +255,7 @@ def _summary(
     collector: CallbackCollector,
     send_seconds: float,
     callback_seconds: float,
-    rejected: int,
+    stats: ReceiverStats,
 ) -> dict[str, Any]:
     finals = [e for e in collector.events if e.type in FINAL_TYPES]
     codes = collections.Counter(e.error_code for e in finals if e.type == "message-failed")
@@ -267,8 +270,9 @@ def _summary(
         "delivered": sum(e.type == "message-delivered" for e in finals),
         "failed": sum(e.type == "message-failed" for e in finals),
         "errorCodes": {str(code): n for code, n in sorted(codes.items(), key=lambda kv: kv[0] or 0)},
-        "duplicateCallbacks": collector.duplicates,
-        "rejectedCallbacks": rejected,
+        # Redelivered events: dropped by the receiver, or by the collector (a second final state).
+        "duplicateCallbacks": collector.duplicates + stats.duplicates,
+        "rejectedCallbacks": stats.rejected,
     }
 
 

@@ -1,24 +1,19 @@
-"""A tiny status-callback receiver for the demo: aiohttp on 127.0.0.1, Basic auth, idempotent.
+"""What the demo expects of status callbacks, and which have come.
 
-:class:`CallbackCollector` is the pure part (which callbacks are expected, which have come,
-duplicates dropped); :class:`CallbackReceiver` is the HTTP shell around it.
+:class:`CallbackCollector` is pure (which callbacks are expected, which have come, duplicates
+dropped); the HTTP side is the project's one receiver,
+:class:`~bwasync.campaign.CallbackReceiver`, with :meth:`CallbackCollector.add_one` as its
+``on_event``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
-import socket
 from collections.abc import Callable, Iterable
-from types import TracebackType
 
-import msgspec
-from aiohttp import web
+from .._models import Message, StatusCallback
 
-from .._models import Message, StatusCallback, decode_callbacks
-
-__all__ = ["FINAL_TYPES", "CallbackCollector", "CallbackReceiver", "expected_callbacks"]
+__all__ = ["FINAL_TYPES", "CallbackCollector", "expected_callbacks"]
 
 #: The callback types that end one recipient's delivery: exactly one of them per recipient.
 FINAL_TYPES = frozenset({"message-delivered", "message-failed"})
@@ -90,6 +85,10 @@ class CallbackCollector:
             self.events.append(event)
         self._changed()
 
+    def add_one(self, event: StatusCallback) -> None:
+        """One event (the receiver's ``on_event``)."""
+        self.add((event,))
+
     def _changed(self) -> None:
         if self._expected is not None and self._expected <= self._seen:
             self.done.set()
@@ -98,63 +97,3 @@ class CallbackCollector:
 
     def __repr__(self) -> str:
         return f"<CallbackCollector {self.received}/{self.expected} duplicates={self.duplicates}>"
-
-
-class CallbackReceiver:
-    """Serves ``POST /callbacks`` on an ephemeral loopback port, checking HTTP Basic auth.
-
-    >>> async with CallbackReceiver(collector, username="u", password="p") as receiver:  # doctest: +SKIP
-    ...     receiver.url     # give this to the emulator as its callback URL
-    """
-
-    PATH = "/callbacks"
-
-    def __init__(self, collector: CallbackCollector, *, username: str, password: str) -> None:
-        self.collector = collector
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._authorization = f"Basic {token}".encode()
-        self.rejected = 0
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}{self.PATH}"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, self._authorization):
-            self.rejected += 1
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="callbacks"'})
-        try:
-            events = decode_callbacks(await request.read())
-        except msgspec.DecodeError as exc:
-            self.rejected += 1
-            return web.Response(status=400, text=str(exc))
-        self.collector.add(events)
-        return web.Response(status=204)
-
-    async def __aenter__(self) -> CallbackReceiver:
-        app = web.Application()
-        app.router.add_post(self.PATH, self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        # Bind the socket ourselves: port 0 picks a free port, and the socket says which.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("127.0.0.1", 0))
-            self._port = sock.getsockname()[1]
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()

@@ -13,13 +13,13 @@ stopping the emulator leaks nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 from collections.abc import Callable
 
 import aiohttp
 import msgspec
 
+from .._auth import basic_header
 from ._config import EmulatorConfig
 from ._lifecycle import callback_event, message_payload, timeline
 from ._state import AcceptedMessage, EmulatorStats, iso_us
@@ -101,12 +101,8 @@ class CallbackDispatcher:
         creds = (cfg.callback_username, cfg.callback_password)
         if creds != self._auth_for:
             self._auth_for = creds
-            # Built by hand: aiohttp 3.14 deprecates BasicAuth, older versions lack its successor.
-            self._auth = (
-                None
-                if creds[0] is None
-                else {"Authorization": "Basic " + base64.b64encode(f"{creds[0]}:{creds[1] or ''}".encode()).decode()}
-            )
+            # Not aiohttp's BasicAuth: 3.14 deprecates it, older versions lack its successor.
+            self._auth = None if creds[0] is None else {"Authorization": basic_header(creds[0], creds[1] or "")}
         return self._auth
 
     async def _deliver(self, url: str, body: bytes) -> bool:

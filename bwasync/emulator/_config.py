@@ -153,6 +153,16 @@ class EmulatorConfig:
         0.0, "Probability the message is accepted but the answer delayed by slow_seconds.", _probability, "P"
     )
     slow_seconds: float = _knob(30.0, "Delay of a 'slow' answer (longer than the client's timeout).", float, "SECONDS")
+    p_429: float = _knob(
+        0.0,
+        "Probability a create's first attempt answers 429 whatever the rate (a flaky load balancer, another "
+        "limit in front of the queue); a retry of the same body is never picked. Not accepted.",
+        _probability,
+        "P",
+    )
+    p_429_retry_after: int | None = _knob(
+        1, "Retry-After (s) sent with those 429s (none: no header).", _optional(int), "SECONDS"
+    )
     seed: int | None = _knob(None, "Seed for faults, jitter, outcomes, ids; read at creation.", _optional(int), "N")
 
     # --- ground truth -------------------------------------------------------------------------
@@ -203,6 +213,8 @@ class EmulatorConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is not a probability in [0, 1]")
+        if not 0.0 <= self.p_429 <= 1.0:
+            raise ValueError(f"p_429={self.p_429} is not a probability in [0, 1]")
         if self.dequeue_rate is not None and self.dequeue_rate <= 0:
             raise ValueError("dequeue_rate must be positive (or None for unlimited)")
         if self.queue_seconds <= 0:

@@ -32,7 +32,8 @@ import msgspec
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .._segments import segments
+from .._auth import basic_header
+from .._segments import segments, total_segments
 from .._validation import decode_json, parse_rfc3339, validate_wire
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
@@ -66,9 +67,9 @@ _decoder = msgspec.json.Decoder()
 log = logging.getLogger("bwasync.emulator")
 _encode = bodies.encode
 
-#: Faults that replace the answer before anything is accepted, and those that follow acceptance.
+#: Faults that replace the answer before anything is accepted (``drop_after`` and ``slow`` follow
+#: acceptance and are handled where the answer is written).
 _BEFORE = ("drop_before", "500", "503", "502_html")
-_AFTER = ("drop_after", "slow")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,6 +136,9 @@ class Emulator:
         self._basic_header: str | None = None
         seed = config.seed
         self._fault_rng = _stream(seed, "faults")
+        self._sporadic_rng = _stream(seed, "sporadic-429")
+        # Bodies answered a sporadic 429 and not retried yet: their retry is let through.
+        self._sporadic_pending: set[int] = set()
         self._jitter_rng = _stream(seed, "jitter")
         self._outcome_rng = _stream(seed, "outcomes")
         self._ids = IdFactory(_stream(seed, "ids"))
@@ -227,6 +231,23 @@ class Emulator:
     async def drain_callbacks(self) -> None:
         """Wait until every scheduled callback is delivered or given up (for tests and demos)."""
         await self._callbacks.drain()
+
+    def set_dequeue_rate(self, rate: float | None) -> None:
+        """Change the account dequeue rate now, while running (``None``: unlimited).
+
+        What is queued has drained at the old rate up to this instant and drains at the new one
+        from now on; a queue above the new capacity refuses everything until it is below it.
+        """
+        old = self._config.dequeue_rate
+        if rate is not None and not rate > 0:
+            raise ValueError("dequeue_rate must be positive (or None for unlimited)")
+        now = self._now()
+        for queue in self._queues.values():
+            if old is not None:
+                queue.drain(now, old)
+            else:
+                queue.level = 0.0
+        self._config.dequeue_rate = rate
 
     def reset(self) -> None:
         """Forget accepted messages and counters and empty the queues; media and tokens stay."""
@@ -338,11 +359,7 @@ class Emulator:
         cfg = self.config
         if cfg.username is not self._basic_for[0] or cfg.password is not self._basic_for[1]:
             self._basic_for = (cfg.username, cfg.password)
-            self._basic_header = (
-                None
-                if cfg.username is None
-                else "Basic " + base64.b64encode(f"{cfg.username}:{cfg.password or ''}".encode()).decode()
-            )
+            self._basic_header = None if cfg.username is None else basic_header(cfg.username, cfg.password or "")
         if header == self._basic_header:
             return True
         scheme, _, value = header.partition(" ")
@@ -383,9 +400,19 @@ class Emulator:
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
-        cfg = self.config
         stats.requests += 1
         stats.creates += 1
+        stats.creates_in_flight += 1
+        if stats.creates_in_flight > stats.max_creates_in_flight:
+            stats.max_creates_in_flight = stats.creates_in_flight
+        try:
+            return await self._answer_create(request)
+        finally:
+            stats.creates_in_flight -= 1
+
+    async def _answer_create(self, request: web.Request) -> web.StreamResponse:
+        stats = self.stats
+        cfg = self.config
         fault = None
         if cfg.p_drop_before or cfg.p_500 or cfg.p_503 or cfg.p_502_html or cfg.p_drop_after or cfg.p_slow:
             fault = self._roll_fault()
@@ -411,6 +438,14 @@ class Emulator:
                 )
             return await self._later(resp, delay) if delay else resp
 
+        if cfg.p_429 and await self._sporadic_429(request, cfg.p_429):
+            stats.faults["429"] += 1
+            after = cfg.p_429_retry_after
+            resp = self._reply(
+                429, bodies.LIST_RATE_LIMITED, extra=None if after is None else {"Retry-After": str(after)}
+            )
+            return await self._later(resp, delay) if delay else resp
+
         result = await self._accept(request, cfg)
         if isinstance(result, web.Response):
             return await self._later(result, delay) if delay else result
@@ -431,6 +466,17 @@ class Emulator:
             delay = 0.0
         resp = self._reply(202, result)
         return await self._later(resp, delay) if delay else resp
+
+    async def _sporadic_429(self, request: web.Request, p: float) -> bool:
+        """Whether this create gets a rate-independent 429: a first attempt, with probability ``p``."""
+        key = hash(await request.read())
+        if key in self._sporadic_pending:
+            self._sporadic_pending.discard(key)  # the retry of a body picked before
+            return False
+        if self._sporadic_rng.random() < p:
+            self._sporadic_pending.add(key)
+            return True
+        return False
 
     async def _accept(self, request: web.Request, cfg: EmulatorConfig) -> web.Response | bytes:
         """Run every check; on success record the message and return the 202 body."""
@@ -457,7 +503,7 @@ class Emulator:
         text = body.get("text")
         media = body.get("media") or None
         count = 1 if media else segments(text).segments
-        cost = count * len(to)
+        cost = total_segments(count, len(to))
         account: str = request.match_info["accountId"]
         now = self._now()
         wait = 0.0

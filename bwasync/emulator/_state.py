@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from .._segments import total_segments
+
 __all__ = [
     "AcceptedMessage",
     "AccountQueue",
@@ -74,7 +76,7 @@ class AcceptedMessage(msgspec.Struct, kw_only=True, gc=False):
     @property
     def cost(self) -> int:
         """What the message costs in the account queue: segments × recipients."""
-        return self.segment_count * len(self.to)
+        return total_segments(self.segment_count, len(self.to))
 
     def error_code(self, index: int) -> int:
         """The failure code of recipient ``index``, 0 when it is delivered."""
@@ -89,6 +91,10 @@ class EmulatorStats:
     requests: int = 0
     #: Create requests (``POST .../messages``).
     creates: int = 0
+    #: Create requests being handled right now, and the most there ever were at once (what a
+    #: client's in-flight cap looks like from the server).
+    creates_in_flight: int = 0
+    max_creates_in_flight: int = 0
     #: Messages accepted: answered 202, or dropped/slowed after acceptance.
     accepted: int = 0
     #: Segments × recipients accepted (what the account queue counts).
@@ -111,6 +117,7 @@ class EmulatorStats:
         return {
             "requests": self.requests,
             "creates": self.creates,
+            "max_creates_in_flight": self.max_creates_in_flight,
             "accepted": self.accepted,
             "segments": self.segments,
             "by_status": dict(self.by_status),
@@ -137,11 +144,15 @@ class AccountQueue:
         self.level = 0.0
         self._last: float | None = None
 
-    def admit(self, cost: int, now: float, rate: float, queue_seconds: float) -> float | None:
-        """Seconds until this message is dequeued, or None if the queue is full."""
+    def drain(self, now: float, rate: float) -> None:
+        """Dequeue at ``rate`` up to ``now`` (called with the old rate before the rate changes)."""
         if self._last is not None:
             self.level = max(0.0, self.level - (now - self._last) * rate)
         self._last = now
+
+    def admit(self, cost: int, now: float, rate: float, queue_seconds: float) -> float | None:
+        """Seconds until this message is dequeued, or None if the queue is full."""
+        self.drain(now, rate)
         before = self.level
         if before + cost > rate * queue_seconds + 1e-9:
             return None

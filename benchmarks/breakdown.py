@@ -1,0 +1,122 @@
+"""What bwasync adds to one message, piece by piece, in µs: no network, no event-loop wakeups.
+
+    python -m benchmarks.breakdown [--repeat 7] [--number 20000]
+
+Each row times one step of a ``send_many`` message in a tight loop (median of ``--repeat``
+runs of ``--number`` calls; the coroutine steps run inside one event loop without suspending).
+The sum is bwasync's own Python cost per message on top of an aiohttp request; compare it with
+the client CPU µs/msg of ``python -m benchmarks --only client-overhead`` (the whole request,
+aiohttp and the event loop included). Figures move with the machine's load; ratios between rows
+are the stable part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+
+from bwasync import AdaptiveLimiter, MessageRequest, Outcome, SendResult
+from bwasync._models import decode_message, encode_request
+from bwasync._pipeline import Gate, Slot
+from bwasync._segments import message_cost
+
+from ._common import Table
+from ._data import APPLICATION_ID, RESPONSE_202, SENDER, recipient, text
+
+
+def _time(fn: Callable[[], object], number: int, repeat: int) -> float:
+    """Median µs per call of ``fn``."""
+    runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(number):
+            fn()
+        runs.append((time.perf_counter() - started) / number * 1e6)
+    return statistics.median(runs)
+
+
+def _drive(factory: Callable[[], object]) -> Callable[[], object]:
+    """Run a coroutine that never suspends to completion without the event loop (no wakeup)."""
+
+    def run() -> object:
+        coro = factory()
+        try:
+            coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError("the coroutine suspended")
+
+    return run
+
+
+def measure(number: int, repeat: int) -> list[tuple[str, float]]:
+    req = MessageRequest(application_id=APPLICATION_ID, to=recipient(1), from_=SENDER, text=text(1))
+    body = encode_request(req)
+    message = decode_message(RESPONSE_202)
+    limiter = AdaptiveLimiter()
+    gate = Gate(64)
+    slot = Slot()
+    counter = iter(range(10**9))
+
+    def build() -> object:
+        i = next(counter)
+        return MessageRequest(application_id=APPLICATION_ID, to=recipient(i), from_=SENDER, text=text(i))
+
+    def inputs_only() -> object:
+        i = next(counter)
+        return (APPLICATION_ID, recipient(i), SENDER, text(i))
+
+    async def limiter_round() -> None:
+        await limiter.acquire(1, sender=SENDER)
+        limiter.report_success(1, sender=SENDER)
+
+    def gate_round() -> None:
+        gate.try_take()
+        gate.release()
+
+    def stamp() -> None:
+        slot.sent_at = time.monotonic()
+        slot.latency()
+
+    def result() -> object:
+        return SendResult(index=1, outcome=Outcome.ACCEPTED, request=req, message=message, attempts=1, latency=0.001)
+
+    rows = [
+        ("build + validate a MessageRequest (minus making its inputs)", _time(build, number, repeat)),
+        ("encode the request body (msgspec)", _time(lambda: encode_request(req), number, repeat)),
+        ("segments × recipients for the limiter", _time(lambda: message_cost(req), number, repeat)),
+        ("limiter: acquire (fast path) + report_success", _time(_drive(limiter_round), number, repeat)),
+        ("in-flight gate: take + release", _time(gate_round, number, repeat)),
+        ("clock reads for latency", _time(stamp, number, repeat)),
+        ("decode the 202 into a Message (msgspec)", _time(lambda: decode_message(RESPONSE_202), number, repeat)),
+        ("build the SendResult", _time(result, number, repeat)),
+    ]
+    base = _time(inputs_only, number, repeat)
+    name, value = rows[0]
+    rows[0] = (name, max(0.0, value - base))
+    assert body
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.breakdown", description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    rows = asyncio.run(_in_loop(args.number, args.repeat))
+    table = Table("bwasync's own work per message (no network)", ["step", "µs/msg"])
+    for name, value in rows:
+        table.add(name, f"{value:.2f}")
+    table.add("sum", f"{sum(v for _, v in rows):.2f}")
+    print(table.render())
+
+
+async def _in_loop(number: int, repeat: int) -> list[tuple[str, float]]:
+    return measure(number, repeat)  # inside a running loop, as the limiter expects
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""One send pipeline: the object that owns an attempt, shared by single sends and the fan-out.
+
+A :class:`Pipeline` holds the four things an attempt needs — the transport, the rate limiter,
+the retry policy and the client-wide in-flight gate — and sends one validated request through
+them::
+
+    limiter.acquire  ->  before_send (first attempt)  ->  gate  ->  POST  ->  gate released
+                                                                      |
+        429: report_rate_limited (Retry-After capped by the policy)   |  202: report_success
+                                                                      v
+        retryable failure: wait (backoff / Retry-After) *outside* the gate, then again
+
+``MessagingClient.create_message``, ``send`` and every ``send_many`` run go through the same
+pipeline (a run may derive one with its own limiter cap, policy or timeout), so the in-flight gate
+is one cap for the whole client and a 429 seen by one run slows every run.
+
+The gate is held only while a request is on the wire: a send that waits for the limiter or waits
+out a backoff holds no slot. A ``send_many`` run goes further (``backoff=``): its worker gives
+its run slot back while it sleeps, so sleepers do not throttle the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import APIError, RateLimitError
+from ._models import Message, MessageRequest, encode_request
+from ._retry import retry_after_failure
+from ._segments import message_cost
+
+if TYPE_CHECKING:
+    from ._ratelimit import RateLimiter, TokenBucket
+    from ._retry import RetryPolicy
+    from ._transport import Timeout, Transport
+
+__all__ = ["IDLE", "SENDING", "WAITING", "CappedLimiter", "Gate", "Pipeline", "Slot"]
+
+#: Where a send stands, so that a stop knows whether its request may have left.
+IDLE, WAITING, SENDING = 0, 1, 2
+
+#: ``backoff(seconds)``: how a retry waits (a run releases its slot meanwhile).
+Backoff = Callable[[float], Awaitable[None]]
+
+
+class Gate:
+    """At most ``size`` holders at once; waiters are served first come, first served.
+
+    What ``asyncio.Semaphore`` does, but taking a free place is a plain call (``try_take``), not
+    a coroutine: the gate is passed twice per message on the hot path. A place given back while
+    others wait goes straight to the first of them.
+    """
+
+    __slots__ = ("_free", "_waiters", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a place, then cancelled before using it: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting for a place."""
+        return len(self._waiters)
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.in_use}/{self.size} in use, {self.waiting} waiting>"
+
+
+class Slot:
+    """Per-send state the pipeline keeps up to date (one per fan-out worker, reused)."""
+
+    __slots__ = ("body", "cost", "maybe_sent", "sender", "sent_at", "stage", "started")
+
+    def __init__(self) -> None:
+        self.stage = IDLE
+        #: An earlier attempt of this send failed ambiguously (only with retry_ambiguous).
+        self.maybe_sent = False
+        #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
+        self.sent_at = 0.0
+        #: The send's encoded body, segments, sender, and ``time.monotonic()`` of its start.
+        self.body = b""
+        self.cost = 0
+        self.sender = ""
+        self.started = 0.0
+
+    def latency(self) -> float:
+        """Seconds since the latest attempt's request left (0.0 if none left)."""
+        return time.monotonic() - self.sent_at if self.sent_at else 0.0
+
+
+class Pipeline:
+    """Sends validated requests: limiter, in-flight gate, transport, retries.
+
+    Built by the client; :meth:`derive` makes a variant for one call or one run that shares the
+    transport and the gate (and, unless replaced, the limiter).
+    """
+
+    __slots__ = ("gate", "limiter", "policy", "timeout", "transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        gate: Gate,
+        timeout: Timeout,
+    ) -> None:
+        self.transport = transport
+        self.limiter = limiter
+        self.policy = policy
+        #: The client-wide cap on requests in flight.
+        self.gate = gate
+        #: The per-attempt timeout, built once (never one object per request).
+        self.timeout = timeout
+
+    def derive(
+        self,
+        *,
+        limiter: RateLimiter | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Pipeline:
+        """A variant sharing the transport and the in-flight gate; ``self`` if nothing changes."""
+        if limiter is None and policy is None and timeout is None:
+            return self
+        return Pipeline(
+            self.transport,
+            limiter=self.limiter if limiter is None else limiter,
+            policy=self.policy if policy is None else policy,
+            gate=self.gate,
+            timeout=self.timeout if timeout is None else self.transport.make_timeout(timeout),
+        )
+
+    async def send(
+        self,
+        request: MessageRequest,
+        slot: Slot,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        backoff: Backoff | None = None,
+    ) -> tuple[Message, int]:
+        """Send ``request``; return Bandwidth's answer and the attempts made in all.
+
+        Raises the error that ended the send, its ``attempts`` set. ``before_send`` runs once,
+        right before the first attempt leaves; ``backoff`` replaces ``asyncio.sleep`` between
+        attempts. (:func:`~bwasync._fanout.send_one` calls :meth:`first_attempt` and
+        :meth:`retry` itself, one coroutine frame less per message.)
+        """
+        try:
+            return await self.first_attempt(request, slot, before_send), 1
+        except APIError as exc:
+            return await self.retry(exc, slot, backoff)
+
+    def first_attempt(
+        self, request: MessageRequest, slot: Slot, before_send: Callable[[], Awaitable[None]] | None
+    ) -> Coroutine[Any, Any, Message]:
+        """Prepare ``request`` in ``slot`` and return its first attempt, to be awaited."""
+        slot.body = encode_request(request)
+        slot.cost = message_cost(request)
+        slot.sender = request.from_
+        slot.stage = WAITING
+        slot.maybe_sent = False
+        slot.sent_at = 0.0
+        slot.started = time.monotonic()
+        return self._attempt(slot, before_send)
+
+    async def retry(self, first: APIError, slot: Slot, backoff: Backoff | None) -> tuple[Message, int]:
+        """After a failed first attempt: retry under the policy; (message, attempts in all)."""
+
+        def again() -> Awaitable[Message]:
+            return self._attempt(slot, None)
+
+        return await retry_after_failure(again, first, self.policy, started=slot.started, sleep=backoff)
+
+    async def _attempt(self, slot: Slot, before_send: Callable[[], Awaitable[None]] | None) -> Message:
+        """One attempt. ``slot.stage`` is SENDING exactly while the request may be on the wire."""
+        slot.stage = WAITING
+        cost, sender = slot.cost, slot.sender
+        transport = self.transport
+        if transport.auth.cached_header() is None:
+            # Fetch the OAuth2 token before the create can leave: if that fails, the message
+            # certainly was not sent (and a cancellation now is not ambiguous either).
+            await transport.auth_header()
+        limiter = self.limiter
+        await limiter.acquire(cost, sender=sender)
+        gate = self.gate
+        try:
+            if before_send is not None:
+                await before_send()
+            if not gate.try_take():
+                await gate.take()
+        except BaseException:
+            limiter.release(cost, sender=sender)
+            raise
+        slot.stage = SENDING
+        slot.sent_at = time.monotonic()
+        try:
+            message = await transport.create_message(slot.body, self.timeout)
+        except RateLimitError as exc:
+            slot.stage = WAITING
+            retry_after = exc.retry_after
+            if retry_after is not None:
+                # The policy's cap is the one that counts, for the retry and the limiter alike.
+                retry_after = min(retry_after, self.policy.max_retry_after)
+            limiter.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=exc.allowed_rate)
+            raise
+        except APIError as exc:
+            slot.stage = WAITING
+            if exc.may_have_been_sent:
+                slot.maybe_sent = True
+            raise
+        finally:
+            gate.release()
+        slot.stage = WAITING
+        limiter.report_success(cost, sender=sender)
+        return message
+
+
+class CappedLimiter:
+    """A run's own rate cap *under* the client's limiter: a send needs room in both.
+
+    Successes and 429s are reported to the client's limiter only, so a 429 seen by one run slows
+    every run of the client, and concurrent runs share one account budget.
+    """
+
+    __slots__ = ("_cap", "_inner")
+
+    def __init__(self, inner: RateLimiter, cap: TokenBucket) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    async def acquire(self, cost: float, *, sender: str) -> None:
+        await self._cap.acquire(cost)
+        try:
+            await self._inner.acquire(cost, sender=sender)
+        except BaseException:
+            self._cap.release(cost)
+            raise
+
+    def release(self, cost: float, *, sender: str) -> None:
+        self._inner.release(cost, sender=sender)
+        self._cap.release(cost)
+
+    def report_success(self, cost: float, *, sender: str) -> None:
+        self._inner.report_success(cost, sender=sender)
+
+    def report_rate_limited(self, *, sender: str, retry_after: float | None, allowed_rate: float | None = None) -> None:
+        self._inner.report_rate_limited(sender=sender, retry_after=retry_after, allowed_rate=allowed_rate)
+
+    @property
+    def rate(self) -> float | None:
+        inner = self._inner.rate
+        return self._cap.rate if inner is None else min(inner, self._cap.rate)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} cap={self._cap!r} inner={self._inner!r}>"

@@ -1,0 +1,518 @@
+"""The ``campaign run``, ``campaign status`` and ``campaign report`` commands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from ..._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS
+from ..._retry import RetryPolicy
+from ...campaign import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_SETTLE,
+    CampaignOptions,
+    InputFileError,
+    JournalError,
+    JournalLockedError,
+    Report,
+    RowRecord,
+    Template,
+    TemplateError,
+    build_report,
+    dry_run,
+    export_rows_csv,
+    export_rows_json,
+    load_opt_out,
+    read_status,
+)
+from ...campaign._journal import Journal
+from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
+from .._loop import run
+from .._options import ConnectionOptions, connection_options
+from .._output import note
+from ._display import progress_mode
+from ._group import campaign
+from ._render import (
+    SHOWN_INVALID,
+    print_dry_run,
+    print_error,
+    print_status,
+    print_summary,
+    print_warning,
+    status_json,
+    word_mostly_invalid,
+    word_problem,
+)
+from ._session import (
+    DEFAULT_WAIT_DELIVERY,
+    EXIT_FATAL,
+    EXIT_MOSTLY_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunSettings,
+    run_campaign,
+    run_tuned,
+)
+
+# --- campaign run ----------------------------------------------------------------------------------
+
+
+def _parse_host_port(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080, or 127.0.0.1:0 for any free port)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _read_template(template: str | None, template_file: str | None) -> str | None:
+    if template is not None and template_file is not None:
+        raise click.UsageError("give --template or --template-file, not both")
+    if template_file is None:
+        return template
+    try:
+        with open(template_file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {template_file}: {exc}", param_hint="--template-file") from None
+    # An editor's final newline is not part of the message.
+    return text[:-1] if text.endswith("\n") else text
+
+
+_RUN_EPILOG = """\b
+Examples:
+  # Try it locally: a dry run, then a real run against an in-process emulator
+  bwasync campaign run list.csv --template "Hi {first_name}, your code is {code}" --dry-run --rate 20
+  bwasync campaign run list.csv --template "Hi {first_name}, your code is {code}" --emulator
+
+\b
+  # For real, at the account's 20 segments/s, tracking delivery on port 8080
+  export BW_ACCOUNT_ID=... BW_USERNAME=... BW_PASSWORD=... BW_APPLICATION_ID=... BW_NUMBER=+15553332222
+  bwasync campaign run list.csv --template-file message.txt --key-column id --rate 20 \\
+      --opt-out stop.txt --callbacks 0.0.0.0:8080 --callback-username bw --callback-password ...
+
+\b
+  # Killed, interrupted or paused? Rerun the very same command: it resumes.
+  # Rows whose fate is unknown are 'ambiguous'; after checking, resend them knowingly:
+  bwasync campaign run list.csv --template-file message.txt --key-column id --retry-ambiguous
+
+\b
+  # Meanwhile, from another terminal; afterwards, per-row outcomes
+  bwasync campaign status list.csv.journal
+  bwasync campaign report list.csv.journal --csv outcomes.csv
+
+\b
+Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
+ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
+journal is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
+Every non-zero stop is resumable: rerun the same command."""
+
+
+@campaign.command(
+    "run",
+    short_help="Send every row of a CSV/JSONL file once (resumable; --dry-run to check first).",
+    epilog=_RUN_EPILOG,
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--template",
+    metavar="TEXT",
+    help="Message text with {column} fields, e.g. 'Hi {first_name}'. Rows with a 'text' column use their own.",
+)
+@click.option(
+    "--template-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the template from this UTF-8 file (a final newline is dropped).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SEG/S",
+    help="Send at most this many segments per second: your account's limit. Slows down further on 429. "
+    "A run may start with one second's burst (the limiter starts full), so a short run can show more. "
+    "[default: unthrottled until the first 429]",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once (also the most rows a crash can leave to reconcile).",
+)
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    help="The journal (SQLite) recording every row's fate; rerun with the same one to resume. [default: FILE.journal]",
+)
+@click.option("--key-column", metavar="NAME", help="Column whose value keys each row (unique). [default: line number]")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Input format. [default: from the extension]"
+)
+@click.option(
+    "--campaign-id",
+    metavar="ID",
+    help="Campaign id for a new journal (tags are '<id>:<row key>'). [default: random]",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and render every row, show encodings, segments and the time it would take; send nothing.",
+)
+@click.option(
+    "--retry-ambiguous",
+    is_flag=True,
+    help="Look the ambiguous rows up once more, then resend those not found (their recipients may get two).",
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Resend rows that failed before (certainly not sent, e.g. during an outage)."
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MAX_ERROR_RATE,
+    show_default=True,
+    metavar="FRACTION",
+    help="Pause (exit 3, resumable) when more than this fraction of the last 200 sends failed or were "
+    "ambiguous (judged after 50). 1 never pauses.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_ATTEMPTS,
+    show_default=True,
+    help="Attempts per message on 429, 5xx and connection failures (never on an ambiguous one).",
+)
+@click.option(
+    "--opt-out",
+    "opt_out_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File of numbers never to message, one per line ('#' comments). Also applied to pending rows on resume.",
+)
+@click.option(
+    "--callbacks",
+    metavar="HOST:PORT",
+    help="Receive Bandwidth's status callbacks here and record deliveries (point your application's "
+    "callback URL at it). With --emulator, the emulator posts to it.",
+)
+@click.option(
+    "--callback-username",
+    envvar="BW_CALLBACK_USERNAME",
+    show_envvar=True,
+    help="Basic auth username the callbacks must carry.",
+)
+@click.option(
+    "--callback-password",
+    envvar="BW_CALLBACK_PASSWORD",
+    show_envvar=True,
+    metavar="SECRET",
+    help="Basic auth password the callbacks must carry.",
+)
+@click.option(
+    "--wait-delivery",
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help=f"After sending, wait up to this long for every delivery receipt. [default: {DEFAULT_WAIT_DELIVERY:g} "
+    "with --callbacks]",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=DEFAULT_SETTLE,
+    show_default=True,
+    metavar="SECONDS",
+    help="On resume, rows a dead run left in flight are looked up in Bandwidth's message list only once "
+    "this old (a request the dead run wrote may still be processed meanwhile).",
+)
+@click.option(
+    "--allow-invalid",
+    is_flag=True,
+    help="Go on when more than half of the rows are invalid (by default: exit 4 before sending anything).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+@connection_options
+def run_command(connection: ConnectionOptions, **params: Any) -> None:
+    """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
+
+    Rows are rendered from --template ({column} fields), checked against every Bandwidth rule
+    (an invalid row is reported with its line number and the campaign goes on), paced to
+    --rate segments per second, and tagged '<campaign id>:<row key>'. The journal records each
+    row before its request leaves and after the answer, so the run can be stopped at any moment
+    (Ctrl-C finishes what is in flight; a second Ctrl-C, a crash or kill -9 also lose nothing)
+    and resumed by running the same command again. On resume, rows a dead run left in flight are
+    looked up in Bandwidth's message list; those not found become 'ambiguous' and are not resent
+    unless --retry-ambiguous.
+    """
+    ctx = click.get_current_context()
+    args = RunArgs(**params)
+    source = _read_template(args.template, args.template_file)
+    template: Template | None = None
+    if source is not None:
+        try:
+            template = Template(source)
+        except TemplateError as exc:
+            raise click.BadParameter(str(exc), param_hint="--template") from None
+    try:
+        opt_out = load_opt_out(args.opt_out_path) if args.opt_out_path else frozenset()
+    except InputFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--opt-out") from None
+    fmt: Any = args.fmt
+    if args.dry_run:
+        ctx.exit(_dry_run(connection, args, template, opt_out))
+    endpoint = _parse_host_port(args.callbacks)
+    if (args.callback_username is None) != (args.callback_password is None):
+        raise click.UsageError("give both --callback-username and --callback-password, or neither")
+    settings = connection.resolve(need_from=False)
+    if settings.application_id is None:  # resolve() insists on it; keeps mypy informed
+        raise click.UsageError("Missing --application-id (or set BW_APPLICATION_ID)")
+    if _preflight(args.file, fmt, template, settings.from_, dry=False) is not True:
+        ctx.exit(EXIT_USAGE)
+    try:
+        options = CampaignOptions(
+            input_path=args.file,
+            application_id=settings.application_id,
+            template=source,
+            default_from=settings.from_,
+            key_column=args.key_column,
+            fmt=fmt,
+            campaign_id=args.campaign_id,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            retry=RetryPolicy(max_attempts=args.max_attempts),
+            retry_ambiguous=args.retry_ambiguous,
+            retry_failed=args.retry_failed,
+            max_error_rate=None if args.max_error_rate >= 1 else args.max_error_rate,
+            opt_out=opt_out,
+            settle=args.settle,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    wait = args.wait_delivery
+    run_settings = RunSettings(
+        journal_path=args.journal_path or args.file + ".journal",
+        callbacks=endpoint,
+        callback_username=args.callback_username,
+        callback_password=args.callback_password,
+        wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
+        progress=progress_mode(args.no_progress),
+        allow_invalid=args.allow_invalid,
+    )
+    ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+
+
+@dataclass(frozen=True, slots=True)
+class RunArgs:
+    """``campaign run``'s arguments, as click parses them (see the options above)."""
+
+    file: str
+    template: str | None
+    template_file: str | None
+    rate: float | None
+    concurrency: int
+    journal_path: str | None
+    key_column: str | None
+    fmt: str | None
+    campaign_id: str | None
+    dry_run: bool
+    retry_ambiguous: bool
+    retry_failed: bool
+    max_error_rate: float
+    max_attempts: int
+    opt_out_path: str | None
+    callbacks: str | None
+    callback_username: str | None
+    callback_password: str | None
+    wait_delivery: float | None
+    settle: float
+    allow_invalid: bool
+    no_progress: bool
+
+
+def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
+    """Check FILE's columns against the template and sender; False (and why, said) if it cannot work.
+
+    None: a dry run without any sender, which goes on (warned) checking rows as if one were given.
+    """
+    try:
+        columns = file_columns(file, fmt=fmt)
+    except InputFileError as exc:
+        print_error(str(exc))
+        return False
+    ok: bool | None = True
+    for problem in preflight(columns, template=template, default_from=sender):
+        if problem.kind is ProblemKind.NO_SENDER and dry:
+            print_warning(
+                word_problem(problem, file) + " The dry run goes on, checking the rows as if a sender were given; "
+                "a real run would stop here."
+            )
+            if ok:
+                ok = None
+            continue
+        print_error(word_problem(problem, file))
+        ok = False
+    return ok
+
+
+#: ``--format`` of ``status`` and ``report``.
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people; json: one JSON object on stdout, for scripts.",
+)
+
+
+# --- dry run ---------------------------------------------------------------------------------------
+
+#: Placeholder application id for a dry run without one: only its presence is validated.
+_DRY_APPLICATION = "dry-run-application"
+#: Placeholder sender for a dry run without any (warned): the rows' other fields still get checked.
+_DRY_SENDER = "+15550000000"
+
+
+def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | None, opt_out: frozenset[str]) -> int:
+    """Validate and render FILE; nothing is sent and no journal is created (no event loop either)."""
+    if connection.emulator:
+        resolved = connection.resolve(need_from=False)
+        app, sender = resolved.application_id, resolved.from_
+    else:
+        app, sender = connection.application_id, connection.from_
+    fmt: Any = args.fmt
+    checked = _preflight(args.file, fmt, template, sender, dry=True)
+    if checked is False:
+        return EXIT_USAGE
+    if checked is None:
+        sender = _DRY_SENDER
+    try:
+        report = dry_run(
+            args.file,
+            template=template,
+            application_id=app or _DRY_APPLICATION,
+            default_from=sender,
+            key_column=args.key_column,
+            fmt=fmt,
+            campaign_id=args.campaign_id,
+            opt_out=opt_out,
+        )
+    except (InputFileError, TemplateError) as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    print_dry_run(args.file, report, args.rate)
+    if mostly_invalid(report.invalid, report.rows) and not args.allow_invalid:
+        print_error(word_mostly_invalid(report.invalid, report.rows))
+        return EXIT_MOSTLY_INVALID
+    return EXIT_OK
+
+
+@campaign.command(
+    "status",
+    short_help="Progress of a campaign from its journal (safe while it runs).",
+    epilog="""\b
+Examples:
+  bwasync campaign status list.csv.journal
+  watch -n 2 bwasync campaign status list.csv.journal
+
+--format json prints one JSON object (schema in the README).
+
+Exit status: 0 the campaign is complete, 1 it is not (yet), 2 not a journal.""",
+)
+@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@_FORMAT
+def status_command(journal: str, fmt: str) -> None:
+    """Show a campaign's progress: rows by state, delivery receipts, when it last moved.
+
+    Reads the journal read-only, without taking its lock, so it works while 'campaign run' is
+    sending (it shows the last committed state) as well as after.
+    """
+    ctx = click.get_current_context()
+    try:
+        status = read_status(journal)
+    except JournalError as exc:
+        print_error(str(exc))
+        ctx.exit(EXIT_USAGE)
+    if fmt == "json":
+        click.echo(status_json(status))
+    else:
+        print_status(status)
+    ctx.exit(EXIT_OK if status.complete else EXIT_FATAL)
+
+
+# --- campaign report ---------------------------------------------------------------------------------
+
+
+@campaign.command(
+    "report",
+    short_help="A campaign's outcome; --csv/--json export every row's.",
+    epilog="""\b
+Examples:
+  bwasync campaign report list.csv.journal
+  bwasync campaign report list.csv.journal --csv outcomes.csv --json outcomes.jsonl
+
+The exports have one record per row, in file order: key, line, status, recipients, message_id,
+error, error_code, delivery_status, delivery_error_code, segments, attempts, latency.
+--format json prints the summary as one JSON object on stdout (schema in the README).""",
+)
+@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this CSV file.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this JSON Lines file."
+)
+@_FORMAT
+def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str) -> None:
+    """Summarise a campaign: accepted, delivered, failed (by error code), ambiguous, invalid,
+    segments, throughput and latency percentiles; optionally export every row's outcome.
+
+    Needs the journal to itself: while a run is going, use 'campaign status'.
+    """
+    ctx = click.get_current_context()
+    try:
+        read_status(journal)  # refuses a file that is not a journal without creating anything
+    except JournalError as exc:
+        print_error(str(exc))
+        ctx.exit(EXIT_USAGE)
+
+    async def main() -> tuple[Report, list[RowRecord], list[str]]:
+        written: list[str] = []
+        async with Journal(journal) as j:
+            report = await build_report(j)
+            invalid = [row async for row in _first(j, "invalid", SHOWN_INVALID)]
+            if csv_path:
+                n = await export_rows_csv(j, csv_path)
+                written.append(f"{n:,} rows written to {csv_path}")
+            if json_path:
+                n = await export_rows_json(j, json_path)
+                written.append(f"{n:,} rows written to {json_path}")
+        return report, invalid, written
+
+    try:
+        report, invalid, written = run(main())
+    except JournalLockedError:
+        print_error(
+            f"{journal} is in use by a running campaign; 'bwasync campaign status {journal}' reads it meanwhile."
+        )
+        ctx.exit(EXIT_USAGE)
+    except (JournalError, OSError) as exc:
+        print_error(str(exc))
+        ctx.exit(EXIT_FATAL)
+    if fmt == "json":
+        click.echo(report.to_json())
+    else:
+        print_summary(report, invalid, None)
+    for line in written:
+        note(line)
+
+
+async def _first(journal: Journal, status: str, limit: int) -> Any:
+    count = 0
+    async for row in journal.rows_with_status(status, batch=limit):
+        yield row
+        count += 1
+        if count >= limit:
+            return

@@ -1,0 +1,347 @@
+"""The rate-control policy (bwasync/_ratecontrol.py), one test per rule, on a hand-moved clock.
+
+Nothing here sleeps or opens a socket: every call takes ``now``. The last tests replay two
+servers in simulated time (a full queue, and 429s unrelated to the rate) against the controller.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from bwasync._constants import (
+    MIN_RATE,
+    RATE_CUBIC_SCALE,
+    RATE_CUT_FLOOR,
+    RATE_DRAIN_FACTOR,
+    RATE_HINT_FACTOR,
+    RATE_LIMIT_EPISODE,
+    RATE_NOISE_HALF_LIFE,
+)
+from bwasync._ratecontrol import NOISE, PAID_OFF, STILL_FULL, Meter, RateController, cubic_rate, cut_target, judge_cut
+from bwasync._transport import parse_allowed_rate, status_error
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def steady(control: RateController, rate: float, start: float, end: float, *, accept: float = 1.0) -> float:
+    """Send (and get accepted) ``rate`` one-segment messages per second over [start, end)."""
+    n = round((end - start) * rate)
+    now = start
+    for i in range(n):
+        now = start + i / rate
+        control.on_sent(1, now)
+        control.on_success(1, now)
+    return now
+
+
+# --- the 429's stated rate (transport) ------------------------------------------------------------
+
+
+def test_allowed_rate_is_read_from_bandwidths_wording() -> None:
+    text = (
+        "The SMS queue for your account is full and cannot accept more messages right now. Your allowed rate "
+        "is 60 messages per minute. The capacity of this queue is 900 messages (15 minutes)."
+    )
+    assert parse_allowed_rate(text) == 1.0
+    assert parse_allowed_rate("Your allowed rate is 1,200 messages per minute") == 20.0
+    error = status_error(
+        429,
+        {},
+        b'{"type": "max-message-queue-size-exceeded", "description": "Your allowed rate is 6000 messages per minute."}',
+    )
+    assert getattr(error, "allowed_rate", None) == 100.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "Rate limit exceeded. Wait for Retry-After time before sending another request.",
+        "Your allowed rate is lots messages per minute.",
+        "Your allowed rate is 0 messages per minute.",
+        "Your allowed rate is -5 messages per minute.",
+        "Your allowed rate is nan messages per minute.",
+        "Your allowed rate is inf messages per minute.",
+        "Your allowed rate is 60 segments per second.",
+        "Your allowed rate is 60",
+    ],
+)
+def test_allowed_rate_is_parsed_defensively(text: str | None) -> None:
+    assert parse_allowed_rate(text) is None
+
+
+def test_allowed_rate_absent_from_a_non_json_429() -> None:
+    error = status_error(429, {"Retry-After": "1"}, b"<html><title>Too Many Requests</title></html>")
+    assert getattr(error, "allowed_rate", "missing") is None
+    assert getattr(error, "retry_after", None) == 1.0
+
+
+# --- rule 1: cut to what got through ------------------------------------------------------------------
+
+
+def test_cut_goes_just_below_the_accepted_rate() -> None:
+    assert cut_target(sent=500, accepted=200, current=None) == pytest.approx(200 * RATE_DRAIN_FACTOR)
+    assert cut_target(sent=500, accepted=200, current=450) == pytest.approx(200 * RATE_DRAIN_FACTOR)
+
+
+def test_cut_without_a_trusted_accepted_rate_is_beta_of_what_was_sent() -> None:
+    assert cut_target(sent=100, accepted=None, current=None) == pytest.approx(100 * RATE_CUT_FLOOR)
+    # what was sent, not a rate that had grown past it
+    assert cut_target(sent=100, accepted=None, current=1000) == pytest.approx(100 * RATE_CUT_FLOOR)
+
+
+def test_cut_never_raises_and_never_goes_below_the_floor() -> None:
+    assert cut_target(sent=100, accepted=5000, current=80) == 80  # accepted above: stays, not up
+    assert cut_target(sent=0, accepted=0, current=None) == MIN_RATE
+    assert cut_target(sent=0, accepted=None, current=0.5) == 0.5  # a configured rate below the floor
+
+
+def test_429_cuts_to_the_accepted_rate_of_a_full_queue() -> None:
+    control = RateController(ceiling=None)
+    # 400/s sent, 200/s accepted: a queue that drains at 200/s
+    for i in range(800):
+        now = i / 400
+        control.on_sent(1, now)
+        if i % 2 == 0:
+            control.on_success(1, now)
+    assert control.on_rate_limited(2.0) is True
+    assert control.rate == pytest.approx(200 * RATE_DRAIN_FACTOR, rel=0.02)
+
+
+def test_429_with_nothing_accepted_cuts_by_beta_of_what_was_sent() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 1.0)
+    for i in range(100, 300):
+        control.on_sent(1, i / 100)  # then 100/s sent for two seconds, no answer
+    assert control.on_rate_limited(3.0)
+    assert control.rate == pytest.approx(100 * RATE_CUT_FLOOR, rel=0.02)
+
+
+# --- rule 2: the server's word first -------------------------------------------------------------------
+
+
+def test_stated_rate_is_used_and_capped_by_the_configured_rate() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 1000, 0.0, 1.0)
+    assert control.on_rate_limited(1.0, allowed_rate=50.0)
+    assert control.rate == pytest.approx(50 * RATE_HINT_FACTOR)
+
+    capped = RateController(ceiling=20.0)
+    steady(capped, 20, 0.0, 1.0)
+    assert capped.on_rate_limited(1.0, allowed_rate=50.0)
+    assert capped.rate == pytest.approx(20 * RATE_HINT_FACTOR)
+
+
+# --- rule 3: one cut per episode ---------------------------------------------------------------------------
+
+
+def test_429s_within_an_episode_cut_once() -> None:
+    control = RateController(ceiling=100.0)
+    steady(control, 100, 0.0, 2.0)
+    assert control.on_rate_limited(2.0)
+    cut = control.rate
+    for when in (2.01, 2.2, 2.4):
+        assert not control.on_rate_limited(when)
+    assert control.rate == cut
+
+
+# --- rule 4: judge every cut -----------------------------------------------------------------------------------
+
+
+def test_judgment_verdicts() -> None:
+    def judge(before: float, answers: int, limited: int, *, sent: float = 100, final: bool = False) -> str | None:
+        return judge_cut(
+            share_before=before,
+            answers_after=answers,
+            limited_after=limited,
+            sent_after=sent,
+            accepted_before=100.0,
+            final=final,
+        )
+
+    assert judge(0.5, 100, 0) == PAID_OFF
+    assert judge(0.5, 100, 10) == PAID_OFF  # 10 % <= half of 50 %
+    # no 429 yet, but too few answers to tell: wait; at the deadline nothing showed the cut was
+    # needed, so it is undone
+    assert judge(0.01, 100, 0) is None
+    assert judge(0.01, 100, 0, final=True) == NOISE
+    # one or two 429s say little: wait
+    assert judge(0.03, 40, 2) is None
+    # the same share after the cut, sending no faster than was accepted: not about the rate
+    assert judge(0.03, 100, 3) == NOISE
+    # ... unless the share is large: a full queue whatever else is seen
+    assert judge(0.3, 100, 30) == STILL_FULL
+    # ... or the client sent more than the server had been accepting
+    assert judge(0.03, 100, 3, sent=300) == STILL_FULL
+
+
+def test_stray_429s_in_the_first_second_do_not_cut_a_flood_does() -> None:
+    control = RateController(ceiling=None)
+    for i in range(100):
+        control.on_sent(1, i / 1000)
+        control.on_success(1, i / 1000)
+    for _ in range(3):
+        assert not control.on_rate_limited(0.1)
+    assert control.rate is None
+    queue = RateController(ceiling=None)
+    for i in range(40):
+        queue.on_sent(1, i / 1000)
+        queue.on_success(1, i / 1000)
+    cuts = [queue.on_rate_limited(0.04) for _ in range(60)]
+    assert any(cuts)
+    assert queue.rate == pytest.approx(40 * RATE_DRAIN_FACTOR, rel=0.05)  # 40 accepted in the first second
+
+
+def test_a_cut_that_paid_off_regrows_to_the_configured_rate_and_no_further() -> None:
+    control = RateController(ceiling=100.0)
+    steady(control, 100, 0.0, 2.0)
+    control.on_rate_limited(2.0)
+    assert control.rate is not None and control.rate < 100
+    now = steady(control, 95, 2.0, 2.0 + RATE_LIMIT_EPISODE + 5.0)
+    assert control.rate == 100
+    steady(control, 100, now, now + 5)
+    assert control.rate == 100
+
+
+def test_a_cut_that_did_not_lower_the_share_is_undone_and_the_share_remembered() -> None:
+    control = RateController(ceiling=None)
+    cuts: list[float] = []
+    rng = random.Random(7)
+    now = 0.0
+    while now < 20.0:  # a client wanting 1,000/s; 5 % of answers are 429 whatever the rate
+        rate = control.rate
+        now += 1 / min(1000.0, rate if rate is not None else math.inf)
+        control.on_sent(1, now)
+        if rng.random() < 0.05:
+            if control.on_rate_limited(now) and control.rate is not None:
+                cuts.append(now)
+        else:
+            control.on_success(1, now)
+    # none in the first second (stray 429s); then one cut, with the rate measured...
+    assert control.rate is None  # ...the cut was undone: unthrottled again
+    assert control._noise == pytest.approx(0.05, abs=0.03)
+    assert cuts[0] >= 1.0
+    assert len(cuts) <= 2  # and the same share does not keep cutting
+
+
+def test_remembered_noise_fades() -> None:
+    control = RateController(ceiling=None)
+    control._noise, control._noise_at = 0.05, 0.0
+    assert control._noise_now(RATE_NOISE_HALF_LIFE) == pytest.approx(0.025)
+
+
+def test_a_queue_still_full_is_cut_again_to_what_it_accepted() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 400, 0.0, 1.0)  # a queue still filling: everything accepted so far
+    control.on_rate_limited(1.0)
+    first = control.rate
+    assert first == pytest.approx(400 * RATE_DRAIN_FACTOR, rel=0.02)
+    # Then the queue is full: it accepts 100/s of the cut rate, the rest is 429.
+    now = 1.0
+    step = 1 / first
+    accepted = 0.0
+    while now < 1.0 + RATE_LIMIT_EPISODE + 0.01 and control.rate == first:
+        now += step
+        control.on_sent(1, now)
+        accepted += 100 * step
+        if accepted >= 1:
+            accepted -= 1
+            control.on_success(1, now)
+        else:
+            control.on_rate_limited(now)
+    assert control.rate == pytest.approx(100 * RATE_DRAIN_FACTOR, rel=0.1)
+    assert now < 1.0 + RATE_LIMIT_EPISODE  # early: the evidence was in before the episode's end
+
+
+# --- rule 5: regrow as CUBIC -------------------------------------------------------------------------------------
+
+
+def test_cubic_starts_at_the_cut_reaches_the_maximum_and_probes_beyond() -> None:
+    k = (0.3 / RATE_CUBIC_SCALE) ** (1 / 3)
+    assert cubic_rate(w_max=100, cut_to=70, elapsed=0.0) == pytest.approx(70)
+    assert cubic_rate(w_max=100, cut_to=70, elapsed=k) == pytest.approx(100)
+    assert cubic_rate(w_max=100, cut_to=70, elapsed=k + 1) == pytest.approx(100, rel=0.01)  # flat near it
+    assert cubic_rate(w_max=100, cut_to=70, elapsed=k + 7) > 200  # then finds a raised limit fast
+    # relative: the same shape at any scale
+    assert cubic_rate(w_max=10_000, cut_to=7_000, elapsed=k + 2) == pytest.approx(
+        100 * cubic_rate(w_max=100, cut_to=70, elapsed=k + 2)
+    )
+
+
+def test_regrowth_beyond_the_old_maximum_finds_a_raised_limit() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 2.0)
+    control.on_rate_limited(2.0)
+    now = 2.0
+    while now < 12.0:  # the client wants more than the rate allows: it sends at the rate
+        rate = control.rate
+        assert rate is not None
+        now = steady(control, rate, now, now + 0.5) + 1 / rate
+    assert control.rate is not None and control.rate > 150
+
+
+# --- rule 6: back to unthrottled ----------------------------------------------------------------------------------
+
+
+def test_unthrottled_again_once_the_limit_no_longer_binds() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 2.0)
+    control.on_rate_limited(2.0)
+    steady(control, 20, 2.0, 40.0)  # the client only wants 20/s now
+    assert control.rate is None
+
+
+def test_meter_reads_an_early_burst_as_one_window() -> None:
+    meter = Meter()
+    for _ in range(100):
+        meter.sent(1, 0.0)
+    sent, accepted, n_ok, n_limited = meter.rates(0.005)
+    assert sent == pytest.approx(100)
+    assert (accepted, n_ok, n_limited) == (0, 0, 0)
+    assert meter.rates(50.0)[0] == 0  # idle for long: nothing counted
+
+
+# --- simulated servers ------------------------------------------------------------------------------------------
+
+
+def simulate(
+    control: RateController, seconds: float, *, dequeue: float | None, p_429: float, want: float
+) -> dict[str, float]:
+    """A client that wants ``want`` messages/s, paced by ``control``, against a queue of 2 s of
+    ``dequeue`` (None: no queue) that also answers ``p_429`` of requests 429 at random."""
+    rng = random.Random(1)
+    level, capacity = 0.0, (dequeue or 0) * 2
+    now, last, ok, limited = 0.0, 0.0, 0, 0
+    while now < seconds:
+        rate = control.rate
+        now += 1 / min(want, rate if rate is not None else math.inf)
+        if dequeue is not None:
+            level = max(0.0, level - (now - last) * dequeue)
+        last = now
+        control.on_sent(1, now)
+        if rng.random() < p_429 or (dequeue is not None and level + 1 > capacity):
+            limited += 1
+            control.on_rate_limited(now)
+        else:
+            level += 1
+            ok += 1
+            control.on_success(1, now)
+    return {"ok": ok, "limited": limited, "share": limited / (ok + limited)}
+
+
+def test_simulated_full_queue_converges_with_few_429s() -> None:
+    control = RateController(ceiling=None)
+    result = simulate(control, 60.0, dequeue=200, p_429=0.0, want=2000)
+    ideal = 200 * 60 + 400
+    assert result["ok"] >= 0.95 * ideal
+    assert result["share"] <= 0.03
+
+
+def test_simulated_sporadic_429s_do_not_collapse_the_rate() -> None:
+    control = RateController(ceiling=None)
+    result = simulate(control, 30.0, dequeue=None, p_429=0.03, want=2000)
+    assert result["ok"] >= 0.9 * 2000 * 30 * 0.97
