@@ -107,6 +107,12 @@ RATE_HINT_FACTOR = 0.98
 #: (a faster probe doubled the 429s in the simulated queue model); fast beyond it, so that a
 #: raised limit is found within seconds.
 RATE_CUBIC_SCALE = 0.005
+#: Once regrown to the last maximum, the rate stays flat at it for this many seconds before CUBIC's
+#: convex probe beyond it (rule 8 in bwasync/_ratecontrol.py): that maximum is what a full queue
+#: accepted, and each probe above it refills the queue and costs a round of 429s. Measured against
+#: the emulator's queue (200 seg/s, 2 s of queue, no rate hint): two probes in 16 s became one, and
+#: the 429s after the first second halved. A raised limit is still found, 4 s later.
+RATE_PLATEAU = 4.0
 #: The cut is judged on the answers that arrive from this fraction of the episode on: earlier ones
 #: mostly answer requests sent before the cut (a round trip, ~100-300 ms at Bandwidth's latency).
 #: A stale 429 counted as "after" can only make the judgment cut again, to the accepted rate of a

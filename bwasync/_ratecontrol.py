@@ -44,7 +44,12 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    one-second sample of the accepted rate is mostly empty, and a cut to it would be deep. A
    full queue shows itself within milliseconds by a flood of 429s; so until a window has been
    measured, 429s cut only once there are ``RATE_EARLY_SAMPLE`` of them and they are more than
-   ``RATE_NOISE_MAX_SHARE`` of the answers.
+   ``RATE_NOISE_MAX_SHARE`` of the answers since the first of them. The answers before it do
+   not count: they are what the empty queue absorbed, and counting them let a 2-s queue of
+   400 seg/s take 50 more 429s before the cut.
+8. **Hold at the maximum before probing beyond it.** Rule 5's curve pauses for ``RATE_PLATEAU``
+   seconds once it reaches ``w_max`` (CUBIC's plateau, made explicit): ``w_max`` is what a full
+   queue accepted, and every probe above it refills the queue and costs a round of 429s.
 
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
@@ -75,6 +80,7 @@ from ._constants import (
     RATE_NOISE_MARGIN,
     RATE_NOISE_MAX_SHARE,
     RATE_PAYOFF_SHARE,
+    RATE_PLATEAU,
     RATE_UNTHROTTLE_FACTOR,
 )
 
@@ -137,10 +143,13 @@ def judge_cut(
     return STILL_FULL
 
 
-def cubic_rate(*, w_max: float, cut_to: float, elapsed: float) -> float:
-    """Rule 5: the rate ``elapsed`` seconds after a cut from ``w_max`` down to ``cut_to``."""
+def cubic_rate(*, w_max: float, cut_to: float, elapsed: float, plateau: float = 0.0) -> float:
+    """Rule 5: the rate ``elapsed`` seconds after a cut from ``w_max`` down to ``cut_to``,
+    held flat at ``w_max`` for ``plateau`` seconds once it gets there (rule 8)."""
     depth = max(0.0, 1.0 - cut_to / w_max)
     k = math.pow(depth / RATE_CUBIC_SCALE, 1.0 / 3.0)
+    if elapsed > k:
+        elapsed = max(k, elapsed - plateau)
     return w_max * (1.0 + RATE_CUBIC_SCALE * (elapsed - k) ** 3)
 
 
@@ -239,6 +248,8 @@ class RateController:
         "_ceiling",
         "_cut_at",
         "_cut_to",
+        "_early",
+        "_early_from",
         "_episode_end",
         "_first",
         "_half",
@@ -274,6 +285,10 @@ class RateController:
         self._next_step = math.inf  # next regrowth step; inf while nothing to regrow
         self._noise = 0.0
         self._noise_at = -math.inf
+        # Rule 7: answers since the first 429 of a young meter ([accepted, 429s]), counted from
+        # ``_early_from`` for one window; inf: none yet.
+        self._early = [0, 0]
+        self._early_from = math.inf
 
     # --- events -------------------------------------------------------------------------------
 
@@ -296,6 +311,8 @@ class RateController:
             half[2] += 1
         elif now < self._episode_end:
             self._first[0] += 1
+        if now >= self._early_from:
+            self._early[0] += 1
         if now < self._next_step:
             return False
         return self._tick(now)
@@ -324,7 +341,7 @@ class RateController:
         if allowed_rate is None:
             if share <= RATE_NOISE_MARGIN * self._noise_now(now):
                 return changed  # rule 4: within the background share of rate-independent 429s
-            if self._meter.young(now) and (n_limited < RATE_EARLY_SAMPLE or share <= RATE_NOISE_MAX_SHARE):
+            if self._meter.young(now) and not self._early_flood(now):
                 return changed  # rule 7: too early to tell a full queue from a stray 429
         self._undo = self.rate
         if allowed_rate is not None:
@@ -345,6 +362,17 @@ class RateController:
         if self._noise == 0.0:
             return 0.0
         return self._noise * math.pow(0.5, (now - self._noise_at) / RATE_NOISE_HALF_LIFE)
+
+    def _early_flood(self, now: float) -> bool:
+        """Rule 7: whether the 429s since the first one (this one included) show a full queue."""
+        early = self._early
+        if now >= self._early_from + ACHIEVED_RATE_WINDOW:
+            self._early_from = math.inf
+        if self._early_from == math.inf:
+            self._early_from = now
+            early[0] = early[1] = 0
+        early[1] += 1
+        return early[1] >= RATE_EARLY_SAMPLE and _share(early[0], early[1]) > RATE_NOISE_MAX_SHARE
 
     def _cut(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
         self.rate = to
@@ -414,7 +442,7 @@ class RateController:
         if rate is None:
             self._next_step = math.inf
             return False
-        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at)
+        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at, plateau=RATE_PLATEAU)
         ceiling = self._ceiling
         if ceiling is not None and new >= ceiling:
             new = ceiling

@@ -16,9 +16,11 @@ from bwasync._constants import (
     RATE_CUBIC_SCALE,
     RATE_CUT_FLOOR,
     RATE_DRAIN_FACTOR,
+    RATE_EARLY_SAMPLE,
     RATE_HINT_FACTOR,
     RATE_LIMIT_EPISODE,
     RATE_NOISE_HALF_LIFE,
+    RATE_PLATEAU,
 )
 from bwasync._ratecontrol import NOISE, PAID_OFF, STILL_FULL, Meter, RateController, cubic_rate, cut_target, judge_cut
 from bwasync._transport import parse_allowed_rate, status_error
@@ -196,6 +198,31 @@ def test_stray_429s_in_the_first_second_do_not_cut_a_flood_does() -> None:
     assert queue.rate == pytest.approx(40 * RATE_DRAIN_FACTOR, rel=0.05)  # 40 accepted in the first second
 
 
+def test_a_flood_after_the_queue_absorbed_many_answers_cuts_at_once() -> None:
+    # An empty 2-s queue of 400/s takes 800 at once: 20 429s are a small share of the second's
+    # answers, but all the answers since the first 429.
+    control = RateController(ceiling=None)
+    for i in range(800):
+        control.on_sent(1, i / 4000)
+        control.on_success(1, i / 4000)
+    cuts = [control.on_rate_limited(0.2) for _ in range(RATE_EARLY_SAMPLE)]
+    assert cuts[-1] and not any(cuts[:-1])
+    assert control.rate is not None
+
+
+def test_stray_429s_among_many_answers_in_the_first_second_do_not_cut() -> None:
+    control = RateController(ceiling=None)
+    now = 0.0
+    for i in range(2000):  # one 429 in 20 (5 %), spread through the answers since the first
+        now = i / 4000
+        control.on_sent(1, now)
+        if i % 20 == 19:
+            assert not control.on_rate_limited(now)
+        else:
+            control.on_success(1, now)
+    assert control.rate is None
+
+
 def test_a_cut_that_paid_off_regrows_to_the_configured_rate_and_no_further() -> None:
     control = RateController(ceiling=100.0)
     steady(control, 100, 0.0, 2.0)
@@ -272,12 +299,47 @@ def test_cubic_starts_at_the_cut_reaches_the_maximum_and_probes_beyond() -> None
     )
 
 
+# --- rule 8: hold at the maximum before probing beyond it ---------------------------------------------------------
+
+
+def test_cubic_holds_at_the_maximum_for_the_plateau_then_probes() -> None:
+    k = (0.3 / RATE_CUBIC_SCALE) ** (1 / 3)
+    curve = [cubic_rate(w_max=100, cut_to=70, elapsed=t, plateau=RATE_PLATEAU) for t in (0.0, k / 2)]
+    assert curve == [cubic_rate(w_max=100, cut_to=70, elapsed=t) for t in (0.0, k / 2)]  # same way up
+    for t in (k, k + RATE_PLATEAU / 2, k + RATE_PLATEAU):
+        assert cubic_rate(w_max=100, cut_to=70, elapsed=t, plateau=RATE_PLATEAU) == pytest.approx(100)
+    later = cubic_rate(w_max=100, cut_to=70, elapsed=k + RATE_PLATEAU + 3, plateau=RATE_PLATEAU)
+    assert later == pytest.approx(cubic_rate(w_max=100, cut_to=70, elapsed=k + 3))  # then the same probe
+
+
+def test_regrown_rate_stays_at_the_maximum_through_the_plateau() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 150, 0.0, 2.0)
+    control.on_rate_limited(2.0, allowed_rate=100.0)  # w_max = 100, cut just below it
+    k = ((1 - control.rate / 100) / RATE_CUBIC_SCALE) ** (1 / 3) if control.rate else math.nan
+
+    def rate_at(end: float, now: float) -> tuple[float, float]:
+        while now < end:  # the client wants more than the rate allows: it sends at the rate
+            rate = control.rate
+            assert rate is not None
+            now = steady(control, rate, now, min(end, now + 0.25)) + 1 / rate
+        assert control.rate is not None
+        return control.rate, now
+
+    held, now = rate_at(2.0 + k + 0.5, 2.0)
+    assert held == pytest.approx(100, rel=0.01)
+    held, now = rate_at(2.0 + k + RATE_PLATEAU - 0.3, now)
+    assert held == pytest.approx(100, rel=0.01)  # no probe above it yet
+    probed, _ = rate_at(2.0 + k + RATE_PLATEAU + 3.0, now)
+    assert probed > 110
+
+
 def test_regrowth_beyond_the_old_maximum_finds_a_raised_limit() -> None:
     control = RateController(ceiling=None)
     steady(control, 100, 0.0, 2.0)
     control.on_rate_limited(2.0)
     now = 2.0
-    while now < 12.0:  # the client wants more than the rate allows: it sends at the rate
+    while now < 12.0 + RATE_PLATEAU:  # the client wants more than the rate allows: it sends at the rate
         rate = control.rate
         assert rate is not None
         now = steady(control, rate, now, now + 0.5) + 1 / rate
