@@ -46,7 +46,11 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    measured, 429s cut only once there are ``RATE_EARLY_SAMPLE`` of them and they are more than
    ``RATE_NOISE_MAX_SHARE`` of the answers since the first of them. The answers before it do
    not count: they are what the empty queue absorbed, and counting them let a 2-s queue of
-   400 seg/s take 50 more 429s before the cut.
+   400 seg/s take 50 more 429s before the cut. For the same reason such a first cut goes to
+   ``RATE_CUT_FLOOR`` (not ``RATE_DRAIN_FACTOR``) × the accepted rate: that first second's
+   accepted rate includes the queue's fill, well above the account's rate. A cut too deep is
+   short-lived: the queue is still full, and rule 4 cuts again to what it accepted (measured
+   against the emulator's queue, 200 seg/s: ~20 % fewer 429s, same run time).
 8. **Hold at the maximum before probing beyond it.** Rule 5's curve pauses for ``RATE_PLATEAU``
    seconds once it reaches ``w_max`` (CUBIC's plateau, made explicit): ``w_max`` is what a full
    queue accepted, and every probe above it refills the queue and costs a round of 429s.
@@ -350,6 +354,8 @@ class RateController:
             self._hinted = True
             return True
         trusted = accepted if n_ok >= RATE_MIN_SAMPLE else None
+        if trusted is not None and self._meter.young(now):
+            trusted *= RATE_CUT_FLOOR / RATE_DRAIN_FACTOR  # rule 7: the queue's fill inflates it
         to = cut_target(sent=sent, accepted=trusted, current=self.rate)
         self._cut(now, w_max=max(to, accepted), to=to, share=share, accepted=accepted)
         self._hinted = False
