@@ -32,6 +32,7 @@ from ._fanout import Outcome, SendCancelledError, SendResult, SendStream, SendSu
 from ._models import (
     CreateMessageRequestError,
     FieldError,
+    InboundCallback,
     ListMessageItem,
     Media,
     Message,
@@ -70,6 +71,7 @@ __all__ = [
     "ConfigurationError",
     "CreateMessageRequestError",
     "FieldError",
+    "InboundCallback",
     "ListMessageItem",
     "Media",
     "Message",

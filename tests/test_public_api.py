@@ -23,6 +23,7 @@ EXPECTED = {
     "ConfigurationError",
     "CreateMessageRequestError",
     "FieldError",
+    "InboundCallback",
     "ListMessageItem",
     "Media",
     "Message",
