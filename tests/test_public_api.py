@@ -85,3 +85,54 @@ def test_py_typed_marker_ships() -> None:
     from importlib.resources import files
 
     assert files("bwasync").joinpath("py.typed").is_file()
+
+
+COMPLIANCE = {
+    "INBOUND_DEDUPE_CAPACITY",
+    "INBOUND_HANDLER_TIMEOUT",
+    "INBOUND_MAX_BODY",
+    "OPT_IN_KEYWORDS",
+    "OPT_OUT_KEYWORDS",
+    "QUIET_SEARCH_HORIZON",
+    "FileOptOutStore",
+    "InboundHandler",
+    "InboundReply",
+    "InboundStats",
+    "MemoryOptOutStore",
+    "NumberCheck",
+    "OptOutStore",
+    "QuietCheck",
+    "QuietHours",
+    "ReplyKind",
+    "check_number",
+    "classify_reply",
+    "make_inbound_handler",
+    "zones_for_number",
+}
+
+
+def test_compliance_subpackage_all_is_pinned() -> None:
+    import bwasync.compliance as compliance
+
+    assert set(compliance.__all__) == COMPLIANCE
+    for name in compliance.__all__:
+        assert hasattr(compliance, name), name
+    public = {
+        n
+        for n in vars(compliance)
+        if not n.startswith("_") and not isinstance(getattr(compliance, n), type(compliance))
+    }
+    assert public <= COMPLIANCE, public - COMPLIANCE
+
+
+def test_compliance_imports_without_phonenumbers() -> None:
+    # phonenumbers is an optional extra: only the number functions need it, on first use.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['phonenumbers'] = None\n"
+        "import bwasync.compliance, bwasync.campaign\n"
+        "assert bwasync.compliance.classify_reply('STOP').name == 'OPT_OUT'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
