@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bwasync import MessageRequest
@@ -42,3 +44,12 @@ def test_message_request_keeps_to_bandwidths_rules_only() -> None:
     request = MessageRequest(to="+15555551234", from_="+12125551234", application_id="app", text="hi")
     assert request.to == ["+15555551234"]
     assert not check_number(request.to[0]).valid
+
+
+def test_the_readme_compliance_example_runs_and_says_what_it_prints() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("## Compliance", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    shown = next(line for line in code.splitlines() if line.startswith("check_number("))
+    assert repr(check_number("+15555551234")) == shown.split("# ", 1)[1]
