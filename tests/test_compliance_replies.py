@@ -111,6 +111,13 @@ async def test_file_store_creates_a_missing_file_and_refuses_an_unreadable_one(t
         FileOptOutStore(bad)
 
 
+async def test_a_failed_write_leaves_the_file_store_unchanged(tmp_path: Path) -> None:
+    store = FileOptOutStore(tmp_path / "no-such-directory" / "stop.txt")
+    with pytest.raises(OSError):
+        await store.opt_out(HANDSET)
+    assert HANDSET not in store  # so the handler's 503 and Bandwidth's retry apply it later
+
+
 # --- the inbound handler, on a real server ---------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["FileOptOutStore", "MemoryOptOutStore", "OptOutStore"]
@@ -93,6 +93,7 @@ class MemoryOptOutStore:
         normalized = _normalize(number)
         if normalized in self._numbers:
             return False
+        self._added(normalized, note)  # first: a failed write leaves the store unchanged
         self._numbers.add(normalized)
         return True
 
@@ -100,8 +101,15 @@ class MemoryOptOutStore:
         normalized = _normalize(number)
         if normalized not in self._numbers:
             return False
+        self._removed(normalized)
         self._numbers.discard(normalized)
         return True
+
+    def _added(self, number: str, note: str | None) -> None:
+        """Persist an opt-out (a subclass's hook; memory needs nothing)."""
+
+    def _removed(self, number: str) -> None:
+        """Persist a re-subscribe (a subclass's hook; memory needs nothing)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} numbers={len(self._numbers)}>"
@@ -124,23 +132,8 @@ class FileOptOutStore(MemoryOptOutStore):
         self.path = os.fspath(path)
         super().__init__(load_opt_out(self.path) if os.path.exists(self.path) else ())
 
-    async def opt_out(self, number: str, *, note: str | None = None) -> bool:
-        normalized = _normalize(number)
-        if normalized in self._numbers:
-            return False
-        self._append(normalized, note)
-        self._numbers.add(normalized)
-        return True
-
-    async def opt_in(self, number: str, *, note: str | None = None) -> bool:
-        normalized = _normalize(number)
-        if normalized not in self._numbers:
-            return False
-        self._rewrite(lambda entry: _normalize_or_none(entry) != normalized)
-        self._numbers.discard(normalized)
-        return True
-
-    def _append(self, number: str, note: str | None) -> None:
+    def _added(self, number: str, note: str | None) -> None:
+        """Append the number's line and fsync it."""
         comment = " ".join(note.split()) if note else ""
         line = f"{number}  # {comment}\n" if comment else f"{number}\n"
         created = not os.path.exists(self.path)
@@ -155,9 +148,10 @@ class FileOptOutStore(MemoryOptOutStore):
         if created:
             _fsync_dir(self.path)
 
-    def _rewrite(self, keep: Callable[[str], bool]) -> None:
+    def _removed(self, number: str) -> None:
+        """Rewrite the file without the number's lines, atomically."""
         with open(self.path, encoding="utf-8-sig") as f:
-            lines = [line for line in f if keep(line.split("#", 1)[0].strip())]
+            lines = [line for line in f if _normalize_or_none(line.split("#", 1)[0].strip()) != number]
         directory = os.path.dirname(os.path.abspath(self.path))
         fd, tmp = tempfile.mkstemp(prefix=".opt-out-", dir=directory)
         try:
