@@ -12,7 +12,13 @@ from bwasync.compliance import NumberCheck, check_number
 
 @pytest.mark.parametrize(
     ("number", "region"),
-    [("+12125551234", "US"), ("+18005550100", "US"), ("+442079460958", "GB"), ("+8613812345678", "CN")],
+    [
+        ("+12125551234", "US"),
+        ("+18005550100", "US"),
+        ("+442079460958", "GB"),
+        ("+8613812345678", "CN"),
+        ("+390612345678", "IT"),  # Rome: the national number keeps its leading zero
+    ],
 )
 def test_real_numbers_are_valid_with_their_region(number: str, region: str) -> None:
     assert check_number(number) == NumberCheck(True, None, region)
@@ -25,7 +31,10 @@ def test_real_numbers_are_valid_with_their_region(number: str, region: str) -> N
         ("+1212555123", "too short for +1 (US)"),
         ("+121255512345", "too long for +1 (US)"),
         ("+3312345678", "too short for +33 (FR)"),
-        ("+999123456", "invalid country code"),
+        ("+999123456", "invalid country code: none of +9, +99, +999 is a country code"),
+        ("+28123456", "invalid country code: none of +2, +28, +281 is a country code"),
+        ("+8081234", "too short for +808 (non-geographic)"),
+        ("+119195550101", "too long for +1 (US)"),
         ("+15555551234", "invalid area code 555: no place uses it"),
         ("+10005551234", "invalid area code 000: North American area codes start with 2-9"),
         ("+19115551234", "invalid area code 911: N11 codes are service numbers (211, 411, 911...), not area codes"),

@@ -90,6 +90,18 @@ def test_a_zone_without_daylight_saving() -> None:
         assert NIGHT.check(["America/Phoenix"], day).next_allowed == day.replace(hour=15)
 
 
+def test_seconds_count_inside_a_minute() -> None:
+    # 07:59:59.9 EDT is still quiet; 08:00:00 is not; the answer holds for the whole minute.
+    assert NIGHT.check([NY], datetime(2026, 6, 2, 11, 59, 59, 900000, tzinfo=UTC)).next_allowed == at(2026, 6, 2, 12, 0)
+    later = datetime(2026, 6, 2, 12, 0, 30, 500000, tzinfo=UTC)
+    assert NIGHT.check([NY], later) == QuietCheck(True, later, (NY,))
+
+
+def test_windows_are_whole_minutes() -> None:
+    with pytest.raises(ConfigurationError, match="whole minutes"):
+        QuietHours(time(21, 0, 30), time(8, 0))
+
+
 # --- daylight saving ------------------------------------------------------------------------------
 
 

@@ -8,6 +8,15 @@ from datetime import timedelta
 #: repeats daily and a daylight-saving change moves it by an hour at most, so if no common
 #: instant comes within two days, none ever will (zones too far apart for the window).
 QUIET_SEARCH_HORIZON = timedelta(days=2)
+#: (zones, minute) answers remembered. A campaign's recipients share a few dozen zone sets, and
+#: every row checked within the same minute asks the same question: a thousand answers serve a
+#: whole run, at a few hundred bytes each.
+QUIET_CACHE_SIZE = 1024
+
+#: Numbers whose check and zones are remembered. libphonenumber takes ~0.1 ms per question
+#: (its regular expressions); a campaign asks both of a row's recipients in turn, and a group's
+#: or a held row's again, so a few thousand cover the reuse while staying well under a MiB.
+NUMBER_CACHE_SIZE = 4096
 
 #: Largest inbound-callback body accepted. Bandwidth posts one inbound message per request
 #: (≤ 2048 characters of text and a few media URLs, a few KiB as JSON); 256 KiB leaves room for

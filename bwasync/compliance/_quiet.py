@@ -36,7 +36,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._exceptions import ConfigurationError
-from ._constants import QUIET_SEARCH_HORIZON
+from ._constants import QUIET_CACHE_SIZE, QUIET_SEARCH_HORIZON
 from ._numbers import zones_for_number
 
 __all__ = ["QuietCheck", "QuietHours"]
@@ -79,6 +79,8 @@ class QuietHours:
             )
         if self.start.tzinfo is not None or self.end.tzinfo is not None:
             raise ConfigurationError("quiet hours are local wall-clock times: give them without a time zone")
+        if any(t.second or t.microsecond for t in (self.start, self.end)):
+            raise ConfigurationError("quiet hours start and end on whole minutes")
 
     @classmethod
     def parse(cls, text: str) -> QuietHours:
@@ -95,11 +97,10 @@ class QuietHours:
         return cls(time(h1, m1), time(h2, m2))
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        return f"{_hhmm(self.start)}-{_hhmm(self.end)}"
 
     def is_quiet_at(self, local: time) -> bool:
-        """Whether the local wall-clock time ``local`` is inside the window."""
-        local = local.replace(tzinfo=None)
+        """Whether the local wall-clock time ``local`` (naive) is inside the window."""
         if self.start < self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end
@@ -110,21 +111,16 @@ class QuietHours:
         An unknown zone name raises :class:`~bwasync.ConfigurationError`; no zones at all is
         not allowed (nothing says it is daytime there): ``next_allowed`` None.
         """
-        names = tuple(dict.fromkeys(zones))
-        at = _as_utc(now)
+        names = zones if isinstance(zones, tuple) else tuple(zones)
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ConfigurationError("the instant to check quiet hours at must be timezone-aware")
         if not names:
             return QuietCheck(False, None, names, reason="no time zone known for the recipient")
-        tzs = [(name, _zone(name)) for name in names]
-        quiet = tuple(name for name, tz in tzs if self.is_quiet_at(at.astimezone(tz).time()))
-        if not quiet:
-            return QuietCheck(True, at, names)
-        first = quiet[0]
-        local = at.astimezone(_zone(first))
-        reason = f"quiet hours {self} in {first} ({local:%H:%M} local)"
-        after = self._next_allowed_in_all(tzs, at)
-        if after is None:
-            reason += f"; the window never ends in all of {', '.join(names)} at once"
-        return QuietCheck(False, after, names, quiet, reason)
+        # The answer is the same for every instant of a UTC minute: windows are whole minutes,
+        # and zone offsets and their changes are too. So a campaign checking row after row for
+        # the same zones computes it once a minute.
+        check = _check_minute(self, names, int(now.timestamp()) // 60)
+        return QuietCheck(True, now.astimezone(UTC), names) if check.allowed else check
 
     def check_numbers(self, numbers: Iterable[str], now: datetime) -> QuietCheck:
         """:meth:`check` for the zones of every number (E.164): a group message goes only
@@ -139,7 +135,20 @@ class QuietHours:
             if not found:
                 return QuietCheck(False, None, tuple(zones), reason=f"no time zone known for {number}")
             zones.extend(found)
-        return self.check(zones, now)
+        return self.check(tuple(dict.fromkeys(zones)), now)
+
+    def _check_minute(self, names: tuple[str, ...], at: datetime) -> QuietCheck:
+        tzs = [(name, _zone(name)) for name in names]
+        quiet = tuple(name for name, tz in tzs if self.is_quiet_at(at.astimezone(tz).time()))
+        if not quiet:
+            return QuietCheck(True, at, names)
+        first = quiet[0]
+        local = at.astimezone(_zone(first))
+        reason = f"quiet hours {self} in {first} ({_hhmm(local.time())} local)"
+        after = self._next_allowed_in_all(tzs, at)
+        if after is None:
+            reason += f"; the window never ends in all of {', '.join(names)} at once"
+        return QuietCheck(False, after, names, quiet, reason)
 
     def _next_allowed_in_all(self, tzs: list[tuple[str, tzinfo]], at: datetime) -> datetime | None:
         # Each zone's next allowed instant is at or before the first instant allowed in all of
@@ -173,10 +182,13 @@ class QuietHours:
         return _transition(tz, min(readings), max(readings))
 
 
-def _as_utc(now: datetime) -> datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ConfigurationError("the instant to check quiet hours at must be timezone-aware")
-    return now.astimezone(UTC)
+@lru_cache(maxsize=QUIET_CACHE_SIZE)
+def _check_minute(window: QuietHours, names: tuple[str, ...], minute: int) -> QuietCheck:
+    return window._check_minute(names, datetime.fromtimestamp(minute * 60, UTC))
+
+
+def _hhmm(t: time) -> str:
+    return f"{t.hour:02d}:{t.minute:02d}"
 
 
 @lru_cache(maxsize=1024)
