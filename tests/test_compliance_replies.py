@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bwasync import InboundCallback
-from bwasync._models import decode_inbound_callbacks
+from bwasync._models import decode_callbacks, decode_inbound_callbacks
 from bwasync.campaign import InputFileError, load_opt_out
 from bwasync.compliance import (
     FileOptOutStore,
@@ -24,6 +24,8 @@ from bwasync.compliance import (
     MemoryOptOutStore,
     OptOutStore,
     ReplyKind,
+    ReplyOutcome,
+    ReplyProcessor,
     classify_reply,
     make_inbound_handler,
 )
@@ -359,3 +361,16 @@ def test_the_specs_examples_decode() -> None:
         "+12345678901",
         "Hey, check out this SMS!",
     )
+
+
+async def test_the_processor_applies_events_a_status_receiver_decoded() -> None:
+    # A receiver whose status and inbound callbacks share one URL decodes both as StatusCallback.
+    store = MemoryOptOutStore()
+    seen: list[InboundReply] = []
+    processor = ReplyProcessor(store, on_reply=seen.append)
+    body = [inbound("STOP", message_id="in-1"), inbound(None, message_id="out-1", kind="message-delivered")]
+    stop, delivered = decode_callbacks(json.dumps(body).encode())
+    assert await processor.apply(stop) is ReplyOutcome.OPTED_OUT
+    assert await processor.apply(stop) is ReplyOutcome.DUPLICATE
+    assert await processor.apply(delivered) is ReplyOutcome.IGNORED
+    assert HANDSET in store and [r.kind for r in seen] == [ReplyKind.OPT_OUT]

@@ -14,7 +14,8 @@ section states the exact rules applied and their limits):
 * :mod:`._optout` — :class:`OptOutStore`, :class:`MemoryOptOutStore` and
   :class:`FileOptOutStore` (the campaign's ``--opt-out`` file, kept durably).
 * :mod:`._inbound` — :func:`make_inbound_handler` / :class:`InboundHandler`: Bandwidth's
-  inbound message callbacks applied to a store, for your own aiohttp app.
+  inbound message callbacks applied to a store, for your own aiohttp app;
+  :class:`ReplyProcessor` applies already-decoded events (no HTTP).
 
 :func:`check_number`, :func:`zones_for_number` and :meth:`QuietHours.check_numbers` need the
 ``compliance`` extra (``pip install 'bwasync[compliance]'``, which adds ``phonenumbers``);
@@ -22,7 +23,15 @@ without it they raise :class:`~bwasync.ConfigurationError` saying so. The rest n
 """
 
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY, QUIET_SEARCH_HORIZON
-from ._inbound import InboundHandler, InboundReply, InboundStats, make_inbound_handler
+from ._inbound import (
+    MESSAGE_RECEIVED,
+    InboundHandler,
+    InboundReply,
+    InboundStats,
+    ReplyOutcome,
+    ReplyProcessor,
+    make_inbound_handler,
+)
 from ._keywords import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, ReplyKind, classify_reply
 from ._numbers import NumberCheck, check_number, zones_for_number
 from ._optout import FileOptOutStore, MemoryOptOutStore, OptOutStore
@@ -32,6 +41,7 @@ __all__ = [
     "INBOUND_DEDUPE_CAPACITY",
     "INBOUND_HANDLER_TIMEOUT",
     "INBOUND_MAX_BODY",
+    "MESSAGE_RECEIVED",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
     "QUIET_SEARCH_HORIZON",
@@ -45,6 +55,8 @@ __all__ = [
     "QuietCheck",
     "QuietHours",
     "ReplyKind",
+    "ReplyOutcome",
+    "ReplyProcessor",
     "check_number",
     "classify_reply",
     "make_inbound_handler",

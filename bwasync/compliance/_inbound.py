@@ -14,6 +14,9 @@ until it gets a 2xx within 10 s. The handler
   ``on_reply`` (if given) with every new inbound message, before answering 200, and answers
   503 (Bandwidth retries) if the store or ``on_reply`` fails or takes over ``timeout`` seconds.
 
+The same rules without HTTP are :class:`ReplyProcessor`, for a receiver that already has the
+decoded events (the campaign's, whose status and inbound callbacks share one URL).
+
 Duplicates and order are remembered in memory (the last ``INBOUND_DEDUPE_CAPACITY`` ids): after
 a restart a redelivered keyword is applied again, which changes nothing unless the number sent
 the opposite keyword in between and that one was delivered first.
@@ -32,6 +35,7 @@ the opposite keyword in between and that one was delivered first.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import logging
 from collections import OrderedDict
@@ -42,13 +46,21 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import hdrs, web
 
-from .._models import InboundCallback, decode_inbound_callbacks
+from .._models import InboundCallback, StatusCallback, decode_inbound_callbacks
 from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY
 from ._keywords import ReplyKind, classify_reply
 from ._optout import OptOutStore
 
-__all__ = ["InboundHandler", "InboundReply", "InboundStats", "make_inbound_handler"]
+__all__ = [
+    "MESSAGE_RECEIVED",
+    "InboundHandler",
+    "InboundReply",
+    "InboundStats",
+    "ReplyOutcome",
+    "ReplyProcessor",
+    "make_inbound_handler",
+]
 
 logger = logging.getLogger("bwasync.compliance")
 
@@ -72,7 +84,7 @@ class InboundReply:
     changed: bool
     message_id: str
     time: datetime
-    event: InboundCallback
+    event: InboundCallback | StatusCallback
 
 
 #: What the handler calls for each new inbound message; sync or a coroutine function.
@@ -114,10 +126,104 @@ class InboundStats:
         return asdict(self)
 
 
+class ReplyOutcome(enum.Enum):
+    """What :meth:`ReplyProcessor.apply` did with one event (values name :class:`InboundStats` fields)."""
+
+    #: An opt-out keyword added its sender to the store.
+    OPTED_OUT = "opted_out"
+    #: A re-subscribe keyword removed its sender from the store.
+    OPTED_IN = "opted_in"
+    #: A keyword that changed nothing (already out, or already in).
+    UNCHANGED = "unchanged"
+    #: An inbound message that is not a keyword.
+    OTHER = "other"
+    #: Not an inbound message (a status callback), or one without a sender phone number.
+    IGNORED = "ignored"
+    #: An inbound message seen before (same message id).
+    DUPLICATE = "duplicates"
+    #: A keyword older than one already applied for the same number.
+    STALE = "stale"
+
+
+class ReplyProcessor:
+    """Applies inbound messages to an opt-out store: the handler's rules without HTTP.
+
+    ``await processor.apply(event)`` takes a decoded callback (an :class:`~bwasync.InboundCallback`,
+    or a :class:`~bwasync.StatusCallback`, which has the same shape) and returns a
+    :class:`ReplyOutcome`. It raises what the store or ``on_reply`` raise, leaving the event
+    unremembered, so that applying it again (Bandwidth's retry) does the work.
+
+    >>> processor = ReplyProcessor(FileOptOutStore("stop.txt"))        # doctest: +SKIP
+    >>> await processor.apply(event)                                   # doctest: +SKIP
+    <ReplyOutcome.OPTED_OUT: 'opted_out'>
+    """
+
+    def __init__(self, store: OptOutStore, *, on_reply: OnReply | None = None) -> None:
+        self.store = store
+        self._on_reply = on_reply
+        #: Inbound message ids handled, oldest first (bounded).
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        #: Per number, the time of the latest keyword applied (bounded like ``_seen``).
+        self._latest: OrderedDict[str, datetime] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<ReplyProcessor store={self.store!r} seen={len(self._seen)}>"
+
+    async def apply(self, event: InboundCallback | StatusCallback) -> ReplyOutcome:
+        """Apply one event (see the module docstring for the rules)."""
+        message = event.message
+        number = message.from_
+        if event.type != MESSAGE_RECEIVED or not number:
+            return ReplyOutcome.IGNORED
+        if message.id in self._seen:
+            return ReplyOutcome.DUPLICATE
+        kind = classify_reply(message.text)
+        when = _utc(message.time or event.time)
+        changed = False
+        if kind is not ReplyKind.OTHER:
+            latest = self._latest.get(number)
+            if latest is not None and when < latest:
+                self._remember(message.id)
+                return ReplyOutcome.STALE
+            note = f"{(message.text or '').strip().upper()} {when:%Y-%m-%dT%H:%M:%SZ}"
+            try:
+                if kind is ReplyKind.OPT_OUT:
+                    changed = await self.store.opt_out(number, note=note)
+                else:
+                    changed = await self.store.opt_in(number, note=note)
+            except ValueError:
+                self._remember(message.id)  # a sender that is not a phone number (a short code...)
+                return ReplyOutcome.IGNORED
+            self._latest[number] = when
+            self._latest.move_to_end(number)
+            if len(self._latest) > INBOUND_DEDUPE_CAPACITY:
+                self._latest.popitem(last=False)
+        if self._on_reply is not None:
+            reply = InboundReply(
+                number=number, to=event.to, kind=kind, changed=changed, message_id=message.id, time=when, event=event
+            )
+            result = self._on_reply(reply)
+            if inspect.isawaitable(result):
+                await result
+        # Remembered only once applied: a failed event is retried by Bandwidth and applied then.
+        self._remember(message.id)
+        if kind is ReplyKind.OTHER:
+            return ReplyOutcome.OTHER
+        if not changed:
+            return ReplyOutcome.UNCHANGED
+        return ReplyOutcome.OPTED_OUT if kind is ReplyKind.OPT_OUT else ReplyOutcome.OPTED_IN
+
+    def _remember(self, message_id: str) -> None:
+        self._seen[message_id] = None
+        if len(self._seen) > INBOUND_DEDUPE_CAPACITY:
+            self._seen.popitem(last=False)
+
+
 class InboundHandler:
     """Inbound message callbacks for aiohttp: route POSTs to :meth:`handle`; read :attr:`stats`.
 
-    See :func:`make_inbound_handler` for the arguments.
+    See :func:`make_inbound_handler` for the arguments; :attr:`processor` is its
+    :class:`ReplyProcessor`.
     """
 
     def __init__(
@@ -132,16 +238,15 @@ class InboundHandler:
     ) -> None:
         if max_body < 1:
             raise ValueError("max_body must be positive")
-        self.store = store
+        self.processor = ReplyProcessor(store, on_reply=on_reply)
         self._auth = BasicAuthGate(username, password)
-        self._on_reply = on_reply
         self.max_body = max_body
         self.timeout = timeout
         self.stats = InboundStats()
-        #: Inbound message ids handled, oldest first (bounded).
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        #: Per number, the time of the latest keyword applied (bounded like ``_seen``).
-        self._latest: OrderedDict[str, datetime] = OrderedDict()
+
+    @property
+    def store(self) -> OptOutStore:
+        return self.processor.store
 
     def __repr__(self) -> str:
         auth = "basic" if self._auth.enabled else "none"
@@ -166,7 +271,8 @@ class InboundHandler:
             async with asyncio.timeout(self.timeout):
                 # In order: a STOP and the START after it in one POST must end subscribed.
                 for event in events:
-                    await self._apply(event)
+                    outcome = await self.processor.apply(event)
+                    setattr(stats, outcome.value, getattr(stats, outcome.value) + 1)
         except TimeoutError:
             stats.errors += 1
             logger.warning("inbound handler: applying %d events took over %.1f s", len(events), self.timeout)
@@ -178,69 +284,6 @@ class InboundHandler:
         stats.requests += 1
         stats.received += len(events)
         return web.Response(status=200)
-
-    async def _apply(self, event: InboundCallback) -> None:
-        stats = self.stats
-        message = event.message
-        if event.type != MESSAGE_RECEIVED or not message.from_:
-            stats.ignored += 1
-            return
-        if message.id in self._seen:
-            stats.duplicates += 1
-            return
-        kind = classify_reply(message.text)
-        when = _utc(message.time or event.time)
-        number = message.from_
-        changed = False
-        if kind is not ReplyKind.OTHER:
-            latest = self._latest.get(number)
-            if latest is not None and when < latest:
-                stats.stale += 1
-                self._remember(message.id)
-                return
-            note = f"{(message.text or '').strip().upper()} {when:%Y-%m-%dT%H:%M:%SZ}"
-            try:
-                if kind is ReplyKind.OPT_OUT:
-                    changed = await self.store.opt_out(number, note=note)
-                else:
-                    changed = await self.store.opt_in(number, note=note)
-            except ValueError:
-                stats.ignored += 1  # a sender that is not a phone number (a short code...)
-                self._remember(message.id)
-                return
-            self._latest[number] = when
-            self._latest.move_to_end(number)
-            if len(self._latest) > INBOUND_DEDUPE_CAPACITY:
-                self._latest.popitem(last=False)
-        if self._on_reply is not None:
-            result = self._on_reply(
-                InboundReply(
-                    number=number,
-                    to=event.to,
-                    kind=kind,
-                    changed=changed,
-                    message_id=message.id,
-                    time=when,
-                    event=event,
-                )
-            )
-            if inspect.isawaitable(result):
-                await result
-        # Remembered only once applied: a failed POST is retried whole and applied then.
-        self._remember(message.id)
-        if kind is ReplyKind.OTHER:
-            stats.other += 1
-        elif not changed:
-            stats.unchanged += 1
-        elif kind is ReplyKind.OPT_OUT:
-            stats.opted_out += 1
-        else:
-            stats.opted_in += 1
-
-    def _remember(self, message_id: str) -> None:
-        self._seen[message_id] = None
-        if len(self._seen) > INBOUND_DEDUPE_CAPACITY:
-            self._seen.popitem(last=False)
 
 
 def _utc(when: datetime) -> datetime:
