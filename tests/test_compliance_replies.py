@@ -373,4 +373,8 @@ async def test_the_processor_applies_events_a_status_receiver_decoded() -> None:
     assert await processor.apply(stop) is ReplyOutcome.OPTED_OUT
     assert await processor.apply(stop) is ReplyOutcome.DUPLICATE
     assert await processor.apply(delivered) is ReplyOutcome.IGNORED
+    [odd] = decode_inbound_callbacks(
+        json.dumps(inbound("STOP", message_id="in-2", time="0001-01-01T00:00:00+05:00")).encode()
+    )
+    assert await processor.apply(odd) is ReplyOutcome.IGNORED  # not an OverflowError
     assert HANDSET in store and [r.kind for r in seen] == [ReplyKind.OPT_OUT]

@@ -137,7 +137,8 @@ class ReplyOutcome(enum.Enum):
     UNCHANGED = "unchanged"
     #: An inbound message that is not a keyword.
     OTHER = "other"
-    #: Not an inbound message (a status callback), or one without a sender phone number.
+    #: Not an inbound message (a status callback), or one without a sender phone number or a
+    #: usable time.
     IGNORED = "ignored"
     #: An inbound message seen before (same message id).
     DUPLICATE = "duplicates"
@@ -177,8 +178,10 @@ class ReplyProcessor:
             return ReplyOutcome.IGNORED
         if message.id in self._seen:
             return ReplyOutcome.DUPLICATE
-        kind = classify_reply(message.text)
         when = _utc(message.time or event.time)
+        if when is None:
+            return ReplyOutcome.IGNORED  # a time no clock can hold: nothing to order it by
+        kind = classify_reply(message.text)
         changed = False
         if kind is not ReplyKind.OTHER:
             latest = self._latest.get(number)
@@ -286,9 +289,13 @@ class InboundHandler:
         return web.Response(status=200)
 
 
-def _utc(when: datetime) -> datetime:
-    """An event time in UTC; one without an offset is taken as UTC (Bandwidth writes ``Z``)."""
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+def _utc(when: datetime) -> datetime | None:
+    """An event time in UTC; one without an offset is taken as UTC (Bandwidth writes ``Z``).
+    None when it cannot be expressed in UTC (year 1 or 9999 with an offset)."""
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def make_inbound_handler(
