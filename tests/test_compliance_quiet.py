@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bwasync import ConfigurationError
 from bwasync.compliance import QuietCheck, QuietHours, zones_for_number
@@ -231,3 +234,48 @@ def test_without_phonenumbers_the_number_functions_say_how_to_install_it(monkeyp
     finally:
         zones_for_number.cache_clear()
     assert NIGHT.check([NY], at(2026, 6, 1, 18, 0)).allowed  # explicit zones need no extra
+
+
+# --- against a minute-by-minute oracle --------------------------------------------------------------
+
+ORACLE_ZONES = [NY, LA, "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"]
+
+
+def quiet_somewhere(window: QuietHours, zones: list[str], instant: datetime) -> bool:
+    """The rule stated plainly: quiet if the local wall clock is in the window in any zone."""
+    return any(window.is_quiet_at(instant.astimezone(ZoneInfo(z)).time()) for z in zones)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    # Start and length in minutes: usual evening windows, and any other.
+    start=st.one_of(st.sampled_from([21 * 60, 20 * 60, 22 * 60 + 30, 1 * 60 + 30]), st.integers(0, 24 * 60 - 1)),
+    length=st.one_of(st.sampled_from([11 * 60, 12 * 60 + 30, 45]), st.integers(1, 15 * 60)),
+    zones=st.lists(st.sampled_from(ORACLE_ZONES), min_size=1, max_size=2, unique=True),
+    # Instants around 2026's DST changes (March, April, October, November) and any other day.
+    minute=st.one_of(
+        st.integers(0, 365 * 24 * 60),
+        st.sampled_from([66 * 24 * 60, 88 * 24 * 60, 94 * 24 * 60, 297 * 24 * 60, 304 * 24 * 60]).flatmap(
+            lambda m: st.integers(m - 2 * 24 * 60, m + 2 * 24 * 60)
+        ),
+    ),
+    second=st.integers(0, 59),
+)
+def test_next_allowed_is_the_first_minute_the_plain_rule_allows(
+    start: int, length: int, zones: list[str], minute: int, second: int
+) -> None:
+    window = QuietHours(time(start // 60, start % 60), time((start + length) // 60 % 24, (start + length) % 60))
+    now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minute, seconds=second)
+    check = window.check(zones, now)
+    assert check.allowed == (not quiet_somewhere(window, zones, now))
+    if check.allowed:
+        return
+    # Status only changes on whole UTC minutes, so stepping minute by minute is exact.
+    t = now.replace(second=0) + timedelta(minutes=1)
+    limit = now + timedelta(days=2)
+    while t <= limit and quiet_somewhere(window, zones, t):
+        t += timedelta(minutes=1)
+    if t > limit:
+        assert check.next_allowed is None
+    else:
+        assert check.next_allowed == t
