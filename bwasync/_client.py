@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiohttp
 import msgspec
@@ -42,6 +42,7 @@ from ._models import (
     Media,
     Message,
     MessageRequest,
+    PageInfo,
     coerce_request,
     encode_request,
     media_list_decoder,
@@ -89,6 +90,24 @@ LIST_FILTERS["called_number_country_a3"] = "calledNumberCountryA3"
 _NOT_CRITERIA = {"sort", "limit", "limit_total_count"}
 # Idempotent requests (GET/PUT/DELETE) may be retried even when ambiguous.
 _IDEMPOTENT = RetryPolicy(retry_ambiguous=True)
+
+
+def next_page_params(params: Mapping[str, str], info: PageInfo | None) -> dict[str, str] | None:
+    """The query of the next list page, or None on the last one.
+
+    The spec's ``nextPageToken`` goes in ``pageToken`` with the same filters. A ``pageInfo``
+    with only the ``nextPage`` link (as Bandwidth's earlier docs show it) is followed by that
+    link's own query. A page pointing at itself ends the walk rather than looping.
+    """
+    if info is None:
+        return None
+    if info.next_page_token:
+        following = {**params, "pageToken": info.next_page_token}
+    elif info.next_page:
+        following = dict(parse_qsl(urlsplit(info.next_page).query, keep_blank_values=True))
+    else:
+        return None
+    return None if following == dict(params) else following
 
 
 def _query_value(value: object) -> str:
@@ -485,10 +504,10 @@ class MessagingClient:
             page = messages_list_decoder.decode(body)
             for item in page.messages:
                 yield item
-            token = page.page_info.next_page_token if page.page_info else None
-            if not token or not page.messages:
+            following = next_page_params(params, page.page_info) if page.messages else None
+            if following is None:
                 return
-            params = {**params, "pageToken": token}
+            params = following
 
     def _media_path(self, media_id: str) -> str:
         if not media_id:

@@ -16,10 +16,12 @@ from bwasync import (
     MessageRequest,
     MessagingClient,
     NotFoundError,
+    PageInfo,
     RetryPolicy,
     ServerError,
     ValidationError,
 )
+from bwasync._client import next_page_params
 from bwasync.emulator import Emulator
 
 ACCOUNT = "9900000"
@@ -261,6 +263,21 @@ async def test_list_messages_follows_every_page(emu: Emulator, client: Messaging
     assert {i.source_tn for i in items} == {FROM}
     one = [i async for i in client.list_messages(destination_tn="+15550000007")]
     assert [i.destination_tn for i in one] == ["+15550000007"]
+
+
+def test_next_list_page_follows_the_token_or_else_the_link() -> None:
+    params = {"sourceTn": FROM, "limit": "10"}
+    assert next_page_params(params, PageInfo(next_page_token="T2", next_page="http://x/m?pageToken=T2")) == {
+        **params,
+        "pageToken": "T2",
+    }
+    # Only the link (Bandwidth's earlier docs): its query is the next request's.
+    link = "https://messaging.bandwidth.com/api/v2/users/1/messages?sourceTn=%2B15553332222&limit=10&pageToken=T3"
+    assert next_page_params(params, PageInfo(next_page=link)) == {"sourceTn": FROM, "limit": "10", "pageToken": "T3"}
+    assert next_page_params(params, PageInfo(prev_page_token="T1")) is None  # the last page
+    assert next_page_params(params, None) is None
+    here = {**params, "pageToken": "T3"}
+    assert next_page_params(here, PageInfo(next_page_token="T3")) is None  # a page naming itself: stop
 
 
 async def test_list_messages_needs_a_filter_and_known_names(client: MessagingClient) -> None:

@@ -3,25 +3,41 @@
 The SDK is generated from the same OpenAPI document, so if its models parse our answers (202
 ``Message``, 400 ``CreateMessageRequestError``, ``MessagesList``), the emulator speaks the
 spec's shapes. The SDK is synchronous (urllib3): it runs in a worker thread while the
-emulator serves on this test's event loop.
+emulator serves on this test's event loop. The last test walks the steps of Bandwidth's own
+smoke tests (messages over OAuth2, media over Basic auth) against the emulator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import pytest
+import urllib3
 from bandwidth import ApiClient, Configuration
+from bandwidth.api.media_api import MediaApi
 from bandwidth.api.messages_api import MessagesApi
-from bandwidth.exceptions import ApiException, BadRequestException, UnauthorizedException
+from bandwidth.exceptions import (
+    ApiException,
+    BadRequestException,
+    NotFoundException,
+    UnauthorizedException,
+)
 from bandwidth.models.create_message_request_error import CreateMessageRequestError
+from bandwidth.models.list_message_direction_enum import ListMessageDirectionEnum
 from bandwidth.models.list_message_item import ListMessageItem
+from bandwidth.models.media import Media
 from bandwidth.models.message import Message
 from bandwidth.models.message_request import MessageRequest
+from bandwidth.models.message_status_enum import MessageStatusEnum
+from bandwidth.models.message_type_enum import MessageTypeEnum
 from bandwidth.models.messages_list import MessagesList
+from bandwidth.models.priority_enum import PriorityEnum
 
 from bwasync.emulator import Emulator
 
@@ -113,3 +129,110 @@ async def test_sdk_lists_messages(emulator_factory: EmulatorFactory) -> None:
         assert rest.page_info is not None and rest.page_info.next_page_token is None
         ids = {item.message_id, rest.messages[0].message_id}
         assert ids == {m.id for m in emu.accepted}
+
+
+# --- Bandwidth's smoke tests, step by step, against the emulator -----------------------------------
+#
+# Bandwidth's SDK repository runs two smoke tests against the real API: messages with OAuth2
+# (client credentials), media with Basic auth. The test below drives the SDK through the same
+# steps and the same assertions, pointed at the emulator: ``host=<emulator>/api/v2`` with
+# ``ignore_operation_servers=True``, and the SDK's token request (``urllib3.request`` to
+# Bandwidth's token URL, hard-coded in some SDK versions) redirected to the emulator's endpoint.
+
+BANDWIDTH_TOKEN_URL = "https://api.bandwidth.com/api/v1/oauth2/token"
+CLIENT_ID = "smoke-client"
+CLIENT_SECRET = "smoke-secret"
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+
+def sdk_config(emu: Emulator, **credentials: str) -> Configuration:
+    return Configuration(host=emu.url, ignore_operation_servers=True, **credentials)
+
+
+async def test_bandwidth_smoke_steps_pass_against_the_emulator(
+    emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with emulator_factory(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as emu:
+        real_request = urllib3.request
+
+        def redirect(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            return real_request(method, emu.token_url if url == BANDWIDTH_TOKEN_URL else url, *args, **kwargs)
+
+        monkeypatch.setattr(urllib3, "request", redirect)
+        await asyncio.to_thread(run_smoke_steps, emu)
+        assert emu.stats.tokens_issued == 1  # one OAuth2 token, cached by the SDK across calls
+        assert emu.stats.by_status[204] == 4  # two uploads, two deletes
+
+
+def run_smoke_steps(emu: Emulator) -> None:
+    oauth = ApiClient(sdk_config(emu, client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
+    anonymous = ApiClient(sdk_config(emu))
+    messages, nobody = MessagesApi(oauth), MessagesApi(anonymous)
+    request = MessageRequest(
+        application_id=APP_ID,
+        to=[TO],
+        var_from=FROM,
+        text="python integration",
+        media=["https://cdn2.thecatapi.com/images/MTY3ODIyMQ.jpg"],
+        tag="python integration tag",
+        priority=PriorityEnum("default"),
+    )
+    invalid = MessageRequest(application_id=APP_ID, to=["+invalid"], var_from="+invalid", text="")
+
+    # create (skipped by Bandwidth, run here): 202 and the message echoed
+    created = messages.create_message_with_http_info(ACCOUNT_ID, request)
+    assert created.status_code == 202
+    message = created.data
+    assert isinstance(message, Message)
+    assert message.application_id == APP_ID and message.to == [TO] and message.var_from == FROM
+    assert message.owner == FROM and message.text == request.text and message.media == request.media
+    assert message.tag == request.tag and message.priority == PriorityEnum("default")
+    assert message.segment_count == 1 and isinstance(message.time, datetime)
+    with pytest.raises(ApiException):
+        messages.create_message(ACCOUNT_ID, invalid)
+    with pytest.raises(UnauthorizedException):
+        nobody.create_message(ACCOUNT_ID, invalid)
+
+    # list outbound messages: the item fields the smoke test checks, callingNumberCountryA3 included
+    listed = messages.list_messages_with_http_info(ACCOUNT_ID, message_direction=ListMessageDirectionEnum("OUTBOUND"))
+    assert listed.status_code == 200
+    page = listed.data
+    assert isinstance(page, MessagesList) and page.total_count is not None and page.total_count > 0
+    assert isinstance(page.messages, list) and isinstance(page.messages[0], ListMessageItem)
+    item = page.messages[0]
+    assert item.account_id == ACCOUNT_ID and item.message_id == message.id
+    assert item.source_tn is not None and E164.match(item.source_tn)
+    assert item.destination_tn is not None and E164.match(item.destination_tn)
+    assert item.message_direction == ListMessageDirectionEnum("OUTBOUND")
+    assert isinstance(item.message_status, MessageStatusEnum) and isinstance(item.message_type, MessageTypeEnum)
+    assert item.segment_count is not None and item.segment_count > 0
+    assert item.calling_number_country_a3 == "USA"
+    assert isinstance(item.receive_time, datetime)
+    with pytest.raises(ApiException):
+        messages.list_messages(ACCOUNT_ID)  # no filter: 400
+    with pytest.raises(UnauthorizedException):
+        nobody.list_messages(ACCOUNT_ID)
+
+    # media, with Basic auth: upload twice, list, download, delete twice
+    media = MediaApi(ApiClient(sdk_config(emu, username=USERNAME, password=PASSWORD)))
+    media_id = f"3.11_Linux_{uuid.uuid4()}_python_cat.jpeg"
+    picture = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
+    uploaded = media.upload_media_with_http_info(
+        account_id=ACCOUNT_ID, media_id=media_id, body=picture, _content_type="image/jpeg", cache_control="no-cache"
+    )
+    assert uploaded.status_code == 204
+    media.upload_media(
+        account_id=ACCOUNT_ID, media_id=media_id, body=picture, _content_type="image/jpeg", cache_control="no-cache"
+    )
+    assert media.list_media_with_http_info(ACCOUNT_ID).status_code == 200
+    files = media.list_media(ACCOUNT_ID)
+    assert isinstance(files[0], Media) and files[0].media_name == media_id
+    downloaded = media.get_media_with_http_info(ACCOUNT_ID, media_id)
+    assert downloaded.status_code == 200 and downloaded.headers is not None
+    assert downloaded.headers["Content-Type"] == "image/jpeg"
+    assert bytes(media.get_media(ACCOUNT_ID, media_id)) == picture
+    deleted = media.delete_media_with_http_info(ACCOUNT_ID, media_id)
+    assert deleted.status_code == 204
+    media.delete_media(ACCOUNT_ID, media_id)  # again: still 204, so no exception
+    with pytest.raises(NotFoundException):
+        media.get_media(ACCOUNT_ID, media_id)

@@ -16,7 +16,8 @@ Standalone: ``python -m bwasync.emulator --port 8080 --username u --password p [
 
 Modules: ``_config`` (the knobs), ``_server`` (aiohttp app and handlers), ``_state`` (records,
 counters, queue model, tokens), ``_lifecycle`` (status timeline and callback bodies),
-``_listing`` (list-messages filters and paging), ``_callbacks`` (webhook delivery),
+``_listing`` (list-messages items, filters and paging), ``_countries`` (calling code ->
+country), ``_callbacks`` (webhook delivery),
 ``_bodies`` (error bodies), ``_cli`` (the command line).
 """
 

@@ -123,7 +123,17 @@ class EmulatorConfig:
     carrier_names: Sequence[str] = _knob(
         DEFAULT_CARRIERS, "Carrier names reported per recipient in callbacks and list results.", _str_list, "NAME,..."
     )
-    campaign_id: str | None = _knob(None, "campaignId reported (and filterable) on listed messages.", str, "ID")
+    campaign_id: str | None = _knob(
+        None,
+        "The account's 10DLC campaign: local numbers then send as LOCAL_A2P and listed messages carry this "
+        "campaignId. Unset: P2P, no campaign.",
+        str,
+        "ID",
+    )
+    campaign_class: str = _knob("T", "campaignClass listed with campaign_id (the spec's example: T).", str, "CLASS")
+    location: str | None = _knob(
+        "emulator", "The location (sub-account site) id listed for every message's number.", _optional(str), "ID"
+    )
 
     # --- latency and faults (per create request) ----------------------------------------------
     latency: float = _knob(0.0, "Seconds to wait before answering a create.", float, "SECONDS")

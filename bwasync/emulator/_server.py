@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import msgspec
 from aiohttp import web
@@ -531,7 +531,7 @@ class Emulator:
         except ListQueryError as exc:
             return self._reply(400, bodies.error("request-validation", str(exc)))
         account = request.match_info["accountId"]
-        result = page(list_items(self.accepted, account, now, cfg.carrier_names, cfg.campaign_id), query)
+        result = page(list_items(self.accepted, account, now, cfg, query, self._media_bytes(account)), query)
         info: dict[str, str] = {}
         if result.prev_offset is not None:
             token = encode_token(result.prev_offset)
@@ -579,16 +579,31 @@ class Emulator:
         return self._reply(200, stored.data, headers)
 
     async def _media_delete(self, request: web.Request) -> web.StreamResponse:
+        """204 whether or not the file exists: Bandwidth's delete is idempotent.
+
+        Its own smoke test deletes one media id twice and expects 204 both times; a store that
+        answers 204 for a file already gone cannot tell it from one that never existed.
+        """
         self.stats.requests += 1
         denied = self._gate(request)
         if denied is not None:
             return denied
-        media_id, stored = self._find_media(request)
-        if stored is None:
-            return self._reply(404, bodies.media_not_found(media_id))
-        del self.media[request.match_info["accountId"]][media_id]
+        self.media.get(request.match_info["accountId"], {}).pop(request.match_info["mediaId"], None)
         self.stats.by_status[204] += 1
         return web.Response(status=204)
+
+    def _media_bytes(self, account: str) -> Callable[[str], int | None]:
+        """The size of a media URL's file when it names one uploaded here (any host), else None."""
+        files = self.media.get(account, {})
+        marker = f"/users/{account}/media/"
+
+        def size(url: str) -> int | None:
+            path = urlsplit(url).path
+            _, found, media_id = path.partition(marker)
+            stored = files.get(unquote(media_id)) if found else None
+            return None if stored is None else len(stored.data)
+
+        return size
 
     async def _media_list(self, request: web.Request) -> web.StreamResponse:
         self.stats.requests += 1
