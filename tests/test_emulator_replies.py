@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -16,6 +17,7 @@ from bwasync.compliance import FileOptOutStore, InboundHandler, MemoryOptOutStor
 from bwasync.emulator import EmulatorConfig
 
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME, CallbackReceiver, EmulatorFactory
+from .test_emulator_fidelity import assert_matches_schema, assert_value, spec_schema
 
 APP_ID = "93de2206-9669-4e07-948d-329f4b722ee2"
 FROM = "+15553332222"
@@ -88,6 +90,25 @@ async def test_the_reply_is_a_message_received_callback_from_the_handset(
     assert reply.message.from_ == "+19195550101" and reply.message.to == [FROM]
     assert reply.message.text == "STOP" and reply.message.direction == "in"
     assert reply.message.id != sent.id and reply.carrier_name
+
+
+async def test_the_reply_is_the_specs_inbound_callback(
+    emulator_factory: EmulatorFactory, callback_receiver: CallbackReceiver
+) -> None:
+    async with (
+        emulator_factory(callback_url=callback_receiver.url, p_stop_reply=1.0) as emu,
+        MessagingClient(ACCOUNT_ID, username=USERNAME, password=PASSWORD, base_url=emu.url) as client,
+    ):
+        await client.create_message(to="+19195550101", from_=FROM, text="Hi", application_id=APP_ID)
+        deliveries = await callback_receiver.collect(3)
+    [reply] = msgspec.json.decode(deliveries[2].body)
+    schema = spec_schema("inboundCallback")
+    assert set(reply) <= set(schema.properties) and schema.required <= set(reply)
+    assert reply["type"] in spec_schema("inboundCallbackTypeEnum").enum
+    for key in set(reply) - {"message", "type"}:
+        assert_value(key, reply[key], schema.properties[key])
+    # inboundCallbackMessage is statusCallbackMessage plus multi-channel fields an SMS has not.
+    assert_matches_schema("message", reply["message"], spec_schema("statusCallbackMessage"))
 
 
 async def stop_replies(emulator_factory: EmulatorFactory, seed: int) -> tuple[int, int]:
