@@ -267,7 +267,8 @@ class InboundHandler:
             return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
         try:
             events = decode_inbound_callbacks(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+            # RecursionError: an unknown field nested deeper than the decoder goes (hostile, not a 500).
             stats.rejected += 1
             return web.Response(status=400, text=f"expected inbound message callbacks: {exc}")
         try:
