@@ -24,6 +24,7 @@ from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode
 __all__ = [
     "CreateMessageRequestErrorBody",
     "FieldError",
+    "InboundCallback",
     "ListFilters",
     "ListMessageItem",
     "Media",
@@ -38,6 +39,7 @@ __all__ = [
     "StatusCallbackMessage",
     "coerce_request",
     "decode_callbacks",
+    "decode_inbound_callbacks",
     "decode_message",
     "encode_request",
 ]
@@ -276,6 +278,24 @@ class StatusCallback(msgspec.Struct, rename="camel", kw_only=True):
     carrier_name: str | None = None
 
 
+class InboundCallback(msgspec.Struct, rename="camel", kw_only=True):
+    """One inbound event: ``message-received`` is a message a handset sent to your number.
+
+    The spec's ``inboundCallback``: ``to`` is your Bandwidth number that received it,
+    ``message.from_`` the sender, ``message.text`` what they wrote (inbound text is kept, unlike
+    an outbound message's), ``message.id`` Bandwidth's id of the inbound message. The other
+    types (``requested-location-response``, ``suggestion-response``) are RBM-only. Status events
+    have the same shape, so one decoder reads whatever arrives at a shared callback URL.
+    """
+
+    time: datetime
+    type: str
+    to: str
+    description: str
+    message: StatusCallbackMessage
+    carrier_name: str | None = None
+
+
 class PageInfo(msgspec.Struct, rename="camel", kw_only=True):
     prev_page: str | None = None
     next_page: str | None = None
@@ -330,6 +350,7 @@ _encoder = msgspec.json.Encoder()
 _json_any = msgspec.json.Decoder()
 _message_decoder = msgspec.json.Decoder(Message)
 _callbacks_decoder = msgspec.json.Decoder(list[StatusCallback])
+_inbound_decoder = msgspec.json.Decoder(list[InboundCallback] | InboundCallback)
 messages_list_decoder = msgspec.json.Decoder(MessagesList)
 media_list_decoder = msgspec.json.Decoder(list[Media])
 
@@ -347,6 +368,13 @@ def decode_message(data: bytes) -> Message:
 def decode_callbacks(data: bytes) -> list[StatusCallback]:
     """Decode a status-callback POST body: a JSON array of events."""
     return _callbacks_decoder.decode(data)
+
+
+def decode_inbound_callbacks(data: bytes) -> list[InboundCallback]:
+    """Decode an inbound-callback POST body: a JSON array of events, as Bandwidth sends them,
+    or one event object, as the spec's request body shows it."""
+    decoded = _inbound_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def encode(obj: Any) -> bytes:

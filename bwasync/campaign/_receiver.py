@@ -34,7 +34,6 @@ Or standalone::
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
 import logging
 from collections import OrderedDict
@@ -45,8 +44,8 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
+from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
 from ._records import DeliveryOutcome
@@ -140,15 +139,10 @@ class CallbackHandler:
         max_body: int = DEFAULT_MAX_BODY,
         timeout: float = CALLBACK_HANDLER_TIMEOUT,
     ) -> None:
-        if (username is None) != (password is None):
-            raise ValueError("give both username and password, or neither")
         if max_body < 1:
             raise ValueError("max_body must be positive")
         self._on_event = on_event
-        #: The exact Authorization header expected, compared whole in constant time.
-        self._expected: bytes | None = None
-        if username is not None and password is not None:
-            self._expected = basic_header(username, password).encode()
+        self._auth = BasicAuthGate(username, password)
         self.max_body = max_body
         self.timeout = timeout
         self.stats = ReceiverStats()
@@ -156,21 +150,15 @@ class CallbackHandler:
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     def __repr__(self) -> str:
-        auth = "basic" if self._expected is not None else "none"
+        auth = "basic" if self._auth.enabled else "none"
         return f"<CallbackHandler auth={auth} max_body={self.max_body} {self.stats}>"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
-        if self._expected is not None:
-            given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, self._expected):
-                self.stats.rejected += 1
-                return web.Response(
-                    status=401,
-                    text="authentication required",
-                    headers={hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'},
-                )
-        body = await self._read_body(request)
+        if not self._auth.admits(request.headers.get(hdrs.AUTHORIZATION)):
+            self.stats.rejected += 1
+            return web.Response(status=401, text="authentication required", headers=UNAUTHORIZED_HEADERS)
+        body = await read_bounded(request.content.iter_chunked(_READ_CHUNK), request.content_length, self.max_body)
         if body is None:
             self.stats.rejected += 1
             return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
@@ -226,22 +214,6 @@ class CallbackHandler:
         if inspect.isawaitable(result):
             result = await result
         return result
-
-    async def _read_body(self, request: web.Request) -> bytes | None:
-        """The body, or None if it is larger than ``max_body`` (then not read any further)."""
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
 
 
 def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:

@@ -186,6 +186,13 @@ class EmulatorConfig:
     p_duplicate_callback: float = _knob(
         0.0, "Probability an event is delivered twice (Bandwidth is at-least-once).", _probability, "P"
     )
+    p_stop_reply: float = _knob(
+        0.0,
+        "Probability a recipient replies STOP once its message is delivered: a message-received "
+        "callback from that number to the callback URL.",
+        _probability,
+        "P",
+    )
     callback_max_attempts: int = _knob(
         5, "Delivery attempts per event on non-2xx or connection error before giving up.", int, "N"
     )
@@ -209,7 +216,7 @@ class EmulatorConfig:
         # One draw decides the fault of a request, so the fault probabilities share [0, 1].
         if sum(faults) > 1.0 + 1e-9:
             raise ValueError(f"the fault probabilities add up to {sum(faults)} > 1")
-        for name in ("p_delivered", "p_duplicate_callback"):
+        for name in ("p_delivered", "p_duplicate_callback", "p_stop_reply"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is not a probability in [0, 1]")

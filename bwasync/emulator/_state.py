@@ -112,6 +112,8 @@ class EmulatorStats:
     callbacks_redelivered: int = 0
     #: Events deliberately delivered a second time.
     callbacks_duplicated: int = 0
+    #: STOP replies (``message-received`` callbacks) the receiver answered 2xx (``p_stop_reply``).
+    stop_replies_sent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,7 @@ class EmulatorStats:
             "callbacks_failed": self.callbacks_failed,
             "callbacks_redelivered": self.callbacks_redelivered,
             "callbacks_duplicated": self.callbacks_duplicated,
+            "stop_replies_sent": self.stop_replies_sent,
         }
 
 
