@@ -103,6 +103,26 @@ assert all(sources(e) - {RowStatus.ACCEPTED} == _RESULTABLE for e in _RESULT_EVE
 
 _CAMPAIGN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+
+def _skip_opted_out(conn: sqlite3.Connection, blocked: frozenset[str], one: str | None) -> int:
+    """Skip the pending rows with a recipient in ``blocked``; ``one``: its only number, to let
+    SQLite pre-filter the rows by text before each candidate's recipients are decoded."""
+    pending = sql_in(sources(Event.OPT_OUT))
+    if one is None:
+        rows = conn.execute("SELECT key, recipients FROM rows WHERE status IN " + pending)
+    else:
+        rows = conn.execute(
+            "SELECT key, recipients FROM rows WHERE status IN " + pending + " AND instr(recipients, ?) > 0",
+            (json.dumps(one),),
+        )
+    keys = [key for key, recipients in rows if not blocked.isdisjoint(json.loads(recipients))]
+    conn.executemany(
+        "UPDATE rows SET status = 'skipped', error = 'opted out' WHERE key = ? AND status IN " + pending,
+        [(k,) for k in keys],
+    )
+    return len(keys)
+
+
 _MARK_SQL: Final = (
     "UPDATE rows SET status = 'in_flight', "
     "in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ? END "
@@ -411,21 +431,33 @@ class Journal(StartClose):
         so call it before sending, not during. Returns how many rows it skipped.
         """
         blocked = frozenset(numbers)
+        return await self._call(lambda conn: _skip_opted_out(conn, blocked, None))
+
+    async def record_reply(
+        self, message_id: str, number: str, kind: str, *, changed: bool, event_time: datetime | float | None = None
+    ) -> int:
+        """Record a STOP/START keyword reply received during a run; how many rows it skipped.
+
+        ``kind`` is ``"opt-out"`` or ``"opt-in"`` (a :class:`bwasync.compliance.ReplyKind`
+        value). An opt-out skips the pending rows with ``number`` among their recipients, in
+        the same transaction, safe while sending: a row already taken for sending is refused
+        its ``in_flight`` mark. Rows already in flight or sent are not undone, and an opt-in
+        does not bring skipped rows back (``skipped`` is final). The same ``message_id`` twice
+        (Bandwidth's retry, even across runs) is recorded and applied once.
+        """
+        when = None if event_time is None else _epoch(event_time)
 
         def op(conn: sqlite3.Connection) -> int:
-            keys = [
-                key
-                for key, recipients in conn.execute(
-                    "SELECT key, recipients FROM rows WHERE status IN " + sql_in(sources(Event.OPT_OUT))
-                )
-                if not blocked.isdisjoint(json.loads(recipients))
-            ]
-            conn.executemany(
-                "UPDATE rows SET status = 'skipped', error = 'opted out' WHERE key = ? AND status IN "
-                + sql_in(sources(Event.OPT_OUT)),
-                [(k,) for k in keys],
+            before = conn.total_changes
+            conn.execute(
+                "INSERT OR IGNORE INTO replies (message_id, number, kind, changed, event_time) VALUES (?, ?, ?, ?, ?)",
+                (message_id, number, kind, int(changed), when),
             )
-            return len(keys)
+            if conn.total_changes == before or kind != _schema.REPLY_OPT_OUT:
+                return 0
+            skipped = _skip_opted_out(conn, frozenset((number,)), number)
+            conn.execute("UPDATE replies SET skipped = ? WHERE message_id = ?", (skipped, message_id))
+            return skipped
 
         return await self._call(op)
 

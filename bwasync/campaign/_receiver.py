@@ -46,6 +46,7 @@ from aiohttp import hdrs, web
 
 from .._models import StatusCallback, decode_callbacks
 from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
+from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
 from ._records import DeliveryOutcome
@@ -258,6 +259,22 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
         )
 
     return record
+
+
+def campaign_event_handler(
+    journal: Journal, on_reply_event: Callable[[StatusCallback], Awaitable[object]]
+) -> Callable[[StatusCallback], Awaitable[object]]:
+    """An ``on_event`` for a campaign's one callback URL: inbound ``message-received`` events
+    (replies such as STOP) go to ``on_reply_event`` (e.g. a ``ReplyProcessor``'s ``apply``),
+    every other event to :func:`delivery_recorder`."""
+    record = delivery_recorder(journal)
+
+    async def route(event: StatusCallback) -> object:
+        if event.type == MESSAGE_RECEIVED:
+            return await on_reply_event(event)
+        return await record(event)
+
+    return route
 
 
 class CallbackReceiver(StartClose):

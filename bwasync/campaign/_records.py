@@ -169,6 +169,10 @@ class Counts:
     accepted_segments: int
     #: Receipts for rows that had no accepted message (see :attr:`DeliveryOutcome.UNMATCHED`).
     unmatched_receipts: int = 0
+    #: STOP-type replies received during runs that opted their sender out (see ``Journal.record_reply``).
+    opt_outs_received: int = 0
+    #: START-type replies received during runs that opted their sender back in.
+    opt_ins_received: int = 0
 
     def __getitem__(self, status: str) -> int:
         return self.by_status.get(status, 0)

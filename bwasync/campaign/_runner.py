@@ -65,6 +65,7 @@ from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
 from .._validation import Priority
+from ..compliance import InboundReply, ReplyKind
 from ._constants import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_SETTLE,
@@ -317,14 +318,14 @@ class RunProgress:
         """Rows failed or ambiguous (invalid rows are counted apart)."""
         return self.by_status.get("failed", 0) + self.by_status.get("ambiguous", 0)
 
-    def apply(self, current: str, event: Event) -> None:
-        """Count a row in ``current`` moving as ``event`` says (see :mod:`._rowstate`)."""
+    def apply(self, current: str, event: Event, rows: int = 1) -> None:
+        """Count ``rows`` rows in ``current`` moving as ``event`` says (see :mod:`._rowstate`)."""
         new = next_state(current, event)
         if new is None or new == current:
             return
         by = self.by_status
-        by[current] = by.get(current, 0) - 1
-        by[new] = by.get(new, 0) + 1
+        by[current] = by.get(current, 0) - rows
+        by[new] = by.get(new, 0) + rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +434,21 @@ class CampaignRunner:
             self._stopped.set()
         if self._room is not None:
             self._room.set()  # hooks waiting for room re-check and refuse
+
+    async def receive_reply(self, reply: InboundReply) -> None:
+        """Record a STOP/START reply received during the run (a ``ReplyProcessor``'s ``on_reply``).
+
+        A STOP skips the number's pending rows at once, before they are sent (rows already on
+        the wire are not undone); a START is recorded (the opt-out store re-subscribes the
+        number for later campaigns) but does not bring back rows already skipped.
+        """
+        if reply.kind is ReplyKind.OTHER:
+            return
+        skipped = await self.journal.record_reply(
+            reply.message_id, reply.number, reply.kind.value, changed=reply.changed, event_time=reply.time
+        )
+        if skipped:
+            self.progress.apply(RowStatus.PENDING, Event.OPT_OUT, skipped)
 
     def _note(self, kind: NoteKind, **values: Any) -> None:
         if self._on_note is not None:
@@ -788,7 +804,8 @@ class CampaignRunner:
         try:
             if isinstance(error, JournalStateError):
                 # The row became final meanwhile (a callback proved it sent): nothing to record.
-                if error.status is not None:
+                # A row skipped by a STOP reply was counted when the reply was applied.
+                if error.status is not None and error.status != RowStatus.SKIPPED:
                     progress.by_status[error.status] = progress.by_status.get(error.status, 0) + 1
                     progress.by_status[current] = progress.by_status.get(current, 0) - 1
                 return

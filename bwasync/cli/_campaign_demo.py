@@ -56,6 +56,9 @@ DEMO_P_DELIVERED: Final = 0.97
 DEMO_CALLBACK_DELAY: Final = 0.1
 #: Share of status callbacks the emulator delivers twice (Bandwidth is at-least-once).
 DEMO_P_DUPLICATE: Final = 0.01
+#: Share of delivered recipients who reply STOP: the report counts the opt-outs received, and the
+#: numbers are added to the demo's opt-out list.
+DEMO_P_STOP_REPLY: Final = 0.01
 #: In-flight requests of the run.
 DEMO_CONCURRENCY: Final = 40
 #: Seconds the demo waits for the last delivery receipts.
@@ -158,6 +161,7 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
             "p_delivered": DEMO_P_DELIVERED,
             "callback_delay": DEMO_CALLBACK_DELAY,
             "p_duplicate_callback": DEMO_P_DUPLICATE,
+            "p_stop_reply": DEMO_P_STOP_REPLY,
             "dequeue_rate": DEMO_DEQUEUE_RATE,
             "queue_seconds": DEMO_QUEUE_SECONDS,
             "seed": seed,
@@ -170,6 +174,7 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
             progress=ProgressMode.OFF if no_progress else progress_mode(False),
             emulator_knobs=knobs,
             on_session=sessions.append,
+            opt_out_path=str(stop_path),
         )
         note(
             f"Emulated account: dequeues {DEMO_DEQUEUE_RATE:g} segments/s, queues {DEMO_QUEUE_SECONDS:g} s of them; "

@@ -301,6 +301,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
         progress=progress_mode(args.no_progress),
         allow_invalid=args.allow_invalid,
+        opt_out_path=args.opt_out_path,
     )
     ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
 

@@ -98,6 +98,11 @@ def report_table(report: Report) -> Table:
     if report.delivery_failures_by_code:
         codes = ", ".join(f"{c}: {n:,}" for c, n in report.delivery_failures_by_code.items())
         table.add_row("undelivered, by code", Text(codes))
+    if report.opt_outs_received or report.opt_ins_received:
+        table.add_row(
+            "replies received",
+            f"{report.opt_outs_received:,} opt-outs (STOP), {report.opt_ins_received:,} opt-ins (START)",
+        )
     if report.unmatched_receipts:
         table.add_row(
             Text("unmatched receipts", style="yellow"),
