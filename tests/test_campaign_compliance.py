@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 
 from bwasync import MessageRequest
-from bwasync.campaign import CallbackReceiver, CampaignRunner, build_report, load_opt_out
+from bwasync.campaign import CallbackReceiver, CampaignRunner, Template, build_report, dry_run, load_opt_out
 from bwasync.campaign._receiver import campaign_event_handler
 from bwasync.compliance import FileOptOutStore, ReplyProcessor
 from bwasync.emulator import Emulator
 
-from .test_campaign_run import client_for, number, options, statuses
+from .test_campaign_run import client_for, number, options, run_once, statuses
 from .test_compliance_replies import inbound
 
 USER, PASSWORD = "bw", "reply-secret"
@@ -112,3 +112,50 @@ async def test_a_reply_applied_twice_across_runs_skips_once(tmp_path: Path) -> N
         assert conn.execute("SELECT number, skipped FROM replies").fetchall() == [(STOPPER, 2)]
     finally:
         conn.close()
+
+
+# --- Impossible numbers ---------------------------------------------------------------------------
+
+#: A number libphonenumber accepts, and one whose area code no place uses.
+REAL, IMPOSSIBLE = "+19195551234", "+15550001234"
+
+
+def write_mixed_csv(path: Path) -> Path:
+    rows = f"id,to,name,code\na,{REAL},Ann,1\nb,{IMPOSSIBLE},Bob,2\nc,{REAL};{IMPOSSIBLE},Cy,3\n"
+    path.write_text(rows, encoding="utf-8")
+    return path
+
+
+def test_the_dry_run_flags_impossible_numbers_and_strict_makes_them_invalid(tmp_path: Path) -> None:
+    path = write_mixed_csv(tmp_path / "list.csv")
+    rules: dict[str, Any] = {"template": Template("Hi {name}"), "application_id": "app", "default_from": REAL}
+    rules["key_column"] = "id"
+    unchecked = dry_run(path, **rules)
+    assert not unchecked.numbers_checked and unchecked.impossible == 0 and unchecked.valid == 3
+    flagged = dry_run(path, check_numbers=True, **rules)
+    assert (flagged.valid, flagged.invalid, flagged.impossible) == (3, 0, 2)
+    assert [(r.key, r.error) for r in flagged.impossible_rows] == [
+        ("b", f"to: {IMPOSSIBLE} cannot be a valid number: invalid area code 555: no place uses it"),
+        ("c", f"to: {IMPOSSIBLE} cannot be a valid number: invalid area code 555: no place uses it"),
+    ]
+    strict = dry_run(path, check_numbers=True, strict_numbers=True, **rules)
+    assert (strict.valid, strict.invalid, strict.impossible) == (1, 2, 0)
+    assert [r.key for r in strict.invalid_rows] == ["b", "c"]
+
+
+async def test_strict_numbers_makes_impossible_numbers_invalid_rows(tmp_path: Path, emulator: Emulator) -> None:
+    path = write_mixed_csv(tmp_path / "list.csv")
+    lax = await run_once(tmp_path / "lax", options(path, key_column="id"), emulator)
+    assert lax.complete and lax.counts["accepted"] == 3
+    emulator.accepted.clear()
+    strict = await run_once(tmp_path / "strict", options(path, key_column="id", strict_numbers=True), emulator)
+    assert strict.complete and (strict.counts["accepted"], strict.counts["invalid"]) == (1, 2)
+    assert [m.to for m in emulator.accepted] == [[REAL]]
+    states = statuses(tmp_path / "strict")
+    assert states == {"a": "accepted", "b": "invalid", "c": "invalid"}
+    conn = sqlite3.connect(tmp_path / "strict")
+    try:
+        (error,) = conn.execute("SELECT error FROM rows WHERE key = 'b'").fetchone()
+    finally:
+        conn.close()
+    assert error == f"to: {IMPOSSIBLE} cannot be a valid number: invalid area code 555: no place uses it"

@@ -21,7 +21,7 @@ from typing import Any
 from .._exceptions import ValidationError
 from .._segments import segments, total_segments
 from .._validation import Priority
-from ._inputs import Format, Template, format_field_errors, read_rows, validated_row
+from ._inputs import Format, Template, format_field_errors, impossible_numbers, read_rows, validated_row
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
@@ -79,6 +79,13 @@ class DryRunReport:
     sample: list[DryRunMessage] = field(default_factory=list)
     #: The first invalid rows, in file order (``invalid`` counts them all).
     invalid_rows: list[DryRunInvalid] = field(default_factory=list)
+    #: Whether recipients were checked for numbers that cannot exist (``check_numbers``).
+    numbers_checked: bool = False
+    #: Sendable rows with a recipient that cannot be a valid number (sent anyway, unless
+    #: ``strict_numbers``, which counts them in ``invalid`` instead).
+    impossible: int = 0
+    #: The first of those rows, in file order, with the reason.
+    impossible_rows: list[DryRunInvalid] = field(default_factory=list)
 
     @property
     def sendable(self) -> int:
@@ -105,14 +112,20 @@ def dry_run(
     expiration: datetime | str | None = None,
     sample: int = 20,
     max_invalid: int = 50,
+    check_numbers: bool = False,
+    strict_numbers: bool = False,
 ) -> DryRunReport:
     """Validate and render every row of ``path``; send nothing, write nothing.
+
+    ``check_numbers`` flags recipients that cannot be valid numbers (``impossible``, with the
+    reason); ``strict_numbers`` makes those rows invalid, as ``campaign run --strict-numbers``
+    does. Both need the ``compliance`` extra.
 
     Raises :class:`~bwasync.campaign.InputFileError` when the file itself is unusable. Rows are
     keyed and checked exactly as the load pass does (:func:`~bwasync.campaign.build_request`);
     duplicate keys are invalid.
     """
-    report = DryRunReport()
+    report = DryRunReport(numbers_checked=check_numbers or strict_numbers)
     cid = campaign_id or DRY_RUN_CAMPAIGN_ID
     blocked = frozenset(opt_out)
     # Exactly what the load pass checks (see prepare_row).
@@ -134,6 +147,17 @@ def dry_run(
                 if len(report.invalid_rows) < max_invalid:
                     report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors(exc.field_errors)))
                 continue
+            impossible = impossible_numbers(request.to) if report.numbers_checked else None
+            if impossible:
+                error = format_field_errors(impossible)
+                if strict_numbers:
+                    report.invalid += 1
+                    if len(report.invalid_rows) < max_invalid:
+                        report.invalid_rows.append(DryRunInvalid(row.line, row.key, error))
+                    continue
+                report.impossible += 1
+                if len(report.impossible_rows) < max_invalid:
+                    report.impossible_rows.append(DryRunInvalid(row.line, row.key, error))
             report.valid += 1
             if blocked and any(n in blocked for n in request.to):
                 report.skipped += 1

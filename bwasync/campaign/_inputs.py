@@ -48,6 +48,7 @@ from .._exceptions import ValidationError
 from .._models import MessageRequest, encode_request
 from .._segments import message_cost
 from .._validation import FieldError, Priority, is_e164
+from ..compliance import check_number
 from ._constants import MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
 from ._records import NewRow, RowStatus, synthetic_key
@@ -59,6 +60,7 @@ __all__ = [
     "Template",
     "build_request",
     "format_field_errors",
+    "impossible_numbers",
     "load_opt_out",
     "normalize_number",
     "prepare_row",
@@ -583,6 +585,22 @@ def format_field_errors(errors: Iterable[FieldError]) -> str:
     return "; ".join(f"{e.field_name}: {e.description}" for e in errors)
 
 
+def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
+    """A ``to`` field error for each number that cannot exist (:func:`bwasync.compliance.check_number`).
+
+    Needs the ``compliance`` extra (:class:`~bwasync.ConfigurationError` without it).
+
+    >>> [e.description for e in impossible_numbers(["+19195551234", "+15550001234"])]
+    ['+15550001234 cannot be a valid number: invalid area code 555: no place uses it']
+    """
+    errors = []
+    for number in numbers:
+        check = check_number(number)
+        if not check.valid:
+            errors.append(FieldError("to", f"{number} cannot be a valid number: {check.reason}"))
+    return errors
+
+
 def prepare_row(
     row: InputRow,
     *,
@@ -593,11 +611,13 @@ def prepare_row(
     opt_out: frozenset[str] = frozenset(),
     priority: Priority | str | None = None,
     expiration: datetime | str | None = None,
+    strict_numbers: bool = False,
 ) -> NewRow:
     """The journal row for an input row: ``pending``, ``invalid`` or ``skipped``.
 
     ``invalid`` when :func:`build_request` raises (``error`` lists the field errors, one line
-    as :func:`format_field_errors`); ``skipped`` with ``error="opted out"`` when any recipient
+    as :func:`format_field_errors`), or with ``strict_numbers`` when a recipient cannot be a
+    valid number (:func:`impossible_numbers`); ``skipped`` with ``error="opted out"`` when any recipient
     is in ``opt_out`` (normalised numbers, see :func:`load_opt_out`); ``pending`` otherwise.
     ``segments`` is the text's segments (1 for MMS) × recipients: what the row costs against
     the account's rate.
@@ -624,6 +644,17 @@ def prepare_row(
             sender=sender if isinstance(sender, str) else None,
             request=None,
             error=format_field_errors(exc.field_errors),
+        )
+    impossible = impossible_numbers(request.to) if strict_numbers else None
+    if impossible:
+        return NewRow(
+            key=row.key,
+            line=row.line,
+            status=RowStatus.INVALID,
+            recipients=list(request.to),
+            sender=request.from_,
+            request=None,
+            error=format_field_errors(impossible),
         )
     cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)

@@ -221,6 +221,9 @@ class CampaignOptions:
     opt_out: frozenset[str] = frozenset()
     #: Seconds a dead run's in-flight row must age before it is looked up (see :mod:`._reconcile`).
     settle: float = DEFAULT_SETTLE
+    #: Rows with a recipient that cannot be a valid number are ``invalid`` (needs the
+    #: ``compliance`` extra; see :func:`bwasync.compliance.check_number`).
+    strict_numbers: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -538,6 +541,7 @@ class CampaignRunner:
                     default_from=opts.default_from,
                     campaign_id=info.campaign_id,
                     opt_out=opts.opt_out,
+                    strict_numbers=opts.strict_numbers,
                     priority=opts.priority,
                     expiration=opts.expiration,
                 )

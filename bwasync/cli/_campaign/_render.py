@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ...campaign import (
+    DryRunInvalid,
     DryRunReport,
     JournalMismatchError,
     JournalStatus,
@@ -158,6 +159,24 @@ def _to_cell(to: tuple[str, ...]) -> str:
     return to[0] + (f" +{len(to) - 1}" if len(to) > 1 else "")
 
 
+def _problem_rows(title: str, total: int, rows: list[DryRunInvalid], style: str) -> Table:
+    """The first rows with a problem (line, key, what is wrong)."""
+    table = Table(
+        title=title + (f" (first {len(rows)} shown)" if total > len(rows) else ""),
+        title_justify="left",
+        title_style=f"bold {style}",
+        header_style="bold",
+        box=None,
+        padding=(0, 1),
+    )
+    table.add_column("line", justify="right", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("problem", overflow="fold")
+    for bad in rows:
+        table.add_row(str(bad.line), Text(bad.key), Text(bad.error))
+    return table
+
+
 def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
     console = out_console()
     console.print(Text(f"Dry run of {file}: nothing was sent and no journal was written.", style="bold"))
@@ -189,20 +208,12 @@ def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
             table.add_row(str(m.line), Text(m.key), _to_cell(m.to), m.encoding, str(m.segments), _preview(m.text))
         console.print(table)
     if report.invalid_rows:
-        table = Table(
-            title=f"Invalid rows: {report.invalid:,}" + (" (first 50 shown)" if report.invalid > 50 else ""),
-            title_justify="left",
-            title_style="bold red",
-            header_style="bold",
-            box=None,
-            padding=(0, 1),
+        console.print(_problem_rows(f"Invalid rows: {report.invalid:,}", report.invalid, report.invalid_rows, "red"))
+    if report.impossible_rows:
+        title = (
+            f"Numbers that cannot be valid (sent anyway; --strict-numbers makes them invalid): {report.impossible:,}"
         )
-        table.add_column("line", justify="right", no_wrap=True)
-        table.add_column("key", no_wrap=True)
-        table.add_column("problem", overflow="fold")
-        for bad in report.invalid_rows:
-            table.add_row(str(bad.line), Text(bad.key), Text(bad.error))
-        console.print(table)
+        console.print(_problem_rows(title, report.impossible, report.impossible_rows, "yellow"))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -210,6 +221,13 @@ def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
         "rows",
         f"{report.rows:,}: {report.sendable:,} to send, {report.invalid:,} invalid, {report.skipped:,} opted out",
     )
+    if not report.numbers_checked:
+        numbers = "not checked for impossible numbers (pip install 'bwasync[compliance]')"
+    elif report.impossible:
+        numbers = f"{report.impossible:,} rows to numbers that cannot be valid"
+    else:
+        numbers = "all can be valid"
+    grid.add_row("numbers", numbers)
     grid.add_row("encoding", f"{report.gsm7:,} GSM-7, {report.ucs2:,} UCS-2 (Unicode), {report.mms:,} MMS")
     histogram = ", ".join(
         f"{n:,} × {seg} segment{'s' if seg != 1 else ''}" for seg, n in sorted(report.histogram.items())
