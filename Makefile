@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit fuzz bench clean
+.PHONY: install demo test lint typecheck unit fuzz bench clean redis-server
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,24 @@ demo: install
 test: lint typecheck unit
 
 lint: install
-	$(BIN)/ruff check bwasync tests benchmarks
-	$(BIN)/ruff format --check bwasync tests benchmarks
+	$(BIN)/ruff check bwasync tests benchmarks examples
+	$(BIN)/ruff format --check bwasync tests benchmarks examples
 
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install redis-server
 	$(BIN)/pytest -n 2
+
+## The Redis tests run a real redis-server (Debian's package): install it where we can (root with
+## apt-get), else stop with the one command to run.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server is missing; install it with: sudo apt-get install -y redis-server"; exit 1; \
+	  fi; }
 
 ## The property-based tests at 10,000 examples each (a few dozen in `make test`); takes minutes.
 fuzz: install

@@ -13,7 +13,16 @@ from typing import Any
 
 import msgspec
 
-from . import client_overhead, latency_bound, limiter_accuracy, memory, rate_control, validation_encoding
+from . import (
+    campaign_throughput,
+    client_overhead,
+    latency_bound,
+    limiter_accuracy,
+    memory,
+    rate_control,
+    scale_out,
+    validation_encoding,
+)
 from ._common import Config, ScenarioResult, environment, header, tune_gc
 
 #: Every scenario, in the order a full run executes them.
@@ -24,6 +33,8 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
     limiter_accuracy.NAME: limiter_accuracy.run,
     rate_control.NAME: rate_control.run,
     validation_encoding.NAME: validation_encoding.run,
+    campaign_throughput.NAME: campaign_throughput.run,
+    scale_out.NAME: scale_out.run,
 }
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 

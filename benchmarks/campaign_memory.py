@@ -3,7 +3,7 @@
 ::
 
     python -m benchmarks.campaign_memory [--rows 1000000] [--key-column] [--server responder|emulator]
-                                         [--json benchmarks/results/campaign_memory.json]
+                                         [--dry-run-only] [--json benchmarks/results/campaign_memory.json]
 
 It writes a CSV of ``--rows`` recipients (``id,to,first_name,code``) to a temporary directory,
 then runs the campaign twice, each time in a fresh child process that runs the real command
@@ -16,10 +16,10 @@ after the imports (the baseline) and its RSS sampled every 0.2 s by a thread:
    emulator``), which answers 202 without keeping anything. This is the whole run: load pass
    into the journal, send pass, report.
 
-Rows are keyed by line number unless ``--key-column`` (then the ``id`` column, whose duplicate
-check keeps every key seen in a set: that memory grows with the file, by design of the reader).
-A flat RSS across the run is the claim: nothing is kept per row in memory, everything is in the
-journal on disk.
+Rows are keyed by line number unless ``--key-column`` (then the ``id`` column: the real run
+leaves duplicates to the journal's primary key, the dry run keeps every key in a temporary SQLite
+table, see ``bwasync.campaign._seenkeys``). A flat RSS across the run is the claim: nothing is
+kept per row in memory, everything is on disk. ``--dry-run-only`` skips the real run.
 """
 
 from __future__ import annotations
@@ -115,6 +115,26 @@ def _run_child(argv: list[str], timeout: float) -> dict[str, Any]:
     raise RuntimeError(f"the child failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
 
 
+def _real_run(args: argparse.Namespace, common: list[str], path: Path) -> tuple[dict[str, Any], float]:
+    """The whole campaign against a fast server in another process: (measurements, journal MB)."""
+    from ._responder import ServerProcess
+
+    if args.server == "responder":
+        server = ServerProcess.responder()
+    else:
+        argv = [sys.executable, "-m", "bwasync.emulator", "--no-record", "--username", "u", "--password", "p"]
+        server = ServerProcess(argv, name="emulator (no record)")
+    print(f"real run against the {server.name} ...", flush=True)
+    with server:
+        connection = [
+            "--base-url", server.base_url, "--account-id", "9900000", "--username", "u", "--password", "p",
+            "--application-id", "93de2206-9669-4e07-948d-329f4b722ee2", "--from", "+15553332222",
+        ]  # fmt: skip
+        run = [*common, "--concurrency", str(args.concurrency), *connection]
+        result = _run_child(run, args.timeout)
+    return result, round(os.path.getsize(str(path) + ".journal") / MB, 1)
+
+
 # --- The parent ----------------------------------------------------------------------------------------
 
 
@@ -135,9 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per child run")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write results ({DEFAULT_JSON})")
     parser.add_argument("--keep", action="store_true", help="keep the CSV and journal (path printed)")
+    parser.add_argument("--dry-run-only", action="store_true", help="measure the dry run only (no server, no real run)")
     args = parser.parse_args(args_list)
-
-    from ._responder import ServerProcess
 
     directory = Path(tempfile.mkdtemp(prefix="bwasync-campaign-memory-"))
     results: dict[str, Any] = {"rows": args.rows, "key_column": args.key_column, "server": args.server}
@@ -154,20 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dry run ...", flush=True)
         results["dry_run"] = _run_child([*common, "--dry-run", "--from", "+15553332222"], args.timeout)
 
-        if args.server == "responder":
-            server = ServerProcess.responder()
-        else:
-            argv = [sys.executable, "-m", "bwasync.emulator", "--no-record", "--username", "u", "--password", "p"]
-            server = ServerProcess(argv, name="emulator (no record)")
-        print(f"real run against the {server.name} ...", flush=True)
-        with server:
-            connection = [
-                "--base-url", server.base_url, "--account-id", "9900000", "--username", "u", "--password", "p",
-                "--application-id", "93de2206-9669-4e07-948d-329f4b722ee2", "--from", "+15553332222",
-            ]  # fmt: skip
-            run = [*common, "--concurrency", str(args.concurrency), *connection]
-            results["run"] = _run_child(run, args.timeout)
-        results["journal_mb"] = round(os.path.getsize(str(path) + ".journal") / MB, 1)
+        if not args.dry_run_only:
+            results["run"], results["journal_mb"] = _real_run(args, common, path)
     finally:
         if args.keep:
             print(f"kept {directory}")
@@ -177,19 +184,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"campaign_memory: {args.rows:,} rows, keyed by {'the id column' if args.key_column else 'line number'}")
     print(f"{'run':<10} {'exit':>4} {'time':>9} {'baseline':>10} {'peak RSS':>10}   RSS at each tenth (MB)")
-    for name in ("dry_run", "run"):
+    for name in ("dry_run", "run")[: 1 if args.dry_run_only else 2]:
         r = results[name]
         tenths = " ".join(f"{x:.0f}" for x in r["rss_by_tenth_mb"])
         print(
             f"{name:<10} {r['exit_code']:>4} {r['elapsed_s']:>8.1f}s {r['baseline_rss_mb']:>8.1f}MB "
             f"{r['peak_maxrss_mb']:>8.1f}MB   {tenths}"
         )
-    rows_per_s = args.rows / results["run"]["elapsed_s"] if results["run"]["elapsed_s"] else 0
-    print(f"journal {results['journal_mb']} MB on disk; whole run {rows_per_s:,.0f} rows/s (load, send, report)")
+    if not args.dry_run_only:
+        rows_per_s = args.rows / results["run"]["elapsed_s"] if results["run"]["elapsed_s"] else 0
+        print(f"journal {results['journal_mb']} MB on disk; whole run {rows_per_s:,.0f} rows/s (load, send, report)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")
-    return 0 if results["dry_run"]["exit_code"] == 0 and results["run"]["exit_code"] == 0 else 1
+    return 0 if all(results[name]["exit_code"] == 0 for name in ("dry_run", "run") if name in results) else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     ├── ClientClosedError           the client was closed; it cannot send any more
     ├── ValidationError             the request broke a Bandwidth rule; nothing was sent
     ├── SendCancelledError          a send_many input stopped or cancelled before its send ended
+    ├── RedisUnavailableError       a shared limiter could not reach Redis (``on_error="raise"``); not sent
     ├── APIError                    a send (or another API call) ended in failure; ``.attempts``
     │   ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
     │   │   ├── BadRequestError             400 (``.field_errors`` lists every field)
@@ -60,6 +61,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedisUnavailableError",
     "SendCancelledError",
     "ServerError",
     "UnexpectedResponseError",
@@ -84,6 +86,13 @@ class ClientClosedError(BwasyncError):
     """The client was closed: every later call raises this instead of opening a new session."""
 
 
+class RedisUnavailableError(BwasyncError):
+    """A :class:`~bwasync.redis.RedisLimiter` built with ``on_error="raise"`` could not reach
+    Redis; the message was NOT sent. Exported from :mod:`bwasync.redis`."""
+
+    may_have_been_sent = False
+
+
 class ValidationError(BwasyncError):
     """A request broke one or more of Bandwidth's rules; nothing was sent.
 
@@ -100,7 +109,7 @@ class ValidationError(BwasyncError):
 
     def __init__(self, field_errors: Sequence[FieldError]) -> None:
         self.field_errors: list[FieldError] = list(field_errors)
-        detail = "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors)
+        detail = "; ".join(map(str, self.field_errors))
         super().__init__(f"invalid message request: {detail}")
 
     def __reduce__(self) -> tuple[type[ValidationError], tuple[list[FieldError]]]:
@@ -151,7 +160,7 @@ class APIStatusError(APIError):
         if description:
             text += f": {description}"
         if self.field_errors:
-            text += " (" + "; ".join(f"{e.field_name}: {e.description}" for e in self.field_errors) + ")"
+            text += " (" + "; ".join(map(str, self.field_errors)) + ")"
         super().__init__(text, attempts=attempts)
 
 

@@ -53,6 +53,9 @@ class FieldError(msgspec.Struct, rename="camel", frozen=True):
     field_name: str
     description: str
 
+    def __str__(self) -> str:
+        return f"{self.field_name}: {self.description}"
+
 
 #: Python name -> wire name for the request fields.
 WIRE_NAMES: dict[str, str] = {

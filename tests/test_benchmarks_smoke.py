@@ -104,6 +104,10 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert memory["accepted"] == 200 and memory["peak_maxrss_mb"] >= memory["baseline_maxrss_mb"] > 0
     for stats in written["scenarios"]["limiter-accuracy"]["data"].values():
         assert stats["sends"] > 0 and stats["errors"] == 0
+    # Both contenders sent every row of the same file (the campaign through a fresh journal each time).
+    throughput = written["scenarios"]["campaign_throughput"]["data"]["samples"]
+    assert set(throughput) == {"campaign", "send_many"}
+    assert all(t["accepted"] == t["rows"] == 150 for trials in throughput.values() for t in trials)
 
 
 def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

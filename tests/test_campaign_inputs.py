@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,15 @@ from bwasync.campaign import (
     RowStatus,
     Template,
     TemplateError,
+    _inputs,
     build_request,
     load_opt_out,
     normalize_number,
     prepare_row,
     read_rows,
 )
+from bwasync.campaign._inputs import RowReader
+from bwasync.campaign._seenkeys import SeenKeys
 
 APP = "93de2206-9669-4e07-948d-329f4b722ee2"
 SENDER = "+15553332222"
@@ -235,6 +239,26 @@ def test_reading_a_large_file_uses_little_memory(tmp_path: Path) -> None:
     assert peak < size / 50, f"peak {peak} bytes for a {size}-byte file"
 
 
+def test_finding_duplicate_keys_does_not_remember_keys_in_memory(tmp_path: Path) -> None:
+    # A dict of 15,000 keys would hold ~2 MB of Python objects; the reader holds one batch of
+    # rows (the keys live in SQLite's bounded page cache, outside Python's heap).
+    path = tmp_path / "keyed.csv"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("id,to\n")
+        for i in range(15_000):
+            f.write(f"customer-{i:012d},+1555{i:07d}\n")
+        f.write("customer-000000000007,+15550000007\n")
+    tracemalloc.start()
+    try:
+        with read_rows(path, key_column="id") as reader:
+            errors = [row.error for row in reader if row.error]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert errors == ["duplicate key 'customer-000000000007' (first on line 9)"]
+    assert peak < 800_000, f"peak {peak} bytes"
+
+
 # --- Templates --------------------------------------------------------------------------------------------------
 
 
@@ -391,4 +415,54 @@ def test_duplicate_tracking_can_be_left_to_the_caller(tmp_path: Path) -> None:
     with read_rows(path, key_column="id", track_duplicates=False) as reader:
         rows = list(reader)
     assert [(r.key, r.error) for r in rows] == [("k", None), ("k", None)]
-    assert reader._seen == {}
+    assert reader._seen is None  # nothing remembered
+
+
+def test_duplicate_keys_are_found_exactly_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keys are checked a batch at a time: duplicates inside a batch, across batches, and a
+    # batch that ends exactly at the end of the file are all reported with the first line.
+    monkeypatch.setattr(_inputs, "KEY_CHECK_BATCH", 3)
+    keys = ["a", "b", "a", "c", "d", "b", "e", "a", "f"]
+    path = tmp_path / "d.csv"
+    path.write_text("id,to\n" + "".join(f"{k},+1555000000{i}\n" for i, k in enumerate(keys)), encoding="utf-8")
+    with read_rows(path, key_column="id") as reader:
+        rows = list(reader)
+    assert [r.line for r in rows] == list(range(2, 11))
+    assert [(r.key, r.error) for r in rows if r.error] == [
+        ("#4", "duplicate key 'a' (first on line 2)"),
+        ("#7", "duplicate key 'b' (first on line 3)"),
+        ("#9", "duplicate key 'a' (first on line 2)"),
+    ]
+    assert [r.key for r in rows if not r.error] == ["a", "b", "c", "d", "e", "f"]
+
+
+def test_seen_keys_is_exact_and_keeps_first_lines() -> None:
+    seen = SeenKeys()
+    try:
+        many = [(f"key-{i}", i + 2) for i in range(5000)]
+        assert seen.first_lines(many) == [line for _, line in many]  # no false duplicates
+        assert seen.first_lines([("key-7", 6000), ("new", 6001), ("new", 6002), ("key-4999", 6003)]) == [
+            9,
+            6001,
+            6001,
+            5001,
+        ]
+    finally:
+        seen.close()
+    with pytest.raises(RuntimeError):
+        seen.first_lines([("x", 1)])
+
+
+def test_a_read_error_mid_batch_comes_after_the_rows_read_before_it() -> None:
+    def rows() -> Iterator[InputRow]:
+        yield InputRow(2, "a", {})
+        yield InputRow(3, "a", {})
+        raise InputFileError("f.csv", "read failed")
+
+    seen = SeenKeys()
+    out = RowReader._unique(None, rows(), seen)  # type: ignore[arg-type]
+    assert next(out).error is None
+    assert next(out).error == "duplicate key 'a' (first on line 2)"
+    with pytest.raises(InputFileError):
+        next(out)
+    seen.close()

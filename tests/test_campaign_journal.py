@@ -26,6 +26,8 @@ from bwasync.campaign import (
     JournalStateError,
     NewRow,
     RowStatus,
+    _journal,
+    _schema,
 )
 
 APP = "93de2206-9669-4e07-948d-329f4b722ee2"
@@ -375,6 +377,58 @@ async def test_close_commits_queued_results(tmp_path: Path, input_file: Path) ->
         j.record_result("2", status="ambiguous", error="timed out after the request was sent")
         assert statuses(path)["2"] == "in_flight"
     assert statuses(path)["2"] == "ambiguous"
+
+
+@pytest.mark.skipif(not _journal._GROUP_UPDATES, reason="this SQLite applies groups row by row anyway")
+async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
+    tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One INSERT or UPDATE over a JSON array (the fast path) must leave every row as one statement
+    # per row would: columns and their types, statuses, kept and overwritten values, NULLs,
+    # refusals of final rows.
+    async def play(name: str) -> list[tuple[object, ...]]:
+        async with Journal(tmp_path / name, flush_interval=3600) as j:
+            await j.init_campaign(input_path=input_file, template=None)
+            await j.add_rows([new_row(n) for n in range(2, 10)] + [new_row(10, status=RowStatus.INVALID)])
+            await asyncio.gather(*(j.mark_in_flight(str(n)) for n in range(2, 9)))
+            await j.record_delivery(f"{j.campaign_id}:8", "message-delivered", message_id="m-8")
+            j.record_result("2", status="accepted", message_id="m-2", attempts=1, latency=0.25, segments=3)
+            j.record_result("3", status="failed", error="HTTP 400 (to: bad)", error_code=400, attempts=1, latency=0.5)
+            j.record_result("4", status="ambiguous", error="timed out", attempts=2, latency=None)
+            j.record_result("5", status="pending", attempts=1)
+            j.record_result("6", status="accepted", message_id="m-6", attempts=3, latency=1e-05)
+            j.record_result("8", status="accepted", message_id="m-8", attempts=1, latency=0.125, segments=2)
+            j.record_result("9", status="accepted", message_id="m-9")  # pending, never marked: still applies
+            j.record_result("10", status="accepted", message_id="m-10")  # invalid: refused
+            j.record_result("nope", status="failed", error="x")  # no such row: ignored
+            await j.flush()
+            ignored = j.stats.ignored_results
+        conn = sqlite3.connect(tmp_path / name)
+        try:
+            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
+            columns += "line, recipients, sender, request, typeof(line), typeof(segments)"
+            return [*conn.execute(f"SELECT {columns} FROM rows ORDER BY line"), ("ignored", ignored)]
+        finally:
+            conn.close()
+
+    grouped = await play("grouped.journal")
+    monkeypatch.setattr(_journal, "_GROUP_UPDATES", False)
+    one_by_one = await play("one-by-one.journal")
+    assert grouped == one_by_one
+    assert grouped[0][:8] == ("2", "accepted", "m-2", None, None, 1, 0.25, 3)
+    assert grouped[-1] == ("ignored", 2)
+
+
+def test_group_updates_find_rows_by_key_not_by_scanning_a_status() -> None:
+    conn = sqlite3.connect(":memory:")
+    for statement in _schema.SCHEMA.split(";"):
+        conn.execute(statement)
+    statements = [(_journal._MARK_GROUP_SQL, (0.0, "[]")), (_journal._RESULT_GROUP_SQL, ("[]",))]
+    statements += [(_journal._MARK_SQL, (0.0, "k")), (_journal._RESULT_SQL, ("failed", *[None] * 7, "k"))]
+    for sql, params in statements:
+        plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "SEARCH rows USING INDEX sqlite_autoindex_rows_1 (key=?)" in plan, plan
+        assert "rows_by_status" not in plan, plan
 
 
 async def test_an_accepted_row_is_never_overwritten(journal: Journal) -> None:

@@ -33,6 +33,7 @@ from bwasync.campaign import (
     RunNote,
     StopReason,
     Template,
+    _runner,
     dry_run,
     match_rows,
     read_status,
@@ -227,6 +228,24 @@ async def test_jsonl_rows_lists_and_broken_lines(tmp_path: Path, emulator: Emula
     assert by_tag["6"].text == "Own text, no template"
     assert by_tag["8"].media == ["https://example.com/a.jpg"]
     assert sorted(tags_of(emulator).values()) == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("late_pages", [False, True])
+async def test_pending_rows_are_sent_a_prefetched_page_at_a_time(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, late_pages: bool
+) -> None:
+    # Pages of 4 rows, each fetched while the previous one is sent. When a page is not fetched
+    # in time (forced here every other time) the pass ends and the next one goes on from there.
+    monkeypatch.setattr(_runner, "PAGE_SIZE", 4)
+    if late_pages:
+        ready = _runner._PendingPages.ready
+        calls = iter(range(1000))
+        monkeypatch.setattr(_runner._PendingPages, "ready", lambda self: None if next(calls) % 2 else ready(self))
+    path = write_csv(tmp_path / "list.csv", 23, key=True)
+    outcome = await run_once(tmp_path / "j", options(path, key_column="id", concurrency=3), emulator)
+    assert outcome.complete and outcome.sent == 23
+    cid = read_status(tmp_path / "j").campaign_id
+    assert tags_of(emulator) == {f"{cid}:k{i}": 1 for i in range(23)}
 
 
 async def test_resume_refuses_other_settings(tmp_path: Path) -> None:

@@ -327,6 +327,15 @@ def test_decode_error_bodies_and_lists() -> None:
     assert page.messages[0].called_number_country_a3 == "USA"
 
 
+def test_field_error_reads_as_field_and_description() -> None:
+    error = FieldError("to", "'12' must be replaced with a valid E164 formatted telephone number")
+    assert str(error) == f"{error}" == "to: '12' must be replaced with a valid E164 formatted telephone number"
+    assert repr(error).startswith("FieldError(")
+    with pytest.raises(ValidationError) as info:
+        MessageRequest(to="12", from_="+15553332222", application_id="a", text="hi")
+    assert str(info.value) == f"invalid message request: {info.value.field_errors[0]}"
+
+
 def test_decode_status_callbacks() -> None:
     body = (
         b'[{"type":"message-failed","time":"2024-12-02T20:15:57.278Z","description":"rejected","to":"+15552223333",'

@@ -44,7 +44,14 @@ from ._inputs import (
     recipients_of,
 )
 from ._journal import Journal
-from ._receiver import CallbackHandler, CallbackReceiver, ReceiverStats, delivery_recorder, make_callback_handler
+from ._receiver import (
+    CallbackHandler,
+    CallbackReceiver,
+    CallbackReply,
+    ReceiverStats,
+    delivery_recorder,
+    make_callback_handler,
+)
 from ._reconcile import ReconcileSummary, match_rows
 from ._records import (
     CampaignInfo,
@@ -85,6 +92,7 @@ __all__ = [
     "RESERVED_COLUMNS",
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "CampaignError",
     "CampaignInfo",
     "CampaignOptions",

@@ -14,6 +14,9 @@ FINGERPRINT_BYTES = 1024 * 1024
 #: characters; 256 leaves ample room for any campaign id while allowing UUIDs, hashes and
 #: compound keys.
 MAX_KEY_LENGTH = 256
+#: Rows whose keys are checked for duplicates at once by a reader that reports them (a dry
+#: run): one SQLite statement per batch instead of one per row; the reader reads that far ahead.
+KEY_CHECK_BATCH = 1000
 
 # --- Journal ---------------------------------------------------------------------------------
 

@@ -49,9 +49,10 @@ from .._models import MessageRequest, encode_request
 from .._segments import message_cost
 from .._validation import FieldError, Priority, is_e164
 from ..compliance import check_number
-from ._constants import MAX_KEY_LENGTH
+from ._constants import KEY_CHECK_BATCH, MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
 from ._records import NewRow, RowStatus, synthetic_key
+from ._seenkeys import SeenKeys
 
 __all__ = [
     "RESERVED_COLUMNS",
@@ -141,7 +142,6 @@ class RowReader:
 
     def __init__(self, path: str, fmt: Format, key_column: str | None, track_duplicates: bool = True) -> None:
         self.path = path
-        self._track_duplicates = track_duplicates
         self.format: Format = fmt
         self.key_column = key_column
         self.columns: tuple[str, ...] | None = None
@@ -155,10 +155,14 @@ class RowReader:
             self._file.close()
             raise
         self._lines = _Lines(self._file)
-        #: Key -> line of first use, to report duplicate keys (only with a key column).
-        self._seen: dict[str, int] = {}
+        #: Every key and its first line, to report duplicate keys (only with a key column).
+        self._seen: SeenKeys | None = None
         try:
-            self._rows = self._read_csv() if fmt == "csv" else self._jsonl_rows()
+            rows = self._read_csv() if fmt == "csv" else self._jsonl_rows()
+            if track_duplicates and key_column is not None:
+                self._seen = SeenKeys()
+                rows = self._unique(rows, self._seen)
+            self._rows = rows
         except BaseException:
             self._file.close()
             raise
@@ -197,6 +201,8 @@ class RowReader:
     def close(self) -> None:
         self._rows.close()
         self._file.close()
+        if self._seen is not None:
+            self._seen.close()
 
     def __enter__(self) -> RowReader:
         return self
@@ -233,14 +239,40 @@ class RowReader:
                 problem = f"key is {len(key)} characters; at most {MAX_KEY_LENGTH} are allowed"
             elif not key.isprintable():
                 problem = f"key {key!r} contains control characters"
-            elif not self._track_duplicates:
-                return InputRow(line, key, fields)
             else:
-                first = self._seen.setdefault(key, line)
-                if first == line:
-                    return InputRow(line, key, fields)
-                problem = f"duplicate key {key!r} (first on line {first})"
+                return InputRow(line, key, fields)  # unique or not: see _unique
         return InputRow(line, synthetic_key(line), fields, problem)
+
+    def _unique(self, rows: Iterator[InputRow], seen: SeenKeys) -> Generator[InputRow, None, None]:
+        """``rows``, a row whose key an earlier row already used made an error naming that line.
+
+        Checked :data:`KEY_CHECK_BATCH` rows at a time (the reader runs that far ahead); a read
+        error mid-batch is raised after the rows read before it.
+        """
+        while True:
+            batch: list[InputRow] = []
+            failure: Exception | None = None
+            try:
+                for row in rows:
+                    batch.append(row)
+                    if len(batch) >= KEY_CHECK_BATCH:
+                        break
+            except Exception as exc:
+                failure = exc
+            firsts = iter(seen.first_lines([(row.key, row.line) for row in batch if row.error is None]))
+            for row in batch:
+                if row.error is None and (first := next(firsts)) != row.line:
+                    row = InputRow(
+                        row.line,
+                        synthetic_key(row.line),
+                        row.fields,
+                        f"duplicate key {row.key!r} (first on line {first})",
+                    )
+                yield row
+            if failure is not None:
+                raise failure
+            if len(batch) < KEY_CHECK_BATCH:
+                return
 
     def _broken(self, line: int, problem: str) -> InputRow:
         key = synthetic_key(line) if self.key_column is not None else str(line)
@@ -358,8 +390,9 @@ def read_rows(
     printable characters); without it the key is the line number. Raises
     :class:`InputFileError` at once if the file cannot be opened, or a CSV file has no header,
     no ``to`` column or no ``key_column``. A repeated key is that row's error; finding one means
-    remembering every key (~80 MB a million rows), so a caller that detects duplicates itself
-    (the journal's primary key does) passes ``track_duplicates=False`` and keeps memory flat.
+    remembering every key (in a temporary SQLite table: a few MB of memory whatever the size, see
+    :class:`~bwasync.campaign._seenkeys.SeenKeys`, but some time), so a caller that detects
+    duplicates itself (the journal's primary key does) passes ``track_duplicates=False``.
 
     >>> for row in read_rows("list.csv"):                # doctest: +SKIP
     ...     if row.error: print(row.line, row.error)
@@ -582,7 +615,7 @@ def validated_row(row: InputRow, **settings: Any) -> tuple[MessageRequest, bytes
 
 def format_field_errors(errors: Iterable[FieldError]) -> str:
     """``"to: ...; text: ..."``: field errors as one line for the journal's ``error`` column."""
-    return "; ".join(f"{e.field_name}: {e.description}" for e in errors)
+    return "; ".join(map(str, errors))
 
 
 def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:

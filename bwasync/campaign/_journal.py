@@ -57,6 +57,8 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+import msgspec
+
 from . import _schema
 from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL
 from ._deliveries import apply_receipt
@@ -123,11 +125,11 @@ def _skip_opted_out(conn: sqlite3.Connection, blocked: frozenset[str], one: str 
     return len(keys)
 
 
-_MARK_SQL: Final = (
-    "UPDATE rows SET status = 'in_flight', "
-    "in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ? END "
-    "WHERE key = ? AND status IN " + sql_in(sources(Event.MARKED))
+#: ?1: when; ?2: the key (or, below, a JSON array of keys). A re-mark keeps the first time.
+_MARK_SET: Final = (
+    "UPDATE rows SET status = 'in_flight', in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ?1 END "
 )
+_MARK_SQL: Final = _MARK_SET + "WHERE key = ?2 AND status IN " + sql_in(sources(Event.MARKED))
 # An ``accepted`` result may also complete a row a status callback already promoted to
 # ``accepted`` (the callback can beat the 202 to the journal): same message, so it only fills in
 # what the callback could not know (attempts, latency, Bandwidth's segment count).
@@ -136,6 +138,48 @@ _RESULT_SQL: Final = (
     "attempts = attempts + ?5, latency = COALESCE(?6, latency), finished_at = ?7, segments = COALESCE(?8, segments) "
     "WHERE key = ?9 AND (status IN " + sql_in(_RESULTABLE) + " "
     "OR (?1 = 'accepted' AND status = 'accepted' AND (message_id IS NULL OR message_id = ?2)))"
+)
+
+# The same two updates for a whole group at once, over a JSON array of the items' parameters (and
+# a load batch's insert, below).
+# The writer thread gives up and retakes the GIL around every statement it steps, each time
+# taking it back from the event loop; ``executemany`` steps one statement per row, these one per
+# group, so a busy run's loop is interrupted once per transaction instead of twice per row (and
+# a load batch is inserted while the loop prepares the next one, instead of waiting on the GIL).
+# They need SQLite 3.38 (``->>``; ``UPDATE ... FROM`` is 3.33); older versions use the ones above.
+# The unary ``+`` keeps the planner off the status index: rows are found by key, one lookup per
+# item, never by scanning every pending row.
+_GROUP_UPDATES: Final = sqlite3.sqlite_version_info >= (3, 38, 0)
+#: ?1: the group's earliest mark time (every mark is committed before its request leaves, so it
+#: precedes every send of the group); ?2: a JSON array of keys.
+_MARK_GROUP_SQL: Final = (
+    _MARK_SET + "WHERE key IN (SELECT value FROM json_each(?2)) AND +status IN " + sql_in(sources(Event.MARKED))
+)
+#: ?1: a JSON array of result parameters, each in ``_RESULT_SQL``'s order; keys must be distinct.
+_RESULT_GROUP_SQL: Final = (
+    "UPDATE rows SET status = r.status, message_id = COALESCE(r.message_id, rows.message_id), error = r.error, "
+    "error_code = r.error_code, attempts = rows.attempts + r.attempts, latency = COALESCE(r.latency, rows.latency), "
+    "finished_at = r.finished_at, segments = COALESCE(r.segments, rows.segments) "
+    "FROM (SELECT value ->> 0 AS status, value ->> 1 AS message_id, value ->> 2 AS error, value ->> 3 AS error_code, "
+    "value ->> 4 AS attempts, value ->> 5 AS latency, value ->> 6 AS finished_at, value ->> 7 AS segments, "
+    "value ->> 8 AS key FROM json_each(?1)) AS r "
+    "WHERE rows.key = r.key AND (+rows.status IN " + sql_in(_RESULTABLE) + " "
+    "OR (r.status = 'accepted' AND rows.status = 'accepted' "
+    "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
+)
+
+
+_INSERT_COLUMNS: Final = "key, line, status, recipients, sender, request, segments, error"
+#: A load batch in one statement (see _GROUP_UPDATES), in array order: the first of two rows
+#: with one key wins, as it would one statement per row.
+_INSERT_GROUP_SQL: Final = (
+    f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, "
+    "j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?1) AS j ORDER BY j.id"
+)
+
+_PENDING_SQL: Final = (
+    "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
+    "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?"
 )
 
 
@@ -297,7 +341,11 @@ class Journal(StartClose):
     @staticmethod
     def _apply_marks(conn: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[BaseException | None] | None:
         before = conn.total_changes
-        conn.executemany(_MARK_SQL, group)
+        if _GROUP_UPDATES and len(group) > 1:
+            keys = msgspec.json.encode([params[1] for params in group]).decode()
+            conn.execute(_MARK_GROUP_SQL, (min(params[0] for params in group), keys))
+        else:
+            conn.executemany(_MARK_SQL, group)
         if conn.total_changes - before == len(group):
             return None
         # Some row refused the mark: find out which (rare, so the slow way is fine).
@@ -311,7 +359,12 @@ class Journal(StartClose):
 
     def _apply_results(self, conn: sqlite3.Connection, group: list[tuple[Any, ...]]) -> None:
         before = conn.total_changes
-        conn.executemany(_RESULT_SQL, group)
+        # Distinct keys only: two results for one row must apply in order, which one statement
+        # over both would not do.
+        if _GROUP_UPDATES and len(group) > 1 and len({params[8] for params in group}) == len(group):
+            conn.execute(_RESULT_GROUP_SQL, (msgspec.json.encode(group).decode(),))
+        else:
+            conn.executemany(_RESULT_SQL, group)
         ignored = len(group) - (conn.total_changes - before)
         if self._sending_id is not None:
             conn.execute("UPDATE sending SET last_at = ? WHERE id = ?", (time.time(), self._sending_id))
@@ -397,11 +450,11 @@ class Journal(StartClose):
                 for r in batch
             ]
             before = conn.total_changes
-            insert = (
-                "INSERT OR IGNORE INTO rows (key, line, status, recipients, sender, request, segments, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            )
-            conn.executemany(insert, params)
+            insert = f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            if _GROUP_UPDATES:
+                conn.execute(_INSERT_GROUP_SQL, (msgspec.json.encode(params).decode(),))
+            else:
+                conn.executemany(insert, params)
             inserted = conn.total_changes - before
             if inserted < len(params):
                 for p in params:
@@ -610,14 +663,30 @@ class Journal(StartClose):
         Keyset pagination on ``(line, key)``: rows marked in flight meanwhile are not seen
         twice, and rows that become pending again behind the cursor are left for a next pass.
         """
-        async for page in self._pages(
-            "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
-            "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?",
-            (),
-            batch,
-        ):
-            for r in page:
-                yield PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+        after = (-1, "")
+        while True:
+            page = await self.pending_page(after, batch)
+            for row in page:
+                yield row
+            if len(page) < batch:
+                return
+            after = (page[-1].line, page[-1].key)
+
+    def pending_page(
+        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE
+    ) -> asyncio.Future[list[PendingRow]]:
+        """The first ``batch`` pending rows after ``after`` (a row's ``(line, key)``), in line
+        order, as a future: a sender can fetch the next page while it sends this one."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        stats = self.stats
+
+        def op(conn: sqlite3.Connection) -> list[PendingRow]:
+            stats.pages += 1
+            found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+
+        return self._call(op)
 
     async def rows_with_status(self, status: str, batch: int = PAGE_SIZE) -> AsyncIterator[RowRecord]:
         """Every row with ``status``, in line order, ``batch`` at a time."""

@@ -37,8 +37,8 @@ import asyncio
 import inspect
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
@@ -55,6 +55,7 @@ from ._writer import StartClose
 __all__ = [
     "CallbackHandler",
     "CallbackReceiver",
+    "CallbackReply",
     "ReceiverStats",
     "delivery_recorder",
     "make_callback_handler",
@@ -121,6 +122,15 @@ _OUTCOME_FIELD = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """The answer to one callback POST (see :meth:`CallbackHandler.process`)."""
+
+    status: int
+    text: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 #: An aiohttp request handler.
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -156,23 +166,40 @@ class CallbackHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
-        if not self._auth.admits(request.headers.get(hdrs.AUTHORIZATION)):
+        reply = await self.process(
+            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(_READ_CHUNK), request.content_length
+        )
+        return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
+
+    async def process(
+        self, authorization: str | None, body: AsyncIterable[bytes], content_length: int | None = None
+    ) -> CallbackReply:
+        """Handle one callback POST from any web framework: its ``Authorization`` header, its
+        body as chunks (read only after the credentials were checked, and no further than
+        ``max_body``) and its declared length; answer with the returned :class:`CallbackReply`.
+
+        FastAPI / Starlette (``examples/fastapi_app.py``)::
+
+            reply = await callbacks.process(request.headers.get("authorization"), request.stream())
+            return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
+        """
+        if not self._auth.admits(authorization):
             self.stats.rejected += 1
-            return web.Response(status=401, text="authentication required", headers=UNAUTHORIZED_HEADERS)
-        body = await read_bounded(request.content.iter_chunked(_READ_CHUNK), request.content_length, self.max_body)
-        if body is None:
+            return CallbackReply(401, "authentication required", UNAUTHORIZED_HEADERS)
+        data = await read_bounded(body, content_length, self.max_body)
+        if data is None:
             self.stats.rejected += 1
-            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+            return CallbackReply(413, f"body larger than {self.max_body} bytes")
         try:
-            events = decode_callbacks(body)
+            events = decode_callbacks(data)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
             # RecursionError: nesting deeper than the decoder goes (a hostile body, not a 500).
             self.stats.rejected += 1
-            return web.Response(status=400, text=f"expected a JSON array of status callbacks: {exc}")
+            return CallbackReply(400, f"expected a JSON array of status callbacks: {exc}")
         out_of_range = next((e for e in events if e.error_code is not None and not _storable(e.error_code)), None)
         if out_of_range is not None:
             self.stats.rejected += 1
-            return web.Response(status=400, text=f"errorCode {out_of_range.error_code} is not a Bandwidth error code")
+            return CallbackReply(400, f"errorCode {out_of_range.error_code} is not a Bandwidth error code")
 
         fresh: list[StatusCallback] = []
         identities: set[tuple[str, str, str]] = set()
@@ -190,11 +217,11 @@ class CallbackHandler:
         except TimeoutError:
             self.stats.errors += 1
             logger.warning("callback receiver: recording %d events took over %.1f s", len(fresh), self.timeout)
-            return web.Response(status=503, text="busy, retry later")
+            return CallbackReply(503, "busy, retry later")
         except Exception:
             self.stats.errors += 1
             logger.exception("callback receiver: recording events failed")
-            return web.Response(status=500, text="could not record the events")
+            return CallbackReply(500, "could not record the events")
 
         # Only now, once recorded, are the events remembered: a failed POST is retried whole.
         for identity in identities:
@@ -208,7 +235,7 @@ class CallbackHandler:
         for outcome in outcomes:
             name = _OUTCOME_FIELD.get(outcome) if isinstance(outcome, DeliveryOutcome) else None
             setattr(stats, name or "other", getattr(stats, name or "other") + 1)
-        return web.Response(status=200)
+        return CallbackReply(200)
 
     async def _handle(self, event: StatusCallback) -> object:
         result = self._on_event(event)

@@ -51,7 +51,7 @@ import enum
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -73,6 +73,7 @@ from ._constants import (
     ERROR_RATE_MIN_SAMPLE,
     ERROR_RATE_WINDOW,
     LOAD_BATCH,
+    PAGE_SIZE,
     RECONCILE_AMBIGUOUS_MAX,
     RECONCILE_BATCH,
 )
@@ -86,7 +87,7 @@ from ._reconcile import (
     reconcile_rows,
     settle_deadline,
 )
-from ._records import CampaignInfo, Counts, NewRow, RowRecord
+from ._records import CampaignInfo, Counts, NewRow, PendingRow, RowRecord
 from ._rowstate import FINAL_STATUSES, Event, RowStatus, count_final, next_state
 
 __all__ = [
@@ -704,14 +705,19 @@ class CampaignRunner:
 
     # -- Send pass ----------------------------------------------------------------------------
 
-    async def _requests(self, counter: itertools.count[int]) -> AsyncIterator[MessageRequest]:
-        """Pending rows as requests, in line order; a row that no longer validates fails here."""
+    def _requests(self, counter: itertools.count[int], pages: _PendingPages) -> Generator[MessageRequest, None, None]:
+        """Pending rows as requests, in line order; a row that no longer validates fails here.
+
+        A plain iterator over prefetched pages (``send_many`` pulls it without a coroutine per
+        row): it ends early if the next page is not fetched yet when this one runs out, which
+        a page's worth of sends makes rare; the next pass then goes on from there.
+        """
         journal = self.journal
         progress = self.progress
         keys = self._keys
-        pending = journal.iter_pending()
-        try:
-            async for row in pending:
+        page: list[PendingRow] | None = pages.first
+        while page:
+            for row in page:
                 if self.stopping:
                     return
                 try:
@@ -723,11 +729,7 @@ class CampaignRunner:
                     continue
                 keys[next(counter)] = row.key
                 yield request
-        finally:
-            closer = getattr(pending, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+            page = pages.ready()
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
@@ -765,7 +767,9 @@ class CampaignRunner:
         opts = self.options
         counter = itertools.count()
         self._keys.clear()
-        requests = self._requests(counter)
+        pages = _PendingPages(self.journal)
+        await pages.start()
+        requests = self._requests(counter, pages)
         stream = client.send_many(
             requests,
             concurrency=opts.concurrency,
@@ -789,10 +793,8 @@ class CampaignRunner:
             for result in stream.unconsumed:
                 self._on_result(result)
             stream.unconsumed.clear()
-            closer = getattr(requests, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+            requests.close()
+            pages.close()
         return next(counter)
 
     def _on_result(self, result: SendResult) -> None:
@@ -914,6 +916,43 @@ class CampaignRunner:
             if len(rows) >= limit:
                 break
         return rows
+
+
+class _PendingPages:
+    """Pending rows a page at a time, the next page always being fetched while one is sent."""
+
+    __slots__ = ("_journal", "_next", "first")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._next: asyncio.Future[list[PendingRow]] | None = None
+        self.first: list[PendingRow] = []
+
+    async def start(self) -> None:
+        self.first = await self._journal.pending_page(batch=PAGE_SIZE)
+        self._prefetch(self.first)
+
+    def _prefetch(self, page: list[PendingRow]) -> None:
+        full = len(page) == PAGE_SIZE
+        self._next = self._journal.pending_page((page[-1].line, page[-1].key), PAGE_SIZE) if full else None
+
+    def ready(self) -> list[PendingRow] | None:
+        """The next page, if fetched already (the one after is then requested); an empty
+        list when there is none, None when it is not fetched yet."""
+        future = self._next
+        if future is None:
+            return []
+        if not future.done():
+            return None
+        page = future.result()
+        self._prefetch(page)
+        return page
+
+    def close(self) -> None:
+        """Drop the page being fetched (nobody will read it)."""
+        future, self._next = self._next, None
+        if future is not None and not future.cancel():
+            future.exception()  # retrieved, so a failed fetch is not reported as unhandled
 
 
 def _merge(a: ReconcileSummary | None, b: ReconcileSummary | None) -> ReconcileSummary | None:

@@ -17,6 +17,10 @@ Two kinds of item:
   batched item may be *lazy* (no future, nobody waits): it does not by itself force a commit
   before ``flush_interval`` has passed, so it rides along with the next eager item's commit.
 
+Items queued during one turn of the event loop are handed to the thread together, at the end
+of that turn (one queue put, one wake-up of the thread, however many items): waking the thread
+per item would make it take the GIL from the loop once per mark and once per result.
+
 A :class:`sqlite3.Error` rolls the transaction back and breaks the writer: every waiting and
 later item fails with :class:`~bwasync.campaign.JournalError`, so nothing is ever reported
 written that is not.
@@ -132,7 +136,9 @@ class GroupCommitWriter:
         self._batches = dict(batches)
         self._flush_interval = flush_interval
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Item]] = queue.SimpleQueue()
+        #: Items queued during the current turn of the loop, handed over at its end.
+        self._outbox: list[_Item] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -148,7 +154,8 @@ class GroupCommitWriter:
         return self._closed
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        """Items queued and not yet taken by the thread."""
+        return len(self._outbox) + self._queue.qsize()
 
     def start(self) -> None:
         """Start the thread; the writer is bound to the running event loop from now on."""
@@ -166,13 +173,26 @@ class GroupCommitWriter:
         if self._thread is None or self._loop is None:
             return
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put(_Item(_noop, future, kind=_STOP))
+        self._put(_Item(_noop, future, kind=_STOP))
         with contextlib.suppress(JournalError):
             await future
         # The thread resolves the stop future as its very last act: this join is immediate.
         self._thread.join()
 
     # -- Queueing (event loop side) ------------------------------------------------------
+
+    def _put(self, item: _Item) -> None:
+        outbox = self._outbox
+        outbox.append(item)
+        if len(outbox) == 1:
+            assert self._loop is not None
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Runs at the end of the loop's turn: give the thread every item queued during it."""
+        items, self._outbox = self._outbox, []
+        if items:
+            self._queue.put(items)
 
     def check_open(self) -> asyncio.AbstractEventLoop:
         if self._closed or self._loop is None:
@@ -185,7 +205,7 @@ class GroupCommitWriter:
         """Run ``fn(conn)`` on the thread inside a transaction; the future resolves after the commit."""
         loop = self.check_open()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Item(fn, future, kind))
+        self._put(_Item(fn, future, kind))
         return future
 
     def flush(self) -> asyncio.Future[None]:
@@ -196,13 +216,13 @@ class GroupCommitWriter:
         """Queue a batched item; the future resolves once it is committed (or refused)."""
         loop = self.check_open()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Item(None, future, kind, params=params))
+        self._put(_Item(None, future, kind, params=params))
         return future
 
     def submit_lazy(self, kind: str, params: tuple[Any, ...]) -> None:
         """Queue a batched item nobody waits for: committed within ``flush_interval``."""
         self.check_open()
-        self._queue.put(_Item(None, None, kind, lazy=True, params=params))
+        self._put(_Item(None, None, kind, lazy=True, params=params))
 
     # -- The thread ------------------------------------------------------------------------
 
@@ -220,24 +240,25 @@ class GroupCommitWriter:
         while stop is None:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                item: _Item | None = get(timeout=timeout)
+                items: list[_Item] | None = get(timeout=timeout)
             except queue.Empty:
-                item = None
+                items = None
             eager = False
-            # Group commit: take whatever else is queued right now, up to a bound.
-            while item is not None:
-                buffered.append(item)
-                if not item.lazy:
-                    eager = True
-                    if item.kind == _STOP:
-                        stop = item
-                        break
-                if len(buffered) >= MAX_TRANSACTION_ITEMS:
+            # Group commit: take whatever else is queued right now, up to a bound (a hand-over
+            # is taken whole: the bound may be passed by one hand-over's worth).
+            while items is not None:
+                for item in items:
+                    if not item.lazy:
+                        eager = True
+                        if item.kind == _STOP:  # always the last item handed over
+                            stop = item
+                buffered += items
+                if stop is not None or len(buffered) >= MAX_TRANSACTION_ITEMS:
                     break
                 try:
-                    item = get_nowait()
+                    items = get_nowait()
                 except queue.Empty:
-                    item = None
+                    items = None
             if not buffered:
                 continue
             now = time.monotonic()
