@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from click.testing import CliRunner
 
 from bwasync import MessageRequest
@@ -163,14 +164,17 @@ async def test_strict_numbers_makes_impossible_numbers_invalid_rows(tmp_path: Pa
     assert error == f"to: {IMPOSSIBLE} cannot be a valid number: invalid area code 555: no place uses it"
 
 
-def test_the_cli_dry_run_shows_impossible_numbers_with_the_reason(tmp_path: Path) -> None:
+def test_the_cli_dry_run_shows_impossible_numbers_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping in what the test reads
     path = write_mixed_csv(tmp_path / "list.csv")
     base = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--from", REAL]
-    result = CliRunner().invoke(cli, [*base, "--dry-run"], terminal_width=200)
+    result = CliRunner().invoke(cli, [*base, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "2 rows to numbers that cannot be valid" in result.output and "3 to send" in result.output
     assert "invalid area code 555: no place uses it" in result.output
     strict = [*base, "--dry-run", "--strict-numbers", "--allow-invalid"]  # 2 of 3 invalid: mostly
-    result = CliRunner().invoke(cli, strict, terminal_width=200)
+    result = CliRunner().invoke(cli, strict)
     assert result.exit_code == 0, result.output
     assert "1 to send, 2 invalid" in result.output and "Invalid rows: 2" in result.output
