@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,22 @@ import pytest
 from click.testing import CliRunner
 
 from bwasync import MessageRequest
-from bwasync.campaign import CallbackReceiver, CampaignRunner, Template, build_report, dry_run, load_opt_out
+from bwasync.campaign import (
+    CallbackReceiver,
+    CampaignRunner,
+    NoteKind,
+    RunNote,
+    Template,
+    build_report,
+    dry_run,
+    load_opt_out,
+)
 from bwasync.campaign._receiver import campaign_event_handler
 from bwasync.cli import cli
-from bwasync.compliance import FileOptOutStore, ReplyProcessor
+from bwasync.compliance import FileOptOutStore, QuietHours, ReplyProcessor
 from bwasync.emulator import Emulator
 
-from .test_campaign_run import client_for, number, options, run_once, statuses
+from .test_campaign_run import client_for, number, options, run_once, statuses, tags_of
 from .test_compliance_replies import inbound
 
 USER, PASSWORD = "bw", "reply-secret"
@@ -178,3 +189,118 @@ def test_the_cli_dry_run_shows_impossible_numbers_with_the_reason(
     result = CliRunner().invoke(cli, strict)
     assert result.exit_code == 0, result.output
     assert "1 to send, 2 invalid" in result.output and "Invalid rows: 2" in result.output
+
+
+# --- Quiet hours ----------------------------------------------------------------------------------
+
+NEW_YORK, LOS_ANGELES = "+19195550001", "+12135550002"
+#: 13:30 UTC: 08:30 in New York (allowed), 05:30 in Los Angeles (quiet until 08:00 = 16:00 UTC).
+MORNING = datetime(2026, 12, 2, 13, 30, tzinfo=UTC).timestamp()
+LA_OPENS = datetime(2026, 12, 2, 16, 0, tzinfo=UTC).timestamp()
+
+
+class FakeClock:
+    """The runner's wall clock; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+        #: Called at each sleep (e.g. to see what was sent before it, or to crash the run).
+        self.on_sleep: Callable[[], None] = lambda: None
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.on_sleep()
+        self.now += seconds
+
+
+def write_zoned_csv(path: Path) -> Path:
+    rows = f"id,to,name,code\nny,{NEW_YORK},Ann,1\nla,{LOS_ANGELES},Bob,2\ngroup,{NEW_YORK};{LOS_ANGELES},Cy,3\n"
+    path.write_text(rows, encoding="utf-8")
+    return path
+
+
+def sent_keys(emu: Emulator) -> list[str]:
+    return sorted(m.tag.split(":")[1] for m in emu.accepted if m.tag)
+
+
+async def test_rows_in_quiet_hours_are_held_until_the_window_opens(tmp_path: Path, emulator: Emulator) -> None:
+    path = write_zoned_csv(tmp_path / "list.csv")
+    clock = FakeClock(MORNING)
+    before_sleep: list[list[str]] = []
+    clock.on_sleep = lambda: before_sleep.append(sent_keys(emulator))
+    notes: list[RunNote] = []
+    opts = options(path, key_column="id", quiet_hours=QuietHours.parse("21:00-08:00"))
+    runner = CampaignRunner(tmp_path / "j", opts, on_note=notes.append, clock=clock, sleep=clock.sleep)
+    async with runner, client_for(emulator) as client:
+        await runner.load()
+        outcome = await runner.run(client)
+    # New York's row went at once; the Los Angeles row and the group (one recipient in LA) waited
+    # for 08:00 in Los Angeles, in one sleep, and then went.
+    assert before_sleep == [["ny"]]
+    assert clock.slept == [LA_OPENS - MORNING]
+    assert [(n.rows, n.seconds) for n in notes if n.kind is NoteKind.HELD] == [(2, LA_OPENS - MORNING)]
+    assert outcome.complete and outcome.counts["accepted"] == 3
+    assert sent_keys(emulator) == ["group", "la", "ny"]
+
+
+class Crash(Exception):
+    """What kill -9 does to the run, as far as the journal can tell: it stops mid-run."""
+
+
+async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path, emulator: Emulator) -> None:
+    path = write_zoned_csv(tmp_path / "list.csv")
+    journal = tmp_path / "j"
+    opts = options(path, key_column="id", quiet_hours=QuietHours.parse("21:00-08:00"))
+    clock = FakeClock(MORNING)
+
+    def crash() -> None:
+        raise Crash
+
+    clock.on_sleep = crash
+    runner = CampaignRunner(journal, opts, clock=clock, sleep=clock.sleep)
+    with pytest.raises(Crash):
+        async with runner, client_for(emulator) as client:  # the journal is closed mid-run
+            await runner.load()
+            await runner.run(client)
+    assert statuses(journal) == {"ny": "accepted", "la": "pending", "group": "pending"}
+    conn = sqlite3.connect(journal)
+    try:
+        assert dict(conn.execute("SELECT key, not_before FROM held").fetchall()) == {"la": LA_OPENS, "group": LA_OPENS}
+    finally:
+        conn.close()
+    # Resumed an hour later, still before 08:00 in Los Angeles: it waits the rest, then sends.
+    later = FakeClock(MORNING + 3600)
+    runner = CampaignRunner(journal, opts, clock=later, sleep=later.sleep)
+    async with runner, client_for(emulator) as client:
+        await runner.load()
+        outcome = await runner.run(client)
+    assert later.slept == [LA_OPENS - MORNING - 3600]
+    assert outcome.complete and outcome.sent == 2
+    assert sorted(tags_of(emulator).values()) == [1, 1, 1]  # each row sent exactly once
+
+
+def test_the_dry_run_says_how_many_rows_quiet_hours_would_hold_and_until_when(tmp_path: Path) -> None:
+    path = write_zoned_csv(tmp_path / "list.csv")
+    report = dry_run(
+        path,
+        template=Template("Hi {name}"),
+        application_id="app",
+        default_from=REAL,
+        key_column="id",
+        quiet_hours=QuietHours.parse("21:00-08:00"),
+        now=datetime.fromtimestamp(MORNING, UTC),
+    )
+    assert report.valid == 3 and report.held == 2
+    assert report.held_until == datetime.fromtimestamp(LA_OPENS, UTC)
+
+
+def test_a_malformed_quiet_hours_window_is_a_usage_error(tmp_path: Path) -> None:
+    path = write_zoned_csv(tmp_path / "list.csv")
+    args = ["campaign", "run", str(path), "--template", "Hi {name}", "--emulator", "--quiet-hours", "9pm-8am"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--quiet-hours" in result.output
+    assert not Path(str(path) + ".journal").exists()

@@ -181,6 +181,17 @@ _PENDING_SQL: Final = (
     "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
     "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?"
 )
+#: The same, without the rows held (quiet hours) past ``?4``.
+_RELEASED_SQL: Final = (
+    "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
+    "WHERE status = 'pending' AND (line, key) > (?1, ?2) "
+    "AND NOT EXISTS (SELECT 1 FROM held WHERE held.key = rows.key AND held.not_before > ?4) "
+    "ORDER BY line, key LIMIT ?3"
+)
+_HOLD_SQL: Final = (
+    "INSERT OR REPLACE INTO held (key, not_before) SELECT ?1, ?2 "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND status IN " + sql_in(sources(Event.HOLD)) + ")"
+)
 
 
 def _epoch(value: datetime | float | None) -> float:
@@ -514,6 +525,25 @@ class Journal(StartClose):
 
         return await self._call(op)
 
+    async def hold(self, rows: Sequence[tuple[str, float]]) -> None:
+        """Hold pending rows: ``(key, not_before)``, epoch seconds (quiet hours). Durable, so a
+        resumed run knows when they may go; a row that is no longer pending is left alone."""
+        if rows:
+            await self._call(lambda conn: conn.executemany(_HOLD_SQL, rows) and None)
+
+    async def next_release(self, now: float) -> tuple[int, float | None]:
+        """Pending rows held past ``now``, and the earliest time one of them may go."""
+
+        def op(conn: sqlite3.Connection) -> tuple[int, float | None]:
+            n, first = conn.execute(
+                "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
+                "WHERE rows.status = 'pending' AND held.not_before > ?",
+                (now,),
+            ).fetchone()
+            return int(n), first
+
+        return await self._call(op)
+
     async def requeue(self, status: str) -> int:
         """Move every ``ambiguous`` (or ``failed``) row back to ``pending``; return how many.
 
@@ -673,17 +703,21 @@ class Journal(StartClose):
             after = (page[-1].line, page[-1].key)
 
     def pending_page(
-        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE
+        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE, *, released_at: float | None = None
     ) -> asyncio.Future[list[PendingRow]]:
         """The first ``batch`` pending rows after ``after`` (a row's ``(line, key)``), in line
-        order, as a future: a sender can fetch the next page while it sends this one."""
+        order, as a future: a sender can fetch the next page while it sends this one.
+        With ``released_at`` (epoch seconds), rows held (:meth:`hold`) past it are left out."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         stats = self.stats
 
         def op(conn: sqlite3.Connection) -> list[PendingRow]:
             stats.pages += 1
-            found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
+            if released_at is None:
+                found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
+            else:
+                found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
             return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
 
         return self._call(op)

@@ -6,7 +6,8 @@ thread (:mod:`._journal`) and the read-only readers (:mod:`._status`, :mod:`._re
 same SQL. Status lists come from :mod:`._rowstate`.
 
 Schema version 1. Tables added later with ``CREATE TABLE IF NOT EXISTS`` (``unmatched``,
-``sending``, ``replies``: STOP/START replies received during a run) appear in an older journal
+``sending``, ``replies``: STOP/START replies received during a run, ``held``: pending rows
+not to be sent before a time, by quiet hours) appear in an older journal
 the first time a runner opens it; readers treat a missing one as empty.
 """
 
@@ -113,6 +114,10 @@ CREATE TABLE IF NOT EXISTS replies (
     changed     INTEGER NOT NULL,
     event_time  REAL,
     skipped     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (
+    key         TEXT PRIMARY KEY,
+    not_before  REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sending (
     id          INTEGER PRIMARY KEY,

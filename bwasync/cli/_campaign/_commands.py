@@ -30,7 +30,7 @@ from ...campaign import (
 )
 from ...campaign._journal import Journal
 from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
-from ...compliance import check_number
+from ...compliance import QuietHours, check_number
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
 from .._output import note
@@ -203,6 +203,13 @@ Every non-zero stop is resumable: rerun the same command."""
     "not sent. Without it the dry run lists them and they are sent.",
 )
 @click.option(
+    "--quiet-hours",
+    metavar="HH:MM-HH:MM",
+    help="Never send in this window of the recipients' local time (zones from the number; a group "
+    "message only when allowed for every recipient), e.g. 21:00-08:00: rows are held, the run sends the "
+    "others and waits for the window to open. Not legal advice: see the README's Compliance section.",
+)
+@click.option(
     "--callbacks",
     metavar="HOST:PORT",
     help="Receive Bandwidth's status callbacks here and record deliveries (point your application's "
@@ -273,8 +280,16 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     numbers_checkable = _numbers_checkable()
     if args.strict_numbers and not numbers_checkable:
         raise click.UsageError("--strict-numbers needs libphonenumber: pip install 'bwasync[compliance]'")
+    quiet: QuietHours | None = None
+    if args.quiet_hours is not None:
+        try:
+            quiet = QuietHours.parse(args.quiet_hours)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quiet-hours") from None
+        if not numbers_checkable:
+            raise click.UsageError("--quiet-hours needs libphonenumber: pip install 'bwasync[compliance]'")
     if args.dry_run:
-        ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable))
+        ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
     endpoint = _parse_host_port(args.callbacks)
     if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
@@ -301,6 +316,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             opt_out=opt_out,
             settle=args.settle,
             strict_numbers=args.strict_numbers,
+            quiet_hours=quiet,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -338,6 +354,7 @@ class RunArgs:
     max_attempts: int
     opt_out_path: str | None
     strict_numbers: bool
+    quiet_hours: str | None
     callbacks: str | None
     callback_username: str | None
     callback_password: str | None
@@ -407,6 +424,7 @@ def _dry_run(
     opt_out: frozenset[str],
     *,
     check_numbers: bool,
+    quiet: QuietHours | None = None,
 ) -> int:
     """Validate and render FILE; nothing is sent and no journal is created (no event loop either)."""
     if connection.emulator:
@@ -432,6 +450,7 @@ def _dry_run(
             opt_out=opt_out,
             check_numbers=check_numbers,
             strict_numbers=args.strict_numbers,
+            quiet_hours=quiet,
         )
     except (InputFileError, TemplateError) as exc:
         print_error(str(exc))

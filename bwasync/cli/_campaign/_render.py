@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from rich.console import Group, RenderableType
@@ -228,6 +228,9 @@ def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
     else:
         numbers = "all can be valid"
     grid.add_row("numbers", numbers)
+    if report.held:
+        opens = f"the first may go at {report.held_until:%Y-%m-%d %H:%M} UTC" if report.held_until else "none may go"
+        grid.add_row("quiet hours", f"{report.held:,} rows would be held now; {opens}")
     grid.add_row("encoding", f"{report.gsm7:,} GSM-7, {report.ucs2:,} UCS-2 (Unicode), {report.mms:,} MMS")
     histogram = ", ".join(
         f"{n:,} × {seg} segment{'s' if seg != 1 else ''}" for seg, n in sorted(report.histogram.items())
@@ -286,6 +289,13 @@ def word_note(n: RunNote) -> str:
         return f"Resending {n.rows:,} rows that failed before (--retry-failed)."
     if kind is NoteKind.OPTED_OUT:
         return f"Skipped {n.rows:,} pending rows whose recipients are on the opt-out list (--opt-out)."
+    if kind is NoteKind.HELD:
+        wait = max(0.0, n.seconds or 0.0)
+        opens = datetime.fromtimestamp(time.time() + wait, UTC)
+        return (
+            f"{n.rows:,} rows are held by quiet hours (--quiet-hours); the next window opens at "
+            f"{opens:%Y-%m-%d %H:%M} UTC (in {duration(wait)}). Waiting; Ctrl-C stops, and a rerun resumes them."
+        )
     return str(kind)  # pragma: no cover - every kind is worded above
 
 
