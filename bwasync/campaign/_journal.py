@@ -528,8 +528,13 @@ class Journal(StartClose):
     async def hold(self, rows: Sequence[tuple[str, float]]) -> None:
         """Hold pending rows: ``(key, not_before)``, epoch seconds (quiet hours). Durable, so a
         resumed run knows when they may go; a row that is no longer pending is left alone."""
-        if rows:
-            await self._call(lambda conn: conn.executemany(_HOLD_SQL, rows) and None)
+        if not rows:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(_HOLD_SQL, rows)
+
+        await self._call(op)
 
     async def next_release(self, now: float) -> tuple[int, float | None]:
         """Pending rows held past ``now``, and the earliest time one of them may go."""
