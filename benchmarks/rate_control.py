@@ -36,7 +36,7 @@ from typing import Any
 
 from bwasync import AdaptiveLimiter, Outcome, RetryPolicy
 
-from ._common import Config, ScenarioResult, Table, Target, default_loop, fmt, run_on
+from ._common import Config, ScenarioResult, Table, Target, default_loop, fmt, median, run_on
 from ._contenders import make_client
 from ._data import requests
 from ._responder import ServerProcess
@@ -395,7 +395,7 @@ def run(cfg: Config) -> ScenarioResult:
         clean_runs.append(_sporadic(loop, n, 0.0))
         sporadic_runs.append(_sporadic(loop, n, SPORADIC_SHARE))
     ratios = [s["throughput"] / c["throughput"] for c, s in zip(clean_runs, sporadic_runs, strict=True)]
-    ratio = sorted(ratios)[len(ratios) // 2]
+    ratio = median(ratios)
     sporadic_table = Table(
         f"sporadic 429s: {SPORADIC_SHARE:.0%} of first attempts, Retry-After: 1, no queue limit",
         ["run", "n", "s", "accepted/s", "429 share", "not sent"],

@@ -149,6 +149,7 @@ def safe_str(value: str) -> str:
 
 
 def describe(value: object) -> str:
+    """A short, printable, encodable ``repr`` of any value, for an error message."""
     try:
         text = repr(value)
     except Exception:  # a hostile object's __repr__: say what it is instead
