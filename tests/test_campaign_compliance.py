@@ -304,3 +304,16 @@ def test_a_malformed_quiet_hours_window_is_a_usage_error(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "--quiet-hours" in result.output
     assert not Path(str(path) + ".journal").exists()
+
+
+@pytest.mark.parametrize("flag", [["--strict-numbers"], ["--quiet-hours", "21:00-08:00"]])
+def test_number_flags_without_libphonenumber_exit_2_before_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str]
+) -> None:
+    import bwasync.cli._campaign._commands as commands
+
+    monkeypatch.setattr(commands, "_numbers_checkable", lambda: False)
+    path = write_zoned_csv(tmp_path / "list.csv")
+    result = CliRunner().invoke(cli, ["campaign", "run", str(path), "--template", "Hi {name}", "--emulator", *flag])
+    assert result.exit_code == 2 and "pip install 'bwasync[compliance]'" in result.output
+    assert not Path(str(path) + ".journal").exists()
