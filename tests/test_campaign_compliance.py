@@ -317,3 +317,50 @@ def test_number_flags_without_libphonenumber_exit_2_before_anything(
     result = CliRunner().invoke(cli, ["campaign", "run", str(path), "--template", "Hi {name}", "--emulator", *flag])
     assert result.exit_code == 2 and "pip install 'bwasync[compliance]'" in result.output
     assert not Path(str(path) + ".journal").exists()
+
+
+async def test_a_timezone_column_overrides_the_numbers_zones(tmp_path: Path, emulator: Emulator) -> None:
+    path = tmp_path / "list.csv"
+    # A New York number whose owner lives in Los Angeles, one with no zone given, one misspelt.
+    rows = (
+        f"id,to,name,code,tz\nmoved,{NEW_YORK},Ann,1,America/Los_Angeles\nhome,{NEW_YORK},Bob,2,\n"
+        f"bad,{NEW_YORK},Cy,3,Mars/Base\n"
+    )
+    path.write_text(rows, encoding="utf-8")
+    quiet = QuietHours.parse("21:00-08:00")
+    report = dry_run(
+        path,
+        template=Template("Hi {name}"),
+        application_id="app",
+        default_from=REAL,
+        key_column="id",
+        quiet_hours=quiet,
+        timezone_column="tz",
+        now=datetime.fromtimestamp(MORNING, UTC),
+    )
+    assert (report.valid, report.invalid, report.held) == (2, 1, 1)
+    assert report.invalid_rows[0].error == "tz: 'Mars/Base' is not a time zone (IANA names: America/Chicago)"
+    clock = FakeClock(MORNING)
+    before_sleep: list[list[str]] = []
+    clock.on_sleep = lambda: before_sleep.append(sent_keys(emulator))
+    opts = options(path, key_column="id", quiet_hours=quiet, timezone_column="tz")
+    runner = CampaignRunner(tmp_path / "j", opts, clock=clock, sleep=clock.sleep)
+    async with runner, client_for(emulator) as client:
+        await runner.load()
+        outcome = await runner.run(client)
+    assert before_sleep == [["home"]] and clock.slept == [LA_OPENS - MORNING]
+    assert outcome.complete and statuses(tmp_path / "j") == {"moved": "accepted", "home": "accepted", "bad": "invalid"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--timezone-column", "tz"], "--timezone-column is for --quiet-hours"),
+        (["--quiet-hours", "21:00-08:00", "--timezone-column", "tz"], "has no column 'tz'"),
+    ],
+)
+def test_timezone_column_usage_errors_exit_2(tmp_path: Path, flags: list[str], says: str) -> None:
+    path = write_zoned_csv(tmp_path / "list.csv")
+    result = CliRunner().invoke(cli, ["campaign", "run", str(path), "--template", "Hi {name}", "--emulator", *flags])
+    assert result.exit_code == 2 and says in result.output
+    assert not Path(str(path) + ".journal").exists()

@@ -22,7 +22,7 @@ from .._exceptions import ValidationError
 from .._segments import segments, total_segments
 from .._validation import Priority
 from ..compliance import QuietHours
-from ._inputs import Format, Template, format_field_errors, impossible_numbers, read_rows, validated_row
+from ._inputs import Format, Template, format_field_errors, impossible_numbers, read_rows, row_zone, validated_row
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
@@ -120,6 +120,7 @@ def dry_run(
     check_numbers: bool = False,
     strict_numbers: bool = False,
     quiet_hours: QuietHours | None = None,
+    timezone_column: str | None = None,
     now: datetime | None = None,
 ) -> DryRunReport:
     """Validate and render every row of ``path``; send nothing, write nothing.
@@ -127,7 +128,8 @@ def dry_run(
     ``check_numbers`` flags recipients that cannot be valid numbers (``impossible``, with the
     reason); ``strict_numbers`` makes those rows invalid, as ``campaign run --strict-numbers``
     does. ``quiet_hours`` counts the rows it would hold at ``now`` (default: the current time)
-    and when the first may go. All three need the ``compliance`` extra.
+    and when the first may go (zones from ``timezone_column`` where a row gives one, else from
+    its numbers; an unknown zone makes the row invalid). These need the ``compliance`` extra.
 
     Raises :class:`~bwasync.campaign.InputFileError` when the file itself is unusable. Rows are
     keyed and checked exactly as the load pass does (:func:`~bwasync.campaign.build_request`);
@@ -157,6 +159,12 @@ def dry_run(
                     report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors(exc.field_errors)))
                 continue
             impossible = impossible_numbers(request.to) if report.numbers_checked else None
+            zone, bad_zone = row_zone(row, timezone_column)
+            if bad_zone is not None:
+                report.invalid += 1
+                if len(report.invalid_rows) < max_invalid:
+                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors([bad_zone])))
+                continue
             if impossible:
                 error = format_field_errors(impossible)
                 if strict_numbers:
@@ -172,7 +180,7 @@ def dry_run(
                 report.skipped += 1
                 continue
             if quiet_hours is not None:
-                check = quiet_hours.check_numbers(request.to, at)
+                check = quiet_hours.check((zone,), at) if zone else quiet_hours.check_numbers(request.to, at)
                 if not check.allowed:
                     report.held += 1
                     if check.next_allowed and (report.held_until is None or check.next_allowed < report.held_until):

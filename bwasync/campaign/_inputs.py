@@ -35,6 +35,7 @@ import csv
 import os
 import re
 import string
+import zoneinfo
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -618,6 +619,18 @@ def format_field_errors(errors: Iterable[FieldError]) -> str:
     return "; ".join(map(str, errors))
 
 
+def row_zone(row: InputRow, column: str | None) -> tuple[str | None, FieldError | None]:
+    """The row's time zone from ``column`` (None: no column, or empty), or why it is not one."""
+    value = _clean(row.fields.get(column)) if column else None
+    if value is None:
+        return None, None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return None, FieldError(column or "", f"{value!r} is not a time zone (IANA names: America/Chicago)")
+    return str(value), None
+
+
 def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
     """A ``to`` field error for each number that cannot exist (:func:`bwasync.compliance.check_number`).
 
@@ -645,6 +658,7 @@ def prepare_row(
     priority: Priority | str | None = None,
     expiration: datetime | str | None = None,
     strict_numbers: bool = False,
+    timezone_column: str | None = None,
 ) -> NewRow:
     """The journal row for an input row: ``pending``, ``invalid`` or ``skipped``.
 
@@ -679,6 +693,9 @@ def prepare_row(
             error=format_field_errors(exc.field_errors),
         )
     impossible = impossible_numbers(request.to) if strict_numbers else None
+    zone, bad_zone = row_zone(row, timezone_column)
+    if bad_zone is not None:
+        impossible = [*(impossible or ()), bad_zone]
     if impossible:
         return NewRow(
             key=row.key,
@@ -700,6 +717,7 @@ def prepare_row(
         request=body.decode(),
         segments=cost,
         error="opted out" if opted_out else None,
+        zone=zone,
     )
 
 

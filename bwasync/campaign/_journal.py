@@ -183,7 +183,8 @@ _PENDING_SQL: Final = (
 )
 #: The same, without the rows held (quiet hours) past ``?4``.
 _RELEASED_SQL: Final = (
-    "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
+    "SELECT key, line, request, segments, recipients, sender, attempts, "
+    "(SELECT zone FROM zones WHERE zones.key = rows.key) FROM rows "
     "WHERE status = 'pending' AND (line, key) > (?1, ?2) "
     "AND NOT EXISTS (SELECT 1 FROM held WHERE held.key = rows.key AND held.not_before > ?4) "
     "ORDER BY line, key LIMIT ?3"
@@ -474,6 +475,9 @@ class Journal(StartClose):
                         error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
+            zones = [(r.key, r.zone) for r in batch if r.zone]
+            if zones:
+                conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted
@@ -721,9 +725,9 @@ class Journal(StartClose):
             stats.pages += 1
             if released_at is None:
                 found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
-            else:
-                found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
-            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+                return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+            found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7]) for r in found]
 
         return self._call(op)
 

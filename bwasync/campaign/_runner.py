@@ -233,6 +233,9 @@ class CampaignOptions:
     #: Send a row only outside this window in every zone of every recipient; other rows are
     #: held (pending) until it opens (needs the ``compliance`` extra).
     quiet_hours: QuietHours | None = None
+    #: A column naming each row's recipient time zone (IANA, ``America/Chicago``) for quiet
+    #: hours, instead of the zones of the numbers; an unknown name makes the row invalid.
+    timezone_column: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -577,6 +580,7 @@ class CampaignRunner:
                     campaign_id=info.campaign_id,
                     opt_out=opts.opt_out,
                     strict_numbers=opts.strict_numbers,
+                    timezone_column=opts.timezone_column,
                     priority=opts.priority,
                     expiration=opts.expiration,
                 )
@@ -767,22 +771,23 @@ class CampaignRunner:
                     journal.record_result(row.key, status="failed", error=format_field_errors(exc.field_errors))
                     progress.apply(RowStatus.PENDING, Event.FAILED)
                     continue
-                if quiet is not None and not self._may_go(quiet, row.key, request):
+                if quiet is not None and not self._may_go(quiet, row, request):
                     continue
                 keys[next(counter)] = row.key
                 yield request
             page = pages.ready()
 
-    def _may_go(self, quiet: QuietHours, key: str, request: MessageRequest) -> bool:
+    def _may_go(self, quiet: QuietHours, row: PendingRow, request: MessageRequest) -> bool:
         """Whether quiet hours let ``request`` go now; if not, the row is held until they do."""
         now = self._clock()
-        check = quiet.check_numbers(request.to, datetime.fromtimestamp(now, UTC))
+        at = datetime.fromtimestamp(now, UTC)
+        check = quiet.check((row.zone,), at) if row.zone else quiet.check_numbers(request.to, at)
         if check.allowed:
             return True
         # Never allowed within the search horizon (zones too far apart, or none known): held
         # for the horizon, then checked again.
         until = check.next_allowed.timestamp() if check.next_allowed else now + QUIET_SEARCH_HORIZON.total_seconds()
-        self._holds.append((key, until))
+        self._holds.append((row.key, until))
         return False
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:

@@ -7,7 +7,7 @@ same SQL. Status lists come from :mod:`._rowstate`.
 
 Schema version 1. Tables added later with ``CREATE TABLE IF NOT EXISTS`` (``unmatched``,
 ``sending``, ``replies``: STOP/START replies received during a run, ``held``: pending rows
-not to be sent before a time, by quiet hours) appear in an older journal
+not to be sent before a time, by quiet hours, ``zones``: a row's time zone from the input) appear in an older journal
 the first time a runner opens it; readers treat a missing one as empty.
 """
 
@@ -114,6 +114,10 @@ CREATE TABLE IF NOT EXISTS replies (
     changed     INTEGER NOT NULL,
     event_time  REAL,
     skipped     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zones (
+    key         TEXT PRIMARY KEY,
+    zone        TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS held (
     key         TEXT PRIMARY KEY,

@@ -210,6 +210,12 @@ Every non-zero stop is resumable: rerun the same command."""
     "others and waits for the window to open. Not legal advice: see the README's Compliance section.",
 )
 @click.option(
+    "--timezone-column",
+    metavar="NAME",
+    help="With --quiet-hours: the column giving each row's recipient time zone (IANA, e.g. America/Chicago), "
+    "used instead of the number's zones where present; a name that is not a zone makes the row invalid.",
+)
+@click.option(
     "--callbacks",
     metavar="HOST:PORT",
     help="Receive Bandwidth's status callbacks here and record deliveries (point your application's "
@@ -288,6 +294,17 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             raise click.BadParameter(str(exc), param_hint="--quiet-hours") from None
         if not numbers_checkable:
             raise click.UsageError("--quiet-hours needs libphonenumber: pip install 'bwasync[compliance]'")
+    if args.timezone_column is not None:
+        if quiet is None:
+            raise click.UsageError("--timezone-column is for --quiet-hours: give both")
+        try:
+            columns = file_columns(args.file, fmt=fmt)
+        except InputFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="FILE") from None
+        if args.timezone_column not in columns:
+            raise click.BadParameter(
+                f"{args.file} has no column {args.timezone_column!r}", param_hint="--timezone-column"
+            )
     if args.dry_run:
         ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
     endpoint = _parse_host_port(args.callbacks)
@@ -317,6 +334,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             settle=args.settle,
             strict_numbers=args.strict_numbers,
             quiet_hours=quiet,
+            timezone_column=args.timezone_column,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -355,6 +373,7 @@ class RunArgs:
     opt_out_path: str | None
     strict_numbers: bool
     quiet_hours: str | None
+    timezone_column: str | None
     callbacks: str | None
     callback_username: str | None
     callback_password: str | None
@@ -451,6 +470,7 @@ def _dry_run(
             check_numbers=check_numbers,
             strict_numbers=args.strict_numbers,
             quiet_hours=quiet,
+            timezone_column=args.timezone_column,
         )
     except (InputFileError, TemplateError) as exc:
         print_error(str(exc))
