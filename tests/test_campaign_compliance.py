@@ -21,6 +21,7 @@ from bwasync import MessageRequest
 from bwasync.campaign import (
     CallbackReceiver,
     CampaignRunner,
+    DryRunReport,
     NoteKind,
     RunNote,
     Template,
@@ -283,17 +284,17 @@ async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path
     assert sorted(tags_of(emulator).values()) == [1, 1, 1]  # each row sent exactly once
 
 
+def quiet_dry_run(path: Path, **extra: Any) -> DryRunReport:
+    """A dry run under 21:00-08:00 quiet hours at :data:`MORNING`."""
+    at = datetime.fromtimestamp(MORNING, UTC)
+    quiet = QuietHours.parse("21:00-08:00")
+    return dry_run(path, template=Template("Hi {name}"), application_id="app", default_from=REAL, key_column="id",
+                   quiet_hours=quiet, now=at, **extra)  # fmt: skip
+
+
 def test_the_dry_run_says_how_many_rows_quiet_hours_would_hold_and_until_when(tmp_path: Path) -> None:
     path = write_zoned_csv(tmp_path / "list.csv")
-    report = dry_run(
-        path,
-        template=Template("Hi {name}"),
-        application_id="app",
-        default_from=REAL,
-        key_column="id",
-        quiet_hours=QuietHours.parse("21:00-08:00"),
-        now=datetime.fromtimestamp(MORNING, UTC),
-    )
+    report = quiet_dry_run(path)
     assert report.valid == 3 and report.held == 2
     assert report.held_until == datetime.fromtimestamp(LA_OPENS, UTC)
 
@@ -328,16 +329,7 @@ async def test_a_timezone_column_overrides_the_numbers_zones(tmp_path: Path, emu
     )
     path.write_text(rows, encoding="utf-8")
     quiet = QuietHours.parse("21:00-08:00")
-    report = dry_run(
-        path,
-        template=Template("Hi {name}"),
-        application_id="app",
-        default_from=REAL,
-        key_column="id",
-        quiet_hours=quiet,
-        timezone_column="tz",
-        now=datetime.fromtimestamp(MORNING, UTC),
-    )
+    report = quiet_dry_run(path, timezone_column="tz")
     assert (report.valid, report.invalid, report.held) == (2, 1, 1)
     assert report.invalid_rows[0].error == "tz: 'Mars/Base' is not a time zone (IANA names: America/Chicago)"
     clock = FakeClock(MORNING)
