@@ -208,8 +208,12 @@ def coerce_request(obj: MessageRequest | Mapping[str, Any]) -> MessageRequest:
     raise ValidationError([FieldError("body", f"expected a MessageRequest or a dict, not {type(obj).__name__}")])
 
 
-class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+class _MessageCore(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """The leading fields that a send's answer and a status callback's message share.
+
+    Subclasses repeat ``rename``/``kw_only`` (a subclass without ``kw_only`` would reorder the
+    fields) and state ``gc`` themselves; the fields below come first on the wire in both.
+    """
 
     id: str
     owner: str | None = None
@@ -219,6 +223,11 @@ class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     direction: str | None = None
     to: list[str] = []
     from_: str | None = None
+
+
+class Message(_MessageCore, rename="camel", kw_only=True, gc=False):
+    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+
     media: list[str] | None = None
     text: str | None = None
     tag: str | None = None
@@ -241,21 +250,13 @@ class CreateMessageRequestErrorBody(msgspec.Struct, rename="camel", kw_only=True
     field_errors: list[FieldError] = []
 
 
-class StatusCallbackMessage(msgspec.Struct, rename="camel", kw_only=True):
+class StatusCallbackMessage(_MessageCore, rename="camel", kw_only=True, gc=True):
     """The message inside a status callback. Bandwidth does not store text: it comes as ``""``.
 
     Only ``id`` is required here although the spec requires more: a webhook receiver that
     rejected a whole batch for one missing field would make Bandwidth retry it for 24 hours.
     """
 
-    id: str
-    owner: str | None = None
-    application_id: str | None = None
-    time: datetime | None = None
-    segment_count: int | None = None
-    direction: str | None = None
-    to: list[str] = []
-    from_: str | None = None
     text: str | None = None
     tag: str | None = None
     media: list[str] | None = None
