@@ -34,6 +34,7 @@ __all__ = [
     "MessagingRequestErrorBody",
     "PageInfo",
     "Priority",
+    "RecipientsMixin",
     "StatusCallback",
     "StatusCallbackMessage",
     "coerce_request",
@@ -98,7 +99,34 @@ class ListFilters(TypedDict, total=False):
     limit_total_count: bool
 
 
-class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
+class RecipientsMixin:
+    """``recipients`` and ``is_mms`` for any Struct with ``to`` and ``media`` fields (a request to
+    send, the emulator's record of an accepted one). No slots and no fields of its own."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        @property
+        def to(self) -> list[str]: ...
+
+        @property
+        def media(self) -> list[str] | None: ...
+
+    @property
+    def recipients(self) -> int:
+        """How many recipients: more than one makes a group message."""
+        return len(self.to)
+
+    @property
+    def is_mms(self) -> bool:
+        """Media makes a message an MMS, whatever the number of recipients."""
+        return bool(self.media)
+
+
+class MessageRequest(
+    msgspec.Struct, RecipientsMixin, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False
+):
     """A message to send: SMS, MMS, group SMS or group MMS. Validated on construction.
 
     >>> req = MessageRequest(to="+15552223333", from_="+15553332222",
@@ -157,16 +185,6 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
             force_setattr(self, "expiration", expiration)
         if isinstance(self.media, tuple):
             force_setattr(self, "media", list(self.media))
-
-    @property
-    def recipients(self) -> int:
-        """How many recipients: more than one makes a group message."""
-        return len(self.to)
-
-    @property
-    def is_mms(self) -> bool:
-        """Media makes a message an MMS, whatever the number of recipients."""
-        return bool(self.media)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MessageRequest:
