@@ -35,6 +35,7 @@ __all__ = [
     "MessagingRequestErrorBody",
     "PageInfo",
     "Priority",
+    "RecipientsMixin",
     "StatusCallback",
     "StatusCallbackMessage",
     "coerce_request",
@@ -100,7 +101,34 @@ class ListFilters(TypedDict, total=False):
     limit_total_count: bool
 
 
-class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
+class RecipientsMixin:
+    """``recipients`` and ``is_mms`` for any Struct with ``to`` and ``media`` fields (a request to
+    send, the emulator's record of an accepted one). No slots and no fields of its own."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        @property
+        def to(self) -> list[str]: ...
+
+        @property
+        def media(self) -> list[str] | None: ...
+
+    @property
+    def recipients(self) -> int:
+        """How many recipients: more than one makes a group message."""
+        return len(self.to)
+
+    @property
+    def is_mms(self) -> bool:
+        """Media makes a message an MMS, whatever the number of recipients."""
+        return bool(self.media)
+
+
+class MessageRequest(
+    msgspec.Struct, RecipientsMixin, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False
+):
     """A message to send: SMS, MMS, group SMS or group MMS. Validated on construction.
 
     >>> req = MessageRequest(to="+15552223333", from_="+15553332222",
@@ -160,16 +188,6 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
         if isinstance(self.media, tuple):
             force_setattr(self, "media", list(self.media))
 
-    @property
-    def recipients(self) -> int:
-        """How many recipients: more than one makes a group message."""
-        return len(self.to)
-
-    @property
-    def is_mms(self) -> bool:
-        """Media makes a message an MMS, whatever the number of recipients."""
-        return bool(self.media)
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MessageRequest:
         """Build from a dict with wire names (``from``) or Python names (``from_``).
@@ -210,8 +228,12 @@ def coerce_request(obj: MessageRequest | Mapping[str, Any]) -> MessageRequest:
     raise ValidationError([FieldError("body", f"expected a MessageRequest or a dict, not {type(obj).__name__}")])
 
 
-class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+class _MessageCore(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """The leading fields that a send's answer and a status callback's message share.
+
+    Subclasses repeat ``rename``/``kw_only`` (a subclass without ``kw_only`` would reorder the
+    fields) and state ``gc`` themselves; the fields below come first on the wire in both.
+    """
 
     id: str
     owner: str | None = None
@@ -221,6 +243,11 @@ class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     direction: str | None = None
     to: list[str] = []
     from_: str | None = None
+
+
+class Message(_MessageCore, rename="camel", kw_only=True, gc=False):
+    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+
     media: list[str] | None = None
     text: str | None = None
     tag: str | None = None
@@ -243,21 +270,13 @@ class CreateMessageRequestErrorBody(msgspec.Struct, rename="camel", kw_only=True
     field_errors: list[FieldError] = []
 
 
-class StatusCallbackMessage(msgspec.Struct, rename="camel", kw_only=True):
+class StatusCallbackMessage(_MessageCore, rename="camel", kw_only=True, gc=True):
     """The message inside a status callback. Bandwidth does not store text: it comes as ``""``.
 
     Only ``id`` is required here although the spec requires more: a webhook receiver that
     rejected a whole batch for one missing field would make Bandwidth retry it for 24 hours.
     """
 
-    id: str
-    owner: str | None = None
-    application_id: str | None = None
-    time: datetime | None = None
-    segment_count: int | None = None
-    direction: str | None = None
-    to: list[str] = []
-    from_: str | None = None
     text: str | None = None
     tag: str | None = None
     media: list[str] | None = None
