@@ -39,6 +39,14 @@ SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
+def scenario_name(text: str) -> str:
+    """A scenario's registered name, whichever of ``-`` and ``_`` the caller wrote."""
+    for candidate in (text, text.replace("_", "-"), text.replace("-", "_")):
+        if candidate in SCENARIOS:
+            return candidate
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -48,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"where to write results (default: {DEFAULT_JSON})"
     )
-    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these scenarios")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        type=scenario_name,
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help="run only these scenarios (- and _ are interchangeable: rate_control = rate-control)",
+    )
     parser.add_argument(
         "--no-gc-tune", action="store_true", help="leave the GC thresholds alone (default: raise generation 0)"
     )

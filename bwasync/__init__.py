@@ -35,6 +35,7 @@ from ._fanout import Outcome, SendResult, SendStream, SendSummary
 from ._models import (
     CreateMessageRequestErrorBody,
     FieldError,
+    InboundCallback,
     ListFilters,
     ListMessageItem,
     Media,
@@ -75,6 +76,7 @@ __all__ = [
     "ConfigurationError",
     "CreateMessageRequestErrorBody",
     "FieldError",
+    "InboundCallback",
     "ListFilters",
     "ListMessageItem",
     "Media",

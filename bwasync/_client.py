@@ -38,7 +38,7 @@ from ._models import (
 from ._pipeline import CappedLimiter, Gate, Pipeline, Slot
 from ._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 from ._retry import RetryPolicy, retry_after_failure
-from ._transport import Transport
+from ._transport import RequestOptions, Transport
 
 __all__ = ["LIST_FILTERS", "MessagingClient", "SendManyOptions"]
 
@@ -382,20 +382,13 @@ class MessagingClient:
     # --- Listing and media -------------------------------------------------------------------
 
     async def _idempotent(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
-        ok: tuple[int, ...] = (200,),
+        self, method: str, path: str, **options: Unpack[RequestOptions]
     ) -> tuple[dict[str, str], bytes]:
         """A GET/PUT/DELETE, retried on 429 (honouring Retry-After), 5xx and connection loss."""
         started = time.monotonic()
 
         async def once() -> tuple[dict[str, str], bytes]:
-            return await self._transport.request(method, path, params=params, headers=headers, data=data, ok=ok)
+            return await self._transport.request(method, path, **options)
 
         try:
             return await once()

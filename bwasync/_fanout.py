@@ -302,11 +302,7 @@ class _Core:
 
     def _put(self, result: SendResult) -> None:
         self._results.append(result)
-        getter = self._getter
-        if getter is not None:
-            self._getter = None
-            if not getter.done():
-                getter.set_result(None)
+        self._wake_consumer()
 
     async def _wait_for_room(self) -> None:
         """Backpressure: a slow consumer holds the workers back instead of piling results up."""

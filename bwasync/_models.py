@@ -24,6 +24,7 @@ from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode
 __all__ = [
     "CreateMessageRequestErrorBody",
     "FieldError",
+    "InboundCallback",
     "ListFilters",
     "ListMessageItem",
     "Media",
@@ -34,10 +35,12 @@ __all__ = [
     "MessagingRequestErrorBody",
     "PageInfo",
     "Priority",
+    "RecipientsMixin",
     "StatusCallback",
     "StatusCallbackMessage",
     "coerce_request",
     "decode_callbacks",
+    "decode_inbound_callbacks",
     "decode_message",
     "encode_request",
 ]
@@ -98,7 +101,34 @@ class ListFilters(TypedDict, total=False):
     limit_total_count: bool
 
 
-class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False):
+class RecipientsMixin:
+    """``recipients`` and ``is_mms`` for any Struct with ``to`` and ``media`` fields (a request to
+    send, the emulator's record of an accepted one). No slots and no fields of its own."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        @property
+        def to(self) -> list[str]: ...
+
+        @property
+        def media(self) -> list[str] | None: ...
+
+    @property
+    def recipients(self) -> int:
+        """How many recipients: more than one makes a group message."""
+        return len(self.to)
+
+    @property
+    def is_mms(self) -> bool:
+        """Media makes a message an MMS, whatever the number of recipients."""
+        return bool(self.media)
+
+
+class MessageRequest(
+    msgspec.Struct, RecipientsMixin, rename="camel", kw_only=True, frozen=True, omit_defaults=True, gc=False
+):
     """A message to send: SMS, MMS, group SMS or group MMS. Validated on construction.
 
     >>> req = MessageRequest(to="+15552223333", from_="+15553332222",
@@ -158,16 +188,6 @@ class MessageRequest(msgspec.Struct, rename="camel", kw_only=True, frozen=True, 
         if isinstance(self.media, tuple):
             force_setattr(self, "media", list(self.media))
 
-    @property
-    def recipients(self) -> int:
-        """How many recipients: more than one makes a group message."""
-        return len(self.to)
-
-    @property
-    def is_mms(self) -> bool:
-        """Media makes a message an MMS, whatever the number of recipients."""
-        return bool(self.media)
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MessageRequest:
         """Build from a dict with wire names (``from``) or Python names (``from_``).
@@ -208,8 +228,12 @@ def coerce_request(obj: MessageRequest | Mapping[str, Any]) -> MessageRequest:
     raise ValidationError([FieldError("body", f"expected a MessageRequest or a dict, not {type(obj).__name__}")])
 
 
-class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
-    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+class _MessageCore(msgspec.Struct, rename="camel", kw_only=True, gc=False):
+    """The leading fields that a send's answer and a status callback's message share.
+
+    Subclasses repeat ``rename``/``kw_only`` (a subclass without ``kw_only`` would reorder the
+    fields) and state ``gc`` themselves; the fields below come first on the wire in both.
+    """
 
     id: str
     owner: str | None = None
@@ -219,6 +243,11 @@ class Message(msgspec.Struct, rename="camel", kw_only=True, gc=False):
     direction: str | None = None
     to: list[str] = []
     from_: str | None = None
+
+
+class Message(_MessageCore, rename="camel", kw_only=True, gc=False):
+    """A message as Bandwidth answers a send (202): its ``id``, ``segmentCount``..."""
+
     media: list[str] | None = None
     text: str | None = None
     tag: str | None = None
@@ -241,21 +270,13 @@ class CreateMessageRequestErrorBody(msgspec.Struct, rename="camel", kw_only=True
     field_errors: list[FieldError] = []
 
 
-class StatusCallbackMessage(msgspec.Struct, rename="camel", kw_only=True):
+class StatusCallbackMessage(_MessageCore, rename="camel", kw_only=True, gc=True):
     """The message inside a status callback. Bandwidth does not store text: it comes as ``""``.
 
     Only ``id`` is required here although the spec requires more: a webhook receiver that
     rejected a whole batch for one missing field would make Bandwidth retry it for 24 hours.
     """
 
-    id: str
-    owner: str | None = None
-    application_id: str | None = None
-    time: datetime | None = None
-    segment_count: int | None = None
-    direction: str | None = None
-    to: list[str] = []
-    from_: str | None = None
     text: str | None = None
     tag: str | None = None
     media: list[str] | None = None
@@ -273,6 +294,24 @@ class StatusCallback(msgspec.Struct, rename="camel", kw_only=True):
     message: StatusCallbackMessage
     event_time: datetime | None = None
     error_code: int | None = None
+    carrier_name: str | None = None
+
+
+class InboundCallback(msgspec.Struct, rename="camel", kw_only=True):
+    """One inbound event: ``message-received`` is a message a handset sent to your number.
+
+    The spec's ``inboundCallback``: ``to`` is your Bandwidth number that received it,
+    ``message.from_`` the sender, ``message.text`` what they wrote (inbound text is kept, unlike
+    an outbound message's), ``message.id`` Bandwidth's id of the inbound message. The other
+    types (``requested-location-response``, ``suggestion-response``) are RBM-only. Status events
+    have the same shape, so one decoder reads whatever arrives at a shared callback URL.
+    """
+
+    time: datetime
+    type: str
+    to: str
+    description: str
+    message: StatusCallbackMessage
     carrier_name: str | None = None
 
 
@@ -330,6 +369,7 @@ _encoder = msgspec.json.Encoder()
 _json_any = msgspec.json.Decoder()
 _message_decoder = msgspec.json.Decoder(Message)
 _callbacks_decoder = msgspec.json.Decoder(list[StatusCallback])
+_inbound_decoder = msgspec.json.Decoder(list[InboundCallback] | InboundCallback)
 messages_list_decoder = msgspec.json.Decoder(MessagesList)
 media_list_decoder = msgspec.json.Decoder(list[Media])
 
@@ -347,6 +387,13 @@ def decode_message(data: bytes) -> Message:
 def decode_callbacks(data: bytes) -> list[StatusCallback]:
     """Decode a status-callback POST body: a JSON array of events."""
     return _callbacks_decoder.decode(data)
+
+
+def decode_inbound_callbacks(data: bytes) -> list[InboundCallback]:
+    """Decode an inbound-callback POST body: a JSON array of events, as Bandwidth sends them,
+    or one event object, as the spec's request body shows it."""
+    decoded = _inbound_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def encode(obj: Any) -> bytes:

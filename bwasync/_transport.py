@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 import aiohttp
 import msgspec
@@ -38,12 +38,21 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._auth import Auth
 
-__all__ = ["Timeout", "Transport", "parse_allowed_rate", "parse_retry_after"]
+__all__ = ["RequestOptions", "Timeout", "Transport", "parse_allowed_rate", "parse_retry_after"]
 
 USER_AGENT = f"bwasync/{__version__}"
 _MAX_ERROR_BODY = 4096
 #: A per-attempt timeout as the transport takes it (built once by :meth:`Transport.make_timeout`).
 Timeout = aiohttp.ClientTimeout
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Transport.request`, for callers that pass them through."""
+
+    params: Mapping[str, str] | None
+    headers: Mapping[str, str] | None
+    data: bytes | None
+    ok: tuple[int, ...]
 
 
 class _ErrorBody(msgspec.Struct, rename="camel"):

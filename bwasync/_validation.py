@@ -162,6 +162,17 @@ def _unencodable(field: str, where: str) -> FieldError:
     return FieldError(field, f"{where} contains a lone surrogate (an unpaired UTF-16 half): it cannot be encoded")
 
 
+def _bounded_string_error(field: str, value: Any, limit: int) -> FieldError | None:
+    """The first rule a ``text``/``tag`` value breaks: a string, at most ``limit`` characters, encodable."""
+    if not isinstance(value, str):
+        return FieldError(field, f"{field} must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        return FieldError(field, f"{field} is {len(value)} characters; at most {limit} are allowed")
+    if not encodable(value):
+        return _unencodable(field, field)
+    return None
+
+
 def _not_e164(field: str, value: str) -> FieldError:
     return FieldError(field, f"'{safe_str(value)}' must be replaced with a valid E164 formatted telephone number")
 
@@ -265,12 +276,9 @@ def check_message(
 
     has_text = False
     if text is not None:
-        if not isinstance(text, str):
-            add(FieldError("text", f"text must be a string, not {type(text).__name__}"))
-        elif len(text) > MAX_TEXT_LENGTH:
-            add(FieldError("text", f"text is {len(text)} characters; at most {MAX_TEXT_LENGTH} are allowed"))
-        elif not encodable(text):
-            add(_unencodable("text", "text"))
+        error = _bounded_string_error("text", text, MAX_TEXT_LENGTH)
+        if error is not None:
+            add(error)
         else:
             has_text = bool(text)
 
@@ -307,12 +315,9 @@ def check_message(
         add(FieldError("text", "a message needs text, media, or both"))
 
     if tag is not None:
-        if not isinstance(tag, str):
-            add(FieldError("tag", f"tag must be a string, not {type(tag).__name__}"))
-        elif len(tag) > MAX_TAG_LENGTH:
-            add(FieldError("tag", f"tag is {len(tag)} characters; at most {MAX_TAG_LENGTH} are allowed"))
-        elif not encodable(tag):
-            add(_unencodable("tag", "tag"))
+        error = _bounded_string_error("tag", tag, MAX_TAG_LENGTH)
+        if error is not None:
+            add(error)
 
     prio: Priority | None = None
     if priority is not None:

@@ -385,6 +385,7 @@ def test_help_lists_the_commands_options_and_examples() -> None:
         "--template", "--template-file", "--rate", "--concurrency", "--journal", "--key-column", "--dry-run",
         "--retry-ambiguous", "--max-error-rate", "--opt-out", "--callbacks", "--wait-delivery", "--settle",
         "--no-progress", "--campaign-id", "--account-id", "--base-url", "--emulator", "BW_CALLBACK_PASSWORD",
+        "--strict-numbers",
     ):  # fmt: skip
         assert option in result.output, option
     assert "Examples:" in result.output and "Exit status: 0 every row" in result.output

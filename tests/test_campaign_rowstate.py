@@ -32,6 +32,7 @@ from bwasync.campaign._rowstate import (
         ("ambiguous", Event.REQUEUE, "pending"),
         ("failed", Event.REQUEUE, "pending"),
         ("pending", Event.OPT_OUT, "skipped"),
+        ("pending", Event.HOLD, "pending"),  # quiet hours: it stays sendable, later
     ],
 )
 def test_allowed_moves(current: str, event: Event, expected: str) -> None:
@@ -52,6 +53,8 @@ def test_allowed_moves(current: str, event: Event, expected: str) -> None:
         ("failed", Event.RECEIPT),
         ("pending", Event.REQUEUE),
         ("in_flight", Event.OPT_OUT),  # a send may be on its way: too late to skip
+        ("in_flight", Event.HOLD),  # too late to hold
+        ("failed", Event.HOLD),
         ("no such state", Event.ACCEPTED),
     ],
 )

@@ -24,6 +24,7 @@ EXPECTED = {
     "ConfigurationError",
     "CreateMessageRequestErrorBody",
     "FieldError",
+    "InboundCallback",
     "ListFilters",
     "ListMessageItem",
     "Media",
@@ -106,3 +107,57 @@ def test_the_exception_tree_is_drawn_once_and_complete() -> None:
     assert not missing, missing
     for cls in every:  # the core's are defined in _exceptions.py, the campaign layer's in its own
         assert cls.__module__ in ("bwasync._exceptions", "bwasync.campaign._exceptions"), cls
+
+
+COMPLIANCE = {
+    "INBOUND_DEDUPE_CAPACITY",
+    "INBOUND_HANDLER_TIMEOUT",
+    "INBOUND_MAX_BODY",
+    "MESSAGE_RECEIVED",
+    "OPT_IN_KEYWORDS",
+    "OPT_OUT_KEYWORDS",
+    "QUIET_SEARCH_HORIZON",
+    "FileOptOutStore",
+    "InboundHandler",
+    "InboundReply",
+    "InboundStats",
+    "MemoryOptOutStore",
+    "NumberCheck",
+    "OptOutStore",
+    "QuietCheck",
+    "QuietHours",
+    "ReplyKind",
+    "ReplyOutcome",
+    "ReplyProcessor",
+    "check_number",
+    "classify_reply",
+    "make_inbound_handler",
+    "zones_for_number",
+}
+
+
+def test_compliance_subpackage_all_is_pinned() -> None:
+    import bwasync.compliance as compliance
+
+    assert set(compliance.__all__) == COMPLIANCE
+    for name in compliance.__all__:
+        assert hasattr(compliance, name), name
+    public = {
+        n
+        for n in vars(compliance)
+        if not n.startswith("_") and not isinstance(getattr(compliance, n), type(compliance))
+    }
+    assert public <= COMPLIANCE, public - COMPLIANCE
+
+
+def test_compliance_imports_without_phonenumbers() -> None:
+    # phonenumbers is an optional extra: only the number functions need it, on first use.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['phonenumbers'] = None\n"
+        "import bwasync.compliance, bwasync.campaign\n"
+        "assert bwasync.compliance.classify_reply('STOP').name == 'OPT_OUT'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,13 +15,14 @@ import collections
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .._exceptions import ValidationError
 from .._segments import segments, total_segments
 from .._validation import Priority
-from ._inputs import Format, Template, format_field_errors, read_rows, validated_row
+from ..compliance import QuietHours
+from ._inputs import Format, Template, format_field_errors, impossible_numbers, read_rows, row_zone, validated_row
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
@@ -79,6 +80,17 @@ class DryRunReport:
     sample: list[DryRunMessage] = field(default_factory=list)
     #: The first invalid rows, in file order (``invalid`` counts them all).
     invalid_rows: list[DryRunInvalid] = field(default_factory=list)
+    #: Whether recipients were checked for numbers that cannot exist (``check_numbers``).
+    numbers_checked: bool = False
+    #: Sendable rows with a recipient that cannot be a valid number (sent anyway, unless
+    #: ``strict_numbers``, which counts them in ``invalid`` instead).
+    impossible: int = 0
+    #: The first of those rows, in file order, with the reason.
+    impossible_rows: list[DryRunInvalid] = field(default_factory=list)
+    #: Sendable rows quiet hours would hold if the run started now (``quiet_hours``).
+    held: int = 0
+    #: When the first of them may go (None: none held, or none ever may).
+    held_until: datetime | None = None
 
     @property
     def sendable(self) -> int:
@@ -105,14 +117,26 @@ def dry_run(
     expiration: datetime | str | None = None,
     sample: int = 20,
     max_invalid: int = 50,
+    check_numbers: bool = False,
+    strict_numbers: bool = False,
+    quiet_hours: QuietHours | None = None,
+    timezone_column: str | None = None,
+    now: datetime | None = None,
 ) -> DryRunReport:
     """Validate and render every row of ``path``; send nothing, write nothing.
+
+    ``check_numbers`` flags recipients that cannot be valid numbers (``impossible``, with the
+    reason); ``strict_numbers`` makes those rows invalid, as ``campaign run --strict-numbers``
+    does. ``quiet_hours`` counts the rows it would hold at ``now`` (default: the current time)
+    and when the first may go (zones from ``timezone_column`` where a row gives one, else from
+    its numbers; an unknown zone makes the row invalid). These need the ``compliance`` extra.
 
     Raises :class:`~bwasync.campaign.InputFileError` when the file itself is unusable. Rows are
     keyed and checked exactly as the load pass does (:func:`~bwasync.campaign.build_request`);
     duplicate keys are invalid.
     """
-    report = DryRunReport()
+    report = DryRunReport(numbers_checked=check_numbers or strict_numbers)
+    at = now or datetime.now(UTC)
     cid = campaign_id or DRY_RUN_CAMPAIGN_ID
     blocked = frozenset(opt_out)
     # Exactly what the load pass checks (see prepare_row).
@@ -134,10 +158,33 @@ def dry_run(
                 if len(report.invalid_rows) < max_invalid:
                     report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors(exc.field_errors)))
                 continue
+            impossible = impossible_numbers(request.to) if report.numbers_checked else None
+            zone, bad_zone = row_zone(row, timezone_column)
+            if bad_zone is not None:
+                report.invalid += 1
+                if len(report.invalid_rows) < max_invalid:
+                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors([bad_zone])))
+                continue
+            if impossible:
+                error = format_field_errors(impossible)
+                if strict_numbers:
+                    report.invalid += 1
+                    if len(report.invalid_rows) < max_invalid:
+                        report.invalid_rows.append(DryRunInvalid(row.line, row.key, error))
+                    continue
+                report.impossible += 1
+                if len(report.impossible_rows) < max_invalid:
+                    report.impossible_rows.append(DryRunInvalid(row.line, row.key, error))
             report.valid += 1
             if blocked and any(n in blocked for n in request.to):
                 report.skipped += 1
                 continue
+            if quiet_hours is not None:
+                check = quiet_hours.check((zone,), at) if zone else quiet_hours.check_numbers(request.to, at)
+                if not check.allowed:
+                    report.held += 1
+                    if check.next_allowed and (report.held_until is None or check.next_allowed < report.held_until):
+                        report.held_until = check.next_allowed
             info = segments(request.text, request.media)
             if request.media:
                 report.mms += 1

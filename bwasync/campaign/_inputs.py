@@ -35,6 +35,7 @@ import csv
 import os
 import re
 import string
+import zoneinfo
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ from .._exceptions import ValidationError
 from .._models import MessageRequest, encode_request
 from .._segments import message_cost
 from .._validation import FieldError, Priority, is_e164
+from ..compliance import check_number
 from ._constants import KEY_CHECK_BATCH, MAX_KEY_LENGTH
 from ._exceptions import InputFileError, MissingVariablesError, TemplateError
 from ._records import NewRow, RowStatus, synthetic_key
@@ -60,6 +62,7 @@ __all__ = [
     "Template",
     "build_request",
     "format_field_errors",
+    "impossible_numbers",
     "load_opt_out",
     "normalize_number",
     "prepare_row",
@@ -616,6 +619,34 @@ def format_field_errors(errors: Iterable[FieldError]) -> str:
     return "; ".join(map(str, errors))
 
 
+def row_zone(row: InputRow, column: str | None) -> tuple[str | None, FieldError | None]:
+    """The row's time zone from ``column`` (None: no column, or empty), or why it is not one."""
+    value = _clean(row.fields.get(column)) if column else None
+    if value is None:
+        return None, None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return None, FieldError(column or "", f"{value!r} is not a time zone (IANA names: America/Chicago)")
+    return str(value), None
+
+
+def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
+    """A ``to`` field error for each number that cannot exist (:func:`bwasync.compliance.check_number`).
+
+    Needs the ``compliance`` extra (:class:`~bwasync.ConfigurationError` without it).
+
+    >>> [e.description for e in impossible_numbers(["+19195551234", "+15550001234"])]
+    ['+15550001234 cannot be a valid number: invalid area code 555: no place uses it']
+    """
+    errors = []
+    for number in numbers:
+        check = check_number(number)
+        if not check.valid:
+            errors.append(FieldError("to", f"{number} cannot be a valid number: {check.reason}"))
+    return errors
+
+
 def prepare_row(
     row: InputRow,
     *,
@@ -626,11 +657,14 @@ def prepare_row(
     opt_out: frozenset[str] = frozenset(),
     priority: Priority | str | None = None,
     expiration: datetime | str | None = None,
+    strict_numbers: bool = False,
+    timezone_column: str | None = None,
 ) -> NewRow:
     """The journal row for an input row: ``pending``, ``invalid`` or ``skipped``.
 
     ``invalid`` when :func:`build_request` raises (``error`` lists the field errors, one line
-    as :func:`format_field_errors`); ``skipped`` with ``error="opted out"`` when any recipient
+    as :func:`format_field_errors`), or with ``strict_numbers`` when a recipient cannot be a
+    valid number (:func:`impossible_numbers`); ``skipped`` with ``error="opted out"`` when any recipient
     is in ``opt_out`` (normalised numbers, see :func:`load_opt_out`); ``pending`` otherwise.
     ``segments`` is the text's segments (1 for MMS) × recipients: what the row costs against
     the account's rate.
@@ -658,6 +692,20 @@ def prepare_row(
             request=None,
             error=format_field_errors(exc.field_errors),
         )
+    impossible = impossible_numbers(request.to) if strict_numbers else None
+    zone, bad_zone = row_zone(row, timezone_column)
+    if bad_zone is not None:
+        impossible = [*(impossible or ()), bad_zone]
+    if impossible:
+        return NewRow(
+            key=row.key,
+            line=row.line,
+            status=RowStatus.INVALID,
+            recipients=list(request.to),
+            sender=request.from_,
+            request=None,
+            error=format_field_errors(impossible),
+        )
     cost = message_cost(request)
     opted_out = any(n in opt_out for n in request.to)
     return NewRow(
@@ -669,6 +717,7 @@ def prepare_row(
         request=body.decode(),
         segments=cost,
         error="opted out" if opted_out else None,
+        zone=zone,
     )
 
 

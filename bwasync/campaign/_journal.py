@@ -105,6 +105,26 @@ assert all(sources(e) - {RowStatus.ACCEPTED} == _RESULTABLE for e in _RESULT_EVE
 
 _CAMPAIGN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+
+def _skip_opted_out(conn: sqlite3.Connection, blocked: frozenset[str], one: str | None) -> int:
+    """Skip the pending rows with a recipient in ``blocked``; ``one``: its only number, to let
+    SQLite pre-filter the rows by text before each candidate's recipients are decoded."""
+    pending = sql_in(sources(Event.OPT_OUT))
+    if one is None:
+        rows = conn.execute("SELECT key, recipients FROM rows WHERE status IN " + pending)
+    else:
+        rows = conn.execute(
+            "SELECT key, recipients FROM rows WHERE status IN " + pending + " AND instr(recipients, ?) > 0",
+            (json.dumps(one),),
+        )
+    keys = [key for key, recipients in rows if not blocked.isdisjoint(json.loads(recipients))]
+    conn.executemany(
+        "UPDATE rows SET status = 'skipped', error = 'opted out' WHERE key = ? AND status IN " + pending,
+        [(k,) for k in keys],
+    )
+    return len(keys)
+
+
 #: ?1: when; ?2: the key (or, below, a JSON array of keys). A re-mark keeps the first time.
 _MARK_SET: Final = (
     "UPDATE rows SET status = 'in_flight', in_flight_at = CASE WHEN status = 'in_flight' THEN in_flight_at ELSE ?1 END "
@@ -160,6 +180,18 @@ _INSERT_GROUP_SQL: Final = (
 _PENDING_SQL: Final = (
     "SELECT key, line, request, segments, recipients, sender, attempts FROM rows "
     "WHERE status = 'pending' AND (line, key) > (?, ?) ORDER BY line, key LIMIT ?"
+)
+#: The same, without the rows held (quiet hours) past ``?4``.
+_RELEASED_SQL: Final = (
+    "SELECT key, line, request, segments, recipients, sender, attempts, "
+    "(SELECT zone FROM zones WHERE zones.key = rows.key) FROM rows "
+    "WHERE status = 'pending' AND (line, key) > (?1, ?2) "
+    "AND NOT EXISTS (SELECT 1 FROM held WHERE held.key = rows.key AND held.not_before > ?4) "
+    "ORDER BY line, key LIMIT ?3"
+)
+_HOLD_SQL: Final = (
+    "INSERT OR REPLACE INTO held (key, not_before) SELECT ?1, ?2 "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND status IN " + sql_in(sources(Event.HOLD)) + ")"
 )
 
 
@@ -443,6 +475,9 @@ class Journal(StartClose):
                         error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
+            zones = [(r.key, r.zone) for r in batch if r.zone]
+            if zones:
+                conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted
@@ -464,21 +499,57 @@ class Journal(StartClose):
         so call it before sending, not during. Returns how many rows it skipped.
         """
         blocked = frozenset(numbers)
+        return await self._call(lambda conn: _skip_opted_out(conn, blocked, None))
+
+    async def record_reply(
+        self, message_id: str, number: str, kind: str, *, changed: bool, event_time: datetime | float | None = None
+    ) -> int:
+        """Record a STOP/START keyword reply received during a run; how many rows it skipped.
+
+        ``kind`` is ``"opt-out"`` or ``"opt-in"`` (a :class:`bwasync.compliance.ReplyKind`
+        value). An opt-out skips the pending rows with ``number`` among their recipients, in
+        the same transaction, safe while sending: a row already taken for sending is refused
+        its ``in_flight`` mark. Rows already in flight or sent are not undone, and an opt-in
+        does not bring skipped rows back (``skipped`` is final). The same ``message_id`` twice
+        (Bandwidth's retry, even across runs) is recorded and applied once.
+        """
+        when = None if event_time is None else _epoch(event_time)
 
         def op(conn: sqlite3.Connection) -> int:
-            keys = [
-                key
-                for key, recipients in conn.execute(
-                    "SELECT key, recipients FROM rows WHERE status IN " + sql_in(sources(Event.OPT_OUT))
-                )
-                if not blocked.isdisjoint(json.loads(recipients))
-            ]
-            conn.executemany(
-                "UPDATE rows SET status = 'skipped', error = 'opted out' WHERE key = ? AND status IN "
-                + sql_in(sources(Event.OPT_OUT)),
-                [(k,) for k in keys],
+            before = conn.total_changes
+            conn.execute(
+                "INSERT OR IGNORE INTO replies (message_id, number, kind, changed, event_time) VALUES (?, ?, ?, ?, ?)",
+                (message_id, number, kind, int(changed), when),
             )
-            return len(keys)
+            if conn.total_changes == before or kind != _schema.REPLY_OPT_OUT:
+                return 0
+            skipped = _skip_opted_out(conn, frozenset((number,)), number)
+            conn.execute("UPDATE replies SET skipped = ? WHERE message_id = ?", (skipped, message_id))
+            return skipped
+
+        return await self._call(op)
+
+    async def hold(self, rows: Sequence[tuple[str, float]]) -> None:
+        """Hold pending rows: ``(key, not_before)``, epoch seconds (quiet hours). Durable, so a
+        resumed run knows when they may go; a row that is no longer pending is left alone."""
+        if not rows:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(_HOLD_SQL, rows)
+
+        await self._call(op)
+
+    async def next_release(self, now: float) -> tuple[int, float | None]:
+        """Pending rows held past ``now``, and the earliest time one of them may go."""
+
+        def op(conn: sqlite3.Connection) -> tuple[int, float | None]:
+            n, first = conn.execute(
+                "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
+                "WHERE rows.status = 'pending' AND held.not_before > ?",
+                (now,),
+            ).fetchone()
+            return int(n), first
 
         return await self._call(op)
 
@@ -641,18 +712,22 @@ class Journal(StartClose):
             after = (page[-1].line, page[-1].key)
 
     def pending_page(
-        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE
+        self, after: tuple[int, str] = (-1, ""), batch: int = PAGE_SIZE, *, released_at: float | None = None
     ) -> asyncio.Future[list[PendingRow]]:
         """The first ``batch`` pending rows after ``after`` (a row's ``(line, key)``), in line
-        order, as a future: a sender can fetch the next page while it sends this one."""
+        order, as a future: a sender can fetch the next page while it sends this one.
+        With ``released_at`` (epoch seconds), rows held (:meth:`hold`) past it are left out."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         stats = self.stats
 
         def op(conn: sqlite3.Connection) -> list[PendingRow]:
             stats.pages += 1
-            found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
-            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+            if released_at is None:
+                found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
+                return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+            found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7]) for r in found]
 
         return self._call(op)
 

@@ -34,7 +34,6 @@ Or standalone::
 from __future__ import annotations
 
 import asyncio
-import hmac
 import inspect
 import logging
 from collections import OrderedDict
@@ -45,8 +44,9 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from .._auth import basic_header
 from .._models import StatusCallback, decode_callbacks
+from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
+from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
 from ._records import DeliveryOutcome
@@ -150,15 +150,10 @@ class CallbackHandler:
         max_body: int = DEFAULT_MAX_BODY,
         timeout: float = CALLBACK_HANDLER_TIMEOUT,
     ) -> None:
-        if (username is None) != (password is None):
-            raise ValueError("give both username and password, or neither")
         if max_body < 1:
             raise ValueError("max_body must be positive")
         self._on_event = on_event
-        #: The exact Authorization header expected, compared whole in constant time.
-        self._expected: bytes | None = None
-        if username is not None and password is not None:
-            self._expected = basic_header(username, password).encode()
+        self._auth = BasicAuthGate(username, password)
         self.max_body = max_body
         self.timeout = timeout
         self.stats = ReceiverStats()
@@ -166,7 +161,7 @@ class CallbackHandler:
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     def __repr__(self) -> str:
-        auth = "basic" if self._expected is not None else "none"
+        auth = "basic" if self._auth.enabled else "none"
         return f"<CallbackHandler auth={auth} max_body={self.max_body} {self.stats}>"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -188,14 +183,10 @@ class CallbackHandler:
             reply = await callbacks.process(request.headers.get("authorization"), request.stream())
             return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
         """
-        if self._expected is not None:
-            given = (authorization or "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, self._expected):
-                self.stats.rejected += 1
-                return CallbackReply(
-                    401, "authentication required", {hdrs.WWW_AUTHENTICATE: 'Basic realm="bwasync", charset="UTF-8"'}
-                )
-        data = await self._read_body(body, content_length)
+        if not self._auth.admits(authorization):
+            self.stats.rejected += 1
+            return CallbackReply(401, "authentication required", UNAUTHORIZED_HEADERS)
+        data = await read_bounded(body, content_length, self.max_body)
         if data is None:
             self.stats.rejected += 1
             return CallbackReply(413, f"body larger than {self.max_body} bytes")
@@ -252,19 +243,6 @@ class CallbackHandler:
             result = await result
         return result
 
-    async def _read_body(self, chunks: AsyncIterable[bytes], length: int | None) -> bytes | None:
-        """The body, or None if it is larger than ``max_body`` (then not read any further)."""
-        if length is not None and length > self.max_body:
-            return None
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            parts.append(chunk)
-        return b"".join(parts)
-
 
 def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
@@ -308,6 +286,22 @@ def delivery_recorder(journal: Journal) -> Callable[[StatusCallback], Awaitable[
         )
 
     return record
+
+
+def campaign_event_handler(
+    journal: Journal, on_reply_event: Callable[[StatusCallback], Awaitable[object]]
+) -> Callable[[StatusCallback], Awaitable[object]]:
+    """An ``on_event`` for a campaign's one callback URL: inbound ``message-received`` events
+    (replies such as STOP) go to ``on_reply_event`` (e.g. a ``ReplyProcessor``'s ``apply``),
+    every other event to :func:`delivery_recorder`."""
+    record = delivery_recorder(journal)
+
+    async def route(event: StatusCallback) -> object:
+        if event.type == MESSAGE_RECEIVED:
+            return await on_reply_event(event)
+        return await record(event)
+
+    return route
 
 
 class CallbackReceiver(StartClose):

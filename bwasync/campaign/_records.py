@@ -91,6 +91,8 @@ class NewRow:
     segments: int = 0
     #: Why an invalid or skipped row is so.
     error: str | None = None
+    #: The recipient's time zone from the input (``timezone_column``), for quiet hours.
+    zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class PendingRow:
     recipients: tuple[str, ...]
     sender: str | None
     attempts: int
+    #: The time zone given for the row (quiet hours with a ``timezone_column``), if any.
+    zone: str | None = None
 
     def message_request(self) -> MessageRequest:
         """Decode (and re-validate) the stored request.
@@ -181,6 +185,10 @@ class Counts:
     accepted_segments: int
     #: Receipts for rows that had no accepted message (see :attr:`DeliveryOutcome.UNMATCHED`).
     unmatched_receipts: int = 0
+    #: STOP-type replies received during runs that opted their sender out (see ``Journal.record_reply``).
+    opt_outs_received: int = 0
+    #: START-type replies received during runs that opted their sender back in.
+    opt_ins_received: int = 0
 
     def __getitem__(self, status: str) -> int:
         return self.by_status.get(status, 0)

@@ -68,6 +68,10 @@ class Report(msgspec.Struct, kw_only=True):
     awaiting_delivery: int
     #: Receipts for rows with no accepted message (invalid, skipped, failed): never deliveries.
     unmatched_receipts: int
+    #: STOP-type replies received on the callback URL during runs that opted their sender out.
+    opt_outs_received: int = 0
+    #: START-type replies received during runs that opted their sender back in.
+    opt_ins_received: int = 0
     #: Rows not sent (``failed``), by HTTP status code.
     send_failures_by_code: dict[str, int]
     #: Rows whose delivery failed, by Bandwidth's callback error code.
@@ -138,6 +142,8 @@ async def build_report(journal: Journal) -> Report:
         delivery_failed=delivery_failed,
         awaiting_delivery=max(0, accepted - delivered - delivery_failed),
         unmatched_receipts=counts.unmatched_receipts,
+        opt_outs_received=counts.opt_outs_received,
+        opt_ins_received=counts.opt_ins_received,
         send_failures_by_code=_codes(send_codes),
         delivery_failures_by_code=_codes(delivery_codes),
         segments=counts.accepted_segments,
@@ -180,6 +186,10 @@ def render_text(report: Report) -> str:
     )
     if report.unmatched_receipts:
         lines.append(f"  unmatched receipts  {report.unmatched_receipts} (for rows with no accepted message)")
+    if report.opt_outs_received or report.opt_ins_received:
+        lines.append(
+            f"  replies      {report.opt_outs_received} opt-outs (STOP), {report.opt_ins_received} opt-ins (START)"
+        )
     if report.send_failures_by_code:
         codes = ", ".join(f"{code}: {n}" for code, n in report.send_failures_by_code.items())
         lines.append(f"  not sent by HTTP status     {codes}")

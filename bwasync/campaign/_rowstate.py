@@ -9,6 +9,7 @@ counters — is an :class:`Event` applied through :data:`TRANSITIONS`::
        └─────NOT_SENT──────┘
     failed, ambiguous ──REQUEUE (the user asked)──▶ pending
     pending ──OPT_OUT──▶ skipped;  pending, in_flight, ambiguous ──RECEIPT──▶ accepted
+    pending ──HOLD──▶ pending (not before a time: quiet hours; kept in the ``held`` table)
     invalid, skipped: no way out (never sendable)
 
 :func:`next_state` is the pure rule; the SQL ``IN (...)`` lists (:func:`sql_in` over
@@ -93,6 +94,8 @@ class Event(enum.StrEnum):
     REQUEUE = "requeue"
     #: A recipient is on the opt-out list.
     OPT_OUT = "opt_out"
+    #: Not to be sent before a time (quiet hours in a recipient's zone): stays pending.
+    HOLD = "hold"
 
 
 _P, _F, _A = RowStatus.PENDING, RowStatus.FAILED, RowStatus.AMBIGUOUS
@@ -111,6 +114,7 @@ TRANSITIONS: Final[Mapping[tuple[RowStatus, Event], RowStatus]] = {
     (_A, Event.REQUEUE): _P,
     (_F, Event.REQUEUE): _P,
     (_P, Event.OPT_OUT): RowStatus.SKIPPED,
+    (_P, Event.HOLD): _P,
 }
 
 #: The states a row leaves by itself (by being sent, or by its result arriving).

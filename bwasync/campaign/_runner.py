@@ -51,9 +51,9 @@ import enum
 import itertools
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -65,6 +65,8 @@ from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
 from .._validation import Priority
+from ..compliance import InboundReply, QuietHours, ReplyKind
+from ..compliance._constants import QUIET_SEARCH_HORIZON
 from ._constants import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_SETTLE,
@@ -116,6 +118,8 @@ class Phase(enum.StrEnum):
     SETTLING = "settling"
     RECONCILING = "reconciling"
     SENDING = "sending"
+    #: Only rows held by quiet hours are left: waiting for the window to open.
+    HELD = "held by quiet hours"
     DELIVERY = "waiting for delivery"
     DONE = "done"
 
@@ -151,6 +155,8 @@ class NoteKind(enum.StrEnum):
     REQUEUED = "requeued"
     #: ``rows`` pending rows were skipped: a recipient is on the opt-out list.
     OPTED_OUT = "opted_out"
+    #: Only rows held by quiet hours are left: ``rows`` of them, the first may go in ``seconds``.
+    HELD = "held"
 
 
 class RunNote(NamedTuple):
@@ -221,6 +227,15 @@ class CampaignOptions:
     opt_out: frozenset[str] = frozenset()
     #: Seconds a dead run's in-flight row must age before it is looked up (see :mod:`._reconcile`).
     settle: float = DEFAULT_SETTLE
+    #: Rows with a recipient that cannot be a valid number are ``invalid`` (needs the
+    #: ``compliance`` extra; see :func:`bwasync.compliance.check_number`).
+    strict_numbers: bool = False
+    #: Send a row only outside this window in every zone of every recipient; other rows are
+    #: held (pending) until it opens (needs the ``compliance`` extra).
+    quiet_hours: QuietHours | None = None
+    #: A column naming each row's recipient time zone (IANA, ``America/Chicago``) for quiet
+    #: hours, instead of the zones of the numbers; an unknown name makes the row invalid.
+    timezone_column: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -318,14 +333,14 @@ class RunProgress:
         """Rows failed or ambiguous (invalid rows are counted apart)."""
         return self.by_status.get("failed", 0) + self.by_status.get("ambiguous", 0)
 
-    def apply(self, current: str, event: Event) -> None:
-        """Count a row in ``current`` moving as ``event`` says (see :mod:`._rowstate`)."""
+    def apply(self, current: str, event: Event, rows: int = 1) -> None:
+        """Count ``rows`` rows in ``current`` moving as ``event`` says (see :mod:`._rowstate`)."""
         new = next_state(current, event)
         if new is None or new == current:
             return
         by = self.by_status
-        by[current] = by.get(current, 0) - 1
-        by[new] = by.get(new, 0) + 1
+        by[current] = by.get(current, 0) - rows
+        by[new] = by.get(new, 0) + rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,9 +375,23 @@ class CampaignRunner:
     reconciliation), for a front end to word; ``progress`` holds live counters.
     """
 
-    def __init__(self, journal_path: str | os.PathLike[str], options: CampaignOptions, *, on_note: Note | None = None):
+    def __init__(
+        self,
+        journal_path: str | os.PathLike[str],
+        options: CampaignOptions,
+        *,
+        on_note: Note | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ):
         self.journal_path = os.fspath(journal_path)
         self.options = options
+        #: Wall-clock epoch seconds, for quiet hours; ``sleep(seconds)`` waits for held rows
+        #: (default: a sleep that a stop request ends). Both replaceable, e.g. by a test's clock.
+        self._clock = clock
+        self._sleep = sleep or self._pause
+        #: Rows found in quiet hours during the current send pass: (key, not before).
+        self._holds: list[tuple[str, float]] = []
         self.progress = RunProgress()
         self._on_note = on_note
         self._journal: Journal | None = None
@@ -434,6 +463,33 @@ class CampaignRunner:
             self._stopped.set()
         if self._room is not None:
             self._room.set()  # hooks waiting for room re-check and refuse
+
+    async def _wait_for_release(self) -> bool:
+        """Only held rows are left (quiet hours): wait until the first may go; False if none is held."""
+        now = self._clock()
+        rows, first = await self.journal.next_release(now)
+        if not rows or first is None:
+            return False
+        self.progress.phase = Phase.HELD
+        self._note(NoteKind.HELD, rows=rows, seconds=first - now)
+        await self._sleep(first - now)
+        self.progress.phase = Phase.SENDING
+        return True
+
+    async def receive_reply(self, reply: InboundReply) -> None:
+        """Record a STOP/START reply received during the run (a ``ReplyProcessor``'s ``on_reply``).
+
+        A STOP skips the number's pending rows at once, before they are sent (rows already on
+        the wire are not undone); a START is recorded (the opt-out store re-subscribes the
+        number for later campaigns) but does not bring back rows already skipped.
+        """
+        if reply.kind is ReplyKind.OTHER:
+            return
+        skipped = await self.journal.record_reply(
+            reply.message_id, reply.number, reply.kind.value, changed=reply.changed, event_time=reply.time
+        )
+        if skipped:
+            self.progress.apply(RowStatus.PENDING, Event.OPT_OUT, skipped)
 
     def _note(self, kind: NoteKind, **values: Any) -> None:
         if self._on_note is not None:
@@ -523,6 +579,8 @@ class CampaignRunner:
                     default_from=opts.default_from,
                     campaign_id=info.campaign_id,
                     opt_out=opts.opt_out,
+                    strict_numbers=opts.strict_numbers,
+                    timezone_column=opts.timezone_column,
                     priority=opts.priority,
                     expiration=opts.expiration,
                 )
@@ -591,7 +649,12 @@ class CampaignRunner:
             while not self.stopping:
                 taken = await self._send_pass(client)
                 await journal.flush()
-                if self.stopping or taken == 0:
+                held, self._holds = self._holds, []
+                await journal.hold(held)
+                if self.stopping:
+                    break
+                # Nothing went and nothing newly held: done, unless rows wait for quiet hours to end.
+                if taken == 0 and not held and (opts.quiet_hours is None or not await self._wait_for_release()):
                     break
                 counts = await journal.counts()
                 if not counts["pending"]:
@@ -695,6 +758,7 @@ class CampaignRunner:
         journal = self.journal
         progress = self.progress
         keys = self._keys
+        quiet = self.options.quiet_hours
         page: list[PendingRow] | None = pages.first
         while page:
             for row in page:
@@ -707,9 +771,24 @@ class CampaignRunner:
                     journal.record_result(row.key, status="failed", error=format_field_errors(exc.field_errors))
                     progress.apply(RowStatus.PENDING, Event.FAILED)
                     continue
+                if quiet is not None and not self._may_go(quiet, row, request):
+                    continue
                 keys[next(counter)] = row.key
                 yield request
             page = pages.ready()
+
+    def _may_go(self, quiet: QuietHours, row: PendingRow, request: MessageRequest) -> bool:
+        """Whether quiet hours let ``request`` go now; if not, the row is held until they do."""
+        now = self._clock()
+        at = datetime.fromtimestamp(now, UTC)
+        check = quiet.check((row.zone,), at) if row.zone else quiet.check_numbers(request.to, at)
+        if check.allowed:
+            return True
+        # Never allowed within the search horizon (zones too far apart, or none known): held
+        # for the horizon, then checked again.
+        until = check.next_allowed.timestamp() if check.next_allowed else now + QUIET_SEARCH_HORIZON.total_seconds()
+        self._holds.append((row.key, until))
+        return False
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
@@ -747,7 +826,8 @@ class CampaignRunner:
         opts = self.options
         counter = itertools.count()
         self._keys.clear()
-        pages = _PendingPages(self.journal)
+        quiet = opts.quiet_hours is not None
+        pages = _PendingPages(self.journal, self._clock() if quiet else None)
         await pages.start()
         requests = self._requests(counter, pages)
         stream = client.send_many(
@@ -790,7 +870,8 @@ class CampaignRunner:
         try:
             if isinstance(error, JournalStateError):
                 # The row became final meanwhile (a callback proved it sent): nothing to record.
-                if error.status is not None:
+                # A row skipped by a STOP reply was counted when the reply was applied.
+                if error.status is not None and error.status != RowStatus.SKIPPED:
                     progress.by_status[error.status] = progress.by_status.get(error.status, 0) + 1
                     progress.by_status[current] = progress.by_status.get(current, 0) - 1
                 return
@@ -900,20 +981,25 @@ class CampaignRunner:
 class _PendingPages:
     """Pending rows a page at a time, the next page always being fetched while one is sent."""
 
-    __slots__ = ("_journal", "_next", "first")
+    __slots__ = ("_journal", "_next", "_released_at", "first")
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, released_at: float | None = None) -> None:
         self._journal = journal
+        #: With quiet hours: rows held past this time are left out.
+        self._released_at = released_at
         self._next: asyncio.Future[list[PendingRow]] | None = None
         self.first: list[PendingRow] = []
 
     async def start(self) -> None:
-        self.first = await self._journal.pending_page(batch=PAGE_SIZE)
+        self.first = await self._journal.pending_page(batch=PAGE_SIZE, released_at=self._released_at)
         self._prefetch(self.first)
 
     def _prefetch(self, page: list[PendingRow]) -> None:
-        full = len(page) == PAGE_SIZE
-        self._next = self._journal.pending_page((page[-1].line, page[-1].key), PAGE_SIZE) if full else None
+        if len(page) < PAGE_SIZE:
+            self._next = None
+            return
+        after = (page[-1].line, page[-1].key)
+        self._next = self._journal.pending_page(after, PAGE_SIZE, released_at=self._released_at)
 
     def ready(self) -> list[PendingRow] | None:
         """The next page, if fetched already (the one after is then requested); an empty

@@ -6,8 +6,9 @@ thread (:mod:`._journal`) and the read-only readers (:mod:`._status`, :mod:`._re
 same SQL. Status lists come from :mod:`._rowstate`.
 
 Schema version 1. Tables added later with ``CREATE TABLE IF NOT EXISTS`` (``unmatched``,
-``sending``) appear in an older journal the first time a runner opens it; readers treat
-a missing one as empty.
+``sending``, ``replies``: STOP/START replies received during a run, ``held``: pending rows
+not to be sent before a time, by quiet hours, ``zones``: a row's time zone from the input) appear in an older journal
+the first time a runner opens it; readers treat a missing one as empty.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ._records import CampaignInfo, Counts, LatencyStats, RowRecord
 from ._rowstate import DeliveryStatus, RowStatus
 
 __all__ = [
+    "REPLY_OPT_IN",
+    "REPLY_OPT_OUT",
     "ROW_COLUMNS",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -40,6 +43,7 @@ __all__ = [
     "read_counts",
     "read_only",
     "record",
+    "replies_received",
     "sending_seconds",
     "set_loaded",
     "time_span",
@@ -47,6 +51,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+#: ``replies.kind`` values (:class:`bwasync.compliance.ReplyKind` values).
+REPLY_OPT_OUT: Final = "opt-out"
+REPLY_OPT_IN: Final = "opt-in"
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS campaign (
@@ -99,6 +106,22 @@ CREATE TABLE IF NOT EXISTS unmatched (
     message_id  TEXT,
     event_time  REAL,
     PRIMARY KEY (key, recipient, type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replies (
+    message_id  TEXT PRIMARY KEY,
+    number      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    changed     INTEGER NOT NULL,
+    event_time  REAL,
+    skipped     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS zones (
+    key         TEXT PRIMARY KEY,
+    zone        TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (
+    key         TEXT PRIMARY KEY,
+    not_before  REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sending (
     id          INTEGER PRIMARY KEY,
@@ -211,7 +234,10 @@ def read_counts(conn: sqlite3.Connection) -> Counts:
         (str(RowStatus.ACCEPTED),),
     ):
         by_delivery[status] = n
-    return Counts(sum(by_status.values()), by_status, by_delivery, segments, unmatched_receipts(conn))
+    opt_outs, opt_ins = replies_received(conn)
+    return Counts(
+        sum(by_status.values()), by_status, by_delivery, segments, unmatched_receipts(conn), opt_outs, opt_ins
+    )
 
 
 def unmatched_receipts(conn: sqlite3.Connection) -> int:
@@ -219,6 +245,14 @@ def unmatched_receipts(conn: sqlite3.Connection) -> int:
     if not _has_table(conn, "unmatched"):
         return 0
     return int(conn.execute("SELECT COUNT(*) FROM unmatched").fetchone()[0])
+
+
+def replies_received(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Keyword replies received during runs that changed the opt-out list: (opt-outs, opt-ins)."""
+    if not _has_table(conn, "replies"):
+        return 0, 0
+    found = dict(conn.execute("SELECT kind, COUNT(*) FROM replies WHERE changed GROUP BY kind").fetchall())
+    return int(found.get(REPLY_OPT_OUT, 0)), int(found.get(REPLY_OPT_IN, 0))
 
 
 def _by_code(conn: sqlite3.Connection, sql: str) -> dict[int | None, int]:

@@ -4,6 +4,8 @@ It writes a sample campaign to a temporary directory (a CSV of names and codes w
 broken rows, and an opt-out list), serves an in-process emulator of Bandwidth with realistic
 latency, a rate limit and some failed deliveries, and runs exactly what ``bwasync campaign run
 --emulator --callbacks 127.0.0.1:0`` runs: journal, progress bar, delivery receipts, report.
+A few recipients (:data:`DEMO_P_STOP_REPLY`) reply STOP once delivered: the reply reaches the
+same receiver, is added to the demo's opt-out list, and the report counts the opt-outs received.
 
 The rate limit: the emulated account dequeues :data:`DEMO_DEQUEUE_RATE` segments per second
 and the run's ``--rate`` is exactly that, which is what a production campaign should do (set
@@ -56,6 +58,9 @@ DEMO_P_DELIVERED: Final = 0.97
 DEMO_CALLBACK_DELAY: Final = 0.1
 #: Share of status callbacks the emulator delivers twice (Bandwidth is at-least-once).
 DEMO_P_DUPLICATE: Final = 0.01
+#: Share of delivered recipients who reply STOP: the report counts the opt-outs received, and the
+#: numbers are added to the demo's opt-out list.
+DEMO_P_STOP_REPLY: Final = 0.01
 #: In-flight requests of the run.
 DEMO_CONCURRENCY: Final = 40
 #: Seconds the demo waits for the last delivery receipts.
@@ -127,8 +132,8 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
 
     Generates 10,000 recipients (with a few invalid rows and two opted-out numbers), serves the
     emulator with 30-80 ms latency, a 350 segments/s rate limit and 3% failed deliveries, sends the campaign
-    with a journal, a progress bar and a status-callback receiver on 127.0.0.1, waits for the
-    delivery receipts and prints the report. Exit status as 'campaign run'.
+    with a journal, a progress bar and a status-callback receiver on 127.0.0.1 (1% of recipients
+    reply STOP to it), waits for the delivery receipts and prints the report. Exit status as 'campaign run'.
     """
     directory = Path(tempfile.mkdtemp(prefix="bwasync-demo-"))
     try:
@@ -158,6 +163,7 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
             "p_delivered": DEMO_P_DELIVERED,
             "callback_delay": DEMO_CALLBACK_DELAY,
             "p_duplicate_callback": DEMO_P_DUPLICATE,
+            "p_stop_reply": DEMO_P_STOP_REPLY,
             "dequeue_rate": DEMO_DEQUEUE_RATE,
             "queue_seconds": DEMO_QUEUE_SECONDS,
             "seed": seed,
@@ -170,6 +176,7 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
             progress=ProgressMode.OFF if no_progress else progress_mode(False),
             emulator_knobs=knobs,
             on_session=sessions.append,
+            opt_out_path=str(stop_path),
         )
         note(
             f"Emulated account: dequeues {DEMO_DEQUEUE_RATE:g} segments/s, queues {DEMO_QUEUE_SECONDS:g} s of them; "
@@ -183,7 +190,8 @@ def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bo
                     f"Emulator: {stats.creates:,} create requests, {stats.accepted:,} accepted, "
                     f"{stats.by_status.get(429, 0):,} answered 429 (queue full; retried), "
                     f"{stats.callbacks_sent:,} status callbacks posted "
-                    f"({stats.callbacks_duplicated:,} of them twice on purpose).",
+                    f"({stats.callbacks_duplicated:,} of them twice on purpose), "
+                    f"{stats.stop_replies_sent:,} STOP replies posted.",
                     style="dim",
                 )
             )

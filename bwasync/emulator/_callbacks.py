@@ -4,6 +4,8 @@ One task per accepted message walks its :func:`~._lifecycle.timeline`, sleeping 
 event is due and delivering it before the next, so a receiver sees a message's events in order.
 Delivery is at-least-once: a non-2xx answer or a connection error is retried with doubling
 backoff up to ``callback_max_attempts``, and ``p_duplicate_callback`` sends an event twice.
+With ``p_stop_reply``, a recipient whose delivery was announced may reply STOP: one more task
+POSTs its ``message-received`` callback to the same URL one ``callback_delay`` later.
 
 All POSTs share one ``aiohttp.ClientSession``, opened by :meth:`CallbackDispatcher.start` and
 closed by :meth:`CallbackDispatcher.close`, which first cancels and awaits every task, so
@@ -14,33 +16,57 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 
 import aiohttp
 import msgspec
 
 from .._auth import basic_header
 from ._config import EmulatorConfig
-from ._lifecycle import callback_event, message_payload, timeline
-from ._state import AcceptedMessage, EmulatorStats, iso_us
+from ._lifecycle import DELIVERED, callback_event, carrier_for, message_payload, reply_event, timeline
+from ._state import AcceptedMessage, EmulatorStats, IdFactory, iso_us
 
 __all__ = ["CallbackDispatcher"]
 
 _HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "BandwidthAPI/v2"}
 _encode = msgspec.json.Encoder().encode
+#: What a recipient drawn by ``p_stop_reply`` replies.
+STOP_REPLY_TEXT = "STOP"
 
 
 class CallbackDispatcher:
     """Delivers the status callbacks of accepted messages; owns its session and tasks."""
 
-    __slots__ = ("_auth", "_auth_for", "_clock", "_rng", "_session", "_stats", "_tasks", "config")
+    __slots__ = (
+        "_auth",
+        "_auth_for",
+        "_clock",
+        "_replies",
+        "_reply_ids",
+        "_rng",
+        "_session",
+        "_stats",
+        "_tasks",
+        "config",
+    )
 
     def __init__(
-        self, config: EmulatorConfig, stats: EmulatorStats, rng: random.Random, clock: Callable[[], float]
+        self,
+        config: EmulatorConfig,
+        stats: EmulatorStats,
+        rng: random.Random,
+        clock: Callable[[], float],
+        *,
+        replies: random.Random | None = None,
     ) -> None:
         self.config = config
         self._stats = stats
         self._rng = rng
+        #: Draws who replies STOP, and the ids of those replies (a stream of its own, so turning
+        #: replies on shifts no other draw).
+        self._replies = replies or random.Random()
+        self._reply_ids = IdFactory(self._replies)
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,9 +85,11 @@ class CallbackDispatcher:
 
     def schedule(self, msg: AcceptedMessage, url: str) -> None:
         """Start delivering ``msg``'s events to ``url`` (the callback URL when it was accepted)."""
-        if self._session is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._run(msg, url))
+        if self._session is not None:
+            self._spawn(self._run(msg, url))
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -94,6 +122,19 @@ class CallbackDispatcher:
             if p_duplicate and self._rng.random() < p_duplicate:
                 self._stats.callbacks_duplicated += 1
                 await self._deliver(url, body)
+            p_reply = self.config.p_stop_reply
+            if event.type == DELIVERED and p_reply and self._replies.random() < p_reply:
+                self._spawn(self._reply(msg, event.recipient or 0, url))
+
+    async def _reply(self, msg: AcceptedMessage, index: int, url: str) -> None:
+        """Recipient ``index`` replies STOP, a ``callback_delay`` after its delivery."""
+        if msg.step > 0:
+            await asyncio.sleep(msg.step)
+        carrier = carrier_for(msg.to[index], self.config.carrier_names)
+        message_id = self._reply_ids.new(int(time.time() * 1000))
+        body = reply_event(msg, index, message_id=message_id, time=iso_us(), text=STOP_REPLY_TEXT, carrier=carrier)
+        if await self._deliver(url, _encode([body])):
+            self._stats.stop_replies_sent += 1
 
     def _headers(self) -> dict[str, str] | None:
         """The Authorization header for the configured callback credentials, if any."""

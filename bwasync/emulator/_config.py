@@ -70,6 +70,11 @@ def _knob(default: Any, help: str, parse: Callable[[str], Any] | None = None, me
     return field(default=default, metadata=metadata)
 
 
+def _chance(default: float, help: str) -> Any:
+    """A probability knob: parsed and bounded to [0, 1] by :func:`_probability`."""
+    return _knob(default, help, _probability, "P")
+
+
 @dataclass(slots=True, kw_only=True)
 class EmulatorConfig:
     """The emulator's knobs. Mutable: handlers read it on every request.
@@ -138,27 +143,21 @@ class EmulatorConfig:
     # --- latency and faults (per create request) ----------------------------------------------
     latency: float = _knob(0.0, "Seconds to wait before answering a create.", float, "SECONDS")
     jitter: float = _knob(0.0, "Extra uniform random wait in [0, jitter) seconds per create.", float, "SECONDS")
-    p_500: float = _knob(0.0, "Probability a create answers 500 (JSON body); not accepted.", _probability, "P")
-    p_503: float = _knob(0.0, "Probability a create answers 503 (JSON body); not accepted.", _probability, "P")
-    p_502_html: float = _knob(
-        0.0, "Probability a create answers 502 with a load balancer's HTML page; not accepted.", _probability, "P"
+    p_500: float = _chance(0.0, "Probability a create answers 500 (JSON body); not accepted.")
+    p_503: float = _chance(0.0, "Probability a create answers 503 (JSON body); not accepted.")
+    p_502_html: float = _chance(0.0, "Probability a create answers 502 with a load balancer's HTML page; not accepted.")
+    p_drop_before: float = _chance(
+        0.0, "Probability the connection is dropped with no response and the message NOT accepted."
     )
-    p_drop_before: float = _knob(
-        0.0, "Probability the connection is dropped with no response and the message NOT accepted.", _probability, "P"
+    p_drop_after: float = _chance(
+        0.0, "Probability the message IS accepted, then the connection dropped with no response."
     )
-    p_drop_after: float = _knob(
-        0.0, "Probability the message IS accepted, then the connection dropped with no response.", _probability, "P"
-    )
-    p_slow: float = _knob(
-        0.0, "Probability the message is accepted but the answer delayed by slow_seconds.", _probability, "P"
-    )
+    p_slow: float = _chance(0.0, "Probability the message is accepted but the answer delayed by slow_seconds.")
     slow_seconds: float = _knob(30.0, "Delay of a 'slow' answer (longer than the client's timeout).", float, "SECONDS")
-    p_429: float = _knob(
+    p_429: float = _chance(
         0.0,
         "Probability a create's first attempt answers 429 whatever the rate (a flaky load balancer, another "
         "limit in front of the queue); a retry of the same body is never picked. Not accepted.",
-        _probability,
-        "P",
     )
     p_429_retry_after: int | None = _knob(
         1, "Retry-After (s) sent with those 429s (none: no header).", _optional(int), "SECONDS"
@@ -174,17 +173,18 @@ class EmulatorConfig:
     callback_url: str | None = _knob(None, "Where status callbacks are POSTed. Unset: none are sent.", str, "URL")
     callback_username: str | None = _knob(None, "Basic auth username sent with callbacks.", str, "USER")
     callback_password: str | None = _knob(None, "Basic auth password sent with callbacks.", str, "PASSWORD")
-    p_delivered: float = _knob(
-        1.0, "Probability a recipient gets message-delivered; otherwise message-failed.", _probability, "P"
-    )
+    p_delivered: float = _chance(1.0, "Probability a recipient gets message-delivered; otherwise message-failed.")
     failure_codes: Sequence[int] = _knob(
         DEFAULT_FAILURE_CODES, "Error codes a failed delivery draws from.", _int_list, "CODE,..."
     )
     callback_delay: float = _knob(
         0.0, "Seconds between a message's lifecycle events (sending, sent, delivered).", float, "SECONDS"
     )
-    p_duplicate_callback: float = _knob(
-        0.0, "Probability an event is delivered twice (Bandwidth is at-least-once).", _probability, "P"
+    p_duplicate_callback: float = _chance(0.0, "Probability an event is delivered twice (Bandwidth is at-least-once).")
+    p_stop_reply: float = _chance(
+        0.0,
+        "Probability a recipient replies STOP once its message is delivered: a message-received "
+        "callback from that number to the callback URL.",
     )
     callback_max_attempts: int = _knob(
         5, "Delivery attempts per event on non-2xx or connection error before giving up.", int, "N"
@@ -209,7 +209,7 @@ class EmulatorConfig:
         # One draw decides the fault of a request, so the fault probabilities share [0, 1].
         if sum(faults) > 1.0 + 1e-9:
             raise ValueError(f"the fault probabilities add up to {sum(faults)} > 1")
-        for name in ("p_delivered", "p_duplicate_callback"):
+        for name in ("p_delivered", "p_duplicate_callback", "p_stop_reply"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is not a probability in [0, 1]")

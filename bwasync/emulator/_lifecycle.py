@@ -22,16 +22,19 @@ __all__ = [
     "DELIVERED",
     "EXPIRED_CODE",
     "FAILED",
+    "RECEIVED",
     "SENDING",
     "SENT",
     "Event",
     "callback_event",
     "carrier_for",
     "message_payload",
+    "reply_event",
     "status_at",
     "timeline",
 ]
 
+RECEIVED = "message-received"
 SENDING = "message-sending"
 SENT = "message-sent"
 DELIVERED = "message-delivered"
@@ -149,3 +152,30 @@ def callback_event(
     if event.recipient is not None:
         body["carrierName"] = carrier_for(to, carriers)
     return body
+
+
+def reply_event(
+    msg: AcceptedMessage, index: int, *, message_id: str, time: str, text: str, carrier: str
+) -> dict[str, Any]:
+    """The inbound callback of recipient ``index`` replying ``text`` to ``msg``'s sender, shaped
+    like the spec's ``inboundCallback``: ``to`` is the Bandwidth number, ``message.from`` the
+    handset, and the text is kept (unlike an outbound message's)."""
+    sender = msg.to[index]
+    return {
+        "time": time,
+        "type": RECEIVED,
+        "to": msg.from_,
+        "description": "Incoming message received",
+        "message": {
+            "id": message_id,
+            "owner": msg.from_,
+            "applicationId": msg.application_id,
+            "time": time,
+            "segmentCount": 1,
+            "direction": "in",
+            "to": [msg.from_],
+            "from": sender,
+            "text": text,
+        },
+        "carrierName": carrier,
+    }

@@ -142,7 +142,9 @@ class Emulator:
         self._jitter_rng = _stream(seed, "jitter")
         self._outcome_rng = _stream(seed, "outcomes")
         self._ids = IdFactory(_stream(seed, "ids"))
-        self._callbacks = CallbackDispatcher(config, self.stats, _stream(seed, "duplicates"), self._now)
+        self._callbacks = CallbackDispatcher(
+            config, self.stats, _stream(seed, "duplicates"), self._now, replies=_stream(seed, "replies")
+        )
         self.app = self._build_app()
 
     @property

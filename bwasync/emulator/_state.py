@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from .._models import RecipientsMixin
 from .._segments import total_segments
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class AcceptedMessage(msgspec.Struct, kw_only=True, gc=False):
+class AcceptedMessage(msgspec.Struct, RecipientsMixin, kw_only=True, gc=False):
     """Ground truth for one accepted message: what was sent and what the emulator decided.
 
     ``to`` is always a list; ``time`` is the ``time`` of the 202 body. ``received_at`` and
@@ -63,15 +64,6 @@ class AcceptedMessage(msgspec.Struct, kw_only=True, gc=False):
     step: float = 0.0
     expired: bool = False
     error_codes: list[int] | None = None
-
-    @property
-    def recipients(self) -> int:
-        """How many recipients (more than one: a group message)."""
-        return len(self.to)
-
-    @property
-    def is_mms(self) -> bool:
-        return bool(self.media)
 
     @property
     def cost(self) -> int:
@@ -112,6 +104,8 @@ class EmulatorStats:
     callbacks_redelivered: int = 0
     #: Events deliberately delivered a second time.
     callbacks_duplicated: int = 0
+    #: STOP replies (``message-received`` callbacks) the receiver answered 2xx (``p_stop_reply``).
+    stop_replies_sent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +121,7 @@ class EmulatorStats:
             "callbacks_failed": self.callbacks_failed,
             "callbacks_redelivered": self.callbacks_redelivered,
             "callbacks_duplicated": self.callbacks_duplicated,
+            "stop_replies_sent": self.stop_replies_sent,
         }
 
 

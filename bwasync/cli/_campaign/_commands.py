@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS
+from ..._exceptions import ConfigurationError
 from ..._retry import RetryPolicy
 from ...campaign import (
     DEFAULT_MAX_ERROR_RATE,
@@ -29,6 +30,7 @@ from ...campaign import (
 )
 from ...campaign._journal import Journal
 from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
+from ...compliance import QuietHours, check_number
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
 from .._output import note
@@ -195,6 +197,25 @@ Every non-zero stop is resumable: rerun the same command."""
     help="File of numbers never to message, one per line ('#' comments). Also applied to pending rows on resume.",
 )
 @click.option(
+    "--strict-numbers",
+    is_flag=True,
+    help="Rows to a number that cannot exist (libphonenumber: e.g. an unused area code) are invalid, "
+    "not sent. Without it the dry run lists them and they are sent.",
+)
+@click.option(
+    "--quiet-hours",
+    metavar="HH:MM-HH:MM",
+    help="Never send in this window of the recipients' local time (zones from the number; a group "
+    "message only when allowed for every recipient), e.g. 21:00-08:00: rows are held, the run sends the "
+    "others and waits for the window to open. Not legal advice: see the README's Compliance section.",
+)
+@click.option(
+    "--timezone-column",
+    metavar="NAME",
+    help="With --quiet-hours: the column giving each row's recipient time zone (IANA, e.g. America/Chicago), "
+    "used instead of the number's zones where present; a name that is not a zone makes the row invalid.",
+)
+@click.option(
     "--callbacks",
     metavar="HOST:PORT",
     help="Receive Bandwidth's status callbacks here and record deliveries (point your application's "
@@ -262,8 +283,30 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     except InputFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--opt-out") from None
     fmt: Any = args.fmt
+    numbers_checkable = _numbers_checkable()
+    if args.strict_numbers and not numbers_checkable:
+        raise click.UsageError("--strict-numbers needs libphonenumber: pip install 'bwasync[compliance]'")
+    quiet: QuietHours | None = None
+    if args.quiet_hours is not None:
+        try:
+            quiet = QuietHours.parse(args.quiet_hours)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--quiet-hours") from None
+        if not numbers_checkable:
+            raise click.UsageError("--quiet-hours needs libphonenumber: pip install 'bwasync[compliance]'")
+    if args.timezone_column is not None:
+        if quiet is None:
+            raise click.UsageError("--timezone-column is for --quiet-hours: give both")
+        try:
+            columns = file_columns(args.file, fmt=fmt)
+        except InputFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="FILE") from None
+        if args.timezone_column not in columns:
+            raise click.BadParameter(
+                f"{args.file} has no column {args.timezone_column!r}", param_hint="--timezone-column"
+            )
     if args.dry_run:
-        ctx.exit(_dry_run(connection, args, template, opt_out))
+        ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
     endpoint = _parse_host_port(args.callbacks)
     if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
@@ -289,6 +332,9 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             max_error_rate=None if args.max_error_rate >= 1 else args.max_error_rate,
             opt_out=opt_out,
             settle=args.settle,
+            strict_numbers=args.strict_numbers,
+            quiet_hours=quiet,
+            timezone_column=args.timezone_column,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -301,6 +347,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
         progress=progress_mode(args.no_progress),
         allow_invalid=args.allow_invalid,
+        opt_out_path=args.opt_out_path,
     )
     ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
 
@@ -324,6 +371,9 @@ class RunArgs:
     max_error_rate: float
     max_attempts: int
     opt_out_path: str | None
+    strict_numbers: bool
+    quiet_hours: str | None
+    timezone_column: str | None
     callbacks: str | None
     callback_username: str | None
     callback_password: str | None
@@ -377,7 +427,24 @@ _DRY_APPLICATION = "dry-run-application"
 _DRY_SENDER = "+15550000000"
 
 
-def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | None, opt_out: frozenset[str]) -> int:
+def _numbers_checkable() -> bool:
+    """Whether libphonenumber (the ``compliance`` extra) is installed, to check numbers."""
+    try:
+        check_number("+19195551234")
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _dry_run(
+    connection: ConnectionOptions,
+    args: RunArgs,
+    template: Template | None,
+    opt_out: frozenset[str],
+    *,
+    check_numbers: bool,
+    quiet: QuietHours | None = None,
+) -> int:
     """Validate and render FILE; nothing is sent and no journal is created (no event loop either)."""
     if connection.emulator:
         resolved = connection.resolve(need_from=False)
@@ -400,6 +467,10 @@ def _dry_run(connection: ConnectionOptions, args: RunArgs, template: Template | 
             fmt=fmt,
             campaign_id=args.campaign_id,
             opt_out=opt_out,
+            check_numbers=check_numbers,
+            strict_numbers=args.strict_numbers,
+            quiet_hours=quiet,
+            timezone_column=args.timezone_column,
         )
     except (InputFileError, TemplateError) as exc:
         print_error(str(exc))

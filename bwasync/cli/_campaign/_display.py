@@ -79,6 +79,7 @@ _LABELS: Final = {
     Phase.SETTLING: "settling",
     Phase.RECONCILING: "checking",
     Phase.SENDING: "sending",
+    Phase.HELD: "held",
     Phase.DELIVERY: "receipts",
     Phase.DONE: "done",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from rich.console import Group, RenderableType
@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ...campaign import (
+    DryRunInvalid,
     DryRunReport,
     JournalMismatchError,
     JournalStatus,
@@ -98,6 +99,11 @@ def report_table(report: Report) -> Table:
     if report.delivery_failures_by_code:
         codes = ", ".join(f"{c}: {n:,}" for c, n in report.delivery_failures_by_code.items())
         table.add_row("undelivered, by code", Text(codes))
+    if report.opt_outs_received or report.opt_ins_received:
+        table.add_row(
+            "replies received",
+            f"{report.opt_outs_received:,} opt-outs (STOP), {report.opt_ins_received:,} opt-ins (START)",
+        )
     if report.unmatched_receipts:
         table.add_row(
             Text("unmatched receipts", style="yellow"),
@@ -153,6 +159,24 @@ def _to_cell(to: tuple[str, ...]) -> str:
     return to[0] + (f" +{len(to) - 1}" if len(to) > 1 else "")
 
 
+def _problem_rows(title: str, total: int, rows: list[DryRunInvalid], style: str) -> Table:
+    """The first rows with a problem (line, key, what is wrong)."""
+    table = Table(
+        title=title + (f" (first {len(rows)} shown)" if total > len(rows) else ""),
+        title_justify="left",
+        title_style=f"bold {style}",
+        header_style="bold",
+        box=None,
+        padding=(0, 1),
+    )
+    table.add_column("line", justify="right", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("problem", overflow="fold")
+    for bad in rows:
+        table.add_row(str(bad.line), Text(bad.key), Text(bad.error))
+    return table
+
+
 def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
     console = out_console()
     console.print(Text(f"Dry run of {file}: nothing was sent and no journal was written.", style="bold"))
@@ -184,20 +208,12 @@ def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
             table.add_row(str(m.line), Text(m.key), _to_cell(m.to), m.encoding, str(m.segments), _preview(m.text))
         console.print(table)
     if report.invalid_rows:
-        table = Table(
-            title=f"Invalid rows: {report.invalid:,}" + (" (first 50 shown)" if report.invalid > 50 else ""),
-            title_justify="left",
-            title_style="bold red",
-            header_style="bold",
-            box=None,
-            padding=(0, 1),
+        console.print(_problem_rows(f"Invalid rows: {report.invalid:,}", report.invalid, report.invalid_rows, "red"))
+    if report.impossible_rows:
+        title = (
+            f"Numbers that cannot be valid (sent anyway; --strict-numbers makes them invalid): {report.impossible:,}"
         )
-        table.add_column("line", justify="right", no_wrap=True)
-        table.add_column("key", no_wrap=True)
-        table.add_column("problem", overflow="fold")
-        for bad in report.invalid_rows:
-            table.add_row(str(bad.line), Text(bad.key), Text(bad.error))
-        console.print(table)
+        console.print(_problem_rows(title, report.impossible, report.impossible_rows, "yellow"))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -205,6 +221,16 @@ def print_dry_run(file: str, report: DryRunReport, rate: float | None) -> None:
         "rows",
         f"{report.rows:,}: {report.sendable:,} to send, {report.invalid:,} invalid, {report.skipped:,} opted out",
     )
+    if not report.numbers_checked:
+        numbers = "not checked for impossible numbers (pip install 'bwasync[compliance]')"
+    elif report.impossible:
+        numbers = f"{report.impossible:,} rows to numbers that cannot be valid"
+    else:
+        numbers = "all can be valid"
+    grid.add_row("numbers", numbers)
+    if report.held:
+        opens = f"the first may go at {report.held_until:%Y-%m-%d %H:%M} UTC" if report.held_until else "none may go"
+        grid.add_row("quiet hours", f"{report.held:,} rows would be held now; {opens}")
     grid.add_row("encoding", f"{report.gsm7:,} GSM-7, {report.ucs2:,} UCS-2 (Unicode), {report.mms:,} MMS")
     histogram = ", ".join(
         f"{n:,} × {seg} segment{'s' if seg != 1 else ''}" for seg, n in sorted(report.histogram.items())
@@ -263,6 +289,13 @@ def word_note(n: RunNote) -> str:
         return f"Resending {n.rows:,} rows that failed before (--retry-failed)."
     if kind is NoteKind.OPTED_OUT:
         return f"Skipped {n.rows:,} pending rows whose recipients are on the opt-out list (--opt-out)."
+    if kind is NoteKind.HELD:
+        wait = max(0.0, n.seconds or 0.0)
+        opens = datetime.fromtimestamp(time.time() + wait, UTC)
+        return (
+            f"{n.rows:,} rows are held by quiet hours (--quiet-hours); the next window opens at "
+            f"{opens:%Y-%m-%d %H:%M} UTC (in {duration(wait)}). Waiting; Ctrl-C stops, and a rerun resumes them."
+        )
     return str(kind)  # pragma: no cover - every kind is worded above
 
 

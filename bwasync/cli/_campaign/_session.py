@@ -37,6 +37,8 @@ from ...campaign import (
     build_report,
 )
 from ...campaign._preflight import mostly_invalid
+from ...campaign._receiver import campaign_event_handler
+from ...compliance import FileOptOutStore, MemoryOptOutStore, ReplyProcessor
 from .._loop import run
 from .._options import Connection, Session
 from ._display import Display, ProgressMode
@@ -95,6 +97,8 @@ class RunSettings:
     on_session: Callable[[Session], object] | None = None
     #: Send even when more than half of the rows of a new campaign are invalid.
     allow_invalid: bool = False
+    #: The ``--opt-out`` file: STOP/START replies received on the callback URL update it.
+    opt_out_path: str | None = None
 
 
 class _MostlyInvalid(Exception):
@@ -248,8 +252,18 @@ async def _run(
         if connection.emulator and user is None and password is None:
             user, password = "bwasync", secrets.token_urlsafe(16)
         host, port = settings.callbacks
+        # Replies (STOP, START) arrive on the same URL as status callbacks: they update the
+        # opt-out list and skip the number's pending rows before they are sent.
+        store = FileOptOutStore(settings.opt_out_path) if settings.opt_out_path else MemoryOptOutStore()
+        replies = ReplyProcessor(store, on_reply=runner.receive_reply)
         receiver = await stack.enter_async_context(
-            CallbackReceiver(host, port, journal=runner.journal, username=user, password=password)
+            CallbackReceiver(
+                host,
+                port,
+                on_event=campaign_event_handler(runner.journal, replies.apply),
+                username=user,
+                password=password,
+            )
         )
         auth = "Basic auth" if user is not None else "NO authentication: anyone who can reach it can post events"
         display.note(f"Receiving status callbacks on {receiver.url} ({auth}).")
