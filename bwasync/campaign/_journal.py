@@ -193,6 +193,11 @@ _HOLD_SQL: Final = (
     "INSERT OR REPLACE INTO held (key, not_before) SELECT ?1, ?2 "
     "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND status IN " + sql_in(sources(Event.HOLD)) + ")"
 )
+#: A recipient of a loaded row that cannot be a valid number (``key, line, number, reason``).
+_FLAG_SQL: Final = (
+    "INSERT OR IGNORE INTO flagged (key, line, number, reason) SELECT ?1, ?2, ?3, ?4 "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND line = ?2)"
+)
 
 
 def _epoch(value: datetime | float | None) -> float:
@@ -478,6 +483,10 @@ class Journal(StartClose):
             zones = [(r.key, r.zone) for r in batch if r.zone]
             if zones:
                 conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
+            flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
+            if flags:
+                # Only for the row stored under its own key (not a duplicate key's invalid row).
+                conn.executemany(_FLAG_SQL, flags)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted
@@ -796,6 +805,11 @@ class Journal(StartClose):
     async def failed_by_error_code(self) -> dict[int | None, int]:
         """Rows that failed to send (``failed``), by ``error_code`` (the HTTP status; None if none)."""
         return await self._call(_schema.failed_by_error_code)
+
+    async def flagged_numbers(self, limit: int) -> tuple[int, list[tuple[int, str, str, str]]]:
+        """Recipients flagged at load as impossible numbers: how many, and the first ``limit``
+        as ``(line, key, number, reason)``."""
+        return await self._call(lambda conn: _schema.flagged_numbers(conn, limit))
 
     async def delivery_failed_by_error_code(self) -> dict[int | None, int]:
         """Rows whose delivery failed, by Bandwidth's callback error code (4xxx, 5xxx, 9xxx)."""

@@ -104,6 +104,13 @@ def report_table(report: Report) -> Table:
             "replies received",
             f"{report.opt_outs_received:,} opt-outs (STOP), {report.opt_ins_received:,} opt-ins (START)",
         )
+    if report.numbers_flagged:
+        table.add_row(
+            Text("numbers flagged", style="yellow"),
+            f"{report.numbers_flagged:,}  (cannot be valid numbers; sent anyway, --strict-numbers makes them invalid)",
+        )
+        for f in report.flagged_numbers:
+            table.add_row("", Text(f"line {f.line}  {f.key}  {f.number}: {f.reason}"))
     if report.unmatched_receipts:
         table.add_row(
             Text("unmatched receipts", style="yellow"),
