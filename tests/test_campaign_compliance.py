@@ -32,11 +32,13 @@ from bwasync.campaign import (
     build_report,
     dry_run,
     load_opt_out,
+    read_status,
 )
 from bwasync.campaign import _inputs as inputs_module
 from bwasync.campaign._receiver import campaign_event_handler
 from bwasync.campaign._schema import SCHEMA, flagged_numbers, read_only
 from bwasync.cli import cli
+from bwasync.cli._campaign._render import print_status, status_json
 from bwasync.compliance import FileOptOutStore, QuietHours, ReplyProcessor
 from bwasync.emulator import Emulator
 
@@ -326,7 +328,9 @@ class Crash(Exception):
     """What kill -9 does to the run, as far as the journal can tell: it stops mid-run."""
 
 
-async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path, emulator: Emulator) -> None:
+async def test_held_rows_survive_a_crash_and_wait_again_on_resume(
+    tmp_path: Path, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_zoned_csv(tmp_path / "list.csv")
     journal = tmp_path / "j"
     opts = options(path, key_column="id", quiet_hours=QuietHours.parse("21:00-08:00"))
@@ -347,6 +351,13 @@ async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path
         assert dict(conn.execute("SELECT key, not_before FROM held").fetchall()) == {"la": LA_OPENS, "group": LA_OPENS}
     finally:
         conn.close()
+    # `campaign status` says how many rows wait for quiet hours, and until when.
+    status = read_status(journal, now=MORNING)
+    assert (status.held, status.held_until) == (2, LA_OPENS)
+    assert json.loads(status_json(status))["held"] == 2
+    print_status(status)
+    assert "2 pending rows held; the first may go at" in capsys.readouterr().out
+    assert read_status(journal, now=LA_OPENS).held == 0  # the window is open: nothing held any more
     # Resumed an hour later, still before 08:00 in Los Angeles: it waits the rest, then sends.
     later = FakeClock(MORNING + 3600)
     runner = CampaignRunner(journal, opts, clock=later, sleep=later.sleep)

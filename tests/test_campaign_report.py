@@ -212,7 +212,7 @@ REPORT_KEYS = {
 STATUS_KEYS = {
     "path", "campaign_id", "input_path", "template", "settings", "created_at", "loaded_through", "load_complete",
     "total", "by_status", "by_delivery", "accepted_segments", "updated_at", "last_activity", "unmatched_receipts",
-    "done", "complete",
+    "done", "complete", "held", "held_until",
 }  # fmt: skip
 
 

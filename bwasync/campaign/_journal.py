@@ -551,16 +551,7 @@ class Journal(StartClose):
 
     async def next_release(self, now: float) -> tuple[int, float | None]:
         """Pending rows held past ``now``, and the earliest time one of them may go."""
-
-        def op(conn: sqlite3.Connection) -> tuple[int, float | None]:
-            n, first = conn.execute(
-                "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
-                "WHERE rows.status = 'pending' AND held.not_before > ?",
-                (now,),
-            ).fetchone()
-            return int(n), first
-
-        return await self._call(op)
+        return await self._call(lambda conn: _schema.held_rows(conn, now))
 
     async def requeue(self, status: str) -> int:
         """Move every ``ambiguous`` (or ``failed``) row back to ``pending``; return how many.

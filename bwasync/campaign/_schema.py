@@ -39,6 +39,7 @@ __all__ = [
     "delivery_failed_by_error_code",
     "failed_by_error_code",
     "flagged_numbers",
+    "held_rows",
     "last_activity",
     "last_write_time",
     "latency_stats",
@@ -274,6 +275,18 @@ def flagged_numbers(conn: sqlite3.Connection, limit: int) -> tuple[int, list[tup
         "SELECT line, key, number, reason FROM flagged ORDER BY line, number LIMIT ?", (limit,)
     ).fetchall()
     return n, [(int(line), str(key), str(number), str(reason)) for line, key, number, reason in first]
+
+
+def held_rows(conn: sqlite3.Connection, now: float) -> tuple[int, float | None]:
+    """Pending rows held by quiet hours past ``now``, and the earliest time one of them may go."""
+    if not _has_table(conn, "held"):
+        return 0, None
+    n, first = conn.execute(
+        "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
+        "WHERE rows.status = 'pending' AND held.not_before > ?",
+        (now,),
+    ).fetchone()
+    return int(n), first
 
 
 def _by_code(conn: sqlite3.Connection, sql: str) -> dict[int | None, int]:

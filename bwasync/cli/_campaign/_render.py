@@ -444,6 +444,11 @@ def print_status(status: JournalStatus) -> None:
         )
     if status.unmatched_receipts:
         grid.add_row("unmatched", f"{status.unmatched_receipts:,} receipts for rows with no accepted message")
+    if status.held:
+        grid.add_row(
+            "quiet hours",
+            f"{status.held:,} pending rows held; the first may go at {when(status.held_until)}",
+        )
     console.print(grid)
     if status.complete:
         console.print(Text("Complete: every row is in a final state.", style="green"))
