@@ -6,7 +6,9 @@ POSTed to the run's real callback receiver, exactly as Bandwidth posts them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,15 +24,21 @@ from bwasync.campaign import (
     CallbackReceiver,
     CampaignRunner,
     DryRunReport,
+    FlaggedNumber,
+    Journal,
     NoteKind,
     RunNote,
     Template,
     build_report,
     dry_run,
     load_opt_out,
+    read_status,
 )
+from bwasync.campaign import _inputs as inputs_module
 from bwasync.campaign._receiver import campaign_event_handler
+from bwasync.campaign._schema import SCHEMA, flagged_numbers, read_only
 from bwasync.cli import cli
+from bwasync.cli._campaign._render import print_status, status_json
 from bwasync.compliance import FileOptOutStore, QuietHours, ReplyProcessor
 from bwasync.emulator import Emulator
 
@@ -176,6 +184,74 @@ async def test_strict_numbers_makes_impossible_numbers_invalid_rows(tmp_path: Pa
     assert error == f"to: {IMPOSSIBLE} cannot be a valid number: invalid area code 555: no place uses it"
 
 
+REASON = "invalid area code 555: no place uses it"
+
+
+async def test_without_strict_numbers_impossible_numbers_are_sent_and_reported(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping in what the test reads
+    path = write_mixed_csv(tmp_path / "list.csv")
+    journal = tmp_path / "j"
+    outcome = await run_once(journal, options(path, key_column="id"), emulator)
+    # Flagged, not refused: every row goes, the impossible number included.
+    assert outcome.complete and outcome.counts["accepted"] == 3
+    assert sorted(tuple(m.to) for m in emulator.accepted) == sorted([(REAL,), (IMPOSSIBLE,), (REAL, IMPOSSIBLE)])
+    async with Journal(journal) as j:
+        report = await build_report(j)
+    assert report.numbers_flagged == 2
+    assert report.flagged_numbers == [
+        FlaggedNumber(3, "b", IMPOSSIBLE, REASON),
+        FlaggedNumber(4, "c", IMPOSSIBLE, REASON),
+    ]
+    # The CLI runs its own event loop: in a thread, off this test's loop.
+    text = await asyncio.to_thread(CliRunner().invoke, cli, ["campaign", "report", str(journal)])
+    assert text.exit_code == 0, text.output
+    assert "numbers flagged" in text.output and f"line 3  b  {IMPOSSIBLE}: {REASON}" in text.output
+    as_json = await asyncio.to_thread(CliRunner().invoke, cli, ["campaign", "report", str(journal), "--format", "json"])
+    summary = json.loads(as_json.output)
+    assert summary["numbers_flagged"] == 2
+    assert summary["flagged_numbers"][0] == {"line": 3, "key": "b", "number": IMPOSSIBLE, "reason": REASON}
+
+
+async def test_numbers_are_not_checked_at_load_without_libphonenumber(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bwasync.campaign._runner as runner_module
+
+    monkeypatch.setattr(runner_module, "numbers_checkable", lambda: False)
+    monkeypatch.setattr(inputs_module, "check_number", _no_check)
+    journal = tmp_path / "j"
+    outcome = await run_once(journal, options(write_mixed_csv(tmp_path / "list.csv"), key_column="id"), emulator)
+    assert outcome.complete and outcome.counts["accepted"] == 3
+    async with Journal(journal) as j:
+        assert (await build_report(j)).numbers_flagged == 0
+
+
+def _no_check(number: str) -> Any:
+    raise AssertionError(f"{number} was checked although libphonenumber is not installed")
+
+
+def test_a_journal_from_before_flagging_reports_no_flagged_numbers(tmp_path: Path) -> None:
+    journal = tmp_path / "j"
+    conn = sqlite3.connect(journal)
+    conn.executescript(SCHEMA)
+    conn.execute("DROP TABLE flagged")
+    conn.execute(
+        "INSERT INTO campaign (id, campaign_id, input_path, input_size, input_hash, settings, created_at)"
+        " VALUES (1, 'c', 'list.csv', 0, '', '{}', 0)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with read_only(journal) as ro:
+        assert flagged_numbers(ro, 10) == (0, [])
+    result = CliRunner().invoke(cli, ["campaign", "report", str(journal), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["numbers_flagged"], summary["flagged_numbers"]) == (0, [])
+
+
 def test_the_cli_dry_run_shows_impossible_numbers_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,7 +328,9 @@ class Crash(Exception):
     """What kill -9 does to the run, as far as the journal can tell: it stops mid-run."""
 
 
-async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path, emulator: Emulator) -> None:
+async def test_held_rows_survive_a_crash_and_wait_again_on_resume(
+    tmp_path: Path, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_zoned_csv(tmp_path / "list.csv")
     journal = tmp_path / "j"
     opts = options(path, key_column="id", quiet_hours=QuietHours.parse("21:00-08:00"))
@@ -273,6 +351,13 @@ async def test_held_rows_survive_a_crash_and_wait_again_on_resume(tmp_path: Path
         assert dict(conn.execute("SELECT key, not_before FROM held").fetchall()) == {"la": LA_OPENS, "group": LA_OPENS}
     finally:
         conn.close()
+    # `campaign status` says how many rows wait for quiet hours, and until when.
+    status = read_status(journal, now=MORNING)
+    assert (status.held, status.held_until) == (2, LA_OPENS)
+    assert json.loads(status_json(status))["held"] == 2
+    print_status(status)
+    assert "2 pending rows held; the first may go at" in capsys.readouterr().out
+    assert read_status(journal, now=LA_OPENS).held == 0  # the window is open: nothing held any more
     # Resumed an hour later, still before 08:00 in Los Angeles: it waits the rest, then sends.
     later = FakeClock(MORNING + 3600)
     runner = CampaignRunner(journal, opts, clock=later, sleep=later.sleep)

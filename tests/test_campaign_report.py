@@ -202,7 +202,8 @@ async def test_load_send_and_report_flow(tmp_path: Path) -> None:
 REPORT_KEYS = {
     "campaign_id", "input_path", "total", "by_status", "pending", "in_flight", "accepted", "failed", "ambiguous",
     "invalid", "skipped", "delivered", "delivery_failed", "awaiting_delivery", "unmatched_receipts",
-    "opt_outs_received", "opt_ins_received", "send_failures_by_code", "delivery_failures_by_code", "segments",
+    "opt_outs_received", "opt_ins_received", "numbers_flagged", "flagged_numbers", "send_failures_by_code",
+    "delivery_failures_by_code", "segments",
     "started_at", "finished_at", "duration",
     "wall_time", "throughput", "segments_per_second", "latency_p50", "latency_p90", "latency_p99", "latency_max",
     "latency_mean",
@@ -211,7 +212,7 @@ REPORT_KEYS = {
 STATUS_KEYS = {
     "path", "campaign_id", "input_path", "template", "settings", "created_at", "loaded_through", "load_complete",
     "total", "by_status", "by_delivery", "accepted_segments", "updated_at", "last_activity", "unmatched_receipts",
-    "done", "complete",
+    "done", "complete", "held", "held_until",
 }  # fmt: skip
 
 

@@ -69,7 +69,7 @@ from ._records import (
     fingerprint_file,
     synthetic_key,
 )
-from ._report import EXPORT_COLUMNS, Report, build_report, export_rows_csv, export_rows_json, render_text
+from ._report import EXPORT_COLUMNS, FlaggedNumber, Report, build_report, export_rows_csv, export_rows_json, render_text
 from ._runner import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_SETTLE,
@@ -106,6 +106,7 @@ __all__ = [
     "DryRunReport",
     "ErrorWindow",
     "FileFingerprint",
+    "FlaggedNumber",
     "InputFileError",
     "InputRow",
     "Journal",

@@ -65,6 +65,7 @@ __all__ = [
     "impossible_numbers",
     "load_opt_out",
     "normalize_number",
+    "number_flags",
     "prepare_row",
     "read_rows",
     "recipients_of",
@@ -631,20 +632,33 @@ def row_zone(row: InputRow, column: str | None) -> tuple[str | None, FieldError 
     return str(value), None
 
 
-def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
-    """A ``to`` field error for each number that cannot exist (:func:`bwasync.compliance.check_number`).
+def number_flags(numbers: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``(number, reason)`` for each number that cannot exist (:func:`bwasync.compliance.check_number`).
 
     Needs the ``compliance`` extra (:class:`~bwasync.ConfigurationError` without it).
+
+    >>> number_flags(["+19195551234", "+15550001234"])
+    (('+15550001234', 'invalid area code 555: no place uses it'),)
+    """
+    flags = []
+    for number in numbers:
+        check = check_number(number)
+        if not check.valid:
+            flags.append((number, check.reason or "not a valid number"))
+    return tuple(flags)
+
+
+def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
+    """A ``to`` field error for each number that cannot exist (see :func:`number_flags`).
 
     >>> [e.description for e in impossible_numbers(["+19195551234", "+15550001234"])]
     ['+15550001234 cannot be a valid number: invalid area code 555: no place uses it']
     """
-    errors = []
-    for number in numbers:
-        check = check_number(number)
-        if not check.valid:
-            errors.append(FieldError("to", f"{number} cannot be a valid number: {check.reason}"))
-    return errors
+    return _flag_errors(number_flags(numbers))
+
+
+def _flag_errors(flags: Iterable[tuple[str, str]]) -> list[FieldError]:
+    return [FieldError("to", f"{number} cannot be a valid number: {reason}") for number, reason in flags]
 
 
 def prepare_row(
@@ -658,13 +672,16 @@ def prepare_row(
     priority: Priority | str | None = None,
     expiration: datetime | str | None = None,
     strict_numbers: bool = False,
+    flag_numbers: bool = False,
     timezone_column: str | None = None,
 ) -> NewRow:
     """The journal row for an input row: ``pending``, ``invalid`` or ``skipped``.
 
     ``invalid`` when :func:`build_request` raises (``error`` lists the field errors, one line
     as :func:`format_field_errors`), or with ``strict_numbers`` when a recipient cannot be a
-    valid number (:func:`impossible_numbers`); ``skipped`` with ``error="opted out"`` when any recipient
+    valid number (:func:`impossible_numbers`); with ``flag_numbers`` instead, such numbers
+    are only noted in ``flagged`` (``(number, reason)``, :func:`number_flags`) and the row is
+    sent as usual; ``skipped`` with ``error="opted out"`` when any recipient
     is in ``opt_out`` (normalised numbers, see :func:`load_opt_out`); ``pending`` otherwise.
     ``segments`` is the text's segments (1 for MMS) × recipients: what the row costs against
     the account's rate.
@@ -692,10 +709,12 @@ def prepare_row(
             request=None,
             error=format_field_errors(exc.field_errors),
         )
-    impossible = impossible_numbers(request.to) if strict_numbers else None
+    # One check per row, whichever of strict_numbers / flag_numbers asked for it.
+    flagged = number_flags(request.to) if strict_numbers or flag_numbers else ()
+    impossible = _flag_errors(flagged) if strict_numbers else []
     zone, bad_zone = row_zone(row, timezone_column)
     if bad_zone is not None:
-        impossible = [*(impossible or ()), bad_zone]
+        impossible.append(bad_zone)
     if impossible:
         return NewRow(
             key=row.key,
@@ -718,6 +737,7 @@ def prepare_row(
         segments=cost,
         error="opted out" if opted_out else None,
         zone=zone,
+        flagged=flagged,
     )
 
 

@@ -193,6 +193,11 @@ _HOLD_SQL: Final = (
     "INSERT OR REPLACE INTO held (key, not_before) SELECT ?1, ?2 "
     "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND status IN " + sql_in(sources(Event.HOLD)) + ")"
 )
+#: A recipient of a loaded row that cannot be a valid number (``key, line, number, reason``).
+_FLAG_SQL: Final = (
+    "INSERT OR IGNORE INTO flagged (key, line, number, reason) SELECT ?1, ?2, ?3, ?4 "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND line = ?2)"
+)
 
 
 def _epoch(value: datetime | float | None) -> float:
@@ -478,6 +483,10 @@ class Journal(StartClose):
             zones = [(r.key, r.zone) for r in batch if r.zone]
             if zones:
                 conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
+            flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
+            if flags:
+                # Only for the row stored under its own key (not a duplicate key's invalid row).
+                conn.executemany(_FLAG_SQL, flags)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted
@@ -542,16 +551,7 @@ class Journal(StartClose):
 
     async def next_release(self, now: float) -> tuple[int, float | None]:
         """Pending rows held past ``now``, and the earliest time one of them may go."""
-
-        def op(conn: sqlite3.Connection) -> tuple[int, float | None]:
-            n, first = conn.execute(
-                "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
-                "WHERE rows.status = 'pending' AND held.not_before > ?",
-                (now,),
-            ).fetchone()
-            return int(n), first
-
-        return await self._call(op)
+        return await self._call(lambda conn: _schema.held_rows(conn, now))
 
     async def requeue(self, status: str) -> int:
         """Move every ``ambiguous`` (or ``failed``) row back to ``pending``; return how many.
@@ -796,6 +796,11 @@ class Journal(StartClose):
     async def failed_by_error_code(self) -> dict[int | None, int]:
         """Rows that failed to send (``failed``), by ``error_code`` (the HTTP status; None if none)."""
         return await self._call(_schema.failed_by_error_code)
+
+    async def flagged_numbers(self, limit: int) -> tuple[int, list[tuple[int, str, str, str]]]:
+        """Recipients flagged at load as impossible numbers: how many, and the first ``limit``
+        as ``(line, key, number, reason)``."""
+        return await self._call(lambda conn: _schema.flagged_numbers(conn, limit))
 
     async def delivery_failed_by_error_code(self) -> dict[int | None, int]:
         """Rows whose delivery failed, by Bandwidth's callback error code (4xxx, 5xxx, 9xxx)."""

@@ -93,6 +93,8 @@ class NewRow:
     error: str | None = None
     #: The recipient's time zone from the input (``timezone_column``), for quiet hours.
     zone: str | None = None
+    #: Recipients that cannot be valid numbers, ``(number, reason)``: sent anyway, reported.
+    flagged: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,16 @@ import msgspec
 from ._journal import Journal
 from ._records import RowRecord
 
-__all__ = ["EXPORT_COLUMNS", "Report", "build_report", "export_rows_csv", "export_rows_json", "render_text"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "REPORT_FLAGGED",
+    "FlaggedNumber",
+    "Report",
+    "build_report",
+    "export_rows_csv",
+    "export_rows_json",
+    "render_text",
+]
 
 #: The columns of the per-row exports, in order.
 EXPORT_COLUMNS: Final = (
@@ -39,6 +48,19 @@ EXPORT_COLUMNS: Final = (
     "attempts",
     "latency",
 )
+
+
+#: Flagged numbers listed in a report (the count covers them all).
+REPORT_FLAGGED: Final = 10
+
+
+class FlaggedNumber(msgspec.Struct):
+    """A recipient that cannot be a valid number (libphonenumber), sent anyway."""
+
+    line: int
+    key: str
+    number: str
+    reason: str
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -72,6 +94,11 @@ class Report(msgspec.Struct, kw_only=True):
     opt_outs_received: int = 0
     #: START-type replies received during runs that opted their sender back in.
     opt_ins_received: int = 0
+    #: Recipients that cannot be valid numbers, flagged when loaded without ``strict_numbers``
+    #: (needs the ``compliance`` extra); the rows were sent as usual.
+    numbers_flagged: int = 0
+    #: The first of them (:data:`REPORT_FLAGGED`), in line order.
+    flagged_numbers: list[FlaggedNumber] = msgspec.field(default_factory=list)
     #: Rows not sent (``failed``), by HTTP status code.
     send_failures_by_code: dict[str, int]
     #: Rows whose delivery failed, by Bandwidth's callback error code.
@@ -113,6 +140,7 @@ async def build_report(journal: Journal) -> Report:
     latency = await journal.latency_stats((50, 90, 99))
     started, finished = await journal.time_span()
     sending = await journal.sending_seconds()
+    flagged, first_flagged = await journal.flagged_numbers(REPORT_FLAGGED)
 
     by_status = counts.by_status
     accepted = by_status.get("accepted", 0)
@@ -144,6 +172,8 @@ async def build_report(journal: Journal) -> Report:
         unmatched_receipts=counts.unmatched_receipts,
         opt_outs_received=counts.opt_outs_received,
         opt_ins_received=counts.opt_ins_received,
+        numbers_flagged=flagged,
+        flagged_numbers=[FlaggedNumber(*f) for f in first_flagged],
         send_failures_by_code=_codes(send_codes),
         delivery_failures_by_code=_codes(delivery_codes),
         segments=counts.accepted_segments,
@@ -190,6 +220,9 @@ def render_text(report: Report) -> str:
         lines.append(
             f"  replies      {report.opt_outs_received} opt-outs (STOP), {report.opt_ins_received} opt-ins (START)"
         )
+    if report.numbers_flagged:
+        lines.append(f"  numbers flagged  {report.numbers_flagged} (cannot be valid; sent anyway)")
+        lines.extend(f"    line {f.line} {f.key}: {f.number}: {f.reason}" for f in report.flagged_numbers)
     if report.send_failures_by_code:
         codes = ", ".join(f"{code}: {n}" for code, n in report.send_failures_by_code.items())
         lines.append(f"  not sent by HTTP status     {codes}")

@@ -67,6 +67,7 @@ from .._segments import message_cost, total_segments
 from .._validation import Priority
 from ..compliance import InboundReply, QuietHours, ReplyKind
 from ..compliance._constants import QUIET_SEARCH_HORIZON
+from ..compliance._numbers import numbers_checkable
 from ._constants import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_SETTLE,
@@ -563,6 +564,8 @@ class CampaignRunner:
         journal = self.journal
         progress = self.progress
         skip_through = info.loaded_through
+        # Without --strict-numbers, impossible numbers are only flagged, if libphonenumber is there.
+        flag_numbers = not opts.strict_numbers and numbers_checkable()
         batch: list[NewRow] = []
         writing: asyncio.Future[int] | None = None
         last_line = 0
@@ -580,6 +583,7 @@ class CampaignRunner:
                     campaign_id=info.campaign_id,
                     opt_out=opts.opt_out,
                     strict_numbers=opts.strict_numbers,
+                    flag_numbers=flag_numbers,
                     timezone_column=opts.timezone_column,
                     priority=opts.priority,
                     expiration=opts.expiration,

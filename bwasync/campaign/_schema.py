@@ -7,7 +7,8 @@ same SQL. Status lists come from :mod:`._rowstate`.
 
 Schema version 1. Tables added later with ``CREATE TABLE IF NOT EXISTS`` (``unmatched``,
 ``sending``, ``replies``: STOP/START replies received during a run, ``held``: pending rows
-not to be sent before a time, by quiet hours, ``zones``: a row's time zone from the input) appear in an older journal
+not to be sent before a time, by quiet hours, ``zones``: a row's time zone from the input,
+``flagged``: recipients that cannot be valid numbers, sent anyway) appear in an older journal
 the first time a runner opens it; readers treat a missing one as empty.
 """
 
@@ -37,6 +38,8 @@ __all__ = [
     "create_schema",
     "delivery_failed_by_error_code",
     "failed_by_error_code",
+    "flagged_numbers",
+    "held_rows",
     "last_activity",
     "last_write_time",
     "latency_stats",
@@ -118,6 +121,13 @@ CREATE TABLE IF NOT EXISTS replies (
 CREATE TABLE IF NOT EXISTS zones (
     key         TEXT PRIMARY KEY,
     zone        TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flagged (
+    key         TEXT NOT NULL,
+    line        INTEGER NOT NULL,
+    number      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (key, number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS held (
     key         TEXT PRIMARY KEY,
@@ -253,6 +263,30 @@ def replies_received(conn: sqlite3.Connection) -> tuple[int, int]:
         return 0, 0
     found = dict(conn.execute("SELECT kind, COUNT(*) FROM replies WHERE changed GROUP BY kind").fetchall())
     return int(found.get(REPLY_OPT_OUT, 0)), int(found.get(REPLY_OPT_IN, 0))
+
+
+def flagged_numbers(conn: sqlite3.Connection, limit: int) -> tuple[int, list[tuple[int, str, str, str]]]:
+    """Recipients flagged as impossible numbers at load: how many, and the first ``limit``
+    as ``(line, key, number, reason)`` in line order."""
+    if not _has_table(conn, "flagged"):
+        return 0, []
+    n = int(conn.execute("SELECT COUNT(*) FROM flagged").fetchone()[0])
+    first = conn.execute(
+        "SELECT line, key, number, reason FROM flagged ORDER BY line, number LIMIT ?", (limit,)
+    ).fetchall()
+    return n, [(int(line), str(key), str(number), str(reason)) for line, key, number, reason in first]
+
+
+def held_rows(conn: sqlite3.Connection, now: float) -> tuple[int, float | None]:
+    """Pending rows held by quiet hours past ``now``, and the earliest time one of them may go."""
+    if not _has_table(conn, "held"):
+        return 0, None
+    n, first = conn.execute(
+        "SELECT COUNT(*), MIN(held.not_before) FROM held JOIN rows ON rows.key = held.key "
+        "WHERE rows.status = 'pending' AND held.not_before > ?",
+        (now,),
+    ).fetchone()
+    return int(n), first
 
 
 def _by_code(conn: sqlite3.Connection, sql: str) -> dict[int | None, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from . import _schema
@@ -51,14 +52,20 @@ class JournalStatus:
     done: int = 0
     #: Receipts for rows that had no accepted message (never counted as deliveries).
     unmatched_receipts: int = 0
+    #: Pending rows held by quiet hours (``--quiet-hours``) past the time of reading.
+    held: int = 0
+    #: When the first of them may go (None: none held).
+    held_until: float | None = None
 
     @property
     def complete(self) -> bool:
         return self.load_complete and self.done == self.total
 
 
-def read_status(path: str | os.PathLike[str]) -> JournalStatus:
+def read_status(path: str | os.PathLike[str], *, now: float | None = None) -> JournalStatus:
     """Read a journal's campaign record and counts, read-only, without its lock.
+
+    ``held`` counts the rows quiet hours hold past ``now`` (default: the current time).
 
     Raises :class:`~bwasync.campaign.JournalError` if the file does not exist or is not a
     campaign journal.
@@ -73,6 +80,7 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
             campaign = _schema.campaign(conn)
             counts = _schema.read_counts(conn)
             last = _schema.last_activity(conn)
+            held, held_until = _schema.held_rows(conn, time.time() if now is None else now)
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             raise JournalError(f"{p}: not a readable bwasync campaign journal ({exc})") from None
@@ -95,4 +103,6 @@ def read_status(path: str | os.PathLike[str]) -> JournalStatus:
         last_activity=last,
         done=count_final(counts.by_status),
         unmatched_receipts=counts.unmatched_receipts,
+        held=held,
+        held_until=held_until,
     )

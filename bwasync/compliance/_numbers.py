@@ -47,6 +47,15 @@ def _phonenumbers() -> ModuleType:
     return phonenumbers
 
 
+def numbers_checkable() -> bool:
+    """Whether :func:`check_number` can run: the ``compliance`` extra (phonenumbers) is installed."""
+    try:
+        _phonenumbers()
+    except ConfigurationError:
+        return False
+    return True
+
+
 def _parse(pn: ModuleType, number: str) -> Any:
     """An E.164 string as a ``PhoneNumber``, digit for digit; None if no country has its code.
 

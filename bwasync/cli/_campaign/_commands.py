@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from ..._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS
-from ..._exceptions import ConfigurationError
 from ..._retry import RetryPolicy
 from ...campaign import (
     DEFAULT_MAX_ERROR_RATE,
@@ -30,7 +29,8 @@ from ...campaign import (
 )
 from ...campaign._journal import Journal
 from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, preflight
-from ...compliance import QuietHours, check_number
+from ...compliance import QuietHours
+from ...compliance._numbers import numbers_checkable
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
 from .._output import note
@@ -429,11 +429,7 @@ _DRY_SENDER = "+15550000000"
 
 def _numbers_checkable() -> bool:
     """Whether libphonenumber (the ``compliance`` extra) is installed, to check numbers."""
-    try:
-        check_number("+19195551234")
-    except ConfigurationError:
-        return False
-    return True
+    return numbers_checkable()
 
 
 def _dry_run(

@@ -104,6 +104,13 @@ def report_table(report: Report) -> Table:
             "replies received",
             f"{report.opt_outs_received:,} opt-outs (STOP), {report.opt_ins_received:,} opt-ins (START)",
         )
+    if report.numbers_flagged:
+        table.add_row(
+            Text("numbers flagged", style="yellow"),
+            f"{report.numbers_flagged:,}  (cannot be valid numbers; sent anyway, --strict-numbers makes them invalid)",
+        )
+        for f in report.flagged_numbers:
+            table.add_row("", Text(f"line {f.line}  {f.key}  {f.number}: {f.reason}"))
     if report.unmatched_receipts:
         table.add_row(
             Text("unmatched receipts", style="yellow"),
@@ -437,6 +444,11 @@ def print_status(status: JournalStatus) -> None:
         )
     if status.unmatched_receipts:
         grid.add_row("unmatched", f"{status.unmatched_receipts:,} receipts for rows with no accepted message")
+    if status.held:
+        grid.add_row(
+            "quiet hours",
+            f"{status.held:,} pending rows held; the first may go at {when(status.held_until)}",
+        )
     console.print(grid)
     if status.complete:
         console.print(Text("Complete: every row is in a final state.", style="green"))
