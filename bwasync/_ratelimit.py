@@ -77,6 +77,11 @@ def _default_burst(rate: float) -> float:
     return max(1.0, rate * DEFAULT_BURST_SECONDS)
 
 
+def _per_second(rate: float | None, absent: str) -> str:
+    """A rate as the reprs show it (``25/s``), or ``absent`` when there is none."""
+    return absent if rate is None else f"{rate:g}/s"
+
+
 @runtime_checkable
 class RateLimiter(Protocol):
     """What the client needs from a rate limiter; costs are in segments.
@@ -542,11 +547,10 @@ class AdaptiveLimiter:
         )
 
     def __repr__(self) -> str:
-        ceiling = "none" if self._ceiling is None else f"{self._ceiling:g}/s"
         return (
-            f"<{type(self).__name__} rate={'unthrottled' if self.rate is None else f'{self.rate:g}/s'}"
-            f" ceiling={ceiling} account={self._account!r} per_sender_rate={self._per_sender_rate}"
-            f" senders={len(self._senders)}>"
+            f"<{type(self).__name__} rate={_per_second(self.rate, 'unthrottled')}"
+            f" ceiling={_per_second(self._ceiling, 'none')} account={self._account!r}"
+            f" per_sender_rate={self._per_sender_rate} senders={len(self._senders)}>"
         )
 
     # --- internals --------------------------------------------------------------------------

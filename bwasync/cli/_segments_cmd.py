@@ -88,25 +88,25 @@ def _notes(report: dict[str, Any]) -> list[Text]:
                 f"segment instead of {GSM7_SINGLE}).",
             )
         )
-    if report.get("extensionCharacters"):
-        n = report["extensionCharacters"]
-        notes.append(
-            Text(
-                f"{n} GSM-7 extension character{'s' if n != 1 else ''} (^ {{ }} [ ] ~ | € \\) "
-                f"take{'s' if n == 1 else ''} two septets {'each' if n != 1 else ''}".rstrip()
-                + "."
-            )
-        )
-    if report.get("astralCharacters"):
-        n = report["astralCharacters"]
-        notes.append(
-            Text(
-                f"{n} character{'s' if n != 1 else ''} outside the Basic Multilingual Plane (most emoji) "
-                f"take{'s' if n == 1 else ''} two units {'each' if n != 1 else ''}".rstrip()
-                + "."
-            )
-        )
+    for key, noun, unit in _DOUBLE_WIDTH:
+        if report.get(key):
+            notes.append(_double_width_note(report[key], noun, unit))
     return notes
+
+
+# Characters that count twice: the report's key, the noun ({s} marks its plural) and what they take two of.
+_DOUBLE_WIDTH = (
+    ("extensionCharacters", "GSM-7 extension character{s} (^ {{ }} [ ] ~ | € \\)", "septets"),
+    ("astralCharacters", "character{s} outside the Basic Multilingual Plane (most emoji)", "units"),
+)
+
+
+def _double_width_note(n: int, noun: str, unit: str) -> Text:
+    """'3 <noun>s take two <unit> each.' (or '1 <noun> takes two <unit>.')."""
+    many = n != 1
+    return Text(
+        f"{n} {noun.format(s='s' if many else '')} take{'' if many else 's'} two {unit}{' each' if many else ''}."
+    )
 
 
 @click.command("segments", short_help="Count the SMS segments a text costs (GSM-7 or UCS-2).")

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from .._constants import DEFAULT_BURST_SECONDS
 from .._exceptions import ConfigurationError, RedisUnavailableError
-from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst, _loop_time
+from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst, _loop_time, _per_second
 from . import _scripts
 from ._constants import (
     CAS_ATTEMPTS,
@@ -292,12 +292,11 @@ class RedisLimiter:
         await self.aclose()
 
     def __repr__(self) -> str:
-        rate = "unthrottled" if self.rate is None else f"{self.rate:g}/s"
-        ceiling = "none" if self._ceiling is None else f"{self._ceiling:g}/s"
         mode = " fallback" if self._fallback is not None else ""
         return (
             f"<{type(self).__name__} redis={self._where} namespace={self.namespace!r} account={self.account_id!r}"
-            f" rate={rate} ceiling={ceiling} per_sender_rate={self._ps_rate} live={self._live}"
+            f" rate={_per_second(self.rate, 'unthrottled')} ceiling={_per_second(self._ceiling, 'none')}"
+            f" per_sender_rate={self._ps_rate} live={self._live}"
             f" lease={self._lease:g}{mode}>"
         )
 
