@@ -160,3 +160,8 @@ RATE_ADJUST_INTERVAL = 0.1
 #: it never changes admission, only memory: a run over a million numbers keeps only the buckets
 #: used in the last sweep interval.
 SENDER_BUCKET_SWEEP_INTERVAL = 10.0
+
+#: JSON nested deeper than this is refused before decoding (a 400, a ValidationError). Bandwidth's
+#: bodies nest four levels at most (an array of events, the event, its message, its ``to`` list);
+#: the bound keeps a hostile body's fate independent of the interpreter's recursion limit.
+MAX_JSON_DEPTH = 32

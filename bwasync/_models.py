@@ -19,7 +19,16 @@ import msgspec
 from msgspec.structs import force_setattr
 
 from ._exceptions import ValidationError
-from ._validation import WIRE_NAMES, FieldError, Priority, check_message, decode_json, describe, safe_str
+from ._validation import (
+    WIRE_NAMES,
+    FieldError,
+    Priority,
+    check_json_depth,
+    check_message,
+    decode_json,
+    describe,
+    safe_str,
+)
 
 __all__ = [
     "CreateMessageRequestErrorBody",
@@ -386,12 +395,14 @@ def decode_message(data: bytes) -> Message:
 
 def decode_callbacks(data: bytes) -> list[StatusCallback]:
     """Decode a status-callback POST body: a JSON array of events."""
+    check_json_depth(data)
     return _callbacks_decoder.decode(data)
 
 
 def decode_inbound_callbacks(data: bytes) -> list[InboundCallback]:
     """Decode an inbound-callback POST body: a JSON array of events, as Bandwidth sends them,
     or one event object, as the spec's request body shows it."""
+    check_json_depth(data)
     decoded = _inbound_decoder.decode(data)
     return decoded if isinstance(decoded, list) else [decoded]
 

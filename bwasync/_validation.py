@@ -8,6 +8,7 @@ names (``from``, ``applicationId``...), as in its ``fieldErrors``.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._constants import (
+    MAX_JSON_DEPTH,
     MAX_MEDIA,
     MAX_MEDIA_URL_LENGTH,
     MAX_RECIPIENTS,
@@ -28,6 +30,7 @@ __all__ = [
     "WIRE_NAMES",
     "FieldError",
     "Priority",
+    "check_json_depth",
     "check_message",
     "decode_json",
     "describe",
@@ -177,10 +180,36 @@ def _not_e164(field: str, value: str) -> FieldError:
     return FieldError(field, f"'{safe_str(value)}' must be replaced with a valid E164 formatted telephone number")
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def check_json_depth(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise ``msgspec.DecodeError`` if JSON text nests arrays and objects deeper than ``limit``.
+
+    Checked before decoding, so the answer does not depend on how deep the interpreter's stack
+    already is (msgspec's own guard is the recursion limit, which a caller or a test framework
+    may have raised). Cheap for ordinary bodies: nesting cannot be deeper than the number of
+    ``[`` and ``{``, which is counted in C; only a body with more than ``limit`` of them is scanned.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        if bracket in b"[{":
+            depth += 1
+            if depth > limit:
+                raise msgspec.DecodeError(f"JSON nested deeper than {limit} levels")
+        else:
+            depth -= 1
+
+
 def decode_json(data: bytes | str, decoder: msgspec.json.Decoder[Any]) -> tuple[Any, FieldError | None]:
     """Decode a JSON request body: ``(value, None)``, or ``(None, why)`` if it is not JSON
-    this code can take (malformed, or nested deeper than the decoder's recursion limit)."""
+    this code can take (malformed, or nested deeper than :data:`MAX_JSON_DEPTH`)."""
     try:
+        check_json_depth(data)
         return decoder.decode(data), None
     except msgspec.DecodeError as exc:
         return None, FieldError("body", f"not valid JSON: {exc}")

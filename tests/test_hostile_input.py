@@ -309,3 +309,26 @@ def test_cli_undecodable_environment_value_is_a_usage_error_naming_the_option() 
 def test_cli_undecodable_argument_of_another_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["segments", "caf\udcff"])
     assert result.exit_code == 2 and "TEXT" in result.output
+
+
+def test_json_nesting_is_judged_the_same_whatever_the_recursion_limit() -> None:
+    # msgspec's own guard is the interpreter's recursion limit, which a caller (or a test
+    # framework) may have raised: the depth bound must not depend on it.
+    import sys
+
+    from bwasync._models import decode_callbacks, decode_inbound_callbacks
+    from bwasync._validation import check_json_depth
+
+    deep = b'{"to": "+15552223333", "x": ' + b"[" * 100 + b"]" * 100 + b"}"
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        with pytest.raises(ValidationError):
+            MessageRequest.from_json(deep)
+        for decode in (decode_callbacks, decode_inbound_callbacks):
+            with pytest.raises(msgspec.DecodeError, match="nested deeper"):
+                decode(b"[" + deep + b"]")
+    finally:
+        sys.setrecursionlimit(old)
+    # Brackets inside strings (escaped quotes included) are text, not nesting.
+    check_json_depth(b'[{"text": "' + b"[{" * 500 + b'\\"' + b"[" * 500 + b'"}]')
