@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ._exceptions import APIError, RateLimitError
 from ._models import Message, MessageRequest, encode_request
+from ._ratelimit import fast_acquire
 from ._retry import retry_after_failure
 from ._segments import message_cost
 
@@ -134,7 +135,7 @@ class Pipeline:
     transport and the gate (and, unless replaced, the limiter).
     """
 
-    __slots__ = ("gate", "limiter", "policy", "timeout", "transport")
+    __slots__ = ("_try_acquire", "gate", "limiter", "policy", "timeout", "transport")
 
     def __init__(
         self,
@@ -147,6 +148,9 @@ class Pipeline:
     ) -> None:
         self.transport = transport
         self.limiter = limiter
+        # The limiter's non-waiting fast path, when it has one: an admission without a
+        # coroutine while nothing throttles.
+        self._try_acquire = fast_acquire(limiter)
         self.policy = policy
         #: The client-wide cap on requests in flight.
         self.gate = gate
@@ -183,46 +187,52 @@ class Pipeline:
 
         Raises the error that ended the send, its ``attempts`` set. ``before_send`` runs once,
         right before the first attempt leaves; ``backoff`` replaces ``asyncio.sleep`` between
-        attempts. (:func:`~bwasync._fanout.send_one` calls :meth:`first_attempt` and
-        :meth:`retry` itself, one coroutine frame less per message.)
+        attempts. (:func:`~bwasync._fanout.send_one` calls :meth:`attempt` and :meth:`retry`
+        itself, one coroutine frame less per message.)
         """
         try:
-            return await self.first_attempt(request, slot, before_send), 1
+            return await self.attempt(slot, request, before_send), 1
         except APIError as exc:
             return await self.retry(exc, slot, backoff)
-
-    def first_attempt(
-        self, request: MessageRequest, slot: Slot, before_send: Callable[[], Awaitable[None]] | None
-    ) -> Coroutine[Any, Any, Message]:
-        """Prepare ``request`` in ``slot`` and return its first attempt, to be awaited."""
-        slot.body = encode_request(request)
-        slot.cost = message_cost(request)
-        slot.sender = request.from_
-        slot.stage = WAITING
-        slot.maybe_sent = False
-        slot.sent_at = 0.0
-        slot.started = time.monotonic()
-        return self._attempt(slot, before_send)
 
     async def retry(self, first: APIError, slot: Slot, backoff: Backoff | None) -> tuple[Message, int]:
         """After a failed first attempt: retry under the policy; (message, attempts in all)."""
 
         def again() -> Awaitable[Message]:
-            return self._attempt(slot, None)
+            return self.attempt(slot)
 
         return await retry_after_failure(again, first, self.policy, started=slot.started, sleep=backoff)
 
-    async def _attempt(self, slot: Slot, before_send: Callable[[], Awaitable[None]] | None) -> Message:
-        """One attempt. ``slot.stage`` is SENDING exactly while the request may be on the wire."""
+    async def attempt(
+        self,
+        slot: Slot,
+        request: MessageRequest | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Message:
+        """One attempt of the send in ``slot``; with ``request``, the first, which prepares
+        ``slot`` for it (body, cost, sender, start time) before anything else.
+
+        ``slot.stage`` is SENDING exactly while the request may be on the wire.
+        """
+        if request is not None:
+            slot.maybe_sent = False
+            slot.sent_at = 0.0
+            slot.started = time.monotonic()
+            slot.body = encode_request(request)
+            slot.cost = message_cost(request)
+            slot.sender = request.from_
         slot.stage = WAITING
         cost, sender = slot.cost, slot.sender
         transport = self.transport
-        if transport.auth.cached_header() is None:
+        header = transport.auth.cached_header()
+        if header is None:
             # Fetch the OAuth2 token before the create can leave: if that fails, the message
             # certainly was not sent (and a cancellation now is not ambiguous either).
-            await transport.auth_header()
+            header = await transport.auth_header()
         limiter = self.limiter
-        await limiter.acquire(cost, sender=sender)
+        try_acquire = self._try_acquire
+        if try_acquire is None or not try_acquire(cost, sender=sender):
+            await limiter.acquire(cost, sender=sender)
         gate = self.gate
         try:
             if before_send is not None:
@@ -235,7 +245,7 @@ class Pipeline:
         slot.stage = SENDING
         slot.sent_at = time.monotonic()
         try:
-            message = await transport.create_message(slot.body, self.timeout)
+            message = await transport.create_message(slot.body, self.timeout, header)
         except RateLimitError as exc:
             slot.stage = WAITING
             retry_after = exc.retry_after

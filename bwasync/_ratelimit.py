@@ -30,13 +30,14 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from ._constants import DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
 from ._exceptions import ConfigurationError
 from ._ratecontrol import RateController
 
-__all__ = ["AdaptiveLimiter", "RateLimiter", "TokenBucket"]
+__all__ = ["AdaptiveLimiter", "RateLimiter", "TokenBucket", "fast_acquire"]
 
 _log = logging.getLogger(__name__)
 
@@ -120,6 +121,22 @@ class RateLimiter(Protocol):
     def rate(self) -> float | None:
         """The current account rate in segments per second; ``None`` while unthrottled."""
         ...
+
+
+#: ``try_acquire(cost, sender=...)``: take now or return False, never wait.
+TryAcquire = Callable[..., bool]
+
+
+def fast_acquire(limiter: RateLimiter) -> TryAcquire | None:
+    """The limiter's non-waiting fast path: :meth:`AdaptiveLimiter.try_acquire`, when
+    ``limiter`` is an :class:`AdaptiveLimiter` whose ``acquire`` is not overridden (a subclass
+    that overrides it, to observe or change admission, is always asked through it); else None.
+
+    A caller that gets one calls it first and awaits ``acquire`` only when it returns False.
+    """
+    if isinstance(limiter, AdaptiveLimiter) and type(limiter).acquire is AdaptiveLimiter.acquire:
+        return limiter.try_acquire
+    return None
 
 
 class TokenBucket:
@@ -483,35 +500,42 @@ class AdaptiveLimiter:
 
     async def acquire(self, cost: float, *, sender: str) -> None:
         """Wait until ``cost`` segments may be sent from ``sender``; see the class docstring."""
+        if not self.try_acquire(cost, sender=sender):
+            # try_acquire made the sender's bucket, if there are per-sender buckets.
+            await self._acquire_slow(cost, self._senders[sender] if self._per_sender_rate is not None else None)
+
+    def try_acquire(self, cost: float, *, sender: str) -> bool:
+        """The fast path of :meth:`acquire`: take ``cost`` now if both keys have room and nobody
+        is queued, else take nothing and return False. Never waits; the send pipeline calls it
+        first and awaits :meth:`acquire` only when it returns False (no coroutine per message
+        while nothing throttles)."""
         if cost < 0:
             raise ValueError(f"cost must be >= 0, got {cost!r}")
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
-        sender_bucket: TokenBucket | None = None
-        if self._per_sender_rate is not None:
-            if now >= self._next_sweep:
-                self._sweep(now)
-            sender_bucket = self._senders.get(sender)
-            if sender_bucket is None:
-                sender_bucket = self._senders[sender] = TokenBucket(self._per_sender_rate, burst=self._per_sender_burst)
         account = self._account
-        # Fast path: both keys conform now and are charged together. If the sender's bucket
-        # was charged but the account's refuses, the charge is undone exactly (nothing can run
-        # in between), so a request never holds capacity of one key while it waits on the other.
-        if sender_bucket is None:
+        # Both keys conform now and are charged together. If the sender's bucket was charged
+        # but the account's refuses, the charge is undone exactly (nothing can run in between),
+        # so a request never holds capacity of one key while it waits on the other.
+        if self._per_sender_rate is None:
             if account is None or account._try_take(cost, now):
                 self._control.on_sent(cost, now)
-                return
-        else:
-            sender_tat = sender_bucket._tat
-            if sender_bucket._try_take(cost, now):
-                if account is None or account._try_take(cost, now):
-                    self._control.on_sent(cost, now)
-                    return
-                sender_bucket._tat = sender_tat
-        await self._acquire_slow(cost, sender_bucket)
+                return True
+            return False
+        if now >= self._next_sweep:
+            self._sweep(now)
+        sender_bucket = self._senders.get(sender)
+        if sender_bucket is None:
+            sender_bucket = self._senders[sender] = TokenBucket(self._per_sender_rate, burst=self._per_sender_burst)
+        sender_tat = sender_bucket._tat
+        if sender_bucket._try_take(cost, now):
+            if account is None or account._try_take(cost, now):
+                self._control.on_sent(cost, now)
+                return True
+            sender_bucket._tat = sender_tat
+        return False
 
     def release(self, cost: float, *, sender: str) -> None:
         """Give back ``cost`` segments acquired for a request that never left."""

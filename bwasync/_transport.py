@@ -279,15 +279,20 @@ class Transport:
                 raise cls(f"the OAuth2 token request failed ({exc}); nothing was sent", request_sent=False) from exc
         return header
 
-    async def create_message(self, body: bytes, client_timeout: Timeout, *, _retried: bool = False) -> Message:
+    async def create_message(
+        self, body: bytes, client_timeout: Timeout, header: str | None = None, *, _retried: bool = False
+    ) -> Message:
         """POST a create; return the decoded 202 message or raise the mapped exception.
 
+        ``header`` is the ``Authorization`` value when the caller just read it (the pipeline
+        does, to fetch an OAuth2 token before the request may leave); else it is looked up.
         With OAuth2, a 401 (a token revoked or expired early) fetches a new token and tries
         once more: a 401 means the message was not sent, so this cannot duplicate it.
         """
-        header = self._auth.cached_header()
         if header is None:
-            header = await self.auth_header()
+            header = self._auth.cached_header()
+            if header is None:
+                header = await self.auth_header()
         if header is not self._header_auth:
             self._header_auth = header
             self._create_headers = CIMultiDict(

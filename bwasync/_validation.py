@@ -36,6 +36,7 @@ __all__ = [
     "describe",
     "encodable",
     "is_e164",
+    "is_plain_sms",
     "is_sender_id",
     "parse_rfc3339",
     "safe_str",
@@ -219,6 +220,28 @@ def decode_json(data: bytes | str, decoder: msgspec.json.Decoder[Any]) -> tuple[
         return None, FieldError("body", "the body contains a lone surrogate: it is not valid UTF-8 text")
 
 
+def is_plain_sms(application_id: Any, to: Any, from_: Any, text: Any) -> bool:
+    """The fast path's test: one recipient (``to``, a str), a non-empty text within the limit,
+    known-good sender and application, every value a plain ``str`` that encodes as UTF-8.
+
+    True means every rule holds for a message with these fields and nothing else set; False
+    decides nothing (the full checks in :func:`check_message` then say what is wrong, if
+    anything). A :class:`~bwasync.MessageRequest` built with these values, ``to`` a one-item
+    list, is already in its normal form.
+    """
+    return (
+        type(to) is str
+        and type(text) is str
+        and type(from_) is str
+        and type(application_id) is str
+        and 0 < len(text) <= MAX_TEXT_LENGTH
+        and is_e164(to)
+        and (from_ in _VALID_SENDERS or _remember_sender(from_))
+        and (application_id in _VALID_APPLICATIONS or _remember_application(application_id))
+        and (text.isascii() or _utf8_ok(text))
+    )
+
+
 def check_message(
     *,
     application_id: Any,
@@ -241,19 +264,11 @@ def check_message(
     # It decides nothing on its own: any doubt falls through to the full checks below.
     one = to[0] if type(to) is list and len(to) == 1 else to
     if (
-        type(one) is str
-        and type(text) is str
-        and type(from_) is str
-        and type(application_id) is str
-        and media is None
+        media is None
         and tag is None
         and priority is None
         and expiration is None
-        and 0 < len(text) <= MAX_TEXT_LENGTH
-        and is_e164(one)
-        and (from_ in _VALID_SENDERS or _remember_sender(from_))
-        and (application_id in _VALID_APPLICATIONS or _remember_application(application_id))
-        and (text.isascii() or _utf8_ok(text))
+        and is_plain_sms(application_id, one, from_, text)
     ):
         return [], to if one is not to else [one], None, None
 
