@@ -549,7 +549,8 @@ class AdaptiveLimiter:
 
     def report_success(self, cost: float, *, sender: str) -> None:
         """A send was accepted: counted, and the rate regrows (see the class docstring)."""
-        now = self._now()
+        loop = self._loop  # bound by acquire, which came first
+        now = loop.time() if loop is not None else _loop_time()
         if self._control.on_success(cost, now):
             self._apply(now)
 

@@ -160,7 +160,6 @@ class Transport:
     """Sends requests over one pooled aiohttp session and maps failures to bwasync errors."""
 
     __slots__ = (
-        "_auth",
         "_base",
         "_closed",
         "_connect_timeout",
@@ -171,6 +170,7 @@ class Transport:
         "_session",
         "_session_factory",
         "account_id",
+        "auth",
     )
 
     def __init__(
@@ -186,7 +186,8 @@ class Transport:
     ) -> None:
         self.account_id = account_id
         self._base = base_url.rstrip("/")
-        self._auth = auth
+        #: How requests are authenticated (a plain attribute: read on every send).
+        self.auth = auth
         self._connect_timeout = connect_timeout
         self._create_url = URL(f"{self._base}/users/{account_id}/messages", encoded=False)
         self._session = session
@@ -235,10 +236,6 @@ class Transport:
         return self._owns_session
 
     @property
-    def auth(self) -> Auth:
-        return self._auth
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -268,10 +265,10 @@ class Transport:
         A token request that fails is classified by what it means for the request it was
         fetched for: that request never left, so a lost token answer is not ambiguous.
         """
-        header = self._auth.cached_header()
+        header = self.auth.cached_header()
         if header is None:
             try:
-                header = await self._auth.header(self)
+                header = await self.auth.header(self)
             except APIConnectionError as exc:
                 if not exc.request_sent:
                     raise
@@ -290,7 +287,7 @@ class Transport:
         once more: a 401 means the message was not sent, so this cannot duplicate it.
         """
         if header is None:
-            header = self._auth.cached_header()
+            header = self.auth.cached_header()
             if header is None:
                 header = await self.auth_header()
         if header is not self._header_auth:
@@ -323,8 +320,8 @@ class Transport:
                 raise UnexpectedResponseError(
                     f"HTTP {status} but the body is not a message ({exc}); the message may have been sent"
                 ) from exc
-        if status == 401 and self._auth.refreshable and not _retried:
-            self._auth.invalidate(header)
+        if status == 401 and self.auth.refreshable and not _retried:
+            self.auth.invalidate(header)
             return await self.create_message(body, client_timeout, _retried=True)
         raise error
 
@@ -351,7 +348,7 @@ class Transport:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             _connection_error(exc)
         if result[0] == 401 and authenticated:
-            self._auth.invalidate(all_headers["Authorization"])
+            self.auth.invalidate(all_headers["Authorization"])
         return result
 
     async def request(
