@@ -20,7 +20,16 @@ import aiohttp
 
 from bwasync import MessagingClient, Outcome
 
-from ._data import ACCOUNT_ID, PASSWORD, USERNAME, encoded_bodies, request_dicts, requests, sdk_request
+from ._data import (
+    ACCOUNT_ID,
+    PASSWORD,
+    USERNAME,
+    cycled_requests,
+    encoded_bodies,
+    message_fields,
+    request_dicts,
+    sdk_request,
+)
 
 
 @dataclass
@@ -93,15 +102,18 @@ async def bwasync_send_many(
 ) -> Trial:
     """bwasync ``send_many`` with validation, the (unthrottled) limiter and retries on.
 
-    Inputs are ``MessageRequest``s built in the generator as the workers pull them (``dicts``:
-    wire-named dicts that ``send_many`` validates), so validation and encoding are timed.
+    Inputs are ``MessageRequest``s built in the generator as the workers pull them, from the
+    same pre-formatted messages the bare loop posts pre-encoded (:func:`~._data.cycled_requests`;
+    ``dicts``: wire-named dicts that ``send_many`` validates), so building, validation and
+    encoding are timed.
     """
     progress = _Progress(n)
+    fields = message_fields()
     async with make_client(base_url, concurrency) as client:
         started = time.perf_counter()
         cpu_started = time.process_time()
         deadline = started + seconds
-        inputs = request_dicts(n, deadline=deadline) if dicts else requests(n, deadline=deadline)
+        inputs = request_dicts(n, deadline=deadline) if dicts else cycled_requests(fields, n, deadline=deadline)
         async with client.send_many(inputs, concurrency=concurrency, rate=rate) as results:
             async for result in results:
                 progress.done(result.outcome is Outcome.ACCEPTED, result.error)

@@ -65,6 +65,26 @@ def requests(n: int, *, deadline: float = float("inf")) -> Iterator[MessageReque
         yield MessageRequest(application_id=APPLICATION_ID, to=[recipient(i)], from_=SENDER, text=text(i))
 
 
+def cycled_requests(
+    fields: list[tuple[str, str]], n: int, *, deadline: float = float("inf")
+) -> Iterator[MessageRequest]:
+    """``n`` ``MessageRequest``s built and validated one by one as the caller's loop pulls them,
+    cycling through ``fields`` (:func:`message_fields`, made before the clock starts).
+
+    The throughput contenders send the same :data:`CYCLE` distinct messages: the bare aiohttp
+    loop posts them pre-encoded (:func:`encoded_bodies`), bwasync gets their recipient and text
+    pre-formatted and builds, validates and encodes every message itself. Formatting the
+    personalised text is the caller's work, paid by neither side's timed loop. Stops early
+    once ``time.perf_counter()`` passes ``deadline``.
+    """
+    mask = len(fields) - 1
+    for i in range(n):
+        if time.perf_counter() >= deadline:
+            return
+        to, body = fields[i & mask]
+        yield MessageRequest(application_id=APPLICATION_ID, to=[to], from_=SENDER, text=body)
+
+
 def request_dicts(n: int, *, deadline: float = float("inf")) -> Iterator[dict[str, Any]]:
     """As :func:`requests`, but plain dicts (``send_many`` validates them)."""
     for i in range(n):
@@ -73,7 +93,16 @@ def request_dicts(n: int, *, deadline: float = float("inf")) -> Iterator[dict[st
         yield request_dict(i)
 
 
-def encoded_bodies(count: int = 1024) -> list[bytes]:
+#: Distinct messages the throughput contenders cycle through (a power of two: index & (CYCLE - 1)).
+CYCLE = 1024
+
+
+def message_fields(count: int = CYCLE) -> list[tuple[str, str]]:
+    """(recipient, text) of the first ``count`` messages, formatted once."""
+    return [(recipient(i), text(i)) for i in range(count)]
+
+
+def encoded_bodies(count: int = CYCLE) -> list[bytes]:
     """Pre-encoded JSON bodies for the bare aiohttp loop (cycled; no validation, no encoding)."""
     return [msgspec.json.encode(request_dict(i)) for i in range(count)]
 
