@@ -32,7 +32,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -384,29 +384,6 @@ class _Core:
             if not getter.done():
                 getter.set_result(None)
 
-    async def next(self) -> SendResult:
-        if self._loop is None:
-            self.start()
-        results = self._results
-        while not results:
-            if self.done:
-                if self._failure is not None:
-                    failure, self._failure = self._failure, None
-                    raise failure
-                raise StopAsyncIteration
-            assert self._loop is not None
-            getter = self._getter = self._loop.create_future()
-            try:
-                await getter
-            finally:
-                if self._getter is getter:
-                    self._getter = None
-        result = results.popleft()
-        room = self._room
-        if room is not None and len(results) < self._max_results and not room.done():
-            room.set_result(None)
-        return result
-
     async def close(self, *, cancel_in_flight: bool) -> None:
         """Stop in order: no new pulls; unsent inputs cancelled; (optionally) in-flight too."""
         self._closing = True
@@ -444,8 +421,29 @@ class SendStream:
     def __aiter__(self) -> SendStream:
         return self
 
-    def __anext__(self) -> Coroutine[Any, Any, SendResult]:
-        return self._core.next()  # the core's coroutine itself: one frame less per result
+    async def __anext__(self) -> SendResult:
+        core = self._core
+        if core._loop is None:
+            core.start()
+        results = core._results
+        while not results:
+            if core.done:
+                if core._failure is not None:
+                    failure, core._failure = core._failure, None
+                    raise failure
+                raise StopAsyncIteration
+            assert core._loop is not None
+            getter = core._getter = core._loop.create_future()
+            try:
+                await getter
+            finally:
+                if core._getter is getter:
+                    core._getter = None
+        result = results.popleft()
+        room = core._room
+        if room is not None and len(results) < core._max_results and not room.done():
+            room.set_result(None)
+        return result
 
     async def __aenter__(self) -> SendStream:
         return self
