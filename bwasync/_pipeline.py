@@ -237,7 +237,9 @@ class Pipeline:
         try:
             if before_send is not None:
                 await before_send()
-            if not gate.try_take():
+            if gate._free and not gate._waiters:
+                gate._free -= 1  # Gate.try_take, inlined: this runs once per attempt
+            else:
                 await gate.take()
         except BaseException:
             limiter.release(cost, sender=sender)
@@ -260,7 +262,10 @@ class Pipeline:
                 slot.maybe_sent = True
             raise
         finally:
-            gate.release()
+            if gate._waiters:
+                gate.release()
+            else:
+                gate._free += 1  # Gate.release with nobody waiting, inlined
         slot.stage = WAITING
         limiter.report_success(cost, sender=sender)
         return message

@@ -300,7 +300,9 @@ class Transport:
                     "User-Agent": USER_AGENT,
                 }
             )
-        session = self.session
+        session = self._session
+        if session is None or self._closed:
+            session = self.session
         try:
             # Awaited directly rather than through ``async with``: one coroutine frame less per
             # request; the body is read whole (which frees the connection) and released below.
