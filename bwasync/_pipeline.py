@@ -237,9 +237,7 @@ class Pipeline:
         try:
             if before_send is not None:
                 await before_send()
-            if gate._free and not gate._waiters:
-                gate._free -= 1  # Gate.try_take, inlined: this runs once per attempt
-            else:
+            if not gate.try_take():
                 await gate.take()
         except BaseException:
             limiter.release(cost, sender=sender)
@@ -262,10 +260,7 @@ class Pipeline:
                 slot.maybe_sent = True
             raise
         finally:
-            if gate._waiters:
-                gate.release()
-            else:
-                gate._free += 1  # Gate.release with nobody waiting, inlined
+            gate.release()
         slot.stage = WAITING
         limiter.report_success(cost, sender=sender)
         return message
