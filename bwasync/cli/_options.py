@@ -50,9 +50,12 @@ from ._output import note
 __all__ = [
     "Connection",
     "ConnectionOptions",
+    "HostPort",
     "Session",
     "connection_options",
     "emulator_option_note",
+    "no_progress_option",
+    "rate_option",
     "reject_undecodable",
 ]
 
@@ -293,12 +296,48 @@ def connection_options(func: F) -> F:
     return decorated  # type: ignore[no-any-return]
 
 
+# --- options several commands share ------------------------------------------------------------
+
+
+def rate_option(help: str, *, default: float | None = None) -> Callable[[F], F]:
+    """``--rate SEG/S``: the most segments per second a command sends (the client's ``rate``)."""
+    return click.option(
+        "--rate",
+        type=click.FloatRange(0, min_open=True),
+        default=default,
+        show_default=default is not None,
+        metavar="SEG/S",
+        help=help,
+    )
+
+
+#: ``--no-progress``: no live progress display (the value goes to ``progress_mode``).
+no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+
+
 # --- undecodable arguments ------------------------------------------------------------------------
 
 if TYPE_CHECKING:
     _ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
 else:
     _ParamType = click.ParamType
+
+
+class HostPort(_ParamType):
+    """A ``HOST:PORT`` option value, as ``(host, port)``: an empty host is every interface, ``[::1]``
+    an IPv6 one, port 0 any free port. Checked when the command line is parsed (a usage error, exit 2,
+    before anything runs)."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value  # already converted
+        host, sep, port = str(value).rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            self.fail(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080, or 127.0.0.1:0 for any free port)", param, ctx)
+        return host.strip("[]") or "0.0.0.0", int(port)
+
 
 #: One checking subclass per click parameter type, made on first use.
 _CHECKING_TYPES: dict[type[_ParamType], type[_ParamType]] = {}
