@@ -95,10 +95,9 @@ def _missing(param: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionOptions:
-    """The shared options as given (flag, environment, or nothing), not yet checked."""
+class _Fields:
+    """What the options as given and the checked connection both carry, account id aside."""
 
-    account_id: str | None = None
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     client_id: str | None = None
@@ -108,6 +107,13 @@ class ConnectionOptions:
     application_id: str | None = None
     from_: str | None = None
     emulator: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionOptions(_Fields):
+    """The shared options as given (flag, environment, or nothing), not yet checked."""
+
+    account_id: str | None = None
     #: Where each value came from (to let a flag beat the environment).
     sources: Mapping[str, ParameterSource | None] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -191,19 +197,10 @@ class Session(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Connection:
+class Connection(_Fields):
     """Checked connection settings: everything needed to open a :class:`MessagingClient`."""
 
     account_id: str
-    application_id: str | None = None
-    from_: str | None = None
-    base_url: str | None = None
-    token_url: str | None = None
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
-    client_id: str | None = None
-    client_secret: str | None = dataclasses.field(default=None, repr=False)
-    emulator: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`MessagingClient` (account id aside)."""
