@@ -32,6 +32,7 @@ from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, pr
 from ...compliance import QuietHours
 from ...compliance._numbers import numbers_checkable
 from .._loop import run
+from .._metrics import metrics_option, serving_metrics
 from .._options import ConnectionOptions, HostPort, connection_options, no_progress_option, rate_option
 from .._output import note
 from ._display import progress_mode
@@ -100,7 +101,7 @@ Examples:
 \b
 Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
 ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
-journal is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+journal or the --metrics port is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
 invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
 Every non-zero stop is resumable: rerun the same command."""
 
@@ -243,6 +244,7 @@ Every non-zero stop is resumable: rerun the same command."""
     help="Go on when more than half of the rows are invalid (by default: exit 4 before sending anything).",
 )
 @no_progress_option
+@metrics_option
 @connection_options
 def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
@@ -326,17 +328,19 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     wait = args.wait_delivery
-    run_settings = RunSettings(
-        journal_path=args.journal_path or args.file + ".journal",
-        callbacks=endpoint,
-        callback_username=args.callback_username,
-        callback_password=args.callback_password,
-        wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
-        progress=progress_mode(args.no_progress),
-        allow_invalid=args.allow_invalid,
-        opt_out_path=args.opt_out_path,
-    )
-    ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+    with serving_metrics(args.metrics) as metrics:
+        run_settings = RunSettings(
+            journal_path=args.journal_path or args.file + ".journal",
+            callbacks=endpoint,
+            callback_username=args.callback_username,
+            callback_password=args.callback_password,
+            wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
+            progress=progress_mode(args.no_progress),
+            allow_invalid=args.allow_invalid,
+            opt_out_path=args.opt_out_path,
+            metrics=metrics,
+        )
+        ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +372,7 @@ class RunArgs:
     settle: float
     allow_invalid: bool
     no_progress: bool
+    metrics: tuple[str, int] | None
 
 
 def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
