@@ -178,16 +178,18 @@ class MessageRequest(
 
     def __post_init__(self) -> None:
         to = self.to
+        one = to[0] if type(to) is list and len(to) == 1 else to
         if (
-            type(to) is list
-            and len(to) == 1
-            and self.media is None
+            self.media is None
             and self.tag is None
             and self.priority is None
             and self.expiration is None
-            and is_plain_sms(self.application_id, to[0], self.from_, self.text)
+            and is_plain_sms(self.application_id, one, self.from_, self.text)
         ):
-            return  # the common SMS, valid and already in normal form: no call into the full checks
+            # The common SMS, valid: no call into the full checks; only a lone number to list.
+            if one is to:
+                force_setattr(self, "to", [one])
+            return
         errors, to_list, priority, expiration = check_message(
             application_id=self.application_id,
             to=self.to,
