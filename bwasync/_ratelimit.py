@@ -309,8 +309,13 @@ class TokenBucket:
         self._reschedule()
 
     def _exhaust(self, now: float) -> None:
-        """Treat the bucket as just filled: no burst, the next cost waits one interval."""
-        self._tat = max(self._tat, now + self._tau)
+        """Treat the bucket as just filled: no burst, the next cost waits one interval.
+
+        Exactly full, not fuller: what a faster rate admitted beyond the new burst is not carried
+        over. Carried, it would pause the bucket for ``old burst / new rate`` seconds, and a deep
+        cut (a second of a 160/s burst at 1.6/s) would stop all sending for a minute and a half.
+        """
+        self._tat = now + self._tau
         self._reschedule()
 
     async def _hold(self, cost: float) -> None:

@@ -566,6 +566,21 @@ async def test_429_cuts_below_the_accepted_rate_and_drops_burst_credit(clock: Fa
     assert len(log) == 1
 
 
+async def test_a_deep_cut_does_not_pause_the_account_beyond_one_interval(clock: FakeClock) -> None:
+    # A second of a 200/s burst is in the bucket when the server states 2/s: the next send waits
+    # one interval of the new rate, not the 100 s the old burst would take to drain at it.
+    limiter = AdaptiveLimiter(rate=200)
+    await clock.advance_to(1.0)
+    for _ in range(200):  # the whole burst, at once: the bucket is full
+        assert finishes_without_waiting(limiter.acquire(1, sender="a"))
+    limiter.report_rate_limited(sender="a", retry_after=None, allowed_rate=2.0)
+    assert limiter.rate == pytest.approx(2 * RATE_HINT_FACTOR)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")
+    await clock.advance_to(clock.now + 1.1 / limiter.rate)
+    assert len(log) == 1
+
+
 async def test_429_stated_rate_is_followed_and_bad_values_ignored(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter(rate=100)
     await send_for(clock, limiter, 100, 1.5)
