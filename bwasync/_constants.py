@@ -48,6 +48,11 @@ DEFAULT_CONCURRENCY = 100
 #: place covers that with room to spare, and bounds the inputs a run holds at twice its
 #: concurrency whatever the server does.
 RETRY_SLEEPERS_PER_SLOT = 1
+#: The client's first round of requests (one per place of its in-flight cap) is answered before
+#: a place is used twice (``Gate(first_round=True)`` in bwasync/_pipeline.py), but no taker waits
+#: on that round longer than this (seconds): a round is answered within a few round trips at
+#: Bandwidth's latency (~100-300 ms), and one hung request must not hold the client back.
+FIRST_ROUND_MAX = 1.0
 #: Burst allowed by the account limiter, in seconds of rate. One second matches how Bandwidth
 #: states limits (segments per second) without letting a backlog flush all at once.
 DEFAULT_BURST_SECONDS = 1.0
