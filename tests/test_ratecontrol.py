@@ -213,9 +213,7 @@ def test_a_cut_in_the_first_second_does_not_regrow_toward_the_queues_fill() -> N
     # is no maximum to regrow to: the rate holds at the cut through the plateau (it regrew to
     # the 40/s of the fill, and overflowed the 20/s queue again).
     control = RateController(ceiling=None)
-    for i in range(40):
-        control.on_sent(1, i / 1000)
-        control.on_success(1, i / 1000)
+    steady(control, 1000, 0.0, 0.04)
     for _ in range(60):
         control.on_rate_limited(0.05)
     cut = control.rate
