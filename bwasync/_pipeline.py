@@ -281,7 +281,7 @@ class Pipeline:
             # certainly was not sent (and a cancellation now is not ambiguous either).
             await transport.auth_header()
         gate = self.gate
-        if gate.in_first_round:
+        if gate._round and gate.in_first_round:  # one attribute load once the round is over
             # Ask the limiter only once there is a place: admitted now, this request would leave
             # after the round's answers, past a cut they made.
             await gate.first_round_over()
