@@ -1,0 +1,142 @@
+"""A campaign shared through Redis, in-process: loading, sending, taking over a dead worker's rows.
+
+Real parts only: a real redis-server (``redis_server`` fixture), the emulator on loopback, the
+ground truth being the emulator's record of what it accepted. The command line and killed
+processes are in ``test_redis_campaign_cli.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from benchmarks._redis import RedisProcess
+from bwasync import MessagingClient
+from bwasync.campaign import CampaignOptions, build_report
+from bwasync.campaign._rowstate import Event, RowStatus
+from bwasync.campaign._runner import RunProgress, load_campaign
+from bwasync.emulator import Emulator
+from bwasync.redis._campaign import SharedCampaign, event_args
+from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
+
+from ._redis_server import redis_server
+from .conftest import ACCOUNT_ID, PASSWORD, USERNAME
+
+__all__ = ["redis_server"]
+
+APP = "93de2206-9669-4e07-948d-329f4b722ee2"
+SENDER = "+15553332222"
+TEMPLATE = "Hi {name}, your code is {code}"
+
+
+def number(i: int) -> str:
+    return f"+1555{i:07d}"
+
+
+def write_csv(path: Path, n: int, *, extra: str = "") -> Path:
+    lines = [f"k{i},{number(i)},Ann{i},{i:04d}\n" for i in range(n)]
+    path.write_text("id,to,name,code\n" + "".join(lines) + extra, encoding="utf-8")
+    return path
+
+
+def options(path: Path, **overrides: Any) -> CampaignOptions:
+    values: dict[str, Any] = {
+        "input_path": str(path),
+        "application_id": APP,
+        "default_from": SENDER,
+        "template": TEMPLATE,
+        "key_column": "id",
+        "concurrency": 20,
+        "settle": 0.0,
+    }
+    values.update(overrides)
+    return CampaignOptions(**values)
+
+
+def client_for(emu: Emulator) -> MessagingClient:
+    return MessagingClient(ACCOUNT_ID, username=USERNAME, password=PASSWORD, base_url=emu.url)
+
+
+async def load(campaign: SharedCampaign, opts: CampaignOptions) -> tuple[Any, bool]:
+    return await load_campaign(
+        campaign, opts, where="redis", progress=RunProgress(), note=lambda *a, **k: None, stopping=lambda: False
+    )
+
+
+@pytest.fixture
+async def redis(redis_server: RedisProcess) -> Any:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def test_every_event_has_one_target_from_the_table() -> None:
+    for event in Event:
+        target, allowed = event_args(event)
+        assert allowed and RowStatus(target)
+
+
+async def test_loading_is_idempotent_and_a_duplicate_key_is_invalid(redis: aioredis.Redis, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", 30, extra=f"k3,{number(99)},Dup,0000\n")
+    campaign = SharedCampaign(redis, "c1")
+    info, resumed = await load(campaign, options(path))
+    assert not resumed and info.load_complete
+    counts = await campaign.counts()
+    assert counts.total == 31 and counts["pending"] == 30 and counts["invalid"] == 1
+    assert await redis.xlen(campaign.keys.queue) == 30
+    # Replaying the whole load (the loader died after writing, before recording it) adds nothing.
+    await redis.hset(campaign.keys.info, mapping={"loaded_through": 0, "load_complete": "0"})
+    _, resumed = await load(campaign, options(path))
+    assert resumed
+    assert (await campaign.counts()).total == 31 and await redis.xlen(campaign.keys.queue) == 30
+    (dup,) = [r async for r in campaign.rows_with_status("invalid")]
+    assert dup.key == "#32" and dup.error == "duplicate key 'k3' (first on line 5)"
+
+
+async def test_a_worker_sends_every_row_once_and_the_report_reads_redis(
+    redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    path = write_csv(tmp_path / "list.csv", 120)
+    campaign = SharedCampaign(redis, "c2")
+    await load(campaign, options(path))
+    async with client_for(emulator) as client:
+        outcome = await CampaignWorker(campaign, WorkerOptions(concurrency=10)).run(client)
+    assert outcome.complete and outcome.sent == 120 and outcome.stop_reason is None
+    tags = emulator.acceptance_counts("tag")
+    assert len(tags) == 120 and set(tags.values()) == {1}
+    report = await build_report(campaign)
+    assert (report.total, report.accepted, report.pending, report.in_flight) == (120, 120, 0, 0)
+    assert report.segments == 120 and report.latency_p50 is not None
+
+
+async def test_a_dead_workers_rows_are_taken_over_reconciled_never_resent(
+    redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    path = write_csv(tmp_path / "list.csv", 40)
+    campaign = SharedCampaign(redis, "c3")
+    await load(campaign, options(path))
+    # A worker reads 10 rows, marks 6 in flight, gets 3 of them really sent, and dies.
+    entries = await campaign.read_new("dead", 10, None)
+    rows = await campaign.loaded_rows([e.key for e in entries])
+    async with client_for(emulator) as client:
+        for i, entry in enumerate(entries[:6]):
+            assert await campaign.mark(entry.key, entry.entry_id, "dead") == "ok"
+            if i < 3:
+                body = rows[i]
+                assert body is not None
+                await client.send(_pending_row(entry.key, body).message_request())
+        # Another consumer cannot mark what the dead one holds.
+        assert await campaign.mark(entries[7].key, entries[7].entry_id, "thief") == "lost"
+        worker = CampaignWorker(campaign, WorkerOptions(concurrency=10, claim_idle=0.3, settle=0.0))
+        outcome = await worker.run(client)
+    assert outcome.complete
+    assert (outcome.reconciled.rows, outcome.reconciled.accepted, outcome.reconciled.ambiguous) == (6, 3, 3)
+    tags = emulator.acceptance_counts("tag")
+    assert set(tags.values()) == {1} and len(tags) == 37  # 3 found, 3 ambiguous never resent, 34 sent
+    counts = await campaign.counts()
+    assert (counts["accepted"], counts["ambiguous"], counts["pending"], counts["in_flight"]) == (37, 3, 0, 0)
