@@ -42,7 +42,8 @@ from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_file
@@ -183,6 +184,54 @@ class CampaignKeys:
         ]
 
 
+class _Batcher:
+    """Script calls made while a batch is on its way go together in the next one (one pipeline,
+    one round trip): marks and results of many rows at once cost about what one costs.
+
+    Each call still gets its own reply (or error); a pipeline that fails fails every call in it.
+    """
+
+    __slots__ = ("_queue", "_redis", "_task")
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def call(self, script: AsyncScript, *, keys: list[str], args: list[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for script, keys, args, _ in batch:
+                            await script(keys=keys, args=args, client=pipe)
+                        replies = await pipe.execute(raise_on_error=False)
+                except BaseException as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc if isinstance(exc, Exception) else RedisError(repr(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (*_, future), reply in zip(batch, replies, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            self._task = None
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A row's entry in the queue, as a worker reads it."""
@@ -209,6 +258,7 @@ class SharedCampaign:
         self._mark = redis.register_script(scripts.MARK)
         self._result = redis.register_script(scripts.RESULT)
         self._touch = redis.register_script(scripts.TOUCH)
+        self._batch = _Batcher(redis)
 
     def __repr__(self) -> str:
         return f"<SharedCampaign {self.campaign_id}>"
@@ -387,7 +437,8 @@ class SharedCampaign:
         or the table refuses (the row's state is returned)."""
         target, allowed = event_args(Event.MARKED)
         k = self.keys
-        reply = await self._mark(
+        reply = await self._batch.call(
+            self._mark,
             keys=[k.status, k.counts, k.marked, k.queue, k.info],
             args=[key, entry_id, GROUP, consumer, repr(time.time()), target, *allowed],
         )
@@ -409,7 +460,8 @@ class SharedCampaign:
         target, allowed = event_args(event)
         k = self.keys
         body = b"" if result is None else _encoder.encode({**result, "finished_at": time.time()})
-        reply = await self._result(
+        reply = await self._batch.call(
+            self._result,
             keys=[k.status, k.counts, k.results, k.ids, k.queue, k.info],
             args=[
                 key,

@@ -43,7 +43,7 @@ from .._fanout import SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
-from ..campaign._constants import DEFAULT_MAX_ERROR_RATE, DEFAULT_SETTLE, PAGE_SIZE
+from ..campaign._constants import DEFAULT_MAX_ERROR_RATE, DEFAULT_SETTLE
 from ..campaign._exceptions import ReconcileError
 from ..campaign._inputs import format_field_errors
 from ..campaign._reconcile import CLOCK_MARGIN, ReconcileSummary, reconcile_rows, settle_deadline
@@ -156,6 +156,8 @@ class CampaignWorker:
         #: Entries this worker holds and must keep fresh (buffered, sending, reconciling).
         self._held: set[str] = set()
         self._reconciled = ReconcileSummary()
+        #: Results on their way to Redis.
+        self._recording: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"<CampaignWorker {self.campaign.campaign_id} {self.consumer} stop={self._stop_reason}>"
@@ -243,13 +245,16 @@ class CampaignWorker:
         try:
             async with stream:
                 async for result in stream:
-                    await self._on_result(result)
+                    self._on_result(result)
                     if self.stopping:
                         break
         finally:
             for result in stream.unconsumed:
-                await self._on_result(result)
+                self._on_result(result)
             stream.unconsumed.clear()
+            # Every result handed over is recorded (or found unrecordable) before the run ends.
+            while self._recording:
+                await asyncio.gather(*self._recording, return_exceptions=True)
 
     async def _requests(self, client: MessagingClient) -> AsyncIterator[MessageRequest]:
         """Sendable rows as requests, read from the queue (and taken over from dead workers)."""
@@ -294,11 +299,11 @@ class CampaignWorker:
             if paused is not None:
                 self.request_stop(StopReason.ERROR_RATE, paused)
                 return False
-            entries = await campaign.claim_idle(self.consumer, int(opts.claim_idle * 1000), PAGE_SIZE)
+            entries = await campaign.claim_idle(self.consumer, int(opts.claim_idle * 1000), opts.concurrency)
             if entries:
                 await self._take_over(client, entries)
             else:
-                entries = await campaign.read_new(self.consumer, PAGE_SIZE, int(CLAIM_POLL * 1000))
+                entries = await campaign.read_new(self.consumer, opts.concurrency, int(CLAIM_POLL * 1000))
                 await self._take(entries)
             if self._buffer:
                 return True
@@ -408,17 +413,22 @@ class CampaignWorker:
             raise _Refused(state)
         self.progress.apply(RowStatus.PENDING, Event.MARKED)
 
-    async def _on_result(self, result: SendResult) -> None:
-        """Record one send's result in Redis, and settle its entry."""
+    def _on_result(self, result: SendResult) -> None:
+        """Record one send's result in Redis, and settle its entry, without waiting: results go
+        to Redis together, a batch per round trip (see ``SharedCampaign``)."""
         taken = self._taken.pop(result.index, None)
         if taken is None:
             return
         entry, row = taken
-        error = result.error
-        if isinstance(error, _REDIS_ERRORS):
-            return  # Redis failed at the mark: whatever it holds is reconciled later
-        if self._redis_failed:
-            return  # cannot record: the row stays as Redis has it, for reconciliation
+        if isinstance(result.error, _REDIS_ERRORS) or self._redis_failed:
+            # Redis failed (at the mark, or since): the row stays as Redis has it, in this
+            # worker's pending list, and is reconciled when taken over.
+            return
+        task = asyncio.ensure_future(self._record_safely(entry, row, result))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record_safely(self, entry: Entry, row: PendingRow, result: SendResult) -> None:
         try:
             await self._record(entry, row, result)
         except _REDIS_ERRORS as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -34,6 +34,7 @@ from ...compliance._numbers import numbers_checkable
 from .._loop import run
 from .._options import ConnectionOptions, connection_options
 from .._output import note
+from .._worker import CLAIM_IDLE_OPTION, REDIS_OPTION, fleet
 from ._display import progress_mode
 from ._group import campaign
 from ._render import (
@@ -256,6 +257,16 @@ Every non-zero stop is resumable: rerun the same command."""
     help="Go on when more than half of the rows are invalid (by default: exit 4 before sending anything).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+@REDIS_OPTION
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="With --redis: worker processes to send with on this machine (0: only load; 'bwasync worker' "
+    "elsewhere sends).",
+)
+@CLAIM_IDLE_OPTION
 @connection_options
 def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
@@ -307,6 +318,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             )
     if args.dry_run:
         ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
+    _check_shared(ctx, args)
     endpoint = _parse_host_port(args.callbacks)
     if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
@@ -338,6 +350,14 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if args.redis_url:
+        shared = fleet().SharedRun(
+            redis_url=args.redis_url,
+            workers=args.workers,
+            claim_idle=args.claim_idle,
+            allow_invalid=args.allow_invalid,
+        )
+        ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
     run_settings = RunSettings(
         journal_path=args.journal_path or args.file + ".journal",
@@ -350,6 +370,30 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         opt_out_path=args.opt_out_path,
     )
     ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+
+
+#: ``campaign run`` options a shared (``--redis``) campaign does not take (yet), and why.
+_NOT_SHARED: Final = (
+    ("journal_path", "--journal", "the campaign is kept in Redis"),
+    ("callbacks", "--callbacks", "delivery receipts are not collected for a shared campaign yet"),
+    ("wait_delivery", "--wait-delivery", "delivery receipts are not collected for a shared campaign yet"),
+    ("quiet_hours", "--quiet-hours", "quiet hours are not supported for a shared campaign yet"),
+    ("retry_ambiguous", "--retry-ambiguous", "requeueing is not supported for a shared campaign yet"),
+    ("retry_failed", "--retry-failed", "requeueing is not supported for a shared campaign yet"),
+)
+
+
+def _check_shared(ctx: click.Context, args: RunArgs) -> None:
+    """Refuse, before anything is loaded or sent, what ``--redis`` does not do; or options that
+    only make sense with it."""
+    if not args.redis_url:
+        for name in ("workers", "claim_idle"):
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} is for a shared campaign: give --redis URL too")
+        return
+    for name, flag, why in _NOT_SHARED:
+        if getattr(args, name):
+            raise click.UsageError(f"{flag} cannot be used with --redis: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +425,9 @@ class RunArgs:
     settle: float
     allow_invalid: bool
     no_progress: bool
+    redis_url: str | None
+    workers: int
+    claim_idle: float | None
 
 
 def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
@@ -488,17 +535,25 @@ Examples:
 
 --format json prints one JSON object (schema in the README).
 
-Exit status: 0 the campaign is complete, 1 it is not (yet), 2 not a journal.""",
+  # A campaign shared in Redis, from any machine:
+  bwasync campaign status --redis redis://redis.internal:6379/0 3f2a9c0d1e5b7a64
+
+Exit status: 0 the campaign is complete, 1 it is not (yet) or Redis is unreachable, 2 not a
+journal (no such campaign).""",
 )
-@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@click.argument("journal", metavar="JOURNAL|CAMPAIGN_ID")
 @_FORMAT
-def status_command(journal: str, fmt: str) -> None:
+@REDIS_OPTION
+def status_command(journal: str, fmt: str, redis_url: str | None) -> None:
     """Show a campaign's progress: rows by state, delivery receipts, when it last moved.
 
     Reads the journal read-only, without taking its lock, so it works while 'campaign run' is
-    sending (it shows the last committed state) as well as after.
+    sending (it shows the last committed state) as well as after. With --redis, the argument is
+    the id of a campaign kept in Redis.
     """
     ctx = click.get_current_context()
+    if redis_url:
+        ctx.exit(run(fleet().status_shared(redis_url, journal, fmt)))
     try:
         status = read_status(journal)
     except JournalError as exc:
@@ -524,21 +579,26 @@ Examples:
 
 The exports have one record per row, in file order: key, line, status, recipients, message_id,
 error, error_code, delivery_status, delivery_error_code, segments, attempts, latency.
---format json prints the summary as one JSON object on stdout (schema in the README).""",
+--format json prints the summary as one JSON object on stdout (schema in the README).
+With --redis URL, the argument is the id of a campaign kept in Redis (any machine).""",
 )
-@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@click.argument("journal", metavar="JOURNAL|CAMPAIGN_ID")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this CSV file.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this JSON Lines file."
 )
 @_FORMAT
-def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str) -> None:
+@REDIS_OPTION
+def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str, redis_url: str | None) -> None:
     """Summarise a campaign: accepted, delivered, failed (by error code), ambiguous, invalid,
     segments, throughput and latency percentiles; optionally export every row's outcome.
 
-    Needs the journal to itself: while a run is going, use 'campaign status'.
+    Needs the journal to itself: while a run is going, use 'campaign status'. With --redis,
+    the argument is the id of a campaign kept in Redis (readable while its workers send).
     """
     ctx = click.get_current_context()
+    if redis_url:
+        ctx.exit(run(fleet().report_shared(redis_url, journal, fmt, csv_path, json_path)))
     try:
         read_status(journal)  # refuses a file that is not a journal without creating anything
     except JournalError as exc:

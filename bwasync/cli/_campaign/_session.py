@@ -198,6 +198,16 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
     if cancelled or outcome is None:
         print_verdict(False, "Cancelled: rows that were on the wire stay in flight and are reconciled on resume.")
         return EXIT_INTERRUPTED
+    return verdict(outcome)
+
+
+def exit_for(reason: StopReason) -> int:
+    """The exit status of a run stopped for ``reason``."""
+    return _EXIT_FOR[reason]
+
+
+def verdict(outcome: RunOutcome) -> int:
+    """Say how a run ended (after its summary); return its exit status."""
     if outcome.stop_reason is not None:
         why = (outcome.message or str(outcome.stop_reason)).rstrip(".")
         resumable = "Resumable: rerun the same command to continue (nothing was lost or sent twice)."

@@ -1,0 +1,488 @@
+"""The command line of campaigns shared through Redis: ``campaign run/status/report --redis``
+and ``bwasync worker``. Imported only when one of them runs (it needs the ``redis`` extra).
+
+``campaign run FILE --redis URL --workers N`` loads the file into Redis (the same load pass as
+a journal's, resumable and idempotent) and starts N ``bwasync worker --campaign ID`` processes
+on this machine, passing them the credentials in their environment (never on a command line,
+never in Redis). ``bwasync worker`` on any machine joins the same way. Status and report read
+the same summary a journal gives and print it with the same renderers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import click
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .._client import MessagingClient
+from .._exceptions import BwasyncError
+from ..campaign import (
+    CampaignOptions,
+    InputFileError,
+    JournalError,
+    JournalMismatchError,
+    RowRecord,
+    RunNote,
+    RunOutcome,
+    StopReason,
+    TemplateError,
+    build_report,
+    export_rows_csv,
+    export_rows_json,
+)
+from ..campaign._preflight import mostly_invalid
+from ..campaign._runner import RunProgress, load_campaign
+from ..emulator import Emulator
+from ..redis import RedisLimiter
+from ..redis._campaign import SharedCampaign, SharedCampaignError, campaign_ids, connect
+from ..redis._constants import REDIS_OUTAGE, REDIS_RETRY_INTERVAL
+from ..redis._policy import redact_url
+from ..redis._worker import CampaignWorker, WorkerOptions
+from ._campaign._render import (
+    SHOWN_INVALID,
+    print_error,
+    print_invalid_rows,
+    print_status,
+    print_summary,
+    status_json,
+    word_mostly_invalid,
+    word_note,
+)
+from ._campaign._session import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_MOSTLY_INVALID,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    exit_for,
+    verdict,
+)
+from ._options import Connection, ConnectionOptions
+from ._output import note
+from ._worker import REDIS_ENV
+
+__all__ = ["SharedRun", "report_shared", "run_shared", "status_shared", "work", "work_shared"]
+
+#: Which exit status of a local worker names the run's stop, most telling first.
+_STOPS: Final = (
+    (EXIT_PAUSED, StopReason.ERROR_RATE),
+    (EXIT_FATAL, StopReason.FATAL),
+    (EXIT_USAGE, StopReason.FATAL),
+    (EXIT_TERMINATED, StopReason.TERMINATED),
+    (EXIT_INTERRUPTED, StopReason.INTERRUPTED),
+)
+
+
+def client_for(url: str) -> aioredis.Redis:
+    """A Redis client for ``url``, or a usage error (a malformed URL; the password never shown)."""
+    try:
+        return connect(url)
+    except SharedCampaignError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def where_of(redis: aioredis.Redis) -> str:
+    """The Redis location for messages, without its password."""
+    kwargs = redis.connection_pool.connection_kwargs
+    return redact_url(f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}")
+
+
+def _why(exc: BaseException, redis: aioredis.Redis) -> str:
+    text = str(exc) or type(exc).__name__
+    secret = redis.connection_pool.connection_kwargs.get("password")
+    return text.replace(secret, "***") if secret else text
+
+
+async def _answers(redis: aioredis.Redis) -> BaseException | None:
+    """None if Redis answers a PING, else what went wrong."""
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        return exc
+    return None
+
+
+async def _reach(redis: aioredis.Redis) -> bool:
+    """PING Redis; False (and why, said) when it does not answer."""
+    problem = await _answers(redis)
+    if problem is not None:
+        print_error(f"cannot reach Redis at {where_of(redis)}: {_why(problem, redis)}. Nothing was sent.")
+        return False
+    return True
+
+
+def default_campaign_id(input_path: str) -> str:
+    """The id of the campaign of an input file, when none is given: the same for every rerun of
+    the same command (so it resumes), from the file's absolute path."""
+    return hashlib.sha256(os.path.abspath(input_path).encode()).hexdigest()[:16]
+
+
+# --- bwasync worker --------------------------------------------------------------------------------
+
+
+async def work_shared(url: str, connection: ConnectionOptions, only: str | None, overrides: dict[str, Any]) -> int:
+    """``bwasync worker``: join every campaign not complete (or ``only``); the exit status."""
+    redis = client_for(url)
+    try:
+        if not await _reach(redis):
+            return EXIT_FATAL
+        ids = await campaign_ids(redis)
+        if only is not None:
+            if only not in ids:
+                print_error(f"no campaign {only!r} in Redis at {where_of(redis)}")
+                return EXIT_USAGE
+            ids = [only]
+        for cid in ids:
+            campaign = SharedCampaign(redis, cid, where=where_of(redis))
+            if await campaign.complete():
+                continue
+            status = await _join(campaign, connection, overrides)
+            if status != EXIT_OK:
+                return status
+        return EXIT_OK
+    except (RedisError, OSError) as exc:
+        print_error(f"Redis failed: {_why(exc, redis)}")
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+
+
+async def _join(campaign: SharedCampaign, connection: ConnectionOptions, overrides: dict[str, Any]) -> int:
+    """Send one campaign's rows until it is complete (riding out Redis outages); the exit status."""
+    run, account, base_url = await campaign.run_options()
+    if connection.account_id and account and connection.account_id != account:
+        print_error(f"campaign {campaign.campaign_id} belongs to another account than --account-id: not joined")
+        return EXIT_USAGE
+    try:
+        resolved = dataclasses.replace(
+            connection, account_id=connection.account_id or account, base_url=connection.base_url or base_url
+        ).resolve(need_from=False, need_application=False)
+        options = WorkerOptions.from_record(run, **overrides)
+    except click.UsageError as exc:
+        print_error(exc.format_message())
+        return EXIT_USAGE
+    except ValueError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    limiter = RedisLimiter(campaign.redis, account_id=resolved.account_id, rate=run.get("rate"))
+    try:
+        async with (
+            limiter,
+            MessagingClient(
+                resolved.account_id, limiter=limiter, concurrency=options.concurrency, **resolved.client_kwargs()
+            ) as client,
+        ):
+            note(f"Joining campaign {campaign.campaign_id} ({options.concurrency} in flight).")
+            return await work(campaign, client, options, on_note=lambda n: note(word_note(n)))
+    except BwasyncError as exc:
+        print_error(str(exc))
+        return EXIT_FATAL
+
+
+def _on_signals(handler: Callable[[signal.Signals], None]) -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM call ``handler`` while in the block (where the loop supports it)."""
+
+    @contextlib.contextmanager
+    def installed() -> Any:
+        loop = asyncio.get_running_loop()
+        done = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler, sig)
+                done.append(sig)
+        try:
+            yield
+        finally:
+            for sig in done:
+                loop.remove_signal_handler(sig)
+
+    return installed()
+
+
+async def work(
+    campaign: SharedCampaign, client: MessagingClient, options: WorkerOptions, *, on_note: Callable[[RunNote], None]
+) -> int:
+    """Run workers on ``campaign`` until it is complete or stops, riding out Redis outages."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    current: list[CampaignWorker] = []
+    stop: list[StopReason] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop:
+            note("Cancelling now: rows on the wire stay in flight and are reconciled later.")
+            if main_task is not None:
+                main_task.cancel()
+            return
+        stop.append(StopReason.INTERRUPTED if sig == signal.SIGINT else StopReason.TERMINATED)
+        for w in current:
+            w.request_stop(stop[0], "stopped by a signal")
+        note("Stopping: no new rows; finishing the requests in flight (again to cancel at once).")
+
+    with _on_signals(on_signal):
+        try:
+            while True:
+                worker = CampaignWorker(campaign, options, on_note=on_note)
+                current[:] = [worker]
+                if stop:
+                    worker.request_stop(stop[0], "stopped by a signal")
+                outcome = await worker.run(client)
+                if outcome.complete:
+                    note(f"Campaign {campaign.campaign_id} is complete ({outcome.sent:,} sent by this worker).")
+                    return EXIT_OK
+                if not outcome.redis_failed or stop:
+                    print_error(f"stopped: {outcome.message or outcome.stop_reason}")
+                    return exit_for(outcome.stop_reason or StopReason.FATAL)
+                note(f"{outcome.message}; trying Redis again for up to {REDIS_OUTAGE:g} s.")
+                deadline = loop.time() + REDIS_OUTAGE
+                while await _answers(campaign.redis) is not None:
+                    if loop.time() > deadline or stop:
+                        print_error(
+                            "Redis did not come back: stopping. The rows this worker held are taken over later."
+                        )
+                        return EXIT_FATAL
+                    await asyncio.sleep(REDIS_RETRY_INTERVAL)
+        except asyncio.CancelledError:
+            return EXIT_INTERRUPTED
+
+
+# --- campaign run --redis --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedRun:
+    """What ``campaign run --redis`` needs besides the campaign options."""
+
+    redis_url: str
+    #: Local worker processes to start (0: load only; workers elsewhere send).
+    workers: int
+    claim_idle: float | None = None
+    allow_invalid: bool = False
+    #: The in-process emulator's knobs (``--emulator``): it serves the local workers.
+    emulator_knobs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+async def run_shared(connection: Connection, options: CampaignOptions, settings: SharedRun) -> int:
+    """``campaign run FILE --redis URL``: load into Redis, send with local workers; the exit status."""
+    redis = client_for(settings.redis_url)
+    try:
+        if not await _reach(redis):
+            return EXIT_FATAL
+        async with contextlib.AsyncExitStack() as stack:
+            base_url = connection.base_url
+            if connection.emulator:
+                emulator = await stack.enter_async_context(Emulator(**connection.emulator_knobs()))
+                base_url = emulator.url
+                note(f"Using an in-process Bandwidth emulator at {emulator.url}; nothing leaves this machine.")
+            return await _load_and_send(redis, connection, options, settings, base_url)
+    except (RedisError, OSError) as exc:
+        print_error(f"Redis failed: {_why(exc, redis)}. Rerun the same command to resume.")
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+
+
+async def _load_and_send(
+    redis: aioredis.Redis, connection: Connection, options: CampaignOptions, settings: SharedRun, base_url: str | None
+) -> int:
+    cid = options.campaign_id or default_campaign_id(options.input_path)
+    where = where_of(redis)
+    campaign = SharedCampaign(redis, cid, where=where)
+    run = {
+        "concurrency": options.concurrency,
+        "rate": options.rate,
+        "max_attempts": options.retry.max_attempts if options.retry is not None else None,
+        "max_error_rate": options.max_error_rate,
+        "settle": options.settle,
+        "claim_idle": settings.claim_idle,
+    }
+    new = not await campaign.exists()
+    progress = RunProgress()
+    try:
+        info, resumed = await load_campaign(
+            campaign,
+            dataclasses.replace(options, campaign_id=cid),
+            where=f"campaign {cid} in Redis at {where}",
+            progress=progress,
+            note=lambda kind, **values: note(word_note(RunNote(kind, **values))),
+            stopping=lambda: False,
+        )
+    except JournalMismatchError as exc:
+        what = ", ".join(exc.differences)
+        print_error(
+            f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
+            "with the options it was started with; to start a new campaign, give another --campaign-id."
+        )
+        return EXIT_USAGE
+    except (InputFileError, TemplateError, JournalError) as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    counts = await campaign.counts()
+    if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
+        shown = await _first(campaign, "invalid", SHOWN_INVALID)
+        await redis.delete(*campaign.keys.all())
+        await redis.srem(campaign.keys.registry, cid)
+        print_invalid_rows(shown, counts["invalid"])
+        print_error(
+            word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
+        )
+        return EXIT_MOSTLY_INVALID
+    await campaign.set_run(
+        {k: v for k, v in run.items() if v is not None}, account_id=connection.account_id, base_url=base_url
+    )
+    verb = "Resuming" if resumed else "Starting"
+    note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
+    before = counts["accepted"]
+    if settings.workers == 0:
+        note(f"Loaded. Send with: bwasync worker --redis URL --campaign {cid} (on any machine).")
+        return EXIT_OK
+    note(
+        f"Sending with {settings.workers} local workers; other machines join with "
+        f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
+    )
+    codes = await _local_workers(settings, connection, cid, base_url)
+    report = await build_report(campaign)
+    invalid = await _first(campaign, "invalid", SHOWN_INVALID)
+    complete = await campaign.complete()
+    stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
+    message = None
+    if stop is StopReason.ERROR_RATE:
+        message = await campaign.paused()
+    elif stop is not None:
+        left = report.pending + report.in_flight
+        message = f"the workers stopped with {left:,} rows not in a final state"
+    final = await campaign.counts()
+    outcome = RunOutcome(
+        complete=complete, stop_reason=stop, message=message, counts=final, sent=final["accepted"] - before
+    )
+    print_summary(report, invalid, outcome)
+    return verdict(outcome)
+
+
+async def _local_workers(settings: SharedRun, connection: Connection, cid: str, base_url: str | None) -> list[int]:
+    """Run ``settings.workers`` ``bwasync worker`` processes on the campaign; their exit statuses.
+
+    Credentials reach them in their environment only. A signal to this process is passed on
+    to them once (they stop in order); they run in their own session, so a terminal's Ctrl-C
+    reaches them only through here.
+    """
+    env = dict(os.environ)
+    env[REDIS_ENV] = settings.redis_url
+    env["BW_ACCOUNT_ID"] = connection.account_id
+    for name, var in (
+        ("username", "BW_USERNAME"),
+        ("password", "BW_PASSWORD"),
+        ("client_id", "BW_CLIENT_ID"),
+        ("client_secret", "BW_CLIENT_SECRET"),
+        ("token_url", "BW_TOKEN_URL"),
+    ):
+        value = getattr(connection, name)
+        env.pop(var, None)
+        if value is not None:
+            env[var] = value
+    env.pop("BW_MESSAGING_URL", None)
+    if base_url is not None:
+        env["BW_MESSAGING_URL"] = base_url
+    args = [sys.executable, "-m", "bwasync.cli", "worker", "--campaign", cid]
+    if settings.claim_idle is not None:
+        args += ["--claim-idle", repr(settings.claim_idle)]
+    processes = [
+        await asyncio.create_subprocess_exec(*args, env=env, start_new_session=True) for _ in range(settings.workers)
+    ]
+
+    def on_signal(sig: signal.Signals) -> None:
+        for p in processes:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
+    with _on_signals(on_signal):
+        return [await p.wait() for p in processes]
+
+
+# --- campaign status / report --redis -------------------------------------------------------------
+
+
+async def _first(campaign: SharedCampaign, status: str, limit: int) -> list[RowRecord]:
+    rows: list[RowRecord] = []
+    async for row in campaign.rows_with_status(status):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+async def _open(url: str, cid: str) -> tuple[aioredis.Redis, SharedCampaign] | int:
+    redis = client_for(url)
+    if not await _reach(redis):
+        await redis.aclose()
+        return EXIT_FATAL
+    campaign = SharedCampaign(redis, cid, where=where_of(redis))
+    if not await campaign.exists():
+        print_error(f"no campaign {cid!r} in Redis at {where_of(redis)}")
+        await redis.aclose()
+        return EXIT_USAGE
+    return redis, campaign
+
+
+async def status_shared(url: str, cid: str, fmt: str) -> int:
+    """``campaign status --redis URL ID``: the same snapshot as a journal's; the exit status."""
+    opened = await _open(url, cid)
+    if isinstance(opened, int):
+        return opened
+    redis, campaign = opened
+    try:
+        status = await campaign.status(where_of(redis))
+    except (RedisError, OSError, SharedCampaignError) as exc:
+        print_error(_why(exc, redis))
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+    if fmt == "json":
+        click.echo(status_json(status))
+    else:
+        print_status(status)
+    return EXIT_OK if status.complete else EXIT_FATAL
+
+
+async def report_shared(url: str, cid: str, fmt: str, csv_path: str | None, json_path: str | None) -> int:
+    """``campaign report --redis URL ID``: the same report as a journal's; the exit status."""
+    opened = await _open(url, cid)
+    if isinstance(opened, int):
+        return opened
+    redis, campaign = opened
+    written: list[str] = []
+    try:
+        report = await build_report(campaign)
+        invalid = await _first(campaign, "invalid", SHOWN_INVALID)
+        if csv_path:
+            n = await export_rows_csv(campaign, csv_path)
+            written.append(f"{n:,} rows written to {csv_path}")
+        if json_path:
+            n = await export_rows_json(campaign, json_path)
+            written.append(f"{n:,} rows written to {json_path}")
+    except (RedisError, OSError) as exc:
+        print_error(_why(exc, redis))
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+    if fmt == "json":
+        click.echo(report.to_json())
+    else:
+        print_summary(report, invalid, None)
+    for line in written:
+        note(line)
+    return EXIT_OK
