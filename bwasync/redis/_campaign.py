@@ -32,6 +32,7 @@ its result is recorded; a worker that dies leaves it there, and another takes it
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -43,7 +44,7 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_file
@@ -79,6 +80,7 @@ class SharedCampaignError(Exception):
     """
 
 
+@functools.cache
 def event_args(event: Event) -> tuple[str, list[str]]:
     """The target and the source states of ``event``, from the one transition table.
 
@@ -210,10 +212,12 @@ class _Batcher:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for script, keys, args, _ in batch:
-                            await script(keys=keys, args=args, client=pipe)
-                        replies = await pipe.execute(raise_on_error=False)
+                    replies = await self._run(batch)
+                    if any(isinstance(r, NoScriptError) for r in replies):
+                        # A new (or restarted) Redis: load the scripts once; none of those ran.
+                        for script in {id(b[0]): b[0] for b in batch}.values():
+                            script.sha = await self._redis.script_load(script.script)
+                        replies = await self._run(batch)
                 except BaseException as exc:
                     for *_, future in batch:
                         if not future.done():
@@ -230,6 +234,13 @@ class _Batcher:
                         future.set_result(reply)
         finally:
             self._task = None
+
+    async def _run(self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +266,11 @@ class SharedCampaign:
         self.campaign_id = campaign_id
         self.keys = CampaignKeys(campaign_id, namespace)
         self._add = redis.register_script(scripts.ADD)
-        self._mark = redis.register_script(scripts.MARK)
-        self._result = redis.register_script(scripts.RESULT)
+        self._mark = redis.register_script(scripts.for_event(scripts.MARK, *event_args(Event.MARKED)))
+        self._results = {
+            event: redis.register_script(scripts.for_event(scripts.RESULT, *event_args(event)))
+            for event in (Event.ACCEPTED, Event.FAILED, Event.AMBIGUOUS, Event.NOT_SENT)
+        }
         self._touch = redis.register_script(scripts.TOUCH)
         self._batch = _Batcher(redis)
 
@@ -435,12 +449,11 @@ class SharedCampaign:
     async def mark(self, key: str, entry_id: str, consumer: str) -> str:
         """Mark a row in flight (``'ok'``), unless its entry moved to another consumer (``'lost'``)
         or the table refuses (the row's state is returned)."""
-        target, allowed = event_args(Event.MARKED)
         k = self.keys
         reply = await self._batch.call(
             self._mark,
             keys=[k.status, k.counts, k.marked, k.queue, k.info],
-            args=[key, entry_id, GROUP, consumer, repr(time.time()), target, *allowed],
+            args=[key, entry_id, GROUP, consumer, repr(time.time())],
         )
         return _text(reply)
 
@@ -457,24 +470,12 @@ class SharedCampaign:
         """Apply ``event`` to a row with its result, and settle its entry; ``'ok'`` or the row's
         state when the table refuses (the entry is settled anyway). A row back to ``pending``
         (``NOT_SENT``) joins the queue again."""
-        target, allowed = event_args(event)
         k = self.keys
         body = b"" if result is None else _encoder.encode({**result, "finished_at": time.time()})
         reply = await self._batch.call(
-            self._result,
+            self._results[event],
             keys=[k.status, k.counts, k.results, k.ids, k.queue, k.info],
-            args=[
-                key,
-                entry_id or "",
-                GROUP,
-                body,
-                message_id or "",
-                segments,
-                repr(time.time()),
-                "1" if target == RowStatus.PENDING else "0",
-                target,
-                *allowed,
-            ],
+            args=[key, entry_id or "", GROUP, body, message_id or "", segments, repr(time.time())],
         )
         return _text(reply)
 

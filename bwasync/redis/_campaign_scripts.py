@@ -1,8 +1,8 @@
 """The Lua scripts that change a shared campaign's rows: each runs atomically inside Redis.
 
-They know no row-state rule of their own: every call names the states the row may be in
-(``sources``) and the state it moves to (``target``), both taken from the one transition table
-(:mod:`bwasync.campaign._rowstate`) by :mod:`._campaign`. Keys (see :class:`CampaignKeys`):
+They know no row-state rule of their own: :func:`for_event` fills in, for one event of the one
+transition table (:mod:`bwasync.campaign._rowstate`), the states a row may be in (``__SOURCES__``)
+and the state it moves to (``__TARGET__``). Keys (see :class:`CampaignKeys`):
 ``status`` key -> state, ``rows`` key -> loaded row (JSON), ``lines`` key -> input line,
 ``results`` key -> result (JSON), ``marked`` key -> when its send was marked, ``counts`` state
 -> rows (plus ``_total`` and ``_segments``), ``ids`` message id -> key, ``queue`` the stream of
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADD", "MARK", "RESULT", "TOUCH"]
+__all__ = ["ADD", "MARK", "RESULT", "TOUCH", "for_event"]
 
 #: Add a batch of loaded rows; idempotent by key and line.
 #: KEYS: status rows lines counts queue flagged info
@@ -59,19 +59,18 @@ return added
 
 #: Mark a row in flight, right before its request leaves; only by the consumer holding its entry.
 #: KEYS: status counts marked queue info
-#: ARGV: key, entry id, group, consumer, now, target, sources...
+#: ARGV: key, entry id, group, consumer, now
 #: Returns 'ok', 'lost' (another consumer holds the entry now: do not send) or the row's state
 #: (the table refuses the move: do not send).
 MARK: Final = """
 local status, counts, marked, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local key, entry, group, consumer, now, target = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local key, entry, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local target, sources = '__TARGET__', {__SOURCES__}
 local held = redis.call('XPENDING', queue, group, entry, entry, 1, consumer)
 if #held == 0 then return 'lost' end
 local current = redis.call('HGET', status, key)
 if not current then return 'gone' end
-local allowed = false
-for i = 7, #ARGV do if ARGV[i] == current then allowed = true end end
-if not allowed then return current end
+if not sources[current] then return current end
 if current ~= target then
   redis.call('HSET', status, key, target)
   redis.call('HINCRBY', counts, current, -1)
@@ -86,13 +85,14 @@ return 'ok'
 #: Record a row's result (a send's answer, a reconciliation's finding) and settle its entry.
 #: KEYS: status counts results ids queue info
 #: ARGV: key, entry id ('' if none), group, result JSON ('' keeps the old), message id ('' if
-#: none), segments, now, requeue ('1': the row is sendable again, queue it anew), target, sources...
+#: none), segments, now. A row moved back to ``pending`` joins the queue anew.
 #: Returns 'ok', or the row's state when the table refuses the move (the entry is settled anyway:
 #: the row's fate was decided elsewhere).
 RESULT: Final = """
 local status, counts, results, ids, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local key, entry, group, body, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local segments, now, requeue, target = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local segments, now = ARGV[6], ARGV[7]
+local target, sources = '__TARGET__', {__SOURCES__}
 local function settle()
   if entry ~= '' then
     redis.call('XACK', queue, group, entry)
@@ -100,9 +100,7 @@ local function settle()
   end
 end
 local current = redis.call('HGET', status, key)
-local allowed = false
-for i = 10, #ARGV do if ARGV[i] == current then allowed = true end end
-if not allowed then
+if not current or not sources[current] then
   settle()
   return current or 'gone'
 end
@@ -116,7 +114,7 @@ if body ~= '' then redis.call('HSET', results, key, body) end
 if mid ~= '' then redis.call('HSET', ids, mid, key) end
 if target ~= 'pending' then redis.call('HSET', info, 'finished_at', now) end
 settle()
-if requeue == '1' then redis.call('XADD', queue, '*', 'k', key) end
+if target == 'pending' then redis.call('XADD', queue, '*', 'k', key) end
 return 'ok'
 """
 
@@ -134,3 +132,16 @@ for i = 3, #ARGV do
 end
 return held
 """
+
+
+def for_event(script: str, target: str, sources: list[str]) -> str:
+    """``script`` (``MARK`` or ``RESULT``) applying one event: from ``sources`` to ``target``.
+
+    The values are state names (``RowStatus`` values: lowercase letters and ``_``), so they are
+    safe inside the Lua string and table literals.
+    """
+    for name in (target, *sources):
+        if not name.replace("_", "").isalpha():
+            raise ValueError(f"not a state name: {name!r}")
+    table = ", ".join(f"{name} = true" for name in sources)
+    return script.replace("__TARGET__", target).replace("__SOURCES__", table)
