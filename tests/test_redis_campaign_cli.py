@@ -166,3 +166,79 @@ async def test_a_fleet_killed_three_times_sends_every_row_once_or_reports_it_amb
     assert summary["pending"] == summary["in_flight"] == 0
     assert victims == ["local", "outside", "outside"]
     assert await scan_for(redis_server.url, [SECRET, USER]) == []
+
+
+class Result:
+    """A command's exit code and output (whitespace folded: rich wraps long lines)."""
+
+    def __init__(self, exit_code: int, output: str, stdout: str) -> None:
+        self.exit_code, self.output, self.stdout = exit_code, output, stdout
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    result = CliRunner().invoke(cli, list(args), env=env or {}, catch_exceptions=False)
+    return Result(result.exit_code, " ".join(result.output.split()), result.stdout)
+
+
+def test_unreachable_redis_is_a_clear_error_before_anything_is_sent(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "list.csv", 3)
+    url = f"redis://:{SECRET}@127.0.0.1:1/0"  # nothing listens on port 1
+    result = invoke("campaign", "run", str(path), "--template", "Hi {name}", "--redis", url, "--emulator")
+    assert result.exit_code == 1
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.output and "Nothing was sent" in result.output
+    assert SECRET not in result.output and "Traceback" not in result.output
+    for command in (["worker"], ["campaign", "status", "x"], ["campaign", "report", "x"]):
+        result = invoke(*command, "--redis", url, env={"BW_USERNAME": USER, "BW_PASSWORD": SECRET})
+        assert result.exit_code == 1 and "cannot reach Redis" in result.output, result.output
+        assert SECRET not in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--redis", "redis://127.0.0.1:1/0", "--journal", "j"], "--journal cannot be used with --redis"),
+        (["--redis", "redis://127.0.0.1:1/0", "--retry-ambiguous"], "--retry-ambiguous cannot be used with --redis"),
+        (["--workers", "3"], "--workers is for a shared campaign: give --redis URL too"),
+        (["--redis", "not-a-url"], "not a Redis URL"),
+    ],
+)
+def test_what_a_shared_campaign_does_not_take_is_refused(tmp_path: Path, extra: list[str], message: str) -> None:
+    path = write_csv(tmp_path / "list.csv", 3)
+    result = invoke("campaign", "run", str(path), "--template", "Hi {name}", "--emulator", *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tmp_path: Path) -> None:
+    server = start_redis(tmp_path, password="redis-" + SECRET)
+    try:
+        path = write_csv(tmp_path / "list.csv", 30)
+        (tmp_path / "bad.csv").write_text("")
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
+        env = {"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url}
+        result = invoke(*args, "--campaign-id", "small", "--workers", "1", env=env)
+        assert result.exit_code == 0, result.output
+        assert "all 30 rows reached a final state (30 sent by this run)" in result.output
+        # Rerunning the same command resumes: nothing is loaded or sent twice.
+        again = invoke(*args, "--campaign-id", "small", "--workers", "1", env=env)
+        assert again.exit_code == 0 and "Resuming campaign small: 30 rows" in again.output, again.output
+        assert "(0 sent by this run)" in again.output
+
+        status = invoke("campaign", "status", "small", "--format", "json", env=env)
+        assert status.exit_code == 0, status.output
+        snapshot = json.loads(status.stdout)
+        assert snapshot["complete"] and snapshot["by_status"]["accepted"] == 30 and snapshot["total"] == 30
+        report = invoke("campaign", "report", "small", "--format", "json", "--csv", str(tmp_path / "o.csv"), env=env)
+        assert report.exit_code == 0, report.output
+        summary = json.loads(report.stdout)
+        # The journal's JSON schema, field for field.
+        assert set(summary) == set(Report.__struct_fields__)
+        assert (summary["campaign_id"], summary["accepted"], summary["total"]) == ("small", 30, 30)
+        assert (tmp_path / "o.csv").read_text().count("\n") == 31
+        text = invoke("campaign", "status", "small", env=env)
+        assert "30 of 30 rows in a final state" in text.output and "Complete" in text.output
+        missing = invoke("campaign", "report", "nosuch", env=env)
+        assert missing.exit_code == 2 and "no campaign 'nosuch'" in missing.output
+
+        assert asyncio.run(scan_for(server.url, [SECRET, USER])) == []
+    finally:
+        server.stop()

@@ -101,7 +101,7 @@ def where_of(redis: aioredis.Redis) -> str:
 
 
 def _why(exc: BaseException, redis: aioredis.Redis) -> str:
-    text = str(exc) or type(exc).__name__
+    text = (str(exc) or type(exc).__name__).rstrip(".")
     secret = redis.connection_pool.connection_kwargs.get("password")
     return text.replace(secret, "***") if secret else text
 
