@@ -242,3 +242,51 @@ def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tm
         assert asyncio.run(scan_for(server.url, [SECRET, USER])) == []
     finally:
         server.stop()
+
+
+async def final_states(url: str, cid: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Every row's state in Redis, and the report's summary."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        states = {k.decode(): v.decode() for k, v in (await client.hgetall(CampaignKeys(cid).status)).items()}
+        return states, msgspec.to_builtins(await build_report(SharedCampaign(client, cid)))
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_redis_restart_mid_campaign_loses_no_acknowledged_write_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    """Redis with AOF and ``appendfsync always`` killed and restarted while two workers send.
+
+    What is lost: the answers of requests that were on the wire while Redis was down (their
+    results could not be recorded), and any write whose acknowledgement the crash swallowed.
+    Those rows stay ``in_flight`` in Redis; the workers come back when Redis does, take them
+    over and reconcile them: found in Bandwidth's list → accepted, else ambiguous. Never resent.
+    """
+    server = start_redis(tmp_path, aof=True)
+    rows, cid = 1500, "restart"
+    try:
+        path = write_csv(tmp_path / "list.csv", rows)
+        async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
+            run = await bwasync(
+                "campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid,
+                "--workers", "2", "--claim-idle", CLAIM_IDLE, "--settle", "0", env=env_for(emu, server.url),
+            )  # fmt: skip
+            await until(lambda: len(emu.accepted) >= rows // 3, "a third of the rows accepted")
+            server.stop()  # kill -9: what the disk holds is what was acknowledged
+            server.start()
+            _, err = await asyncio.wait_for(run.communicate(), DEADLINE)
+            assert run.returncode == 0, err.decode()[-3000:]
+            assert b"Traceback" not in err
+            assert b"Redis failed" in err  # the workers saw the outage and came back
+            sent = emu.acceptance_counts("tag")
+        states, summary = await final_states(server.url, cid)
+    finally:
+        server.stop()
+    assert max(sent.values()) == 1  # 0 duplicates
+    assert len(states) == rows and set(states.values()) <= {"accepted", "ambiguous"}
+    accepted = {k for k, s in states.items() if s == "accepted"}
+    assert accepted <= {t.split(":", 1)[1] for t in sent}
+    assert summary["accepted"] == len(accepted) and summary["accepted"] + summary["ambiguous"] == rows

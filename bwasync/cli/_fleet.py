@@ -115,6 +115,17 @@ async def _answers(redis: aioredis.Redis) -> BaseException | None:
     return None
 
 
+async def _back(redis: aioredis.Redis, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """Wait until Redis answers again (an outage, a restart), up to ``REDIS_OUTAGE`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REDIS_OUTAGE
+    while await _answers(redis) is not None:
+        if loop.time() > deadline or stopping():
+            return False
+        await asyncio.sleep(REDIS_RETRY_INTERVAL)
+    return True
+
+
 async def _reach(redis: aioredis.Redis) -> bool:
     """PING Redis; False (and why, said) when it does not answer."""
     problem = await _answers(redis)
@@ -216,7 +227,6 @@ async def work(
     campaign: SharedCampaign, client: MessagingClient, options: WorkerOptions, *, on_note: Callable[[RunNote], None]
 ) -> int:
     """Run workers on ``campaign`` until it is complete or stops, riding out Redis outages."""
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     current: list[CampaignWorker] = []
     stop: list[StopReason] = []
@@ -247,14 +257,9 @@ async def work(
                     print_error(f"stopped: {outcome.message or outcome.stop_reason}")
                     return exit_for(outcome.stop_reason or StopReason.FATAL)
                 note(f"{outcome.message}; trying Redis again for up to {REDIS_OUTAGE:g} s.")
-                deadline = loop.time() + REDIS_OUTAGE
-                while await _answers(campaign.redis) is not None:
-                    if loop.time() > deadline or stop:
-                        print_error(
-                            "Redis did not come back: stopping. The rows this worker held are taken over later."
-                        )
-                        return EXIT_FATAL
-                    await asyncio.sleep(REDIS_RETRY_INTERVAL)
+                if not await _back(campaign.redis, lambda: bool(stop)):
+                    print_error("Redis did not come back: stopping. The rows this worker held are taken over later.")
+                    return EXIT_FATAL
         except asyncio.CancelledError:
             return EXIT_INTERRUPTED
 
@@ -354,6 +359,9 @@ async def _load_and_send(
         f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
     )
     codes = await _local_workers(settings, connection, cid, base_url)
+    if not await _back(redis):
+        print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
+        return EXIT_FATAL
     report = await build_report(campaign)
     invalid = await _first(campaign, "invalid", SHOWN_INVALID)
     complete = await campaign.complete()
