@@ -1,8 +1,9 @@
 """The ``redis_server`` fixture: a real redis-server per test (``benchmarks._redis.RedisProcess``).
 
 A free loopback port, a temp dir, no persistence (``start_redis(..., aof=True)``: AOF with
-``appendfsync always``, what the README asks of a Redis holding shared campaigns); ``server.stop()`` and ``server.start()`` take
-it down and bring it back on the same port (an outage mid-run). A missing ``redis-server`` fails
+``appendfsync always``, what the README asks of a Redis holding shared campaigns);
+``server.stop()`` and ``server.start()`` take it down and bring it back on the same port (an
+outage mid-run). A missing ``redis-server`` fails
 the test with the command that installs it: these tests are never skipped.
 """
 
