@@ -7,23 +7,29 @@ processes are in ``test_redis_campaign_cli.py``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from click.testing import CliRunner
 
 from benchmarks._redis import RedisProcess
 from bwasync import MessagingClient
 from bwasync.campaign import CampaignOptions, build_report
 from bwasync.campaign._rowstate import Event, RowStatus
 from bwasync.campaign._runner import RunProgress, load_campaign
+from bwasync.cli import cli
 from bwasync.emulator import Emulator
+from bwasync.redis import _worker
 from bwasync.redis._campaign import SharedCampaign, event_args
 from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
 
 from ._redis_server import redis_server
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME
+from .test_campaign_metrics import free_port, samples
 
 __all__ = ["redis_server"]
 
@@ -140,3 +146,36 @@ async def test_a_dead_workers_rows_are_taken_over_reconciled_never_resent(
     assert set(tags.values()) == {1} and len(tags) == 37  # 3 found, 3 ambiguous never resent, 34 sent
     counts = await campaign.counts()
     assert (counts["accepted"], counts["ambiguous"], counts["pending"], counts["in_flight"]) == (37, 3, 0, 0)
+
+
+async def test_a_worker_serves_metrics_of_its_sends(
+    redis_server: RedisProcess,
+    redis: aioredis.Redis,
+    tmp_path: Path,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``bwasync worker --metrics``: scraped (a real GET) right after the worker's run, while served."""
+    path = write_csv(tmp_path / "list.csv", 25)
+    campaign = SharedCampaign(redis, "m1")
+    await load(campaign, options(path))
+    await campaign.set_run({"concurrency": 5}, account_id=ACCOUNT_ID, base_url=emulator.url)
+    port = free_port()
+    texts: list[str] = []
+    run = _worker.CampaignWorker.run
+
+    async def run_then_scrape(self: _worker.CampaignWorker, client: MessagingClient) -> Any:
+        outcome = await run(self, client)
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            texts.append(await resp.text())
+        return outcome
+
+    monkeypatch.setattr(_worker.CampaignWorker, "run", run_then_scrape)
+    args = ["worker", "--redis", redis_server.url, "--metrics", f"127.0.0.1:{port}"]
+    env = {"BW_USERNAME": USERNAME, "BW_PASSWORD": PASSWORD, "BW_ACCOUNT_ID": "", "BW_MESSAGING_URL": ""}
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "Campaign m1 is complete (25 sent by this worker)" in " ".join(result.output.split())
+    got = samples(texts[0])
+    assert got[("bwasync_sends_total", (("outcome", "accepted"),))] == 25 == emulator.stats.accepted
+    assert got[("bwasync_requests_total", (("status", "202"),))] == 25

@@ -375,7 +375,9 @@ class CampaignRunner:
     """One run of a campaign over the journal at ``journal_path`` (see the module docstring).
 
     ``on_note`` receives :class:`RunNote` s about what the runner is doing and why (a wait, a
-    reconciliation), for a front end to word; ``progress`` holds live counters.
+    reconciliation), for a front end to word; ``on_result`` every send's :class:`SendResult`
+    as it ends, before it is recorded (e.g. ``ClientMetrics.observe``); ``progress`` holds live
+    counters.
     """
 
     def __init__(
@@ -384,6 +386,7 @@ class CampaignRunner:
         options: CampaignOptions,
         *,
         on_note: Note | None = None,
+        on_result: Callable[[SendResult], object] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ):
@@ -397,6 +400,7 @@ class CampaignRunner:
         self._holds: list[tuple[str, float]] = []
         self.progress = RunProgress()
         self._on_note = on_note
+        self._observe = on_result
         self._journal: Journal | None = None
         self._info: CampaignInfo | None = None
         self._resumed = False
@@ -785,6 +789,8 @@ class CampaignRunner:
 
     def _on_result(self, result: SendResult) -> None:
         """Record one send's result in the journal (without waiting) and in the counters."""
+        if self._observe is not None:
+            self._observe(result)
         key = self._keys.pop(result.index, None)
         if key is None:
             return

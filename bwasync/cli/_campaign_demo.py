@@ -35,7 +35,7 @@ from .._retry import RetryPolicy
 from ..campaign import CampaignOptions, load_opt_out
 from ._campaign import ProgressMode, RunSettings, progress_mode, run_campaign, run_tuned
 from ._demo import demo
-from ._options import ConnectionOptions, Session
+from ._options import ConnectionOptions, Session, no_progress_option, rate_option
 from ._output import note, out_console
 
 __all__ = ["DEMO_DEQUEUE_RATE", "DEMO_RATE", "DEMO_ROWS", "campaign_demo", "write_sample_campaign"]
@@ -115,18 +115,14 @@ def write_sample_campaign(directory: Path, rows: int, seed: int) -> tuple[Path, 
 
 @demo.command("campaign", short_help="A 10,000-recipient campaign with delivery tracking, on a local emulator.")
 @click.option("--rows", type=click.IntRange(1, 1_000_000), default=DEMO_ROWS, show_default=True, help="Recipients.")
-@click.option(
-    "--rate",
-    type=click.FloatRange(0, min_open=True),
-    default=DEMO_RATE,
-    show_default=True,
-    metavar="SEG/S",
-    help=f"The run's --rate; above the emulated account's {DEMO_DEQUEUE_RATE:g} segments/s, 429s show the "
+@rate_option(
+    f"The run's --rate; above the emulated account's {DEMO_DEQUEUE_RATE:g} segments/s, 429s show the "
     "adaptive limiter at work.",
+    default=DEMO_RATE,
 )
 @click.option("--seed", type=int, default=DEMO_SEED, show_default=True, help="Seed of the sample data and emulator.")
 @click.option("--keep", is_flag=True, help="Keep the generated campaign, opt-out list and journal (path printed).")
-@click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+@no_progress_option
 def campaign_demo(rows: int, rate: float, seed: int, keep: bool, no_progress: bool) -> None:
     """Run a sample campaign against an in-process emulator of Bandwidth; nothing leaves this machine.
 

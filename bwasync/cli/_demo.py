@@ -26,7 +26,7 @@ from .._exceptions import BwasyncError
 from .._fanout import SendResult
 from .._models import Message, MessageRequest
 from ..campaign import CallbackReceiver, ReceiverStats
-from ..emulator import Emulator
+from ..emulator import Emulator, EmulatorConfig
 from ._constants import (
     DEMO_CALLBACK_DELAY,
     DEMO_CALLBACK_TIMEOUT,
@@ -40,6 +40,7 @@ from ._constants import (
     EMULATOR_PASSWORD,
     EMULATOR_USERNAME,
 )
+from ._emulator_cmd import emulator_config, knob_option
 from ._loop import run
 from ._options import emulator_option_note
 from ._output import callbacks_table, echo_json, err_console, message_panel, note, out_console, print_error
@@ -69,10 +70,6 @@ EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _seed(value: str) -> int | None:
-    return None if value.strip().lower() in ("", "none", "random") else int(value)
-
-
 @click.group(
     "demo",
     invoke_without_command=True,
@@ -94,36 +91,11 @@ def demo(ctx: click.Context) -> None:
     "examples",
     short_help="Bandwidth's five example messages and their status callbacks.",
 )
-@click.option(
-    "--latency", type=click.FloatRange(0), default=DEMO_LATENCY, show_default=True, help="Emulator answer latency (s)."
-)
-@click.option(
-    "--jitter",
-    type=click.FloatRange(0),
-    default=DEMO_JITTER,
-    show_default=True,
-    help="Extra random latency, up to this many seconds.",
-)
-@click.option(
-    "--p-delivered",
-    type=click.FloatRange(0, 1),
-    default=DEMO_P_DELIVERED,
-    show_default=True,
-    help="Probability a recipient's delivery succeeds (else message-failed with an error code).",
-)
-@click.option(
-    "--callback-delay",
-    type=click.FloatRange(0),
-    default=DEMO_CALLBACK_DELAY,
-    show_default=True,
-    help="Seconds between a message's status events.",
-)
-@click.option(
-    "--seed",
-    default=str(DEMO_SEED),
-    show_default=True,
-    help="Emulator seed (outcomes, ids, latency); 'none' for a different run each time.",
-)
+@knob_option("latency", default=DEMO_LATENCY)
+@knob_option("jitter", default=DEMO_JITTER)
+@knob_option("p_delivered", default=DEMO_P_DELIVERED)
+@knob_option("callback_delay", default=DEMO_CALLBACK_DELAY)
+@knob_option("seed", default=DEMO_SEED)
 @click.option(
     "--timeout",
     type=click.FloatRange(0, min_open=True),
@@ -132,9 +104,7 @@ def demo(ctx: click.Context) -> None:
     help="Seconds to wait for every status callback.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: responses, callbacks, summary.")
-def examples(
-    latency: float, jitter: float, p_delivered: float, callback_delay: float, seed: str, timeout: float, as_json: bool
-) -> None:
+def examples(timeout: float, as_json: bool, **knobs: Any) -> None:
     """Send the five examples of Bandwidth's docs (SMS, MMS with one picture, MMS with several
     pictures, group SMS, group MMS) to an in-process emulator with realistic latency and some
     failed deliveries, print each 202 answer, then wait for every status callback (sent to a
@@ -142,18 +112,7 @@ def examples(
 
     Exit status: 0 when every expected callback arrived, 1 otherwise.
     """
-    try:
-        seed_value = _seed(seed)
-    except ValueError:
-        raise click.BadParameter(f"{seed!r} is not an integer or 'none'", param_hint="--seed") from None
-    knobs = {
-        "latency": latency,
-        "jitter": jitter,
-        "p_delivered": p_delivered,
-        "callback_delay": callback_delay,
-        "seed": seed_value,
-    }
-    ok = run(_examples(knobs, wait_seconds=timeout, as_json=as_json))
+    ok = run(_examples(emulator_config(knobs), wait_seconds=timeout, as_json=as_json))
     if not ok:
         click.get_current_context().exit(1)
 
@@ -178,7 +137,7 @@ def _waiting(console: Console, collector: CallbackCollector) -> Iterator[None]:
         collector.on_change = previous
 
 
-async def _examples(knobs: dict[str, Any], *, wait_seconds: float, as_json: bool) -> bool:
+async def _examples(config: EmulatorConfig, *, wait_seconds: float, as_json: bool) -> bool:
     """Run the tour; True when every expected callback arrived in time."""
     collector = CallbackCollector()
     callback_user, callback_password = "bwasync-demo", secrets.token_urlsafe(16)
@@ -187,13 +146,13 @@ async def _examples(knobs: dict[str, Any], *, wait_seconds: float, as_json: bool
             "127.0.0.1", 0, on_event=collector.add_one, username=callback_user, password=callback_password
         ) as receiver,
         Emulator(
+            config,
             username=EMULATOR_USERNAME,
             password=EMULATOR_PASSWORD,
             account_id=EMULATOR_ACCOUNT_ID,
             callback_url=receiver.url,
             callback_username=callback_user,
             callback_password=callback_password,
-            **knobs,
         ) as emu,
         MessagingClient(
             EMULATOR_ACCOUNT_ID, username=EMULATOR_USERNAME, password=EMULATOR_PASSWORD, base_url=emu.url

@@ -31,7 +31,7 @@ from ._constants import (
 from ._loop import run
 from ._output import note
 
-__all__ = ["emulator_command", "knob_options", "listening_line"]
+__all__ = ["emulator_command", "emulator_config", "knob_option", "knob_options", "listening_line"]
 
 
 if TYPE_CHECKING:
@@ -56,29 +56,48 @@ class _KnobType(_ParamType):
             self.fail(f"{value!r} is not a valid {self.name} ({exc})", param, ctx)
 
 
+#: The knobs by field name, in the order ``--help`` shows them.
+_KNOB_FIELDS = {f.name: f for f in knob_fields()}
+
+
+#: Stands for "the field's own default" in :func:`knob_option`.
+_FIELD_DEFAULT: Any = object()
+
+
+def knob_option(name: str, *, default: Any = _FIELD_DEFAULT) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option for one :class:`EmulatorConfig` field (``"latency"`` gives ``--latency``), with the
+    field's help, value parser and metavar; ``default`` replaces the field's default (a demo's own)."""
+    f = _KNOB_FIELDS[name]
+    value = f.default if default is _FIELD_DEFAULT else default
+    flag = "--" + f.name.replace("_", "-")
+    meta = f.metadata
+    if isinstance(f.default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=value, show_default=True, help=meta["help"])
+    return click.option(
+        flag,
+        f.name,
+        type=_KnobType(meta["parse"], meta["metavar"]),
+        default=value,
+        show_default=value is not None,
+        metavar=meta["metavar"] or f.name.upper(),
+        help=meta["help"],
+    )
+
+
 def knob_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """One option per :class:`EmulatorConfig` field (``--p-delivered``, ``--latency``...), with its help."""
     decorated = func
-    for f in reversed(knob_fields()):
-        flag = "--" + f.name.replace("_", "-")
-        meta = f.metadata
-        option: Callable[[Callable[..., Any]], Callable[..., Any]]
-        if isinstance(f.default, bool):
-            option = click.option(
-                f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True, help=meta["help"]
-            )
-        else:
-            option = click.option(
-                flag,
-                f.name,
-                type=_KnobType(meta["parse"], meta["metavar"]),
-                default=f.default,
-                show_default=f.default is not None,
-                metavar=meta["metavar"] or f.name.upper(),
-                help=meta["help"],
-            )
-        decorated = option(decorated)
+    for name in reversed(_KNOB_FIELDS):
+        decorated = knob_option(name)(decorated)
     return decorated
+
+
+def emulator_config(knobs: dict[str, Any]) -> EmulatorConfig:
+    """The emulator's configuration from knob options; a usage error (exit 2) for a value it refuses."""
+    try:
+        return EmulatorConfig(**knobs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def listening_line(url: str) -> str:
@@ -152,10 +171,7 @@ def emulator_command(host: str, port: int, **knobs: Any) -> None:
     latency and faults on demand, reproducibly with --seed. Without --username any Basic
     credentials are accepted; without --account-id any account.
     """
-    try:
-        config = EmulatorConfig(**knobs)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = emulator_config(knobs)
     try:
         emu = run(_serve(config, host, port))
     except OSError as exc:

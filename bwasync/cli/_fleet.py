@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 import redis.asyncio as aioredis
@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from .._client import MessagingClient
 from .._exceptions import BwasyncError
+from .._fanout import SendResult
 from ..campaign import (
     CampaignOptions,
     InputFileError,
@@ -73,6 +74,9 @@ from ._campaign._session import (
 from ._options import Connection, ConnectionOptions
 from ._output import note
 from ._worker import REDIS_ENV
+
+if TYPE_CHECKING:
+    from ..metrics import ClientMetrics
 
 __all__ = ["SharedRun", "report_shared", "run_shared", "status_shared", "work", "work_shared"]
 
@@ -144,8 +148,16 @@ def default_campaign_id(input_path: str) -> str:
 # --- bwasync worker --------------------------------------------------------------------------------
 
 
-async def work_shared(url: str, connection: ConnectionOptions, only: str | None, overrides: dict[str, Any]) -> int:
-    """``bwasync worker``: join every campaign not complete (or ``only``); the exit status."""
+async def work_shared(
+    url: str,
+    connection: ConnectionOptions,
+    only: str | None,
+    overrides: dict[str, Any],
+    metrics: ClientMetrics | None = None,
+) -> int:
+    """``bwasync worker``: join every campaign not complete (or ``only``); the exit status.
+
+    ``metrics`` (``--metrics``) is fed every send and request of every campaign joined."""
     redis = client_for(url)
     try:
         if not await _reach(redis):
@@ -160,7 +172,7 @@ async def work_shared(url: str, connection: ConnectionOptions, only: str | None,
             campaign = SharedCampaign(redis, cid, where=where_of(redis))
             if await campaign.complete():
                 continue
-            status = await _join(campaign, connection, overrides)
+            status = await _join(campaign, connection, overrides, metrics)
             if status != EXIT_OK:
                 return status
         return EXIT_OK
@@ -171,7 +183,9 @@ async def work_shared(url: str, connection: ConnectionOptions, only: str | None,
         await redis.aclose()
 
 
-async def _join(campaign: SharedCampaign, connection: ConnectionOptions, overrides: dict[str, Any]) -> int:
+async def _join(
+    campaign: SharedCampaign, connection: ConnectionOptions, overrides: dict[str, Any], metrics: ClientMetrics | None
+) -> int:
     """Send one campaign's rows until it is complete (riding out Redis outages); the exit status."""
     run, account, base_url = await campaign.run_options()
     if connection.account_id and account and connection.account_id != account:
@@ -197,7 +211,10 @@ async def _join(campaign: SharedCampaign, connection: ConnectionOptions, overrid
             ) as client,
         ):
             note(f"Joining campaign {campaign.campaign_id} ({options.concurrency} in flight).")
-            return await work(campaign, client, options, on_note=lambda n: note(word_note(n)))
+            if metrics is not None:
+                metrics.instrument(client)
+            observe = None if metrics is None else metrics.observe
+            return await work(campaign, client, options, on_note=lambda n: note(word_note(n)), on_result=observe)
     except BwasyncError as exc:
         print_error(str(exc))
         return EXIT_FATAL
@@ -224,7 +241,12 @@ def _on_signals(handler: Callable[[signal.Signals], None]) -> contextlib.Abstrac
 
 
 async def work(
-    campaign: SharedCampaign, client: MessagingClient, options: WorkerOptions, *, on_note: Callable[[RunNote], None]
+    campaign: SharedCampaign,
+    client: MessagingClient,
+    options: WorkerOptions,
+    *,
+    on_note: Callable[[RunNote], None],
+    on_result: Callable[[SendResult], object] | None = None,
 ) -> int:
     """Run workers on ``campaign`` until it is complete or stops, riding out Redis outages."""
     main_task = asyncio.current_task()
@@ -245,7 +267,7 @@ async def work(
     with _on_signals(on_signal):
         try:
             while True:
-                worker = CampaignWorker(campaign, options, on_note=on_note)
+                worker = CampaignWorker(campaign, options, on_note=on_note, on_result=on_result)
                 current[:] = [worker]
                 if stop:
                     worker.request_stop(stop[0], "stopped by a signal")

@@ -50,9 +50,12 @@ from ._output import note
 __all__ = [
     "Connection",
     "ConnectionOptions",
+    "HostPort",
     "Session",
     "connection_options",
     "emulator_option_note",
+    "no_progress_option",
+    "rate_option",
     "reject_undecodable",
 ]
 
@@ -92,10 +95,9 @@ def _missing(param: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionOptions:
-    """The shared options as given (flag, environment, or nothing), not yet checked."""
+class _Fields:
+    """What the options as given and the checked connection both carry, account id aside."""
 
-    account_id: str | None = None
     username: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     client_id: str | None = None
@@ -105,6 +107,13 @@ class ConnectionOptions:
     application_id: str | None = None
     from_: str | None = None
     emulator: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionOptions(_Fields):
+    """The shared options as given (flag, environment, or nothing), not yet checked."""
+
+    account_id: str | None = None
     #: Where each value came from (to let a flag beat the environment).
     sources: Mapping[str, ParameterSource | None] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -188,19 +197,10 @@ class Session(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Connection:
+class Connection(_Fields):
     """Checked connection settings: everything needed to open a :class:`MessagingClient`."""
 
     account_id: str
-    application_id: str | None = None
-    from_: str | None = None
-    base_url: str | None = None
-    token_url: str | None = None
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
-    client_id: str | None = None
-    client_secret: str | None = dataclasses.field(default=None, repr=False)
-    emulator: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`MessagingClient` (account id aside)."""
@@ -293,12 +293,48 @@ def connection_options(func: F) -> F:
     return decorated  # type: ignore[no-any-return]
 
 
+# --- options several commands share ------------------------------------------------------------
+
+
+def rate_option(help: str, *, default: float | None = None) -> Callable[[F], F]:
+    """``--rate SEG/S``: the most segments per second a command sends (the client's ``rate``)."""
+    return click.option(
+        "--rate",
+        type=click.FloatRange(0, min_open=True),
+        default=default,
+        show_default=default is not None,
+        metavar="SEG/S",
+        help=help,
+    )
+
+
+#: ``--no-progress``: no live progress display (the value goes to ``progress_mode``).
+no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+
+
 # --- undecodable arguments ------------------------------------------------------------------------
 
 if TYPE_CHECKING:
     _ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
 else:
     _ParamType = click.ParamType
+
+
+class HostPort(_ParamType):
+    """A ``HOST:PORT`` option value, as ``(host, port)``: an empty host is every interface, ``[::1]``
+    an IPv6 one, port 0 any free port. Checked when the command line is parsed (a usage error, exit 2,
+    before anything runs)."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value  # already converted
+        host, sep, port = str(value).rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            self.fail(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080, or 127.0.0.1:0 for any free port)", param, ctx)
+        return host.strip("[]") or "0.0.0.0", int(port)
+
 
 #: One checking subclass per click parameter type, made on first use.
 _CHECKING_TYPES: dict[type[_ParamType], type[_ParamType]] = {}

@@ -12,6 +12,7 @@ from typing import Any, Final
 import click
 
 from ._campaign._session import run_tuned
+from ._metrics import metrics_option, serving_metrics
 from ._options import ConnectionOptions, connection_options
 
 __all__ = ["CLAIM_IDLE_OPTION", "REDIS_OPTION", "fleet", "worker_command"]
@@ -60,7 +61,7 @@ Examples:
 Exit status: 0 every campaign joined is complete; 1 Redis unreachable (nothing sent) or gone for
 longer than a minute, or credentials refused; 2 invalid usage (no such campaign); 3 a campaign
 paused by its error-rate guard; 130/143 interrupted (requests on the wire finish, the rows not
-sent go back to the queue).""",
+sent go back to the queue). With --metrics, 2 also when the port cannot be served (nothing sent).""",
 )
 @REDIS_OPTION
 @click.option("--campaign", "campaign_id", metavar="ID", help="Join only this campaign. [default: every one]")
@@ -71,6 +72,7 @@ sent go back to the queue).""",
     help="Requests in flight in this worker. [default: the campaign's]",
 )
 @CLAIM_IDLE_OPTION
+@metrics_option
 @connection_options
 def worker_command(
     connection: ConnectionOptions,
@@ -78,6 +80,7 @@ def worker_command(
     campaign_id: str | None,
     concurrency: int | None,
     claim_idle: float | None,
+    metrics: tuple[str, int] | None,
 ) -> None:
     """Join the campaigns in Redis that are not complete and send their rows until they are.
 
@@ -94,4 +97,6 @@ def worker_command(
     if connection.emulator:
         raise click.UsageError("--emulator is for 'campaign run --redis': a worker sends where the campaign says")
     overrides: dict[str, Any] = {"concurrency": concurrency, "claim_idle": claim_idle}
-    ctx.exit(run_tuned(fleet().work_shared(redis_url, connection, campaign_id, overrides)))
+    shared = fleet()
+    with serving_metrics(metrics) as client_metrics:
+        ctx.exit(run_tuned(shared.work_shared(redis_url, connection, campaign_id, overrides, client_metrics)))

@@ -162,7 +162,12 @@ class EmulatorConfig:
     p_429_retry_after: int | None = _knob(
         1, "Retry-After (s) sent with those 429s (none: no header).", _optional(int), "SECONDS"
     )
-    seed: int | None = _knob(None, "Seed for faults, jitter, outcomes, ids; read at creation.", _optional(int), "N")
+    seed: int | None = _knob(
+        None,
+        "Seed for faults, jitter, outcomes, ids; read at creation; 'none' for a different run each time.",
+        _optional(int),
+        "N",
+    )
 
     # --- ground truth -------------------------------------------------------------------------
     record: bool = _knob(

@@ -69,9 +69,20 @@ class ClientMetrics:
         if result.attempts > 1:
             self.retries.inc(result.attempts - 1)
 
-    def instrument(self, client: MessagingClient) -> MessagingClient:
-        """Measure every create request of ``client`` (and of ``with_options`` copies made after)."""
-        self._rate_sources.append(lambda: client.limiter.rate)
+    def instrument(self, client: MessagingClient, *, rate: float | None = None) -> MessagingClient:
+        """Measure every create request of ``client`` (and of ``with_options`` copies made after).
+
+        ``rate``: a cap its sends add under the client's limiter (``send_many(rate=...)``, a
+        campaign's ``--rate``); the limiter-rate gauge then shows the lower of the two.
+        """
+
+        def current() -> float | None:
+            limiter_rate = client.limiter.rate
+            if rate is None or limiter_rate is None:
+                return rate if limiter_rate is None else limiter_rate
+            return min(limiter_rate, rate)
+
+        self._rate_sources.append(current)
         pipeline = client._pipeline
         pipeline.transport = cast("Transport", _MeasuredTransport(pipeline.transport, self))
         return client

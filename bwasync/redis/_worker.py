@@ -136,9 +136,12 @@ class CampaignWorker:
         options: WorkerOptions,
         *,
         on_note: Callable[[RunNote], None] | None = None,
+        on_result: Callable[[SendResult], object] | None = None,
         name: str | None = None,
     ) -> None:
         self.campaign = campaign
+        #: Called with every send's result (e.g. ``ClientMetrics.observe``).
+        self._observe = on_result
         self.options = options
         self.progress = RunProgress()
         self._on_note = on_note
@@ -419,6 +422,8 @@ class CampaignWorker:
         taken = self._taken.pop(result.index, None)
         if taken is None:
             return
+        if self._observe is not None:
+            self._observe(result)
         entry, row = taken
         if isinstance(result.error, _REDIS_ERRORS) or self._redis_failed:
             # Redis failed (at the mark, or since): the row stays as Redis has it, in this

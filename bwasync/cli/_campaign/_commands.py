@@ -32,7 +32,8 @@ from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, pr
 from ...compliance import QuietHours
 from ...compliance._numbers import numbers_checkable
 from .._loop import run
-from .._options import ConnectionOptions, connection_options
+from .._metrics import metrics_option, serving_metrics
+from .._options import ConnectionOptions, HostPort, connection_options, no_progress_option, rate_option
 from .._output import note
 from .._worker import CLAIM_IDLE_OPTION, REDIS_OPTION, fleet
 from ._display import progress_mode
@@ -60,16 +61,6 @@ from ._session import (
 )
 
 # --- campaign run ----------------------------------------------------------------------------------
-
-
-def _parse_host_port(value: str | None) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080, or 127.0.0.1:0 for any free port)")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 def _read_template(template: str | None, template_file: str | None) -> str | None:
@@ -111,7 +102,7 @@ Examples:
 \b
 Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
 ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
-journal is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+journal or the --metrics port is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
 invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
 Every non-zero stop is resumable: rerun the same command."""
 
@@ -132,13 +123,10 @@ Every non-zero stop is resumable: rerun the same command."""
     type=click.Path(exists=True, dir_okay=False),
     help="Read the template from this UTF-8 file (a final newline is dropped).",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(0, min_open=True),
-    metavar="SEG/S",
-    help="Send at most this many segments per second: your account's limit. Slows down further on 429. "
+@rate_option(
+    "Send at most this many segments per second: your account's limit. Slows down further on 429. "
     "A run may start with one second's burst (the limiter starts full), so a short run can show more. "
-    "[default: unthrottled until the first 429]",
+    "[default: unthrottled until the first 429]"
 )
 @click.option(
     "--concurrency",
@@ -218,7 +206,7 @@ Every non-zero stop is resumable: rerun the same command."""
 )
 @click.option(
     "--callbacks",
-    metavar="HOST:PORT",
+    type=HostPort(),
     help="Receive Bandwidth's status callbacks here and record deliveries (point your application's "
     "callback URL at it). With --emulator, the emulator posts to it.",
 )
@@ -256,7 +244,8 @@ Every non-zero stop is resumable: rerun the same command."""
     is_flag=True,
     help="Go on when more than half of the rows are invalid (by default: exit 4 before sending anything).",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar nor periodic progress lines.")
+@no_progress_option
+@metrics_option
 @REDIS_OPTION
 @click.option(
     "--workers",
@@ -319,7 +308,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
     if args.dry_run:
         ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
     _check_shared(ctx, args)
-    endpoint = _parse_host_port(args.callbacks)
+    endpoint = args.callbacks
     if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
     settings = connection.resolve(need_from=False)
@@ -359,17 +348,19 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         )
         ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
-    run_settings = RunSettings(
-        journal_path=args.journal_path or args.file + ".journal",
-        callbacks=endpoint,
-        callback_username=args.callback_username,
-        callback_password=args.callback_password,
-        wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
-        progress=progress_mode(args.no_progress),
-        allow_invalid=args.allow_invalid,
-        opt_out_path=args.opt_out_path,
-    )
-    ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+    with serving_metrics(args.metrics) as metrics:
+        run_settings = RunSettings(
+            journal_path=args.journal_path or args.file + ".journal",
+            callbacks=endpoint,
+            callback_username=args.callback_username,
+            callback_password=args.callback_password,
+            wait_delivery=wait if wait is not None else (DEFAULT_WAIT_DELIVERY if endpoint else 0.0),
+            progress=progress_mode(args.no_progress),
+            allow_invalid=args.allow_invalid,
+            opt_out_path=args.opt_out_path,
+            metrics=metrics,
+        )
+        ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
 
 
 #: ``campaign run`` options a shared (``--redis``) campaign does not take (yet), and why.
@@ -380,6 +371,7 @@ _NOT_SHARED: Final = (
     ("quiet_hours", "--quiet-hours", "quiet hours are not supported for a shared campaign yet"),
     ("retry_ambiguous", "--retry-ambiguous", "requeueing is not supported for a shared campaign yet"),
     ("retry_failed", "--retry-failed", "requeueing is not supported for a shared campaign yet"),
+    ("metrics", "--metrics", "each worker serves its own: start them with 'bwasync worker --metrics HOST:PORT'"),
 )
 
 
@@ -418,13 +410,14 @@ class RunArgs:
     strict_numbers: bool
     quiet_hours: str | None
     timezone_column: str | None
-    callbacks: str | None
+    callbacks: tuple[str, int] | None
     callback_username: str | None
     callback_password: str | None
     wait_delivery: float | None
     settle: float
     allow_invalid: bool
     no_progress: bool
+    metrics: tuple[str, int] | None
     redis_url: str | None
     workers: int
     claim_idle: float | None

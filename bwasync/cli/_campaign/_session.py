@@ -18,7 +18,7 @@ import secrets
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..._exceptions import BwasyncError
 from ...campaign import (
@@ -52,6 +52,9 @@ from ._render import (
     word_mostly_invalid,
     word_note,
 )
+
+if TYPE_CHECKING:
+    from ...metrics import ClientMetrics
 
 #: Seconds to wait for delivery receipts after sending, when ``--callbacks`` is given and
 #: ``--wait-delivery`` is not: most carriers confirm within seconds; the rest can be read later
@@ -99,6 +102,8 @@ class RunSettings:
     allow_invalid: bool = False
     #: The ``--opt-out`` file: STOP/START replies received on the callback URL update it.
     opt_out_path: str | None = None
+    #: ``--metrics``: fed every send and request of the run (see ``cli._metrics``).
+    metrics: ClientMetrics | None = None
 
 
 class _MostlyInvalid(Exception):
@@ -134,7 +139,13 @@ def run_tuned(main: Coroutine[Any, Any, int]) -> int:
 async def run_campaign(connection: Connection, options: CampaignOptions, settings: RunSettings) -> int:
     """Run a campaign as ``campaign run`` does; return the exit status. (Also ``demo campaign``.)"""
     display = Display(settings.progress)
-    runner = CampaignRunner(settings.journal_path, options, on_note=lambda n: display.note(word_note(n)))
+    metrics = settings.metrics
+    runner = CampaignRunner(
+        settings.journal_path,
+        options,
+        on_note=lambda n: display.note(word_note(n)),
+        on_result=None if metrics is None else metrics.observe,
+    )
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals: list[signal.Signals] = []
@@ -284,6 +295,8 @@ async def _run(
     async with connection.connect(
         emulator_knobs=knobs, announce=display.note, concurrency=options.concurrency, retry=options.retry
     ) as session:
+        if settings.metrics is not None:
+            settings.metrics.instrument(session.client, rate=options.rate)
         if settings.on_session is not None:
             settings.on_session(session)
         outcome = await runner.run(session.client)
