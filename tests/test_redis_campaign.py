@@ -30,40 +30,19 @@ from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
 from ._redis_server import redis_server
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME
 from .test_campaign_metrics import free_port, samples
+from .test_campaign_run import client_for, number
+from .test_campaign_run import options as run_options
+from .test_campaign_run import write_csv as run_csv
 
 __all__ = ["redis_server"]
 
-APP = "93de2206-9669-4e07-948d-329f4b722ee2"
-SENDER = "+15553332222"
-TEMPLATE = "Hi {name}, your code is {code}"
 
-
-def number(i: int) -> str:
-    return f"+1555{i:07d}"
+def options(path: Path, **overrides: Any) -> CampaignOptions:
+    return run_options(path, key_column="id", **overrides)
 
 
 def write_csv(path: Path, n: int, *, extra: str = "") -> Path:
-    lines = [f"k{i},{number(i)},Ann{i},{i:04d}\n" for i in range(n)]
-    path.write_text("id,to,name,code\n" + "".join(lines) + extra, encoding="utf-8")
-    return path
-
-
-def options(path: Path, **overrides: Any) -> CampaignOptions:
-    values: dict[str, Any] = {
-        "input_path": str(path),
-        "application_id": APP,
-        "default_from": SENDER,
-        "template": TEMPLATE,
-        "key_column": "id",
-        "concurrency": 20,
-        "settle": 0.0,
-    }
-    values.update(overrides)
-    return CampaignOptions(**values)
-
-
-def client_for(emu: Emulator) -> MessagingClient:
-    return MessagingClient(ACCOUNT_ID, username=USERNAME, password=PASSWORD, base_url=emu.url)
+    return run_csv(path, n, extra=extra, key=True)
 
 
 async def load(campaign: SharedCampaign, opts: CampaignOptions) -> tuple[Any, bool]:

@@ -60,7 +60,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, ValidationError
-from .._fanout import Outcome, SendResult
+from .._fanout import Outcome, SendResult, SendStream
 from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
@@ -108,6 +108,7 @@ __all__ = [
     "RunOutcome",
     "RunProgress",
     "StopReason",
+    "consume",
     "load_campaign",
     "result_event",
 ]
@@ -768,21 +769,8 @@ class CampaignRunner:
             before_send=self._before_send,
         )
         try:
-            try:
-                async with stream:
-                    async for result in stream:
-                        self._on_result(result)
-                        if self.stopping:
-                            break
-            except asyncio.CancelledError:
-                # Cancelled during the orderly close (a second Ctrl-C): cancel what it waited for.
-                if not stream.done:
-                    await stream.__aexit__(asyncio.CancelledError, None, None)
-                raise
+            await consume(stream, self._on_result, lambda: self.stopping)
         finally:
-            for result in stream.unconsumed:
-                self._on_result(result)
-            stream.unconsumed.clear()
             requests.close()
             pages.close()
         return next(counter)
@@ -908,6 +896,30 @@ class CampaignRunner:
             if len(rows) >= limit:
                 break
         return rows
+
+
+async def consume(stream: SendStream, on_result: Callable[[SendResult], None], stopping: Callable[[], bool]) -> None:
+    """Hand every result of ``stream`` to ``on_result`` until it ends, or in order once ``stopping()``.
+
+    Results the stream produced but nobody read (a stop, a cancellation) are handed over too,
+    so every input that was taken gets its one result.
+    """
+    try:
+        try:
+            async with stream:
+                async for result in stream:
+                    on_result(result)
+                    if stopping():
+                        break
+        except asyncio.CancelledError:
+            # Cancelled during the orderly close (a second Ctrl-C): cancel what it waited for.
+            if not stream.done:
+                await stream.__aexit__(asyncio.CancelledError, None, None)
+            raise
+    finally:
+        for result in stream.unconsumed:
+            on_result(result)
+        stream.unconsumed.clear()
 
 
 class CampaignStore(Protocol):

@@ -17,13 +17,13 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .._client import MessagingClient
 from .._exceptions import BwasyncError
@@ -33,14 +33,11 @@ from ..campaign import (
     InputFileError,
     JournalError,
     JournalMismatchError,
-    RowRecord,
     RunNote,
     RunOutcome,
     StopReason,
     TemplateError,
     build_report,
-    export_rows_csv,
-    export_rows_json,
 )
 from ..campaign._preflight import mostly_invalid
 from ..campaign._runner import RunProgress, load_campaign
@@ -50,12 +47,14 @@ from ..redis._campaign import SharedCampaign, SharedCampaignError, campaign_ids,
 from ..redis._constants import REDIS_OUTAGE, REDIS_RETRY_INTERVAL
 from ..redis._policy import redact_url
 from ..redis._worker import CampaignWorker, WorkerOptions
+from ._campaign._commands import first_rows, read_report, show_report
 from ._campaign._render import (
     SHOWN_INVALID,
     print_error,
     print_invalid_rows,
     print_status,
     print_summary,
+    print_warning,
     status_json,
     word_mostly_invalid,
     word_note,
@@ -139,6 +138,38 @@ async def _reach(redis: aioredis.Redis) -> bool:
     return True
 
 
+async def _with_redis(url: str, body: Callable[[aioredis.Redis], Awaitable[int]], hint: str = "") -> int:
+    """Run a command's ``body`` with a client for ``url``, once Redis answers; its exit status.
+
+    Redis not answering at first: exit 1 before anything is done. Failing later: said (never
+    with the password), exit 1, ``hint`` added.
+    """
+    redis = client_for(url)
+    try:
+        if not await _reach(redis):
+            return EXIT_FATAL
+        return await body(redis)
+    except (RedisError, OSError) as exc:
+        print_error(f"Redis failed: {_why(exc, redis)}.{hint}")
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+
+
+async def _durable(redis: aioredis.Redis) -> bool:
+    """Whether Redis writes every acknowledged write to disk (AOF, ``appendfsync always``); True
+    when it does not let us read its configuration (a managed Redis: we cannot tell)."""
+    try:
+        config = {_text(k): _text(v) for k, v in (await redis.config_get("append*")).items()}
+    except ResponseError:
+        return True
+    return config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def default_campaign_id(input_path: str) -> str:
     """The id of the campaign of an input file, when none is given: the same for every rerun of
     the same command (so it resumes), from the file's absolute path."""
@@ -158,10 +189,8 @@ async def work_shared(
     """``bwasync worker``: join every campaign not complete (or ``only``); the exit status.
 
     ``metrics`` (``--metrics``) is fed every send and request of every campaign joined."""
-    redis = client_for(url)
-    try:
-        if not await _reach(redis):
-            return EXIT_FATAL
+
+    async def join_all(redis: aioredis.Redis) -> int:
         ids = await campaign_ids(redis)
         if only is not None:
             if only not in ids:
@@ -176,11 +205,8 @@ async def work_shared(
             if status != EXIT_OK:
                 return status
         return EXIT_OK
-    except (RedisError, OSError) as exc:
-        print_error(f"Redis failed: {_why(exc, redis)}")
-        return EXIT_FATAL
-    finally:
-        await redis.aclose()
+
+    return await _with_redis(url, join_all)
 
 
 async def _join(
@@ -304,10 +330,8 @@ class SharedRun:
 
 async def run_shared(connection: Connection, options: CampaignOptions, settings: SharedRun) -> int:
     """``campaign run FILE --redis URL``: load into Redis, send with local workers; the exit status."""
-    redis = client_for(settings.redis_url)
-    try:
-        if not await _reach(redis):
-            return EXIT_FATAL
+
+    async def load_and_send(redis: aioredis.Redis) -> int:
         async with contextlib.AsyncExitStack() as stack:
             base_url = connection.base_url
             if connection.emulator:
@@ -315,11 +339,8 @@ async def run_shared(connection: Connection, options: CampaignOptions, settings:
                 base_url = emulator.url
                 note(f"Using an in-process Bandwidth emulator at {emulator.url}; nothing leaves this machine.")
             return await _load_and_send(redis, connection, options, settings, base_url)
-    except (RedisError, OSError) as exc:
-        print_error(f"Redis failed: {_why(exc, redis)}. Rerun the same command to resume.")
-        return EXIT_FATAL
-    finally:
-        await redis.aclose()
+
+    return await _with_redis(settings.redis_url, load_and_send, " Rerun the same command to resume.")
 
 
 async def _load_and_send(
@@ -337,6 +358,11 @@ async def _load_and_send(
         "claim_idle": settings.claim_idle,
     }
     new = not await campaign.exists()
+    if not await _durable(redis):
+        print_warning(
+            f"Redis at {where} does not run with 'appendonly yes' and 'appendfsync always': if it crashes, it "
+            "may forget which rows were sent, and a rerun would send them again. See the README on durability."
+        )
     progress = RunProgress()
     try:
         info, resumed = await load_campaign(
@@ -359,7 +385,7 @@ async def _load_and_send(
         return EXIT_USAGE
     counts = await campaign.counts()
     if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
-        shown = await _first(campaign, "invalid", SHOWN_INVALID)
+        shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
         await redis.delete(*campaign.keys.all())
         await redis.srem(campaign.keys.registry, cid)
         print_invalid_rows(shown, counts["invalid"])
@@ -385,7 +411,7 @@ async def _load_and_send(
         print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
         return EXIT_FATAL
     report = await build_report(campaign)
-    invalid = await _first(campaign, "invalid", SHOWN_INVALID)
+    invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
     complete = await campaign.complete()
     stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
     message = None
@@ -446,73 +472,40 @@ async def _local_workers(settings: SharedRun, connection: Connection, cid: str, 
 # --- campaign status / report --redis -------------------------------------------------------------
 
 
-async def _first(campaign: SharedCampaign, status: str, limit: int) -> list[RowRecord]:
-    rows: list[RowRecord] = []
-    async for row in campaign.rows_with_status(status):
-        rows.append(row)
-        if len(rows) >= limit:
-            break
-    return rows
-
-
-async def _open(url: str, cid: str) -> tuple[aioredis.Redis, SharedCampaign] | int:
-    redis = client_for(url)
-    if not await _reach(redis):
-        await redis.aclose()
-        return EXIT_FATAL
+async def _existing(redis: aioredis.Redis, cid: str) -> SharedCampaign | None:
+    """The campaign ``cid``, or None (and that it does not exist, said)."""
     campaign = SharedCampaign(redis, cid, where=where_of(redis))
     if not await campaign.exists():
         print_error(f"no campaign {cid!r} in Redis at {where_of(redis)}")
-        await redis.aclose()
-        return EXIT_USAGE
-    return redis, campaign
+        return None
+    return campaign
 
 
 async def status_shared(url: str, cid: str, fmt: str) -> int:
     """``campaign status --redis URL ID``: the same snapshot as a journal's; the exit status."""
-    opened = await _open(url, cid)
-    if isinstance(opened, int):
-        return opened
-    redis, campaign = opened
-    try:
-        status = await campaign.status(where_of(redis))
-    except (RedisError, OSError, SharedCampaignError) as exc:
-        print_error(_why(exc, redis))
-        return EXIT_FATAL
-    finally:
-        await redis.aclose()
-    if fmt == "json":
-        click.echo(status_json(status))
-    else:
-        print_status(status)
-    return EXIT_OK if status.complete else EXIT_FATAL
+
+    async def status(redis: aioredis.Redis) -> int:
+        campaign = await _existing(redis, cid)
+        if campaign is None:
+            return EXIT_USAGE
+        snapshot = await campaign.status(where_of(redis))
+        if fmt == "json":
+            click.echo(status_json(snapshot))
+        else:
+            print_status(snapshot)
+        return EXIT_OK if snapshot.complete else EXIT_FATAL
+
+    return await _with_redis(url, status)
 
 
 async def report_shared(url: str, cid: str, fmt: str, csv_path: str | None, json_path: str | None) -> int:
     """``campaign report --redis URL ID``: the same report as a journal's; the exit status."""
-    opened = await _open(url, cid)
-    if isinstance(opened, int):
-        return opened
-    redis, campaign = opened
-    written: list[str] = []
-    try:
-        report = await build_report(campaign)
-        invalid = await _first(campaign, "invalid", SHOWN_INVALID)
-        if csv_path:
-            n = await export_rows_csv(campaign, csv_path)
-            written.append(f"{n:,} rows written to {csv_path}")
-        if json_path:
-            n = await export_rows_json(campaign, json_path)
-            written.append(f"{n:,} rows written to {json_path}")
-    except (RedisError, OSError) as exc:
-        print_error(_why(exc, redis))
-        return EXIT_FATAL
-    finally:
-        await redis.aclose()
-    if fmt == "json":
-        click.echo(report.to_json())
-    else:
-        print_summary(report, invalid, None)
-    for line in written:
-        note(line)
-    return EXIT_OK
+
+    async def report(redis: aioredis.Redis) -> int:
+        campaign = await _existing(redis, cid)
+        if campaign is None:
+            return EXIT_USAGE
+        show_report(*await read_report(campaign, csv_path, json_path), fmt)
+        return EXIT_OK
+
+    return await _with_redis(url, report)

@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -61,6 +61,7 @@ __all__ = [
     "SharedCampaign",
     "SharedCampaignError",
     "campaign_ids",
+    "campaign_keys",
     "connect",
     "event_args",
     "latency_stats",
@@ -112,78 +113,35 @@ async def campaign_ids(redis: aioredis.Redis, namespace: str = DEFAULT_NAMESPACE
     ids = [_text(v) for v in await redis.smembers(f"{namespace}:campaigns")]
     created: list[tuple[float, str]] = []
     for cid in ids:
-        at = await redis.hget(CampaignKeys(cid, namespace).info, "created_at")
+        at = await redis.hget(campaign_keys(cid, namespace).info, "created_at")
         created.append((float(_text(at)) if at is not None else 0.0, cid))
     return [cid for _, cid in sorted(created)]
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignKeys:
-    """The Redis keys of one campaign (see the module docstring)."""
+class CampaignKeys(NamedTuple):
+    """The Redis keys of one campaign (see the module docstring); ``campaign_keys`` makes them."""
 
-    campaign_id: str
-    namespace: str = DEFAULT_NAMESPACE
-
-    def _key(self, name: str) -> str:
-        return f"{self.namespace}:campaign:{{{self.campaign_id}}}:{name}"
-
-    @property
-    def registry(self) -> str:
-        return f"{self.namespace}:campaigns"
-
-    @property
-    def info(self) -> str:
-        return self._key("info")
-
-    @property
-    def status(self) -> str:
-        return self._key("status")
-
-    @property
-    def rows(self) -> str:
-        return self._key("rows")
-
-    @property
-    def lines(self) -> str:
-        return self._key("lines")
-
-    @property
-    def marked(self) -> str:
-        return self._key("marked")
-
-    @property
-    def results(self) -> str:
-        return self._key("results")
-
-    @property
-    def counts(self) -> str:
-        return self._key("counts")
-
-    @property
-    def ids(self) -> str:
-        return self._key("ids")
-
-    @property
-    def queue(self) -> str:
-        return self._key("queue")
-
-    @property
-    def flagged(self) -> str:
-        return self._key("flagged")
+    registry: str
+    info: str
+    status: str
+    rows: str
+    lines: str
+    marked: str
+    results: str
+    counts: str
+    ids: str
+    queue: str
+    flagged: str
 
     def all(self) -> list[str]:
-        return [
-            self.info,
-            self.status,
-            self.rows,
-            self.lines,
-            self.marked,
-            self.results,
-            self.counts,
-            self.ids,
-            self.queue,
-            self.flagged,
-        ]
+        """The campaign's own keys (not the registry)."""
+        return list(self[1:])
+
+
+def campaign_keys(campaign_id: str, namespace: str = DEFAULT_NAMESPACE) -> CampaignKeys:
+    """The keys of campaign ``campaign_id`` under ``namespace``."""
+    prefix = f"{namespace}:campaign:{{{campaign_id}}}"
+    return CampaignKeys(f"{namespace}:campaigns", *(f"{prefix}:{name}" for name in CampaignKeys._fields[1:]))
 
 
 class _Batcher:
@@ -264,7 +222,7 @@ class SharedCampaign:
         #: The Redis location, redacted, for messages.
         self.where = where
         self.campaign_id = campaign_id
-        self.keys = CampaignKeys(campaign_id, namespace)
+        self.keys = campaign_keys(campaign_id, namespace)
         self._add = redis.register_script(scripts.ADD)
         self._mark = redis.register_script(scripts.for_event(scripts.MARK, *event_args(Event.MARKED)))
         self._results = {

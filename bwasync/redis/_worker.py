@@ -49,7 +49,16 @@ from ..campaign._inputs import format_field_errors
 from ..campaign._reconcile import CLOCK_MARGIN, ReconcileSummary, reconcile_rows, settle_deadline
 from ..campaign._records import PendingRow
 from ..campaign._rowstate import Event, RowStatus
-from ..campaign._runner import ErrorWindow, NoteKind, Phase, RunNote, RunProgress, StopReason, result_event
+from ..campaign._runner import (
+    ErrorWindow,
+    NoteKind,
+    Phase,
+    RunNote,
+    RunProgress,
+    StopReason,
+    consume,
+    result_event,
+)
 from ._campaign import Entry, SharedCampaign
 from ._constants import CLAIM_POLL, DEFAULT_CLAIM_IDLE
 
@@ -246,15 +255,8 @@ class CampaignWorker:
             self._requests(client), concurrency=opts.concurrency, retry=opts.retry, before_send=self._before_send
         )
         try:
-            async with stream:
-                async for result in stream:
-                    self._on_result(result)
-                    if self.stopping:
-                        break
+            await consume(stream, self._on_result, lambda: self.stopping)
         finally:
-            for result in stream.unconsumed:
-                self._on_result(result)
-            stream.unconsumed.clear()
             # Every result handed over is recorded (or found unrecordable) before the run ends.
             while self._recording:
                 await asyncio.gather(*self._recording, return_exceptions=True)

@@ -17,6 +17,7 @@ from ...campaign import (
     JournalError,
     JournalLockedError,
     Report,
+    ReportSource,
     RowRecord,
     Template,
     TemplateError,
@@ -599,17 +600,8 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
         ctx.exit(EXIT_USAGE)
 
     async def main() -> tuple[Report, list[RowRecord], list[str]]:
-        written: list[str] = []
         async with Journal(journal) as j:
-            report = await build_report(j)
-            invalid = [row async for row in _first(j, "invalid", SHOWN_INVALID)]
-            if csv_path:
-                n = await export_rows_csv(j, csv_path)
-                written.append(f"{n:,} rows written to {csv_path}")
-            if json_path:
-                n = await export_rows_json(j, json_path)
-                written.append(f"{n:,} rows written to {json_path}")
-        return report, invalid, written
+            return await read_report(j, csv_path, json_path)
 
     try:
         report, invalid, written = run(main())
@@ -621,6 +613,28 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
     except (JournalError, OSError) as exc:
         print_error(str(exc))
         ctx.exit(EXIT_FATAL)
+    show_report(report, invalid, written, fmt)
+
+
+async def read_report(
+    source: ReportSource, csv_path: str | None, json_path: str | None
+) -> tuple[Report, list[RowRecord], list[str]]:
+    """``campaign report``'s work on a journal or a shared campaign: the report, the first invalid
+    rows, and the exports asked for (a line saying so for each)."""
+    report = await build_report(source)
+    invalid = await first_rows(source, "invalid", SHOWN_INVALID)
+    written: list[str] = []
+    if csv_path:
+        n = await export_rows_csv(source, csv_path)
+        written.append(f"{n:,} rows written to {csv_path}")
+    if json_path:
+        n = await export_rows_json(source, json_path)
+        written.append(f"{n:,} rows written to {json_path}")
+    return report, invalid, written
+
+
+def show_report(report: Report, invalid: list[RowRecord], written: list[str], fmt: str) -> None:
+    """Print what :func:`read_report` read, as ``--format`` asks."""
     if fmt == "json":
         click.echo(report.to_json())
     else:
@@ -629,10 +643,11 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
         note(line)
 
 
-async def _first(journal: Journal, status: str, limit: int) -> Any:
-    count = 0
-    async for row in journal.rows_with_status(status, batch=limit):
-        yield row
-        count += 1
-        if count >= limit:
-            return
+async def first_rows(source: ReportSource, status: str, limit: int) -> list[RowRecord]:
+    """The first ``limit`` rows in ``status``, in line order."""
+    rows: list[RowRecord] = []
+    async for row in source.rows_with_status(status, batch=limit):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows
