@@ -40,6 +40,7 @@ from ..campaign import (
     build_report,
 )
 from ..campaign._preflight import mostly_invalid
+from ..campaign._records import CampaignInfo
 from ..campaign._runner import RunProgress, load_campaign
 from ..emulator import Emulator
 from ..redis import RedisLimiter
@@ -213,7 +214,11 @@ async def _join(
     campaign: SharedCampaign, connection: ConnectionOptions, overrides: dict[str, Any], metrics: ClientMetrics | None
 ) -> int:
     """Send one campaign's rows until it is complete (riding out Redis outages); the exit status."""
-    run, account, base_url = await campaign.run_options()
+    try:
+        run, account, base_url = await campaign.run_options()
+    except SharedCampaignError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
     if connection.account_id and account and connection.account_id != account:
         print_error(f"campaign {campaign.campaign_id} belongs to another account than --account-id: not joined")
         return EXIT_USAGE
@@ -346,6 +351,8 @@ async def run_shared(connection: Connection, options: CampaignOptions, settings:
 async def _load_and_send(
     redis: aioredis.Redis, connection: Connection, options: CampaignOptions, settings: SharedRun, base_url: str | None
 ) -> int:
+    """Load the file into Redis while the local workers start; let them send once the load is
+    checked; report. A new campaign is *held* until then: no worker sends a row of it."""
     cid = options.campaign_id or default_campaign_id(options.input_path)
     where = where_of(redis)
     campaign = SharedCampaign(redis, cid, where=where)
@@ -357,21 +364,31 @@ async def _load_and_send(
         "settle": options.settle,
         "claim_idle": settings.claim_idle,
     }
-    new = not await campaign.exists()
     if not await _durable(redis):
         print_warning(
             f"Redis at {where} does not run with 'appendonly yes' and 'appendfsync always': if it crashes, it "
             "may forget which rows were sent, and a rerun would send them again. See the README on durability."
         )
-    progress = RunProgress()
+    new = await campaign.campaign_info() is None
+    if new and not settings.allow_invalid:
+        await campaign.hold()  # until more than half of the rows are known valid
+    before = (await campaign.counts())["accepted"]
+    workers = _LocalWorkers(settings, connection, cid, base_url)
+
+    def started(info: CampaignInfo) -> None:
+        # The record exists and matches this command: workers may start (and import) while the
+        # rows load; they send only once the campaign is released.
+        workers.start({k: v for k, v in run.items() if v is not None}, campaign)
+
     try:
         info, resumed = await load_campaign(
             campaign,
             dataclasses.replace(options, campaign_id=cid),
             where=f"campaign {cid} in Redis at {where}",
-            progress=progress,
+            progress=RunProgress(),
             note=lambda kind, **values: note(word_note(RunNote(kind, **values))),
             stopping=lambda: False,
+            on_info=started,
         )
     except JournalMismatchError as exc:
         what = ", ".join(exc.differences)
@@ -381,6 +398,7 @@ async def _load_and_send(
         )
         return EXIT_USAGE
     except (InputFileError, TemplateError, JournalError) as exc:
+        await workers.stop()
         print_error(str(exc))
         return EXIT_USAGE
     counts = await campaign.counts()
@@ -388,17 +406,15 @@ async def _load_and_send(
         shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
         await redis.delete(*campaign.keys.all())
         await redis.srem(campaign.keys.registry, cid)
+        await workers.stop()
         print_invalid_rows(shown, counts["invalid"])
         print_error(
             word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
         )
         return EXIT_MOSTLY_INVALID
-    await campaign.set_run(
-        {k: v for k, v in run.items() if v is not None}, account_id=connection.account_id, base_url=base_url
-    )
+    await campaign.release()
     verb = "Resuming" if resumed else "Starting"
     note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
-    before = counts["accepted"]
     if settings.workers == 0:
         note(f"Loaded. Send with: bwasync worker --redis URL --campaign {cid} (on any machine).")
         return EXIT_OK
@@ -406,7 +422,7 @@ async def _load_and_send(
         f"Sending with {settings.workers} local workers; other machines join with "
         f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
     )
-    codes = await _local_workers(settings, connection, cid, base_url)
+    codes = await workers.wait()
     if not await _back(redis):
         print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
         return EXIT_FATAL
@@ -428,45 +444,81 @@ async def _load_and_send(
     return verdict(outcome)
 
 
-async def _local_workers(settings: SharedRun, connection: Connection, cid: str, base_url: str | None) -> list[int]:
-    """Run ``settings.workers`` ``bwasync worker`` processes on the campaign; their exit statuses.
+class _LocalWorkers:
+    """``settings.workers`` ``bwasync worker`` processes on one campaign, on this machine.
 
     Credentials reach them in their environment only. A signal to this process is passed on
     to them once (they stop in order); they run in their own session, so a terminal's Ctrl-C
     reaches them only through here.
     """
-    env = dict(os.environ)
-    env[REDIS_ENV] = settings.redis_url
-    env["BW_ACCOUNT_ID"] = connection.account_id
-    for name, var in (
-        ("username", "BW_USERNAME"),
-        ("password", "BW_PASSWORD"),
-        ("client_id", "BW_CLIENT_ID"),
-        ("client_secret", "BW_CLIENT_SECRET"),
-        ("token_url", "BW_TOKEN_URL"),
-    ):
-        value = getattr(connection, name)
-        env.pop(var, None)
-        if value is not None:
-            env[var] = value
-    env.pop("BW_MESSAGING_URL", None)
-    if base_url is not None:
-        env["BW_MESSAGING_URL"] = base_url
-    args = [sys.executable, "-m", "bwasync.cli", "worker", "--campaign", cid]
-    if settings.claim_idle is not None:
-        args += ["--claim-idle", repr(settings.claim_idle)]
-    processes = [
-        await asyncio.create_subprocess_exec(*args, env=env, start_new_session=True) for _ in range(settings.workers)
-    ]
 
-    def on_signal(sig: signal.Signals) -> None:
-        for p in processes:
-            if p.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(sig)
+    def __init__(self, settings: SharedRun, connection: Connection, cid: str, base_url: str | None) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.cid = cid
+        self.base_url = base_url
+        self._starting: asyncio.Task[list[asyncio.subprocess.Process]] | None = None
 
-    with _on_signals(on_signal):
-        return [await p.wait() for p in processes]
+    def start(self, run: dict[str, Any], campaign: SharedCampaign) -> None:
+        """Record the run options, then start the processes (once; in the background)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start(run, campaign))
+
+    def _env(self) -> dict[str, str]:
+        connection = self.connection
+        env = dict(os.environ)
+        env[REDIS_ENV] = self.settings.redis_url
+        env["BW_ACCOUNT_ID"] = connection.account_id
+        for name, var in (
+            ("username", "BW_USERNAME"),
+            ("password", "BW_PASSWORD"),
+            ("client_id", "BW_CLIENT_ID"),
+            ("client_secret", "BW_CLIENT_SECRET"),
+            ("token_url", "BW_TOKEN_URL"),
+        ):
+            value = getattr(connection, name)
+            env.pop(var, None)
+            if value is not None:
+                env[var] = value
+        env.pop("BW_MESSAGING_URL", None)
+        if self.base_url is not None:
+            env["BW_MESSAGING_URL"] = self.base_url
+        return env
+
+    async def _start(self, run: dict[str, Any], campaign: SharedCampaign) -> list[asyncio.subprocess.Process]:
+        await campaign.set_run(run, account_id=self.connection.account_id, base_url=self.base_url)
+        args = [sys.executable, "-m", "bwasync.cli", "worker", "--campaign", self.cid]
+        if self.settings.claim_idle is not None:
+            args += ["--claim-idle", repr(self.settings.claim_idle)]
+        env = self._env()
+        return [
+            await asyncio.create_subprocess_exec(*args, env=env, start_new_session=True)
+            for _ in range(self.settings.workers)
+        ]
+
+    async def wait(self) -> list[int]:
+        """Their exit statuses, once every one has exited."""
+        if self._starting is None:
+            return []
+        processes = await self._starting
+
+        def on_signal(sig: signal.Signals) -> None:
+            for p in processes:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(sig)
+
+        with _on_signals(on_signal):
+            return [await p.wait() for p in processes]
+
+    async def stop(self) -> None:
+        """Stop them (the campaign is not to be sent after all) and wait for them."""
+        if self._starting is None:
+            return
+        for p in await self._starting:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        await self.wait()
 
 
 # --- campaign status / report --redis -------------------------------------------------------------

@@ -43,7 +43,9 @@ def fleet() -> ModuleType:
     try:
         from . import _fleet
     except ImportError as exc:
-        raise click.UsageError(f"--redis needs the redis package: pip install 'bwasync[redis]' ({exc})") from None
+        if (exc.name or "").split(".")[0] != "redis":
+            raise
+        raise click.UsageError("--redis needs the redis package: pip install 'bwasync[redis]'") from None
     return _fleet
 
 

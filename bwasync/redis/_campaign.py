@@ -337,6 +337,18 @@ class SharedCampaign:
             raise SharedCampaignError(f"no campaign {self.campaign_id!r} in Redis")
         return json.loads(info.get("run", "{}")), info.get("account_id"), info.get("base_url")
 
+    async def hold(self) -> None:
+        """Keep every worker from sending (a new campaign whose load is not checked yet)."""
+        await self.redis.hset(self.keys.info, "held", "1")
+
+    async def release(self) -> None:
+        await self.redis.hdel(self.keys.info, "held")
+
+    async def gate(self) -> tuple[bool, bool, str | None]:
+        """(the campaign exists, it is held, why it is paused or None), in one round trip."""
+        cid, held, paused = await self.redis.hmget(self.keys.info, ["campaign_id", "held", "paused"])
+        return cid is not None, held is not None, None if paused is None else _text(paused)
+
     async def pause(self, reason: str) -> None:
         """Stop every worker of the campaign (the error-rate guard); the next ``run`` clears it."""
         await self.redis.hset(self.keys.info, "paused", reason)
@@ -508,10 +520,22 @@ class SharedCampaign:
             for record in await self.row_records([key for _, key in lines[i : i + batch]]):
                 yield record
 
+    async def _keys_with_status(self, status: str, batch: int) -> list[str]:
+        """The keys of the rows in ``status``, in line order (the state hash is scanned, not the rows)."""
+        keys = [_text(k) async for k, v in self.redis.hscan_iter(self.keys.status, count=batch) if _text(v) == status]
+        lines: list[tuple[int, str]] = []
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            lines += [
+                (int(n or 0), k) for k, n in zip(chunk, await self.redis.hmget(self.keys.lines, chunk), strict=True)
+            ]
+        return [key for _, key in sorted(lines)]
+
     async def rows_with_status(self, status: str, batch: int = 1000) -> AsyncIterator[RowRecord]:
         """Rows in ``status``, in line order."""
-        async for record in self.iter_all(batch):
-            if record.status == status:
+        keys = await self._keys_with_status(status, batch)
+        for i in range(0, len(keys), batch):
+            for record in await self.row_records(keys[i : i + batch]):
                 yield record
 
     async def failed_by_error_code(self) -> dict[int | None, int]:
@@ -524,7 +548,15 @@ class SharedCampaign:
         return {}  # no status callbacks are received for a shared campaign (yet)
 
     async def latency_stats(self, percentiles: Sequence[float] = (50, 90, 99)) -> LatencyStats:
-        values = sorted([r.latency async for r in self.rows_with_status(RowStatus.ACCEPTED) if r.latency is not None])
+        """Of accepted rows: one pass over their results (never the loaded rows)."""
+        keys = await self._keys_with_status(RowStatus.ACCEPTED, 1000)
+        values: list[float] = []
+        for i in range(0, len(keys), 1000):
+            for raw in await self.redis.hmget(self.keys.results, keys[i : i + 1000]):
+                latency = None if raw is None else _decoder.decode(raw).get("latency")
+                if latency is not None:
+                    values.append(float(latency))
+        values.sort()
         return latency_stats(values, percentiles)
 
     async def time_span(self) -> tuple[float | None, float | None]:

@@ -300,10 +300,16 @@ class CampaignWorker:
         campaign = self.campaign
         opts = self.options
         while not self.stopping:
-            paused = await campaign.paused()
+            exists, held, paused = await campaign.gate()
+            if not exists:
+                self.request_stop(StopReason.FATAL, "the campaign was removed from Redis")
+                return False
             if paused is not None:
                 self.request_stop(StopReason.ERROR_RATE, paused)
                 return False
+            if held:
+                await self._pause(CLAIM_POLL)  # its load is being checked: nothing may go yet
+                continue
             entries = await campaign.claim_idle(self.consumer, int(opts.claim_idle * 1000), opts.concurrency)
             if entries:
                 await self._take_over(client, entries)
