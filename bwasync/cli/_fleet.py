@@ -123,6 +123,8 @@ async def _back(redis: aioredis.Redis, stopping: Callable[[], bool] = lambda: Fa
     """Wait until Redis answers again (an outage, a restart), up to ``REDIS_OUTAGE`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + REDIS_OUTAGE
+    # Idle connections opened before the outage are dead even once Redis is back: drop them.
+    await redis.connection_pool.disconnect(inuse_connections=False)
     while await _answers(redis) is not None:
         if loop.time() > deadline or stopping():
             return False
@@ -297,12 +299,20 @@ async def work(
 
     with _on_signals(on_signal):
         try:
+            unrecorded: tuple[Any, ...] = ()
             while True:
                 worker = CampaignWorker(campaign, options, on_note=on_note, on_result=on_result)
                 current[:] = [worker]
                 if stop:
                     worker.request_stop(stop[0], "stopped by a signal")
+                try:
+                    await worker.replay(unrecorded)
+                except (RedisError, OSError):
+                    pass  # down again: the next run of the loop replays them
+                else:
+                    unrecorded = ()
                 outcome = await worker.run(client)
+                unrecorded += outcome.unrecorded
                 if outcome.complete:
                     note(f"Campaign {campaign.campaign_id} is complete ({outcome.sent:,} sent by this worker).")
                     return EXIT_OK

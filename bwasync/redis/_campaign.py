@@ -207,6 +207,8 @@ class Entry:
 
     entry_id: str
     key: str
+    #: The consumer that read it (and holds it, unless another took it over since).
+    consumer: str
 
 
 class SharedCampaign:
@@ -394,7 +396,9 @@ class SharedCampaign:
     async def read_new(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """Up to ``count`` entries no consumer has read yet (waiting up to ``block_ms``)."""
         reply: Any = await self.redis.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
-        return [Entry(_text(eid), _text(fields[b"k"])) for _, entries in reply or () for eid, fields in entries]
+        return [
+            Entry(_text(eid), _text(fields[b"k"]), consumer) for _, entries in reply or () for eid, fields in entries
+        ]
 
     async def claim_idle(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over up to ``count`` entries idle for ``min_idle_ms`` (their consumer is gone)."""
@@ -405,7 +409,7 @@ class SharedCampaign:
                 self.keys.queue, GROUP, consumer, min_idle_ms, start_id=start, count=count - len(entries)
             )
             start = _text(reply[0])
-            entries += [Entry(_text(eid), _text(fields[b"k"])) for eid, fields in reply[1] if fields]
+            entries += [Entry(_text(eid), _text(fields[b"k"]), consumer) for eid, fields in reply[1] if fields]
             if start == "0-0":
                 break
         return entries
@@ -429,23 +433,33 @@ class SharedCampaign:
 
     async def record(
         self,
-        key: str,
+        entry: Entry,
         event: Event,
         *,
-        entry_id: str | None,
         result: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         segments: int = 0,
     ) -> str:
-        """Apply ``event`` to a row with its result, and settle its entry; ``'ok'`` or the row's
-        state when the table refuses (the entry is settled anyway). A row back to ``pending``
-        (``NOT_SENT``) joins the queue again."""
+        """Apply ``event`` to the entry's row with its result, and settle the entry; ``'ok'``, or the
+        row's state when the table refuses (the entry is settled anyway: the row's fate was decided
+        elsewhere). A row back to ``pending`` (``NOT_SENT``) joins the queue again, only if the
+        entry's consumer still holds it (``'lost'`` otherwise: whoever took it over decides), so
+        a row never has two entries."""
         k = self.keys
         body = b"" if result is None else _encoder.encode({**result, "finished_at": time.time()})
         reply = await self._batch.call(
             self._results[event],
             keys=[k.status, k.counts, k.results, k.ids, k.queue, k.info],
-            args=[key, entry_id or "", GROUP, body, message_id or "", segments, repr(time.time())],
+            args=[
+                entry.key,
+                entry.entry_id,
+                GROUP,
+                body,
+                message_id or "",
+                segments,
+                repr(time.time()),
+                entry.consumer,
+            ],
         )
         return _text(reply)
 

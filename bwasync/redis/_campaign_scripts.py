@@ -84,20 +84,22 @@ return 'ok'
 
 #: Record a row's result (a send's answer, a reconciliation's finding) and settle its entry.
 #: KEYS: status counts results ids queue info
-#: ARGV: key, entry id ('' if none), group, result JSON ('' keeps the old), message id ('' if
-#: none), segments, now. A row moved back to ``pending`` joins the queue anew.
+#: ARGV: key, entry id, group, result JSON ('' keeps the old), message id ('' if none),
+#: segments, now, consumer. A row moved back to ``pending`` joins the queue anew, and only while
+#: ``consumer`` still holds the entry (else 'lost', nothing changed): one entry per row, ever.
 #: Returns 'ok', or the row's state when the table refuses the move (the entry is settled anyway:
 #: the row's fate was decided elsewhere).
 RESULT: Final = """
 local status, counts, results, ids, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local key, entry, group, body, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local segments, now = ARGV[6], ARGV[7]
+local segments, now, consumer = ARGV[6], ARGV[7], ARGV[8]
 local target, sources = '__TARGET__', {__SOURCES__}
 local function settle()
-  if entry ~= '' then
-    redis.call('XACK', queue, group, entry)
-    redis.call('XDEL', queue, entry)
-  end
+  redis.call('XACK', queue, group, entry)
+  redis.call('XDEL', queue, entry)
+end
+if target == 'pending' and #redis.call('XPENDING', queue, group, entry, entry, 1, consumer) == 0 then
+  return 'lost'
 end
 local current = redis.call('HGET', status, key)
 if not current or not sources[current] then

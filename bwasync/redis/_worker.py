@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, ValidationError
+from .._exceptions import APIStatusError, AuthenticationError, BwasyncError, RedisUnavailableError, ValidationError
 from .._fanout import SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
@@ -68,7 +68,7 @@ __all__ = ["CampaignWorker", "WorkerOptions", "WorkerOutcome"]
 _REDIS_ERRORS = (RedisError, OSError)
 
 
-class _Refused(Exception):
+class _Refused(BwasyncError):
     """The row may not be sent: its entry moved to another worker, or its state forbids it."""
 
     def __init__(self, state: str) -> None:
@@ -76,7 +76,7 @@ class _Refused(Exception):
         self.state = state
 
 
-class _Stopping(Exception):
+class _Stopping(BwasyncError):
     """Raised by the ``before_send`` hook once a stop was requested: the row is not sent."""
 
 
@@ -127,6 +127,10 @@ class WorkerOutcome:
     reconciled: ReconcileSummary
     #: Redis failed under the worker (it may retry once Redis answers again).
     redis_failed: bool = False
+    #: What Redis failed to take meanwhile, known here: send results (a 202's message id, a
+    #: failure, a row certainly not sent because its mark failed) and rows read but never sent.
+    #: :meth:`CampaignWorker.replay` records them once Redis answers again.
+    unrecorded: tuple[tuple[Entry, PendingRow, SendResult | None], ...] = ()
 
 
 class CampaignWorker:
@@ -170,6 +174,8 @@ class CampaignWorker:
         self._reconciled = ReconcileSummary()
         #: Results on their way to Redis.
         self._recording: set[asyncio.Future[None]] = set()
+        #: What Redis failed to take (see ``WorkerOutcome.unrecorded``).
+        self._unrecorded: list[tuple[Entry, PendingRow, SendResult | None]] = []
 
     def __repr__(self) -> str:
         return f"<CampaignWorker {self.campaign.campaign_id} {self.consumer} stop={self._stop_reason}>"
@@ -224,6 +230,8 @@ class CampaignWorker:
                 complete = await self.campaign.complete()
             except _REDIS_ERRORS as exc:
                 self._redis_down(exc)
+        self._unrecorded += [(entry, row, None) for entry, row in self._buffer]
+        self._buffer.clear()
         self.progress.phase = Phase.DONE
         return WorkerOutcome(
             complete=complete,
@@ -232,13 +240,25 @@ class CampaignWorker:
             sent=self.progress.sent,
             reconciled=self._reconciled,
             redis_failed=self._redis_failed,
+            unrecorded=tuple(self._unrecorded),
         )
+
+    async def replay(self, unrecorded: tuple[tuple[Entry, PendingRow, SendResult | None], ...]) -> None:
+        """Record what an earlier run of this process knew and Redis could not take (see
+        :attr:`WorkerOutcome.unrecorded`): exact outcomes instead of a reconciliation. A row whose
+        send is known not to have left goes back to the queue, whatever it was judged meanwhile
+        (nobody else may send a row that was marked: it was certainly never sent)."""
+        for entry, row, result in unrecorded:
+            if result is None:
+                await self.campaign.record(entry, Event.NOT_SENT)
+            else:
+                await self._record(entry, row, result)
 
     async def _give_back(self) -> None:
         """Rows read and never given to the sender go back to the queue for others."""
         while self._buffer:
             entry, _ = self._buffer.popleft()
-            await self.campaign.record(entry.key, Event.NOT_SENT, entry_id=entry.entry_id)
+            await self.campaign.record(entry, Event.NOT_SENT)
             self._held.discard(entry.entry_id)
 
     async def _heartbeat(self) -> None:
@@ -281,9 +301,8 @@ class CampaignWorker:
                 # E.g. its expiration passed since it was loaded: certainly not sent.
                 try:
                     await self.campaign.record(
-                        entry.key,
+                        entry,
                         Event.FAILED,
-                        entry_id=entry.entry_id,
                         result={"error": format_field_errors(exc.field_errors)},
                     )
                 except _REDIS_ERRORS as err:
@@ -383,13 +402,11 @@ class CampaignWorker:
         accepted = 0
         for row in rows:
             mid = found.get(row.key)
-            entry_id = by_key[row.key].entry_id
             if mid is not None:
                 accepted += 1
                 await campaign.record(
-                    row.key,
+                    by_key[row.key],
                     Event.ACCEPTED,
-                    entry_id=entry_id,
                     result={"message_id": mid, "attempts": row.attempts},
                     message_id=mid,
                     segments=row.segments,
@@ -397,9 +414,8 @@ class CampaignWorker:
             else:
                 why = reasons.get(row.key, "no matching message in Bandwidth's list")
                 await campaign.record(
-                    row.key,
+                    by_key[row.key],
                     Event.AMBIGUOUS,
-                    entry_id=entry_id,
                     result={"error": f"in flight when a worker died; {why}: it may or may not have been sent"},
                 )
         self._note(NoteKind.RECONCILED, rows=len(rows), status=RowStatus.IN_FLIGHT, accepted=accepted)
@@ -416,10 +432,10 @@ class CampaignWorker:
             raise _Stopping("the worker is stopping")
         entry, _ = self._taken[index]
         try:
-            state = await self.campaign.mark(entry.key, entry.entry_id, self.consumer)
+            state = await self.campaign.mark(entry.key, entry.entry_id, entry.consumer)
         except _REDIS_ERRORS as exc:
             self._redis_down(exc)
-            raise
+            raise RedisUnavailableError(f"not sent: Redis failed at its mark ({type(exc).__name__})") from exc
         if state != "ok":
             raise _Refused(state)
         self.progress.apply(RowStatus.PENDING, Event.MARKED)
@@ -433,9 +449,9 @@ class CampaignWorker:
         if self._observe is not None:
             self._observe(result)
         entry, row = taken
-        if isinstance(result.error, _REDIS_ERRORS) or self._redis_failed:
-            # Redis failed (at the mark, or since): the row stays as Redis has it, in this
-            # worker's pending list, and is reconciled when taken over.
+        if isinstance(result.error, RedisUnavailableError) or self._redis_failed:
+            # Redis failed (at the mark, or since): kept, to be recorded when it is back.
+            self._unrecorded.append((entry, row, result))
             return
         task = asyncio.ensure_future(self._record_safely(entry, row, result))
         self._recording.add(task)
@@ -446,6 +462,7 @@ class CampaignWorker:
             await self._record(entry, row, result)
         except _REDIS_ERRORS as exc:
             self._redis_down(exc)
+            self._unrecorded.append((entry, row, result))
 
     async def _record(self, entry: Entry, row: PendingRow, result: SendResult) -> None:
         campaign = self.campaign
@@ -455,7 +472,9 @@ class CampaignWorker:
             if error.state != "lost":
                 await campaign.settle(entry.entry_id)  # final already: decided elsewhere
             return
-        event = Event.NOT_SENT if isinstance(error, _Stopping) else result_event(result.outcome, error)
+        # A stop, or a mark Redis failed to confirm: the request never left.
+        not_sent = isinstance(error, (_Stopping, RedisUnavailableError))
+        event = Event.NOT_SENT if not_sent else result_event(result.outcome, error)
         if event is None:
             # May be on the wire (cancelled): left in flight, taken over and reconciled.
             self._held.discard(entry.entry_id)
@@ -480,16 +499,14 @@ class CampaignWorker:
             if event is Event.FAILED and isinstance(error, APIStatusError):
                 outcome["error_code"] = error.status_code
         await campaign.record(
-            entry.key,
+            entry,
             event,
-            entry_id=entry.entry_id,
             result=outcome or None,
             message_id=message_id,
             segments=cost,
         )
         self._held.discard(entry.entry_id)
-        # Only a stop refuses a row before its mark.
-        self.progress.apply(RowStatus.PENDING if isinstance(error, _Stopping) else RowStatus.IN_FLIGHT, event)
+        self.progress.apply(RowStatus.PENDING if not_sent else RowStatus.IN_FLIGHT, event)
         if event is Event.ACCEPTED:
             self.progress.sent += 1
             self.progress.segments += cost
