@@ -158,3 +158,43 @@ async def test_a_worker_serves_metrics_of_its_sends(
     got = samples(texts[0])
     assert got[("bwasync_sends_total", (("outcome", "accepted"),))] == 25 == emulator.stats.accepted
     assert got[("bwasync_requests_total", (("status", "202"),))] == 25
+
+
+async def test_a_row_goes_back_to_the_queue_only_by_the_consumer_holding_it(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A worker that lost its entry (taken over meanwhile) cannot requeue the row: never two entries."""
+    campaign = SharedCampaign(redis, "c4")
+    await load(campaign, options(write_csv(tmp_path / "list.csv", 3)))
+    (entry, *_) = await campaign.read_new("slow", 1, None)
+    (taken,) = await campaign.claim_idle("other", 0, 1)  # as if "slow" had gone idle
+    assert taken.entry_id == entry.entry_id and taken.consumer == "other"
+    assert await campaign.mark(entry.key, entry.entry_id, "slow") == "lost"
+    assert await campaign.record(entry, Event.NOT_SENT) == "lost"
+    assert await redis.xlen(campaign.keys.queue) == 3
+    assert await campaign.record(taken, Event.NOT_SENT) == "ok"  # the holder may: same count
+    assert await redis.xlen(campaign.keys.queue) == 3
+    assert (await campaign.counts())["pending"] == 3
+
+
+async def test_a_mostly_invalid_new_campaign_sends_nothing_and_leaves_nothing_in_redis(
+    redis_server: RedisProcess, redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    """Its workers start while it loads, but it is held: exit 4, no row sent, no key left."""
+    path = tmp_path / "list.csv"
+    path.write_text("id,to,name\n" + "".join(f"k{i},{'+1555000000' if i < 3 else 'nope'}{i},A\n" for i in range(10)))
+    args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--workers", "1"]
+    env = {
+        "BW_ACCOUNT_ID": ACCOUNT_ID,
+        "BW_USERNAME": USERNAME,
+        "BW_PASSWORD": PASSWORD,
+        "BW_APPLICATION_ID": "93de2206-9669-4e07-948d-329f4b722ee2",
+        "BW_NUMBER": "+15553332222",
+        "BW_MESSAGING_URL": emulator.url,
+        "BWASYNC_REDIS_URL": redis_server.url,
+    }
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 4, result.output
+    assert "Nothing was sent; nothing was kept in Redis." in " ".join(result.output.split())
+    assert emulator.stats.creates == 0
+    assert [k async for k in redis.scan_iter()] == []
