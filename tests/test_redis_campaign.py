@@ -198,3 +198,16 @@ async def test_a_mostly_invalid_new_campaign_sends_nothing_and_leaves_nothing_in
     assert "Nothing was sent; nothing was kept in Redis." in " ".join(result.output.split())
     assert emulator.stats.creates == 0
     assert [k async for k in redis.scan_iter()] == []
+
+
+async def test_failed_rows_are_requeued_once_when_asked(redis: aioredis.Redis, tmp_path: Path) -> None:
+    campaign = SharedCampaign(redis, "c5")
+    await load(campaign, options(write_csv(tmp_path / "list.csv", 4)))
+    for entry in await campaign.read_new("w", 2, None):
+        assert await campaign.mark(entry.key, entry.entry_id, "w") == "ok"
+        assert await campaign.record(entry, Event.FAILED, result={"error": "500", "error_code": 500}) == "ok"
+    assert await redis.xlen(campaign.keys.queue) == 2 and (await campaign.failed_by_error_code()) == {500: 2}
+    assert await campaign.requeue("failed") == 2
+    assert await campaign.requeue("failed") == 0  # a second loader finds them pending
+    counts = await campaign.counts()
+    assert (counts["pending"], counts["failed"], await redis.xlen(campaign.keys.queue)) == (4, 0, 4)

@@ -33,6 +33,7 @@ from ..campaign import (
     InputFileError,
     JournalError,
     JournalMismatchError,
+    NoteKind,
     RunNote,
     RunOutcome,
     StopReason,
@@ -41,6 +42,7 @@ from ..campaign import (
 )
 from ..campaign._preflight import mostly_invalid
 from ..campaign._records import CampaignInfo
+from ..campaign._rowstate import RowStatus
 from ..campaign._runner import RunProgress, load_campaign
 from ..emulator import Emulator
 from ..redis import RedisLimiter
@@ -422,6 +424,10 @@ async def _load_and_send(
             word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
         )
         return EXIT_MOSTLY_INVALID
+    if options.retry_failed:
+        requeued = await campaign.requeue(RowStatus.FAILED)
+        if requeued:
+            note(word_note(RunNote(NoteKind.REQUEUED, rows=requeued, status=RowStatus.FAILED)))
     await campaign.release()
     verb = "Resuming" if resumed else "Starting"
     note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
@@ -451,7 +457,7 @@ async def _load_and_send(
         complete=complete, stop_reason=stop, message=message, counts=final, sent=final["accepted"] - before
     )
     print_summary(report, invalid, outcome)
-    return verdict(outcome)
+    return verdict(outcome, shared=True)
 
 
 class _LocalWorkers:

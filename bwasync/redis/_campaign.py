@@ -48,7 +48,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_file
-from ..campaign._rowstate import Event, RowStatus, count_final, sources
+from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
 from ..campaign._status import JournalStatus
 from . import _campaign_scripts as scripts
 from ._constants import DEFAULT_NAMESPACE, REDIS_TIMEOUT
@@ -88,8 +88,6 @@ def event_args(event: Event) -> tuple[str, list[str]]:
     Every event of the table has one target whatever the source (checked here), which is what
     lets a script apply it knowing only the row's current state.
     """
-    from ..campaign._rowstate import TRANSITIONS
-
     targets = {TRANSITIONS[(s, event)] for s in sources(event)}
     if len(targets) != 1:
         raise ValueError(f"{event} has no single target state")
@@ -232,6 +230,7 @@ class SharedCampaign:
             for event in (Event.ACCEPTED, Event.FAILED, Event.AMBIGUOUS, Event.NOT_SENT)
         }
         self._touch = redis.register_script(scripts.TOUCH)
+        self._requeue = redis.register_script(scripts.for_event(scripts.REQUEUE, *event_args(Event.REQUEUE)))
         self._batch = _Batcher(redis)
 
     def __repr__(self) -> str:
@@ -462,6 +461,15 @@ class SharedCampaign:
             ],
         )
         return _text(reply)
+
+    async def requeue(self, status: str) -> int:
+        """Send every row in ``status`` (``failed``) again, as the user asked; how many."""
+        keys = await self._keys_with_status(status, 1000)
+        moved = 0
+        k = self.keys
+        for i in range(0, len(keys), 500):
+            moved += int(await self._requeue(keys=[k.status, k.counts, k.queue], args=[status, *keys[i : i + 500]]))
+        return moved
 
     async def settle(self, entry_id: str) -> None:
         """Drop an entry whose row needs nothing more (already final)."""

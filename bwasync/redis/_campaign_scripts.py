@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADD", "MARK", "RESULT", "TOUCH", "for_event"]
+__all__ = ["ADD", "MARK", "REQUEUE", "RESULT", "TOUCH", "for_event"]
 
 #: Add a batch of loaded rows; idempotent by key and line.
 #: KEYS: status rows lines counts queue flagged info
@@ -120,6 +120,27 @@ if target == 'pending' then redis.call('XADD', queue, '*', 'k', key) end
 return 'ok'
 """
 
+#: Send rows in one state again (the user asked: ``--retry-failed``); they join the queue.
+#: KEYS: status counts queue. ARGV: the state to requeue, then row keys. A row in another state
+#: by now is left alone (a second requeue finds it pending). Returns how many moved.
+REQUEUE: Final = """
+local status, counts, queue, wanted = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local target, sources = '__TARGET__', {__SOURCES__}
+local moved = 0
+for i = 2, #ARGV do
+  local key = ARGV[i]
+  local current = redis.call('HGET', status, key)
+  if current == wanted and sources[current] then
+    redis.call('HSET', status, key, target)
+    redis.call('HINCRBY', counts, current, -1)
+    redis.call('HINCRBY', counts, target, 1)
+    redis.call('XADD', queue, '*', 'k', key)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
 #: Keep entries this consumer still holds from looking abandoned: reset their idle time.
 #: KEYS: queue. ARGV: group, consumer, entry ids... Returns how many were still held.
 TOUCH: Final = """
@@ -137,7 +158,7 @@ return held
 
 
 def for_event(script: str, target: str, sources: list[str]) -> str:
-    """``script`` (``MARK`` or ``RESULT``) applying one event: from ``sources`` to ``target``.
+    """``script`` (``MARK``, ``RESULT`` or ``REQUEUE``) applying one event: from ``sources`` to ``target``.
 
     The values are state names (``RowStatus`` values: lowercase letters and ``_``), so they are
     safe inside the Lua string and table literals.

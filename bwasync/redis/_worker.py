@@ -235,7 +235,7 @@ class CampaignWorker:
         self.progress.phase = Phase.DONE
         return WorkerOutcome(
             complete=complete,
-            stop_reason=None if complete and self._stop_reason is StopReason.FATAL else self._stop_reason,
+            stop_reason=None if complete else self._stop_reason,
             message=self._stop_message,
             sent=self.progress.sent,
             reconciled=self._reconciled,

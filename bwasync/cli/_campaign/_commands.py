@@ -370,8 +370,7 @@ _NOT_SHARED: Final = (
     ("callbacks", "--callbacks", "delivery receipts are not collected for a shared campaign yet"),
     ("wait_delivery", "--wait-delivery", "delivery receipts are not collected for a shared campaign yet"),
     ("quiet_hours", "--quiet-hours", "quiet hours are not supported for a shared campaign yet"),
-    ("retry_ambiguous", "--retry-ambiguous", "requeueing is not supported for a shared campaign yet"),
-    ("retry_failed", "--retry-failed", "requeueing is not supported for a shared campaign yet"),
+    ("retry_ambiguous", "--retry-ambiguous", "resending ambiguous rows is not supported for a shared campaign yet"),
     ("metrics", "--metrics", "each worker serves its own: start them with 'bwasync worker --metrics HOST:PORT'"),
 )
 
