@@ -202,13 +202,17 @@ async def work_shared(
                 print_error(f"no campaign {only!r} in Redis at {where_of(redis)}")
                 return EXIT_USAGE
             ids = [only]
+        joined = 0
         for cid in ids:
             campaign = SharedCampaign(redis, cid, where=where_of(redis))
             if await campaign.complete():
                 continue
+            joined += 1
             status = await _join(campaign, connection, overrides, metrics)
             if status != EXIT_OK:
                 return status
+        if not joined:
+            note(f"Nothing to do: no campaign in Redis at {where_of(redis)} has rows left to send.")
         return EXIT_OK
 
     return await _with_redis(url, join_all)

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, BwasyncError, RedisUnavailableError, ValidationError
+from .._exceptions import APIStatusError, AuthenticationError, RedisUnavailableError, ValidationError
 from .._fanout import SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
@@ -68,7 +68,7 @@ __all__ = ["CampaignWorker", "WorkerOptions", "WorkerOutcome"]
 _REDIS_ERRORS = (RedisError, OSError)
 
 
-class _Refused(BwasyncError):
+class _Refused(Exception):
     """The row may not be sent: its entry moved to another worker, or its state forbids it."""
 
     def __init__(self, state: str) -> None:
@@ -76,7 +76,7 @@ class _Refused(BwasyncError):
         self.state = state
 
 
-class _Stopping(BwasyncError):
+class _Stopping(Exception):
     """Raised by the ``before_send`` hook once a stop was requested: the row is not sent."""
 
 
