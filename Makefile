@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Byte-compiled modules are kept under .venv (never beside the sources), even where the environment
+## sets PYTHONDONTWRITEBYTECODE: otherwise every pytest worker, and every `bwasync` the tests start,
+## compiles the package and the test modules (pytest's assertion rewriting) from scratch, which is
+## several seconds of a `make test` run.
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+export PYTHONDONTWRITEBYTECODE :=
+
 ## The main job, on the embedded emulator.
 demo: install
 	$(BIN)/bwasync demo
@@ -29,7 +36,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install redis-server
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist worksteal
 
 ## The Redis tests run a real redis-server (Debian's package): install it where we can (root with
 ## apt-get), else stop with the one command to run.

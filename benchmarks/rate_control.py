@@ -46,7 +46,7 @@ TITLE = "rate control under 429s: the queue model, sporadic 429s, one episode, a
 CONCURRENCY = 100
 QUEUE_SECONDS = 2.0
 #: Seconds of ideal sending time per queue-model run (n = R * seconds + queue capacity).
-QUEUE_IDEAL = {"full": 20.0, "quick": 8.0, "smoke": 0.3}
+QUEUE_IDEAL = {"full": 20.0, "quick": 8.0, "smoke": 0.1}
 QUEUE_RATES = {"full": (20.0, 200.0, 2000.0), "quick": (20.0, 200.0, 2000.0), "smoke": (200.0,)}
 SPORADIC_SHARE = 0.03
 SPORADIC_N = {"full": 20_000, "quick": 6_000, "smoke": 100}
@@ -57,7 +57,7 @@ EPISODE_LENGTH = 0.2
 EPISODE_SPAN = {"full": (4.0, 12.0), "quick": (3.0, 11.0), "smoke": (0.3, 0.4)}
 HALVED_FROM = 400.0
 #: (seconds at R1, seconds at R1 / 2).
-HALVED_SPAN = {"full": (8.0, 16.0), "quick": (5.0, 12.0), "smoke": (0.3, 0.4)}
+HALVED_SPAN = {"full": (8.0, 16.0), "quick": (5.0, 12.0), "smoke": (0.1, 0.2)}
 #: More attempts than the default, so a message is not given up during the first overflow and the
 #: run's length measures the rate control rather than the retry policy.
 RETRY = RetryPolicy(max_attempts=12, deadline=600.0)

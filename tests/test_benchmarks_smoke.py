@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import SCENARIOS, main, run
-from benchmarks._common import Config, Table, Target, alternate
+from benchmarks._common import Config, ScenarioResult, Table, Target, alternate
 from benchmarks.limiter_accuracy import analyse, largest_burst, max_in_window
 
 
@@ -65,49 +65,84 @@ def test_target_render() -> None:
     assert not Target("nan", math.nan, "<=", 1.0).passed
 
 
-def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
+#: One test per scenario, so that pytest-xdist spreads them over its workers.
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_scenario_runs_and_reports(name: str, tmp_path: Path) -> None:
     lines: list[str] = []
     out = tmp_path / "bench.json"
-    payload = run(list(SCENARIOS), Config(size="smoke"), json_path=out, out=lines.append)
+    payload = run([name], Config(size="smoke"), json_path=out, out=lines.append)
     text = "\n".join(lines)
 
     assert payload["failed"] == [], payload["failed"]
-    assert set(payload["scenarios"]) == set(SCENARIOS)
+    assert set(payload["scenarios"]) == {name}
     assert "gc.set_threshold(50000, 20, 100)" in text
     written = json.loads(out.read_text())
     assert written["environment"]["size"] == "smoke"
-    assert set(written["scenarios"]) == set(SCENARIOS)
+    assert set(written["scenarios"]) == {name}
     assert written["summary"]["passed"] + written["summary"]["missed"] == len(written["summary"]["targets"])
 
-    for name, scenario in written["scenarios"].items():
-        assert f"== {name}:" in text
-        assert scenario["tables"], name
-        for table in scenario["tables"]:
-            rendered = Table(**table).render()
-            assert table["title"] in rendered
-            assert table["rows"], (name, table["title"])
-            assert all(len(row) == len(table["columns"]) for row in table["rows"])
-        for target in scenario["targets"]:
-            assert isinstance(target["passed"], bool)
-            assert f"{'PASS' if target['passed'] else 'MISS'}  {target['name']}" in text
+    scenario = written["scenarios"][name]
+    assert f"== {name}:" in text
+    assert scenario["tables"], name
+    for table in scenario["tables"]:
+        rendered = Table(**table).render()
+        assert table["title"] in rendered
+        assert table["rows"], (name, table["title"])
+        assert all(len(row) == len(table["columns"]) for row in table["rows"])
+    for target in scenario["targets"]:
+        assert isinstance(target["passed"], bool)
+        assert f"{'PASS' if target['passed'] else 'MISS'}  {target['name']}" in text
+    data = scenario["data"]
 
     # Every contender was measured, and the tiny loads went through without errors.
-    for name in ("client-overhead", "latency-bound"):
-        samples = written["scenarios"][name]["data"]["samples"]
-        for key, trials in samples.items():
+    if name in ("client-overhead", "latency-bound"):
+        for key, trials in data["samples"].items():
             assert trials and all(t["sent"] > 0 and t["errors"] == 0 for t in trials), (name, key)
-    assert {t["name"].split(":")[0] for t in written["scenarios"]["client-overhead"]["targets"]} >= {
-        "bwasync / bare aiohttp on asyncio",
-        "bwasync / bandwidth-sdk on asyncio",
-    }
-    memory = written["scenarios"]["memory"]["data"]
-    assert memory["accepted"] == 200 and memory["peak_maxrss_mb"] >= memory["baseline_maxrss_mb"] > 0
-    for stats in written["scenarios"]["limiter-accuracy"]["data"].values():
-        assert stats["sends"] > 0 and stats["errors"] == 0
-    # Both contenders sent every row of the same file (the campaign through a fresh journal each time).
-    throughput = written["scenarios"]["campaign_throughput"]["data"]["samples"]
-    assert set(throughput) == {"campaign", "send_many"}
-    assert all(t["accepted"] == t["rows"] == 150 for trials in throughput.values() for t in trials)
+    if name == "client-overhead":
+        assert {t["name"].split(":")[0] for t in scenario["targets"]} >= {
+            "bwasync / bare aiohttp on asyncio",
+            "bwasync / bandwidth-sdk on asyncio",
+        }
+    if name == "memory":
+        assert data["accepted"] == 200 and data["peak_maxrss_mb"] >= data["baseline_maxrss_mb"] > 0
+    if name == "limiter-accuracy":
+        for stats in data.values():
+            assert stats["sends"] > 0 and stats["errors"] == 0
+    if name == "campaign_throughput":
+        # Both contenders sent every row of the same file (the campaign through a fresh journal each time).
+        throughput = data["samples"]
+        assert set(throughput) == {"campaign", "send_many"}
+        assert all(t["accepted"] == t["rows"] == 150 for trials in throughput.values() for t in trials)
+
+
+def test_a_run_of_several_scenarios_reports_each_and_totals_their_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scenario(name: str, *values: float) -> Callable[[Config], ScenarioResult]:
+        def run_it(cfg: Config) -> ScenarioResult:
+            assert cfg.size == "smoke"
+            return ScenarioResult(name, name, targets=[Target(f"{name} {v}", v, ">=", 1.0) for v in values])
+
+        return run_it
+
+    def broken(cfg: Config) -> ScenarioResult:
+        raise RuntimeError("this scenario broke")
+
+    monkeypatch.setitem(SCENARIOS, "first", scenario("first", 2.0, 0.5))
+    monkeypatch.setitem(SCENARIOS, "broken", broken)
+    monkeypatch.setitem(SCENARIOS, "second", scenario("second", 1.0))
+    lines: list[str] = []
+    out = tmp_path / "bench.json"
+    payload = run(["first", "broken", "second"], Config(size="smoke"), json_path=out, out=lines.append)
+    text = "\n".join(lines)
+
+    assert list(payload["scenarios"]) == ["first", "second"]  # a broken scenario does not stop the rest
+    assert [f["name"] for f in payload["failed"]] == ["broken"] and "this scenario broke" in text
+    assert (payload["summary"]["passed"], payload["summary"]["missed"]) == (2, 1)
+    assert [t["scenario"] for t in payload["summary"]["targets"]] == ["first", "first", "second"]
+    assert "targets: 2 PASS, 1 MISS; 1 scenario(s) FAILED" in text
+    assert text.index("== first:") < text.index("== broken: FAILED") < text.index("== second:")
+    assert json.loads(out.read_text())["summary"] == payload["summary"]
 
 
 def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

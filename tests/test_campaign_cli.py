@@ -320,17 +320,17 @@ async def test_ctrl_c_finishes_in_flight_exits_130_and_resumes(
         assert counts.get("in_flight", 0) == 0 and counts.get("pending", 0) > 0
         assert len(emu.acceptance_counts("tag")) == counts["accepted"]  # recorded == sent
 
-        done = await bwasync(*args, *connection(emu))
+        done = await bwasync(*args, "--rate", "5000", *connection(emu))  # the same run, resumed faster
         assert done.code == 0, done.err
         assert_each_sent_once(emu, rows)
 
 
 async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
-    rows = 1000
+    rows = 500
     path = tmp_path / "list.csv"
     write_campaign(path, rows)
     journal = Path(str(path) + ".journal")
-    # 40/s: 25 s for the whole file, so the status and report commands (a process start each,
+    # 40/s: 12.5 s for the whole file, so the status and report commands (a process start each,
     # seconds on a busy machine) surely run while the campaign is still sending.
     args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "40"]
     async with emulator_factory() as emu:

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -599,18 +600,28 @@ MARKER = textwrap.dedent(
 )
 
 
+#: The marker's output our reader buffers at most (times two) before it stops reading the pipe.
+READ_LIMIT = 4096
+
+
 async def test_every_returned_mark_survives_sigkill(tmp_path: Path, input_file: Path) -> None:
     path = tmp_path / "c.journal"
-    n, workers = 100_000, 50
+    # How far the marker can get ahead of our reading is bounded by what the pipe (64 KiB) and our
+    # reader (at most 2 x READ_LIMIT before it stops reading, plus one 64 KiB read) hold: about
+    # 140 KiB, under 30,000 lines of at most 6 bytes. So it cannot be done with n marks when we kill it.
+    n, workers = 40_000, 50
+    # The marker only needs rows to mark: they share one validated request (100,000 validations
+    # would be most of this test's time and test nothing here).
+    row = new_row(2)
     async with Journal(path) as j:
         await j.init_campaign(input_path=input_file, template=None)
         for start in range(0, n, 5000):
-            await j.add_rows([new_row(line) for line in range(start + 2, start + 5002)])
+            await j.add_rows([replace(row, key=str(line), line=line) for line in range(start + 2, start + 5002)])
     script = tmp_path / "marker.py"
     script.write_text(MARKER, encoding="utf-8")
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), str(path), str(n), str(workers), stdout=asyncio.subprocess.PIPE
+        sys.executable, str(script), str(path), str(n), str(workers), stdout=asyncio.subprocess.PIPE, limit=READ_LIMIT
     )
     assert proc.stdout is not None
     returned: list[str] = []
@@ -621,9 +632,10 @@ async def test_every_returned_mark_survives_sigkill(tmp_path: Path, input_file: 
             returned.append(line.decode().strip())
     finally:
         proc.send_signal(signal.SIGKILL)
+    # Everything it printed before dying (read to the end first: the process is reaped only once
+    # its pipe is drained): each line was written after that mark's await returned.
+    rest = (await asyncio.wait_for(proc.stdout.read(), timeout=30)).decode().split()
     assert await asyncio.wait_for(proc.wait(), timeout=30) == -signal.SIGKILL
-    # Everything it printed before dying: each line was written after that mark's await returned.
-    rest = (await proc.stdout.read()).decode().split()
     returned += rest
     assert "done" not in returned, "killed too late to test anything"
 

@@ -65,11 +65,13 @@ def check_ground_truth(emu: Emulator, results: list[SendResult], n: int) -> Coun
     return Counter(r.outcome for r in results)
 
 
-async def test_thousands_of_sends_under_faults_account_for_every_input(emu: Emulator, client: MessagingClient) -> None:
+async def test_a_thousand_sends_under_faults_account_for_every_input(emu: Emulator, client: MessagingClient) -> None:
     cfg = emu.config
     cfg.p_500, cfg.p_503, cfg.p_502_html = 0.04, 0.04, 0.02
     cfg.p_drop_before, cfg.p_drop_after = 0.02, 0.02
-    n = 3000
+    # About 40 answers of each 5xx kind and 20 drops after acceptance: none of the checks below
+    # is in doubt (the accepted share is ~0.98, sd ~0.005).
+    n = 1000
     results = [r async for r in client.send_many((request(i) for i in range(n)), concurrency=50)]
     outcomes = check_ground_truth(emu, results, n)
     assert outcomes[Outcome.ACCEPTED] > n * 0.9
