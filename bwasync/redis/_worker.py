@@ -12,13 +12,17 @@ send result does to its row), the error-rate window, and the message-list reconc
 
 Guarantees (the journal's, for the fleet):
 
-* A row is marked ``in_flight`` in Redis, atomically and only by the consumer holding its
-  entry, before its request leaves; a marked row is never sent again by the fleet, only looked
-  up in Bandwidth's message list once its worker is gone (never resent silently).
+* A row is marked ``in_flight`` in Redis, atomically and only by the consumer holding its queue
+  entry, before its request leaves. A row has at most one entry (it is requeued only by the
+  consumer holding the old one), and a worker that takes over an entry whose row is in flight
+  looks it up in Bandwidth's message list instead of sending it: a marked row is never sent
+  again by the fleet, and never resent silently.
 * A live worker keeps the entries it holds fresh (``TOUCH`` every ``claim_idle / 3``), so only
-  a dead (or cut-off) worker's entries go idle and are taken over. If Redis fails under a
-  worker, the worker stops taking rows: what it could not record stays ``in_flight`` or in its
-  pending list, and is reconciled like a crash's leftovers.
+  a dead (or cut-off) worker's entries go idle and are taken over.
+* If Redis fails under a worker, the worker stops taking rows and keeps what it knows and could
+  not record (202s, failures, rows whose mark failed and so never left); once Redis answers, it
+  records them (:meth:`CampaignWorker.replay`). What it never learnt (a request on the wire
+  when it died) is reconciled like a crash's leftovers.
 """
 
 from __future__ import annotations
