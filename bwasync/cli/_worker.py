@@ -26,8 +26,8 @@ REDIS_OPTION = click.option(
     metavar="URL",
     envvar=REDIS_ENV,
     show_envvar=True,
-    help="Keep the campaign in Redis (shared by workers on any machine) instead of a journal, "
-    "e.g. redis://127.0.0.1:6379/0. Durability: see the README.",
+    help="The Redis that keeps shared campaigns (instead of a journal file), for workers on any machine, "
+    "e.g. redis://127.0.0.1:6379/0. Run it with AOF and appendfsync always (see the README).",
 )
 CLAIM_IDLE_OPTION = click.option(
     "--claim-idle",
