@@ -6,7 +6,10 @@ Used by the scale-out benchmark and by the tests (``tests/_redis_server.py``)::
         server.url                    # redis://127.0.0.1:PORT/0
         server.stop(); server.start() # an outage, then the same server back on the same port
 
-No persistence (``save ""``, no AOF): nothing is written outside ``directory``. Readiness is the
+No persistence by default (``save ""``, no AOF); ``aof=True`` runs it as the README asks of a
+Redis holding shared campaigns (``appendonly yes``, ``appendfsync always``: every write is on
+disk before it is acknowledged), so a ``stop()``/``start()`` is a crash and a restart that
+keeps every acknowledged write. Nothing is written outside ``directory``. Readiness is the
 server's own "Ready to accept connections" log line, read as it is written.
 """
 
@@ -47,7 +50,7 @@ def _drain(stream: IO[bytes]) -> None:
 class RedisProcess:
     """One redis-server on 127.0.0.1:``port``, its working files under ``directory``."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, aof: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisUnavailable(f"redis-server is not installed; install it with: {INSTALL_HINT}")
@@ -55,6 +58,7 @@ class RedisProcess:
         self.directory = directory
         self.port = free_port()
         self.password = password
+        self.aof = aof
         self.process: subprocess.Popen[bytes] | None = None
         self._drainer: threading.Thread | None = None
 
@@ -66,7 +70,8 @@ class RedisProcess:
     def start(self) -> None:
         assert self.process is None
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        args += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        args += ["--save", "", "--daemonize", "no"]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.directory)

@@ -69,7 +69,16 @@ from ._records import (
     fingerprint_file,
     synthetic_key,
 )
-from ._report import EXPORT_COLUMNS, FlaggedNumber, Report, build_report, export_rows_csv, export_rows_json, render_text
+from ._report import (
+    EXPORT_COLUMNS,
+    FlaggedNumber,
+    Report,
+    ReportSource,
+    build_report,
+    export_rows_csv,
+    export_rows_json,
+    render_text,
+)
 from ._runner import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_SETTLE,
@@ -127,6 +136,7 @@ __all__ = [
     "ReconcileError",
     "ReconcileSummary",
     "Report",
+    "ReportSource",
     "RowReader",
     "RowRecord",
     "RowStatus",

@@ -40,6 +40,7 @@ import asyncio
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
@@ -49,13 +50,13 @@ from .._models import ListMessageItem
 from .._segments import segments
 from ._constants import CLOCK_MARGIN, LIST_CONCURRENCY
 from ._exceptions import ReconcileError
-from ._journal import Journal
 from ._records import RowRecord
 from ._schema import last_write_time
 
 __all__ = [
     "CLOCK_MARGIN",
     "Candidate",
+    "MessageOwners",
     "ReconcileSummary",
     "Signature",
     "last_write_time",
@@ -221,9 +222,20 @@ async def _query(client: MessagingClient, sender: str, recipient: str, start: fl
     return found
 
 
+class MessageOwners(Protocol):
+    """Where reconciliation learns which messages rows already hold: a journal, or a shared
+    campaign in Redis (:class:`bwasync.redis._campaign.SharedCampaign`)."""
+
+    async def flush(self) -> None:
+        """Return once every result recorded so far is readable."""
+
+    async def claimed_message_ids(self, ids: Collection[str]) -> dict[str, str]:
+        """Which of ``ids`` some row already holds: message id -> row key."""
+
+
 async def reconcile_rows(
     client: MessagingClient,
-    journal: Journal,
+    journal: MessageOwners,
     rows: Sequence[RowRecord],
     *,
     horizon: float,

@@ -13,20 +13,20 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Protocol
 
 import msgspec
 
-from ._journal import Journal
-from ._records import RowRecord
+from ._records import CampaignInfo, Counts, LatencyStats, RowRecord
 
 __all__ = [
     "EXPORT_COLUMNS",
     "REPORT_FLAGGED",
     "FlaggedNumber",
     "Report",
+    "ReportSource",
     "build_report",
     "export_rows_csv",
     "export_rows_json",
@@ -52,6 +52,23 @@ EXPORT_COLUMNS: Final = (
 
 #: Flagged numbers listed in a report (the count covers them all).
 REPORT_FLAGGED: Final = 10
+
+
+class ReportSource(Protocol):
+    """What a report reads: a :class:`~bwasync.campaign.Journal`, or a campaign shared in Redis
+    (:class:`bwasync.redis._campaign.SharedCampaign`). Aggregates, and rows in line order."""
+
+    async def flush(self) -> None: ...
+    async def campaign_info(self) -> CampaignInfo | None: ...
+    async def counts(self) -> Counts: ...
+    async def failed_by_error_code(self) -> dict[int | None, int]: ...
+    async def delivery_failed_by_error_code(self) -> dict[int | None, int]: ...
+    async def latency_stats(self, percentiles: Sequence[float] = (50, 90, 99)) -> LatencyStats: ...
+    async def time_span(self) -> tuple[float | None, float | None]: ...
+    async def sending_seconds(self) -> float | None: ...
+    async def flagged_numbers(self, limit: int) -> tuple[int, list[tuple[int, str, str, str]]]: ...
+    def iter_all(self, batch: int = 1000) -> AsyncIterator[RowRecord]: ...
+    def rows_with_status(self, status: str, batch: int = 1000) -> AsyncIterator[RowRecord]: ...
 
 
 class FlaggedNumber(msgspec.Struct):
@@ -130,7 +147,7 @@ def _codes(counts: dict[int | None, int]) -> dict[str, int]:
     return {("none" if code is None else str(code)): n for code, n in counts.items()}
 
 
-async def build_report(journal: Journal) -> Report:
+async def build_report(journal: ReportSource) -> Report:
     """Summarise the journal. Reads aggregates only, so it is cheap at any campaign size."""
     await journal.flush()
     info = await journal.campaign_info()
@@ -268,7 +285,7 @@ def _text_out(out: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
         yield out
 
 
-async def export_rows_csv(journal: Journal, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
+async def export_rows_csv(journal: ReportSource, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
     """Write every row's outcome as CSV (:data:`EXPORT_COLUMNS`), in line order; return the count.
 
     ``out`` is a path or an open text file. Streams page by page; ``recipients`` are joined
@@ -292,7 +309,7 @@ async def export_rows_csv(journal: Journal, out: str | os.PathLike[str] | IO[str
     return count
 
 
-async def export_rows_json(journal: Journal, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
+async def export_rows_json(journal: ReportSource, out: str | os.PathLike[str] | IO[str], *, batch: int = 1000) -> int:
     """Write every row's outcome as JSON Lines (one object per row, :data:`EXPORT_COLUMNS` keys,
     ``recipients`` a list, absent values ``null``), in line order; return the count."""
     encoder = msgspec.json.Encoder()

@@ -51,16 +51,16 @@ import enum
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, ValidationError
-from .._fanout import Outcome, SendResult
+from .._fanout import Outcome, SendResult, SendStream
 from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
@@ -100,6 +100,7 @@ __all__ = [
     "FINAL_STATUSES",
     "CampaignOptions",
     "CampaignRunner",
+    "CampaignStore",
     "ErrorWindow",
     "NoteKind",
     "Phase",
@@ -107,6 +108,8 @@ __all__ = [
     "RunOutcome",
     "RunProgress",
     "StopReason",
+    "consume",
+    "load_campaign",
     "result_event",
 ]
 
@@ -517,99 +520,19 @@ class CampaignRunner:
         (the journal holds another campaign, or one loaded with other settings).
         Returns early, incomplete, if a stop is requested (the next run continues the load).
         """
-        opts = self.options
-        journal = self.journal
-        self.progress.phase = Phase.LOADING
-        template = Template(opts.template) if opts.template is not None else None
-        # The journal's primary key reports duplicate keys (even across a resume), so the
-        # reader need not remember every key: memory stays flat whatever the file's size.
-        with read_rows(opts.input_path, fmt=opts.fmt, key_column=opts.key_column, track_duplicates=False) as reader:
-            existing = await journal.campaign_info()
-            self._resumed = existing is not None
-            info = await journal.init_campaign(
-                input_path=opts.input_path,
-                template=opts.template,
-                settings=opts.journal_settings(),
-                campaign_id=opts.campaign_id,
-            )
-            self._check_settings(info)
-            self._info = info
-            self.progress.load_size = info.input_size
-            if not info.load_complete:
-                if info.loaded_through:
-                    self._note(NoteKind.LOAD_RESUMED, line=info.loaded_through)
-                complete = await self._load_rows(reader, info, template)
-                if complete:
-                    info = await journal.campaign_info() or info
-                    self._info = info
-        self.progress.total = await journal.total_rows()
+        info, self._resumed = await load_campaign(
+            self.journal,
+            self.options,
+            where=self.journal_path,
+            progress=self.progress,
+            note=self._note,
+            stopping=lambda: self.stopping,
+            on_info=self._set_info,
+        )
         return info
 
-    def _check_settings(self, info: CampaignInfo) -> None:
-        ours = self.options.journal_settings()
-        names = {
-            "application_id": "application id",
-            "from": "sender",
-            "key_column": "key column",
-            "priority": "priority",
-            "expiration": "expiration",
-        }
-        problems = [
-            names.get(name, name)
-            for name, value in ours.items()
-            if name in info.settings and info.settings.get(name) != value
-        ]
-        if problems:
-            raise JournalMismatchError(self.journal_path, problems)
-
-    async def _load_rows(self, reader: Any, info: CampaignInfo, template: Template | None) -> bool:
-        """Read the file, adding rows past ``loaded_through``; True when the whole file is in."""
-        opts = self.options
-        journal = self.journal
-        progress = self.progress
-        skip_through = info.loaded_through
-        # Without --strict-numbers, impossible numbers are only flagged, if libphonenumber is there.
-        flag_numbers = not opts.strict_numbers and numbers_checkable()
-        batch: list[NewRow] = []
-        writing: asyncio.Future[int] | None = None
-        last_line = 0
-        for row in reader:
-            last_line = row.line
-            progress.loaded_rows += 1
-            if row.line <= skip_through:
-                continue
-            batch.append(
-                prepare_row(
-                    row,
-                    template=template,
-                    application_id=opts.application_id,
-                    default_from=opts.default_from,
-                    campaign_id=info.campaign_id,
-                    opt_out=opts.opt_out,
-                    strict_numbers=opts.strict_numbers,
-                    flag_numbers=flag_numbers,
-                    timezone_column=opts.timezone_column,
-                    priority=opts.priority,
-                    expiration=opts.expiration,
-                )
-            )
-            if len(batch) >= LOAD_BATCH:
-                # Prepare the next batch while the writer thread inserts this one.
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(journal.add_rows(batch, loaded_through=batch[-1].line))
-                batch = []
-                progress.load_bytes = reader.bytes_read
-                if self.stopping:
-                    await writing
-                    return False
-        if writing is not None:
-            await writing
-        if batch:
-            await journal.add_rows(batch, loaded_through=batch[-1].line)
-        await journal.set_loaded_through(max(last_line, skip_through), complete=True)
-        progress.load_bytes = reader.bytes_read
-        return True
+    def _set_info(self, info: CampaignInfo) -> None:
+        self._info = info
 
     # -- The run ------------------------------------------------------------------------------
 
@@ -846,21 +769,8 @@ class CampaignRunner:
             before_send=self._before_send,
         )
         try:
-            try:
-                async with stream:
-                    async for result in stream:
-                        self._on_result(result)
-                        if self.stopping:
-                            break
-            except asyncio.CancelledError:
-                # Cancelled during the orderly close (a second Ctrl-C): cancel what it waited for.
-                if not stream.done:
-                    await stream.__aexit__(asyncio.CancelledError, None, None)
-                raise
+            await consume(stream, self._on_result, lambda: self.stopping)
         finally:
-            for result in stream.unconsumed:
-                self._on_result(result)
-            stream.unconsumed.clear()
             requests.close()
             pages.close()
         return next(counter)
@@ -986,6 +896,170 @@ class CampaignRunner:
             if len(rows) >= limit:
                 break
         return rows
+
+
+async def consume(stream: SendStream, on_result: Callable[[SendResult], None], stopping: Callable[[], bool]) -> None:
+    """Hand every result of ``stream`` to ``on_result`` until it ends, or in order once ``stopping()``.
+
+    Results the stream produced but nobody read (a stop, a cancellation) are handed over too,
+    so every input that was taken gets its one result.
+    """
+    try:
+        try:
+            async with stream:
+                async for result in stream:
+                    on_result(result)
+                    if stopping():
+                        break
+        except asyncio.CancelledError:
+            # Cancelled during the orderly close (a second Ctrl-C): cancel what it waited for.
+            if not stream.done:
+                await stream.__aexit__(asyncio.CancelledError, None, None)
+            raise
+    finally:
+        for result in stream.unconsumed:
+            on_result(result)
+        stream.unconsumed.clear()
+
+
+class CampaignStore(Protocol):
+    """What loading needs of where a campaign is kept: a :class:`Journal`, or a shared
+    campaign in Redis (:class:`bwasync.redis._campaign.SharedCampaign`)."""
+
+    async def campaign_info(self) -> CampaignInfo | None: ...
+
+    async def init_campaign(
+        self,
+        *,
+        input_path: str | os.PathLike[str],
+        template: str | None,
+        settings: Mapping[str, Any] | None = None,
+        campaign_id: str | None = None,
+    ) -> CampaignInfo: ...
+
+    async def add_rows(self, rows: Iterable[NewRow], *, loaded_through: int | None = None) -> int: ...
+
+    async def set_loaded_through(self, line: int, *, complete: bool = False) -> None: ...
+
+    async def total_rows(self) -> int: ...
+
+
+#: The settings a resume must not change, as a front end names them.
+_SETTING_NAMES: Final = {
+    "application_id": "application id",
+    "from": "sender",
+    "key_column": "key column",
+    "priority": "priority",
+    "expiration": "expiration",
+}
+
+
+async def load_campaign(
+    store: CampaignStore,
+    options: CampaignOptions,
+    *,
+    where: str,
+    progress: RunProgress,
+    note: Callable[..., None],
+    stopping: Callable[[], bool],
+    on_info: Callable[[CampaignInfo], None] | None = None,
+) -> tuple[CampaignInfo, bool]:
+    """Create or resume the campaign in ``store`` and load the rows not yet there; (record, resumed).
+
+    The load pass of :meth:`CampaignRunner.load`, for any store: the input is read as a stream,
+    in batches; a rerun re-reads the file from the start (so duplicate keys are still caught) and
+    adds only rows past the store's ``loaded_through`` (adding is idempotent by key and line).
+    ``where`` names the store in a :class:`JournalMismatchError`. Returns early, incomplete, once
+    ``stopping()``.
+    """
+    opts = options
+    progress.phase = Phase.LOADING
+    template = Template(opts.template) if opts.template is not None else None
+    # The store reports duplicate keys (even across a resume), so the reader need not remember
+    # every key: memory stays flat whatever the file's size.
+    with read_rows(opts.input_path, fmt=opts.fmt, key_column=opts.key_column, track_duplicates=False) as reader:
+        existing = await store.campaign_info()
+        info = await store.init_campaign(
+            input_path=opts.input_path,
+            template=opts.template,
+            settings=opts.journal_settings(),
+            campaign_id=opts.campaign_id,
+        )
+        ours = opts.journal_settings()
+        problems = [
+            _SETTING_NAMES.get(name, name)
+            for name, value in ours.items()
+            if name in info.settings and info.settings.get(name) != value
+        ]
+        if problems:
+            raise JournalMismatchError(where, problems)
+        if on_info is not None:
+            on_info(info)
+        progress.load_size = info.input_size
+        if not info.load_complete:
+            if info.loaded_through:
+                note(NoteKind.LOAD_RESUMED, line=info.loaded_through)
+            if await _load_rows(store, opts, reader, info, template, progress, stopping):
+                info = await store.campaign_info() or info
+                if on_info is not None:
+                    on_info(info)
+    progress.total = await store.total_rows()
+    return info, existing is not None
+
+
+async def _load_rows(
+    store: CampaignStore,
+    opts: CampaignOptions,
+    reader: Any,
+    info: CampaignInfo,
+    template: Template | None,
+    progress: RunProgress,
+    stopping: Callable[[], bool],
+) -> bool:
+    """Read the file, adding rows past ``loaded_through``; True when the whole file is in."""
+    skip_through = info.loaded_through
+    # Without --strict-numbers, impossible numbers are only flagged, if libphonenumber is there.
+    flag_numbers = not opts.strict_numbers and numbers_checkable()
+    batch: list[NewRow] = []
+    writing: asyncio.Future[int] | None = None
+    last_line = 0
+    for row in reader:
+        last_line = row.line
+        progress.loaded_rows += 1
+        if row.line <= skip_through:
+            continue
+        batch.append(
+            prepare_row(
+                row,
+                template=template,
+                application_id=opts.application_id,
+                default_from=opts.default_from,
+                campaign_id=info.campaign_id,
+                opt_out=opts.opt_out,
+                strict_numbers=opts.strict_numbers,
+                flag_numbers=flag_numbers,
+                timezone_column=opts.timezone_column,
+                priority=opts.priority,
+                expiration=opts.expiration,
+            )
+        )
+        if len(batch) >= LOAD_BATCH:
+            # Prepare the next batch while the store writes this one.
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(store.add_rows(batch, loaded_through=batch[-1].line))
+            batch = []
+            progress.load_bytes = reader.bytes_read
+            if stopping():
+                await writing
+                return False
+    if writing is not None:
+        await writing
+    if batch:
+        await store.add_rows(batch, loaded_through=batch[-1].line)
+    await store.set_loaded_through(max(last_line, skip_through), complete=True)
+    progress.load_bytes = reader.bytes_read
+    return True
 
 
 class _PendingPages:

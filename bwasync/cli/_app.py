@@ -21,6 +21,7 @@ from ._loop import loop_factory
 from ._options import reject_undecodable
 from ._segments_cmd import segments_command
 from ._send import send
+from ._worker import worker_command
 
 __all__ = ["cli", "main"]
 
@@ -117,6 +118,7 @@ cli.add_command(segments_command)
 cli.add_command(demo)
 cli.add_command(emulator_command)
 cli.add_command(campaign)
+cli.add_command(worker_command)
 reject_undecodable(cli)
 
 

@@ -44,3 +44,19 @@ REDIS_TIMEOUT = 1.0
 
 #: Slack (seconds) when comparing times in the scripts (float rounding of sums of intervals).
 EPSILON = 1e-6
+
+# --- Shared campaigns -----------------------------------------------------------------------
+
+#: Seconds a row's queue entry must sit idle before another worker takes it over (XAUTOCLAIM).
+#: A live worker refreshes its entries every third of this, so only a dead (or frozen) worker's
+#: go idle; a dead worker's rows wait this long. Long enough that a worker's event loop stalling
+#: (a GC pause, a swapped-out machine) for a good part of it is not taken for death.
+DEFAULT_CLAIM_IDLE = 30.0
+#: Longest an idle worker waits on the queue (seconds) before looking again for entries gone
+#: idle and for the campaign's completion: one blocking read, woken at once by a new row.
+CLAIM_POLL = 0.2
+#: How long a worker keeps trying to reach Redis again after it failed under it (seconds),
+#: before it gives up (exit non-zero; what it could not record is reconciled by the next run).
+REDIS_OUTAGE = 60.0
+#: Between two attempts to reach Redis during an outage (seconds).
+REDIS_RETRY_INTERVAL = 0.2

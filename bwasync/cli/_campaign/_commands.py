@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -17,6 +17,7 @@ from ...campaign import (
     JournalError,
     JournalLockedError,
     Report,
+    ReportSource,
     RowRecord,
     Template,
     TemplateError,
@@ -35,6 +36,7 @@ from .._loop import run
 from .._metrics import metrics_option, serving_metrics
 from .._options import ConnectionOptions, HostPort, connection_options, no_progress_option, rate_option
 from .._output import note
+from .._worker import CLAIM_IDLE_OPTION, REDIS_OPTION, fleet
 from ._display import progress_mode
 from ._group import campaign
 from ._render import (
@@ -245,6 +247,16 @@ Every non-zero stop is resumable: rerun the same command."""
 )
 @no_progress_option
 @metrics_option
+@REDIS_OPTION
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="With --redis: worker processes to send with on this machine (0: only load; 'bwasync worker' "
+    "elsewhere sends).",
+)
+@CLAIM_IDLE_OPTION
 @connection_options
 def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
@@ -296,6 +308,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             )
     if args.dry_run:
         ctx.exit(_dry_run(connection, args, template, opt_out, check_numbers=numbers_checkable, quiet=quiet))
+    _check_shared(ctx, args)
     endpoint = args.callbacks
     if (args.callback_username is None) != (args.callback_password is None):
         raise click.UsageError("give both --callback-username and --callback-password, or neither")
@@ -327,6 +340,14 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if args.redis_url:
+        shared = fleet().SharedRun(
+            redis_url=args.redis_url,
+            workers=args.workers,
+            claim_idle=args.claim_idle,
+            allow_invalid=args.allow_invalid,
+        )
+        ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
     with serving_metrics(args.metrics) as metrics:
         run_settings = RunSettings(
@@ -341,6 +362,30 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             metrics=metrics,
         )
         ctx.exit(run_tuned(run_campaign(settings, options, run_settings)))
+
+
+#: ``campaign run`` options a shared (``--redis``) campaign does not take (yet), and why.
+_NOT_SHARED: Final = (
+    ("journal_path", "--journal", "the campaign is kept in Redis"),
+    ("callbacks", "--callbacks", "delivery receipts are not collected for a shared campaign yet"),
+    ("wait_delivery", "--wait-delivery", "delivery receipts are not collected for a shared campaign yet"),
+    ("quiet_hours", "--quiet-hours", "quiet hours are not supported for a shared campaign yet"),
+    ("retry_ambiguous", "--retry-ambiguous", "resending ambiguous rows is not supported for a shared campaign yet"),
+    ("metrics", "--metrics", "each worker serves its own: start them with 'bwasync worker --metrics HOST:PORT'"),
+)
+
+
+def _check_shared(ctx: click.Context, args: RunArgs) -> None:
+    """Refuse, before anything is loaded or sent, what ``--redis`` does not do; or options that
+    only make sense with it."""
+    if not args.redis_url:
+        for name in ("workers", "claim_idle"):
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} is for a shared campaign: give --redis URL too")
+        return
+    for name, flag, why in _NOT_SHARED:
+        if getattr(args, name):
+            raise click.UsageError(f"{flag} cannot be used with --redis: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +418,9 @@ class RunArgs:
     allow_invalid: bool
     no_progress: bool
     metrics: tuple[str, int] | None
+    redis_url: str | None
+    workers: int
+    claim_idle: float | None
 
 
 def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
@@ -480,17 +528,25 @@ Examples:
 
 --format json prints one JSON object (schema in the README).
 
-Exit status: 0 the campaign is complete, 1 it is not (yet), 2 not a journal.""",
+  # A campaign shared in Redis, from any machine:
+  bwasync campaign status --redis redis://redis.internal:6379/0 3f2a9c0d1e5b7a64
+
+Exit status: 0 the campaign is complete, 1 it is not (yet) or Redis is unreachable, 2 not a
+journal (no such campaign).""",
 )
-@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@click.argument("journal", metavar="JOURNAL|CAMPAIGN_ID")
 @_FORMAT
-def status_command(journal: str, fmt: str) -> None:
+@REDIS_OPTION
+def status_command(journal: str, fmt: str, redis_url: str | None) -> None:
     """Show a campaign's progress: rows by state, delivery receipts, when it last moved.
 
     Reads the journal read-only, without taking its lock, so it works while 'campaign run' is
-    sending (it shows the last committed state) as well as after.
+    sending (it shows the last committed state) as well as after. With --redis, the argument is
+    the id of a campaign kept in Redis.
     """
     ctx = click.get_current_context()
+    if redis_url:
+        ctx.exit(run(fleet().status_shared(redis_url, journal, fmt)))
     try:
         status = read_status(journal)
     except JournalError as exc:
@@ -516,21 +572,26 @@ Examples:
 
 The exports have one record per row, in file order: key, line, status, recipients, message_id,
 error, error_code, delivery_status, delivery_error_code, segments, attempts, latency.
---format json prints the summary as one JSON object on stdout (schema in the README).""",
+--format json prints the summary as one JSON object on stdout (schema in the README).
+With --redis URL, the argument is the id of a campaign kept in Redis (any machine).""",
 )
-@click.argument("journal", type=click.Path(exists=True, dir_okay=False))
+@click.argument("journal", metavar="JOURNAL|CAMPAIGN_ID")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this CSV file.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), help="Write every row's outcome to this JSON Lines file."
 )
 @_FORMAT
-def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str) -> None:
+@REDIS_OPTION
+def report_command(journal: str, csv_path: str | None, json_path: str | None, fmt: str, redis_url: str | None) -> None:
     """Summarise a campaign: accepted, delivered, failed (by error code), ambiguous, invalid,
     segments, throughput and latency percentiles; optionally export every row's outcome.
 
-    Needs the journal to itself: while a run is going, use 'campaign status'.
+    Needs the journal to itself: while a run is going, use 'campaign status'. With --redis,
+    the argument is the id of a campaign kept in Redis (readable while its workers send).
     """
     ctx = click.get_current_context()
+    if redis_url:
+        ctx.exit(run(fleet().report_shared(redis_url, journal, fmt, csv_path, json_path)))
     try:
         read_status(journal)  # refuses a file that is not a journal without creating anything
     except JournalError as exc:
@@ -538,17 +599,8 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
         ctx.exit(EXIT_USAGE)
 
     async def main() -> tuple[Report, list[RowRecord], list[str]]:
-        written: list[str] = []
         async with Journal(journal) as j:
-            report = await build_report(j)
-            invalid = [row async for row in _first(j, "invalid", SHOWN_INVALID)]
-            if csv_path:
-                n = await export_rows_csv(j, csv_path)
-                written.append(f"{n:,} rows written to {csv_path}")
-            if json_path:
-                n = await export_rows_json(j, json_path)
-                written.append(f"{n:,} rows written to {json_path}")
-        return report, invalid, written
+            return await read_report(j, csv_path, json_path)
 
     try:
         report, invalid, written = run(main())
@@ -560,6 +612,28 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
     except (JournalError, OSError) as exc:
         print_error(str(exc))
         ctx.exit(EXIT_FATAL)
+    show_report(report, invalid, written, fmt)
+
+
+async def read_report(
+    source: ReportSource, csv_path: str | None, json_path: str | None
+) -> tuple[Report, list[RowRecord], list[str]]:
+    """``campaign report``'s work on a journal or a shared campaign: the report, the first invalid
+    rows, and the exports asked for (a line saying so for each)."""
+    report = await build_report(source)
+    invalid = await first_rows(source, "invalid", SHOWN_INVALID)
+    written: list[str] = []
+    if csv_path:
+        n = await export_rows_csv(source, csv_path)
+        written.append(f"{n:,} rows written to {csv_path}")
+    if json_path:
+        n = await export_rows_json(source, json_path)
+        written.append(f"{n:,} rows written to {json_path}")
+    return report, invalid, written
+
+
+def show_report(report: Report, invalid: list[RowRecord], written: list[str], fmt: str) -> None:
+    """Print what :func:`read_report` read, as ``--format`` asks."""
     if fmt == "json":
         click.echo(report.to_json())
     else:
@@ -568,10 +642,11 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
         note(line)
 
 
-async def _first(journal: Journal, status: str, limit: int) -> Any:
-    count = 0
-    async for row in journal.rows_with_status(status, batch=limit):
-        yield row
-        count += 1
-        if count >= limit:
-            return
+async def first_rows(source: ReportSource, status: str, limit: int) -> list[RowRecord]:
+    """The first ``limit`` rows in ``status``, in line order."""
+    rows: list[RowRecord] = []
+    async for row in source.rows_with_status(status, batch=limit):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows

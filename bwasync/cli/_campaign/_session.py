@@ -209,6 +209,17 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
     if cancelled or outcome is None:
         print_verdict(False, "Cancelled: rows that were on the wire stay in flight and are reconciled on resume.")
         return EXIT_INTERRUPTED
+    return verdict(outcome)
+
+
+def exit_for(reason: StopReason) -> int:
+    """The exit status of a run stopped for ``reason``."""
+    return _EXIT_FOR[reason]
+
+
+def verdict(outcome: RunOutcome, *, shared: bool = False) -> int:
+    """Say how a run ended (after its summary); return its exit status. ``shared``: a campaign
+    kept in Redis (``--retry-ambiguous`` is not offered for one yet)."""
     if outcome.stop_reason is not None:
         why = (outcome.message or str(outcome.stop_reason)).rstrip(".")
         resumable = "Resumable: rerun the same command to continue (nothing was lost or sent twice)."
@@ -230,8 +241,8 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
     done = f"Done: all {outcome.counts.total:,} rows reached a final state ({outcome.sent:,} sent by this run)."
     if ambiguous:
         done += (
-            f" {ambiguous:,} are ambiguous (may or may not have been sent): check them "
-            "('campaign report --csv'), then rerun with --retry-ambiguous to resend them knowingly."
+            f" {ambiguous:,} are ambiguous (may or may not have been sent): check them ('campaign report --csv')"
+            + ("; they are not resent." if shared else ", then rerun with --retry-ambiguous to resend them knowingly.")
         )
     print_verdict(True, done)
     return EXIT_OK

@@ -1,0 +1,583 @@
+"""The command line of campaigns shared through Redis: ``campaign run/status/report --redis``
+and ``bwasync worker``. Imported only when one of them runs (it needs the ``redis`` extra).
+
+``campaign run FILE --redis URL --workers N`` loads the file into Redis (the same load pass as
+a journal's, resumable and idempotent) and starts N ``bwasync worker --campaign ID`` processes
+on this machine, passing them the credentials in their environment (never on a command line,
+never in Redis). ``bwasync worker`` on any machine joins the same way. Status and report read
+the same summary a journal gives and print it with the same renderers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from .._client import MessagingClient
+from .._exceptions import BwasyncError
+from .._fanout import SendResult
+from ..campaign import (
+    CampaignOptions,
+    InputFileError,
+    JournalError,
+    JournalMismatchError,
+    NoteKind,
+    RunNote,
+    RunOutcome,
+    StopReason,
+    TemplateError,
+    build_report,
+)
+from ..campaign._preflight import mostly_invalid
+from ..campaign._records import CampaignInfo
+from ..campaign._rowstate import RowStatus
+from ..campaign._runner import RunProgress, load_campaign
+from ..emulator import Emulator
+from ..redis import RedisLimiter
+from ..redis._campaign import SharedCampaign, SharedCampaignError, campaign_ids, connect
+from ..redis._constants import REDIS_OUTAGE, REDIS_RETRY_INTERVAL
+from ..redis._policy import redact_url
+from ..redis._worker import CampaignWorker, WorkerOptions
+from ._campaign._commands import first_rows, read_report, show_report
+from ._campaign._render import (
+    SHOWN_INVALID,
+    print_error,
+    print_invalid_rows,
+    print_status,
+    print_summary,
+    print_warning,
+    status_json,
+    word_mostly_invalid,
+    word_note,
+)
+from ._campaign._session import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_MOSTLY_INVALID,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    exit_for,
+    verdict,
+)
+from ._options import Connection, ConnectionOptions
+from ._output import note
+from ._worker import REDIS_ENV
+
+if TYPE_CHECKING:
+    from ..metrics import ClientMetrics
+
+__all__ = ["SharedRun", "report_shared", "run_shared", "status_shared", "work", "work_shared"]
+
+#: Which exit status of a local worker names the run's stop, most telling first.
+_STOPS: Final = (
+    (EXIT_PAUSED, StopReason.ERROR_RATE),
+    (EXIT_FATAL, StopReason.FATAL),
+    (EXIT_USAGE, StopReason.FATAL),
+    (EXIT_TERMINATED, StopReason.TERMINATED),
+    (EXIT_INTERRUPTED, StopReason.INTERRUPTED),
+)
+
+
+def client_for(url: str) -> aioredis.Redis:
+    """A Redis client for ``url``, or a usage error (a malformed URL; the password never shown)."""
+    try:
+        return connect(url)
+    except SharedCampaignError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def where_of(redis: aioredis.Redis) -> str:
+    """The Redis location for messages, without its password."""
+    kwargs = redis.connection_pool.connection_kwargs
+    return redact_url(f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}")
+
+
+def _why(exc: BaseException, redis: aioredis.Redis) -> str:
+    text = (str(exc) or type(exc).__name__).rstrip(".")
+    secret = redis.connection_pool.connection_kwargs.get("password")
+    return text.replace(secret, "***") if secret else text
+
+
+async def _answers(redis: aioredis.Redis) -> BaseException | None:
+    """None if Redis answers a PING, else what went wrong."""
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        return exc
+    return None
+
+
+async def _back(redis: aioredis.Redis, stopping: Callable[[], bool] = lambda: False) -> bool:
+    """Wait until Redis answers again (an outage, a restart), up to ``REDIS_OUTAGE`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REDIS_OUTAGE
+    # Idle connections opened before the outage are dead even once Redis is back: drop them.
+    await redis.connection_pool.disconnect(inuse_connections=False)
+    while await _answers(redis) is not None:
+        if loop.time() > deadline or stopping():
+            return False
+        await asyncio.sleep(REDIS_RETRY_INTERVAL)
+    return True
+
+
+async def _reach(redis: aioredis.Redis) -> bool:
+    """PING Redis; False (and why, said) when it does not answer."""
+    problem = await _answers(redis)
+    if problem is not None:
+        print_error(f"cannot reach Redis at {where_of(redis)}: {_why(problem, redis)}. Nothing was sent.")
+        return False
+    return True
+
+
+async def _with_redis(url: str, body: Callable[[aioredis.Redis], Awaitable[int]], hint: str = "") -> int:
+    """Run a command's ``body`` with a client for ``url``, once Redis answers; its exit status.
+
+    Redis not answering at first: exit 1 before anything is done. Failing later: said (never
+    with the password), exit 1, ``hint`` added.
+    """
+    redis = client_for(url)
+    try:
+        if not await _reach(redis):
+            return EXIT_FATAL
+        return await body(redis)
+    except (RedisError, OSError) as exc:
+        print_error(f"Redis failed: {_why(exc, redis)}.{hint}")
+        return EXIT_FATAL
+    finally:
+        await redis.aclose()
+
+
+async def _durable(redis: aioredis.Redis) -> bool:
+    """Whether Redis writes every acknowledged write to disk (AOF, ``appendfsync always``); True
+    when it does not let us read its configuration (a managed Redis: we cannot tell)."""
+    try:
+        config = {_text(k): _text(v) for k, v in (await redis.config_get("append*")).items()}
+    except ResponseError:
+        return True
+    return config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def default_campaign_id(input_path: str) -> str:
+    """The id of the campaign of an input file, when none is given: the same for every rerun of
+    the same command (so it resumes), from the file's absolute path."""
+    return hashlib.sha256(os.path.abspath(input_path).encode()).hexdigest()[:16]
+
+
+# --- bwasync worker --------------------------------------------------------------------------------
+
+
+async def work_shared(
+    url: str,
+    connection: ConnectionOptions,
+    only: str | None,
+    overrides: dict[str, Any],
+    metrics: ClientMetrics | None = None,
+) -> int:
+    """``bwasync worker``: join every campaign not complete (or ``only``); the exit status.
+
+    ``metrics`` (``--metrics``) is fed every send and request of every campaign joined."""
+
+    async def join_all(redis: aioredis.Redis) -> int:
+        ids = await campaign_ids(redis)
+        if only is not None:
+            if only not in ids:
+                print_error(f"no campaign {only!r} in Redis at {where_of(redis)}")
+                return EXIT_USAGE
+            ids = [only]
+        joined = 0
+        for cid in ids:
+            campaign = SharedCampaign(redis, cid, where=where_of(redis))
+            if await campaign.complete():
+                continue
+            joined += 1
+            status = await _join(campaign, connection, overrides, metrics)
+            if status != EXIT_OK:
+                return status
+        if not joined:
+            note(f"Nothing to do: no campaign in Redis at {where_of(redis)} has rows left to send.")
+        return EXIT_OK
+
+    return await _with_redis(url, join_all)
+
+
+async def _join(
+    campaign: SharedCampaign, connection: ConnectionOptions, overrides: dict[str, Any], metrics: ClientMetrics | None
+) -> int:
+    """Send one campaign's rows until it is complete (riding out Redis outages); the exit status."""
+    try:
+        run, account, base_url = await campaign.run_options()
+    except SharedCampaignError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    if connection.account_id and account and connection.account_id != account:
+        print_error(f"campaign {campaign.campaign_id} belongs to another account than --account-id: not joined")
+        return EXIT_USAGE
+    try:
+        resolved = dataclasses.replace(
+            connection, account_id=connection.account_id or account, base_url=connection.base_url or base_url
+        ).resolve(need_from=False, need_application=False)
+        options = WorkerOptions.from_record(run, **overrides)
+    except click.UsageError as exc:
+        print_error(exc.format_message())
+        return EXIT_USAGE
+    except ValueError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    limiter = RedisLimiter(campaign.redis, account_id=resolved.account_id, rate=run.get("rate"))
+    try:
+        async with (
+            limiter,
+            MessagingClient(
+                resolved.account_id, limiter=limiter, concurrency=options.concurrency, **resolved.client_kwargs()
+            ) as client,
+        ):
+            note(f"Joining campaign {campaign.campaign_id} ({options.concurrency} in flight).")
+            if metrics is not None:
+                metrics.instrument(client)
+            observe = None if metrics is None else metrics.observe
+            return await work(campaign, client, options, on_note=lambda n: note(word_note(n)), on_result=observe)
+    except BwasyncError as exc:
+        print_error(str(exc))
+        return EXIT_FATAL
+
+
+def _on_signals(handler: Callable[[signal.Signals], None]) -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM call ``handler`` while in the block (where the loop supports it)."""
+
+    @contextlib.contextmanager
+    def installed() -> Any:
+        loop = asyncio.get_running_loop()
+        done = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler, sig)
+                done.append(sig)
+        try:
+            yield
+        finally:
+            for sig in done:
+                loop.remove_signal_handler(sig)
+
+    return installed()
+
+
+async def work(
+    campaign: SharedCampaign,
+    client: MessagingClient,
+    options: WorkerOptions,
+    *,
+    on_note: Callable[[RunNote], None],
+    on_result: Callable[[SendResult], object] | None = None,
+) -> int:
+    """Run workers on ``campaign`` until it is complete or stops, riding out Redis outages."""
+    main_task = asyncio.current_task()
+    current: list[CampaignWorker] = []
+    stop: list[StopReason] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop:
+            note("Cancelling now: rows on the wire stay in flight and are reconciled later.")
+            if main_task is not None:
+                main_task.cancel()
+            return
+        stop.append(StopReason.INTERRUPTED if sig == signal.SIGINT else StopReason.TERMINATED)
+        for w in current:
+            w.request_stop(stop[0], "stopped by a signal")
+        note("Stopping: no new rows; finishing the requests in flight (again to cancel at once).")
+
+    with _on_signals(on_signal):
+        try:
+            unrecorded: tuple[Any, ...] = ()
+            while True:
+                worker = CampaignWorker(campaign, options, on_note=on_note, on_result=on_result)
+                current[:] = [worker]
+                if stop:
+                    worker.request_stop(stop[0], "stopped by a signal")
+                try:
+                    await worker.replay(unrecorded)
+                except (RedisError, OSError):
+                    pass  # down again: the next run of the loop replays them
+                else:
+                    unrecorded = ()
+                outcome = await worker.run(client)
+                unrecorded += outcome.unrecorded
+                if outcome.complete:
+                    note(f"Campaign {campaign.campaign_id} is complete ({outcome.sent:,} sent by this worker).")
+                    return EXIT_OK
+                if not outcome.redis_failed or stop:
+                    print_error(f"stopped: {outcome.message or outcome.stop_reason}")
+                    return exit_for(outcome.stop_reason or StopReason.FATAL)
+                note(f"{outcome.message}; trying Redis again for up to {REDIS_OUTAGE:g} s.")
+                if not await _back(campaign.redis, lambda: bool(stop)):
+                    print_error("Redis did not come back: stopping. The rows this worker held are taken over later.")
+                    return EXIT_FATAL
+        except asyncio.CancelledError:
+            return EXIT_INTERRUPTED
+
+
+# --- campaign run --redis --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedRun:
+    """What ``campaign run --redis`` needs besides the campaign options."""
+
+    redis_url: str
+    #: Local worker processes to start (0: load only; workers elsewhere send).
+    workers: int
+    claim_idle: float | None = None
+    allow_invalid: bool = False
+    #: The in-process emulator's knobs (``--emulator``): it serves the local workers.
+    emulator_knobs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+async def run_shared(connection: Connection, options: CampaignOptions, settings: SharedRun) -> int:
+    """``campaign run FILE --redis URL``: load into Redis, send with local workers; the exit status."""
+
+    async def load_and_send(redis: aioredis.Redis) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            base_url = connection.base_url
+            if connection.emulator:
+                emulator = await stack.enter_async_context(Emulator(**connection.emulator_knobs()))
+                base_url = emulator.url
+                note(f"Using an in-process Bandwidth emulator at {emulator.url}; nothing leaves this machine.")
+            return await _load_and_send(redis, connection, options, settings, base_url)
+
+    return await _with_redis(settings.redis_url, load_and_send, " Rerun the same command to resume.")
+
+
+async def _load_and_send(
+    redis: aioredis.Redis, connection: Connection, options: CampaignOptions, settings: SharedRun, base_url: str | None
+) -> int:
+    """Load the file into Redis while the local workers start; let them send once the load is
+    checked; report. A new campaign is *held* until then: no worker sends a row of it."""
+    cid = options.campaign_id or default_campaign_id(options.input_path)
+    where = where_of(redis)
+    campaign = SharedCampaign(redis, cid, where=where)
+    run = {
+        "concurrency": options.concurrency,
+        "rate": options.rate,
+        "max_attempts": options.retry.max_attempts if options.retry is not None else None,
+        "max_error_rate": options.max_error_rate,
+        "settle": options.settle,
+        "claim_idle": settings.claim_idle,
+    }
+    if not await _durable(redis):
+        print_warning(
+            f"Redis at {where} does not run with 'appendonly yes' and 'appendfsync always': if it crashes, it "
+            "may forget which rows were sent, and a rerun would send them again. See the README on durability."
+        )
+    new = await campaign.campaign_info() is None
+    if new and not settings.allow_invalid:
+        await campaign.hold()  # until more than half of the rows are known valid
+    before = (await campaign.counts())["accepted"]
+    workers = _LocalWorkers(settings, connection, cid, base_url)
+
+    def started(info: CampaignInfo) -> None:
+        # The record exists and matches this command: workers may start (and import) while the
+        # rows load; they send only once the campaign is released.
+        workers.start({k: v for k, v in run.items() if v is not None}, campaign)
+
+    try:
+        info, resumed = await load_campaign(
+            campaign,
+            dataclasses.replace(options, campaign_id=cid),
+            where=f"campaign {cid} in Redis at {where}",
+            progress=RunProgress(),
+            note=lambda kind, **values: note(word_note(RunNote(kind, **values))),
+            stopping=lambda: False,
+            on_info=started,
+        )
+    except JournalMismatchError as exc:
+        what = ", ".join(exc.differences)
+        print_error(
+            f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
+            "with the options it was started with; to start a new campaign, give another --campaign-id."
+        )
+        return EXIT_USAGE
+    except (InputFileError, TemplateError, JournalError) as exc:
+        await workers.stop()
+        print_error(str(exc))
+        return EXIT_USAGE
+    counts = await campaign.counts()
+    if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
+        shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
+        await redis.delete(*campaign.keys.all())
+        await redis.srem(campaign.keys.registry, cid)
+        await workers.stop()
+        print_invalid_rows(shown, counts["invalid"])
+        print_error(
+            word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
+        )
+        return EXIT_MOSTLY_INVALID
+    if options.retry_failed:
+        requeued = await campaign.requeue(RowStatus.FAILED)
+        if requeued:
+            note(word_note(RunNote(NoteKind.REQUEUED, rows=requeued, status=RowStatus.FAILED)))
+    await campaign.release()
+    verb = "Resuming" if resumed else "Starting"
+    note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
+    if settings.workers == 0:
+        note(f"Loaded. Send with: bwasync worker --redis URL --campaign {cid} (on any machine).")
+        return EXIT_OK
+    note(
+        f"Sending with {settings.workers} local workers; other machines join with "
+        f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
+    )
+    codes = await workers.wait()
+    if not await _back(redis):
+        print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
+        return EXIT_FATAL
+    report = await build_report(campaign)
+    invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
+    complete = await campaign.complete()
+    stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
+    message = None
+    if stop is StopReason.ERROR_RATE:
+        message = await campaign.paused()
+    elif stop is not None:
+        left = report.pending + report.in_flight
+        message = f"the workers stopped with {left:,} rows not in a final state"
+    final = await campaign.counts()
+    outcome = RunOutcome(
+        complete=complete, stop_reason=stop, message=message, counts=final, sent=final["accepted"] - before
+    )
+    print_summary(report, invalid, outcome)
+    return verdict(outcome, shared=True)
+
+
+class _LocalWorkers:
+    """``settings.workers`` ``bwasync worker`` processes on one campaign, on this machine.
+
+    Credentials reach them in their environment only. A signal to this process is passed on
+    to them once (they stop in order); they run in their own session, so a terminal's Ctrl-C
+    reaches them only through here.
+    """
+
+    def __init__(self, settings: SharedRun, connection: Connection, cid: str, base_url: str | None) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.cid = cid
+        self.base_url = base_url
+        self._starting: asyncio.Task[list[asyncio.subprocess.Process]] | None = None
+
+    def start(self, run: dict[str, Any], campaign: SharedCampaign) -> None:
+        """Record the run options, then start the processes (once; in the background)."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start(run, campaign))
+
+    def _env(self) -> dict[str, str]:
+        connection = self.connection
+        env = dict(os.environ)
+        env[REDIS_ENV] = self.settings.redis_url
+        env["BW_ACCOUNT_ID"] = connection.account_id
+        for name, var in (
+            ("username", "BW_USERNAME"),
+            ("password", "BW_PASSWORD"),
+            ("client_id", "BW_CLIENT_ID"),
+            ("client_secret", "BW_CLIENT_SECRET"),
+            ("token_url", "BW_TOKEN_URL"),
+        ):
+            value = getattr(connection, name)
+            env.pop(var, None)
+            if value is not None:
+                env[var] = value
+        env.pop("BW_MESSAGING_URL", None)
+        if self.base_url is not None:
+            env["BW_MESSAGING_URL"] = self.base_url
+        return env
+
+    async def _start(self, run: dict[str, Any], campaign: SharedCampaign) -> list[asyncio.subprocess.Process]:
+        await campaign.set_run(run, account_id=self.connection.account_id, base_url=self.base_url)
+        args = [sys.executable, "-m", "bwasync.cli", "worker", "--campaign", self.cid]
+        if self.settings.claim_idle is not None:
+            args += ["--claim-idle", repr(self.settings.claim_idle)]
+        env = self._env()
+        return [
+            await asyncio.create_subprocess_exec(*args, env=env, start_new_session=True)
+            for _ in range(self.settings.workers)
+        ]
+
+    async def wait(self) -> list[int]:
+        """Their exit statuses, once every one has exited."""
+        if self._starting is None:
+            return []
+        processes = await self._starting
+
+        def on_signal(sig: signal.Signals) -> None:
+            for p in processes:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(sig)
+
+        with _on_signals(on_signal):
+            return [await p.wait() for p in processes]
+
+    async def stop(self) -> None:
+        """Stop them (the campaign is not to be sent after all) and wait for them."""
+        if self._starting is None:
+            return
+        for p in await self._starting:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        await self.wait()
+
+
+# --- campaign status / report --redis -------------------------------------------------------------
+
+
+async def _existing(redis: aioredis.Redis, cid: str) -> SharedCampaign | None:
+    """The campaign ``cid``, or None (and that it does not exist, said)."""
+    campaign = SharedCampaign(redis, cid, where=where_of(redis))
+    if not await campaign.exists():
+        print_error(f"no campaign {cid!r} in Redis at {where_of(redis)}")
+        return None
+    return campaign
+
+
+async def status_shared(url: str, cid: str, fmt: str) -> int:
+    """``campaign status --redis URL ID``: the same snapshot as a journal's; the exit status."""
+
+    async def status(redis: aioredis.Redis) -> int:
+        campaign = await _existing(redis, cid)
+        if campaign is None:
+            return EXIT_USAGE
+        snapshot = await campaign.status(where_of(redis))
+        if fmt == "json":
+            click.echo(status_json(snapshot))
+        else:
+            print_status(snapshot)
+        return EXIT_OK if snapshot.complete else EXIT_FATAL
+
+    return await _with_redis(url, status)
+
+
+async def report_shared(url: str, cid: str, fmt: str, csv_path: str | None, json_path: str | None) -> int:
+    """``campaign report --redis URL ID``: the same report as a journal's; the exit status."""
+
+    async def report(redis: aioredis.Redis) -> int:
+        campaign = await _existing(redis, cid)
+        if campaign is None:
+            return EXIT_USAGE
+        show_report(*await read_report(campaign, csv_path, json_path), fmt)
+        return EXIT_OK
+
+    return await _with_redis(url, report)
