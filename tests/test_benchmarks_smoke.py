@@ -156,4 +156,14 @@ def test_breakdown_measures_every_step(capsys: pytest.CaptureFixture[str]) -> No
 
     breakdown(["--number", "50", "--repeat", "1"])
     out = capsys.readouterr().out
-    assert "limiter: acquire" in out and "decode the 202" in out and "sum" in out
+    assert "limiter: try_acquire" in out and "decode the 202" in out and "sum" in out
+
+
+def test_instructions_says_how_to_get_valgrind_when_it_is_missing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import instructions
+
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    assert instructions.main(["--loop", "asyncio"]) == 1
+    assert "apt-get install valgrind" in capsys.readouterr().out
