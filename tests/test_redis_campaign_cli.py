@@ -312,8 +312,14 @@ async def test_a_redis_that_restarted_empty_is_refused_before_anything_is_sent_a
             first = await asyncio.to_thread(invoke, *args, env=env)
             assert first.exit_code == 0 and "all 12 rows reached a final state" in first.output, first.output
             assert emu.stats.creates == 12
-            record = (tmp_path / "list.csv.redis-loads").read_text()
+            loads = tmp_path / "list.csv.redis-loads"
+            record = loads.read_text()
             assert f"redis://127.0.0.1:{server.port}/0" in record and SECRET not in record
+            # A campaign Redis holds whose load is not recorded here (loaded elsewhere): recorded now.
+            loads.unlink()
+            resumed = await asyncio.to_thread(invoke, *args, "--workers", "0", env=env)
+            assert resumed.exit_code == 0 and "Resuming campaign" in resumed.output, resumed.output
+            assert loads.read_text().count("\n") == 1
 
             server.stop()  # kill -9, no AOF: it comes back empty
             server.start()

@@ -404,6 +404,8 @@ async def _load_and_send(
         go, recorded = _guard_new(options.input_path, where, cid, reload_lost=settings.reload_lost)
         if not go:
             return EXIT_USAGE
+    else:
+        _remember_load(options.input_path, where, cid)
     # Nothing is sent until a new campaign's load is checked, or a resume's opt-out list applied.
     if (new and not settings.allow_invalid) or (not new and options.opt_out):
         await campaign.hold()
@@ -538,6 +540,19 @@ def _guard_new(input_path: str, where: str, cid: str, *, reload_lost: bool) -> t
         f"was loaded or sent. {_LOST_ADVICE.format(cid=cid)}"
     )
     return False, False
+
+
+def _remember_load(input_path: str, where: str, cid: str) -> None:
+    """Record the load of a campaign Redis holds, if not recorded yet (loaded before this record
+    existed, or from another copy of the file): so that a rerun here notices if Redis loses it."""
+    try:
+        if loaded_at(input_path, where, cid) is None:
+            record_load(input_path, where, cid)
+    except OSError as exc:
+        print_warning(
+            f"cannot record this load in {loads_path(input_path)}: {exc.strerror or exc}; if Redis loses the "
+            "campaign, a rerun here cannot tell it was loaded."
+        )
 
 
 def _forget_load(input_path: str, where: str, cid: str) -> None:
