@@ -428,7 +428,8 @@ async def _load_and_send(
             on_info=started,
         )
     except JournalMismatchError as exc:
-        await campaign.release()  # a resume refused: it goes on as it was
+        if not new:
+            await campaign.release()  # a resume refused: the campaign goes on as it was
         what = ", ".join(exc.differences)
         print_error(
             f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
