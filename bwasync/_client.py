@@ -192,7 +192,7 @@ class MessagingClient:
                 rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
             ),
             policy=retry or RetryPolicy(),
-            gate=Gate(concurrency),
+            gate=Gate(concurrency, first_round=True),
             timeout=default_timeout,
         )
 

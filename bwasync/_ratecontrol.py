@@ -23,7 +23,8 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
 4. **Judge every cut.** At the end of the episode the 429 share of its second half (answers to
    requests sent after the cut) is compared with the share that caused the cut:
 
-   * it fell to at most ``RATE_PAYOFF_SHARE`` of it: the cut paid off; the rate regrows;
+   * it fell to at most ``RATE_PAYOFF_SHARE`` of it, and to at most ``RATE_NOISE_MAX_SHARE``:
+     the cut paid off; the rate regrows (a share halved from 70 % to 30 % is still a full queue);
    * it did not fall, although the client sent no faster than was being accepted before the cut,
      and it is at most ``RATE_NOISE_MAX_SHARE``: those 429s do not depend on the rate (a flaky
      load balancer, another layer's limit). The cut is **undone**, and that share is remembered
@@ -48,7 +49,8 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    not count: they are what the empty queue absorbed, and counting them let a 2-s queue of
    400 seg/s take 50 more 429s before the cut. For the same reason such a first cut goes to
    ``RATE_CUT_FLOOR`` (not ``RATE_DRAIN_FACTOR``) × the accepted rate: that first second's
-   accepted rate includes the queue's fill, well above the account's rate. A cut too deep is
+   accepted rate includes the queue's fill, well above the account's rate, and is no maximum
+   for rule 5 to regrow to (the curve's maximum is the cut itself). A cut too deep is
    short-lived: the queue is still full, and rule 4 cuts again to what it accepted (measured
    against the emulator's queue, 200 seg/s: ~20 % fewer 429s, same run time).
 8. **Hold at the maximum before probing beyond it.** Rule 5's curve pauses for ``RATE_PLATEAU``
@@ -59,6 +61,12 @@ A ``Retry-After`` does not pause the account here: it delays only the retry of t
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
 pausing the account on every 429 is what makes rate-independent 429s collapse a run (measured:
 3 % of 429s with ``Retry-After: 1`` paused the account most of the time).
+
+Two guards live with the limiter's callers rather than here: the client's first round of requests
+is answered before any place of its in-flight cap is used again (``Gate(first_round=True)`` in
+:mod:`bwasync._pipeline`), so the cut the first round's 429s make paces what follows; and a cut
+leaves the account bucket exactly full (``TokenBucket._exhaust``), not paused for as long as the
+old rate's burst would take to drain at the new one.
 """
 
 from __future__ import annotations
@@ -136,7 +144,7 @@ def judge_cut(
     enough = limited_after >= RATE_MIN_EVIDENCE or answers_after * share_before >= RATE_MIN_EVIDENCE
     if not enough and not final:
         return None  # one or two 429s, or none among few answers, say little about a share
-    if limited_after == 0 or share_after <= RATE_PAYOFF_SHARE * share_before:
+    if limited_after == 0 or share_after <= min(RATE_PAYOFF_SHARE * share_before, RATE_NOISE_MAX_SHARE):
         # Without enough answers even at the deadline (a low rate, rare 429s), nothing shows
         # the cut was needed: undo it. A full queue will answer 429 again soon enough.
         return PAID_OFF if enough else NOISE
@@ -354,10 +362,12 @@ class RateController:
             self._hinted = True
             return True
         trusted = accepted if n_ok >= RATE_MIN_SAMPLE else None
-        if trusted is not None and self._meter.young(now):
+        young = self._meter.young(now)
+        if trusted is not None and young:
             trusted *= RATE_CUT_FLOOR / RATE_DRAIN_FACTOR  # rule 7: the queue's fill inflates it
         to = cut_target(sent=sent, accepted=trusted, current=self.rate)
-        self._cut(now, w_max=max(to, accepted), to=to, share=share, accepted=accepted)
+        # Rule 7 again: a young accepted rate is the queue's fill, no maximum to regrow to.
+        self._cut(now, w_max=to if young else max(to, accepted), to=to, share=share, accepted=accepted)
         self._hinted = False
         return True
 

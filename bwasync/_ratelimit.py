@@ -32,7 +32,7 @@ import time
 from collections import deque
 from typing import Protocol, runtime_checkable
 
-from ._constants import DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
+from ._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
 from ._exceptions import ConfigurationError
 from ._ratecontrol import RateController
 
@@ -309,8 +309,15 @@ class TokenBucket:
         self._reschedule()
 
     def _exhaust(self, now: float) -> None:
-        """Treat the bucket as just filled: no burst, the next cost waits one interval."""
-        self._tat = max(self._tat, now + self._tau)
+        """Treat the bucket as just filled: no burst, the next cost waits at least one interval.
+
+        What the old rate admitted stays in the bucket (a halved account rate then pauses while
+        the over-full queue drains: half the 429s after the change), but never more than
+        ``CUT_CARRY_BURSTS`` bursts of the new rate: a deep cut (a second of a 160/s burst
+        carried at 1.6/s) would otherwise stop all sending for a minute and a half.
+        """
+        tau = self._tau
+        self._tat = min(max(self._tat, now + tau), now + CUT_CARRY_BURSTS * tau)
         self._reschedule()
 
     async def _hold(self, cost: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
 import msgspec
 import pytest
@@ -29,8 +30,11 @@ from bwasync import (
     SendCancelledError,
     TokenBucket,
 )
-from bwasync._pipeline import CappedLimiter
+from bwasync._constants import FIRST_ROUND_MAX
+from bwasync._pipeline import CappedLimiter, Gate
 from bwasync.emulator import Emulator
+
+from .conftest import EmulatorFactory
 
 ACCOUNT = "9900000"
 APP = "app-1"
@@ -326,3 +330,60 @@ async def test_a_per_call_timeout_bounds_each_attempt(emulator: Emulator) -> Non
             await client.with_options(timeout=0.1).create_message(request(4))
         with pytest.raises(ConfigurationError):
             await client.create_message(request(2), timeout=0)
+
+
+# --- the client's first round (Gate(first_round=True)) --------------------------------------------
+
+
+async def test_places_of_the_first_round_come_back_once_the_round_is_answered() -> None:
+    gate = Gate(3, first_round=True)
+    assert all(gate.try_take() for _ in range(3))
+    gate.release()  # an early answer: its place is not reused while the round is out
+    assert not gate.try_take() and gate.in_first_round
+    taker = asyncio.ensure_future(gate.take())
+    gate.release()
+    await asyncio.sleep(0)
+    assert not taker.done()
+    gate.release()  # the last answer of the round: every parked place comes back
+    await taker
+    assert not gate.in_first_round and gate.in_use == 1
+    gate.release()
+    assert gate.try_take() and gate.try_take()  # after the round, a place is reused at once
+    gate.release()
+    assert gate.try_take()
+
+
+async def test_a_hung_request_holds_the_first_round_back_no_longer_than_the_bound() -> None:
+    loop = asyncio.get_running_loop()
+    now = [0.0]
+    with mock.patch.object(loop, "time", lambda: now[0]):
+        gate = Gate(2, first_round=True)
+        assert gate.try_take() and gate.try_take()
+        gate.release()  # one answered; the other hangs
+        waiter = asyncio.ensure_future(gate.first_round_over())
+        await asyncio.sleep(0)
+        now[0] = FIRST_ROUND_MAX - 0.01
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiter.done()
+        now[0] = FIRST_ROUND_MAX
+        for _ in range(5):  # the loop runs the due timer, then the waiter
+            await asyncio.sleep(0)
+        assert waiter.done()
+    assert gate.try_take() and not gate.try_take()  # the hung request still holds its place
+
+
+async def test_requests_after_the_first_round_are_paced_by_the_cut_it_caused(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    # 100 in flight against a queue of 40: the first round overflows it (60 429s at most). The
+    # requests that wait for the round ask the limiter afterwards, so the cut its 429s made paces
+    # them; before, each early 202 sent a new request into the full queue (~40 more 429s).
+    limiter = RecordingLimiter()
+    async with emulator_factory(dequeue_rate=100, queue_seconds=0.4, record=False) as emu:
+        async with client_for(emu.url, concurrency=100, limiter=limiter, retry=FAST_RETRY) as client:
+            async with client.send_many(request(i) for i in range(200)) as results:
+                async for _ in results:
+                    if emu.stats.accepted >= 80:  # 0.4 s of the paced rate after the round
+                        break
+    assert 40 <= len(limiter.rate_limited) <= 65

@@ -8,7 +8,7 @@ with itself (or with a fault-free run of the same size), so a loaded machine slo
 
 from __future__ import annotations
 
-from benchmarks.rate_control import drive, pre_cut_rate, queue_ideal
+from benchmarks.rate_control import CONCURRENCY, drive, pre_cut_rate, queue_ideal
 from bwasync.emulator import Emulator
 
 
@@ -22,7 +22,13 @@ async def test_queue_model_finishes_near_the_ideal_time_with_few_429s() -> None:
     # From the first answer (connecting 100 sockets on a loaded machine is not rate control).
     first = min(run.ok + run.limited)
     assert queue_ideal(n, rate, queue_seconds) / (run.t0 + run.elapsed - first) >= 0.5
-    assert run.share_429 <= 0.35
+    # The first round (CONCURRENCY requests at once) overflows the queue by at most
+    # CONCURRENCY - capacity = 50: that many 429s no client can avoid, 20 % of this short run.
+    # The rest is paced by the cut they made (before the first round was kept whole, each
+    # early 202 sent one more request into the full queue: ~100 429s, a third of the answers).
+    floor = CONCURRENCY - rate * queue_seconds
+    assert len(run.limited) <= 1.3 * floor
+    assert run.share_429 <= 0.27
 
 
 async def test_sporadic_429s_do_not_collapse_throughput() -> None:

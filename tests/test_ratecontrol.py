@@ -181,6 +181,15 @@ def test_judgment_verdicts() -> None:
     assert judge(0.03, 100, 3, sent=300) == STILL_FULL
 
 
+def test_a_cut_that_leaves_many_429s_did_not_pay_off_even_if_it_halved_them() -> None:
+    # The first round against a small queue: 70 % of answers were 429. A cut that leaves 30 %
+    # lowered the share, but the queue is still full: cut again (to what it accepted).
+    verdict = judge_cut(
+        share_before=0.7, answers_after=100, limited_after=30, sent_after=28, accepted_before=40, final=False
+    )
+    assert verdict == STILL_FULL
+
+
 def test_stray_429s_in_the_first_second_do_not_cut_a_flood_does() -> None:
     control = RateController(ceiling=None)
     for i in range(100):
@@ -197,6 +206,20 @@ def test_stray_429s_in_the_first_second_do_not_cut_a_flood_does() -> None:
     assert any(cuts)
     # 40 accepted in the first second, most of them the queue's fill: cut by beta, not just below it
     assert queue.rate == pytest.approx(40 * RATE_CUT_FLOOR, rel=0.05)
+
+
+def test_a_cut_in_the_first_second_does_not_regrow_toward_the_queues_fill() -> None:
+    # 40 accepted at once (the queue's fill), then a flood: cut by beta of that. What was accepted
+    # is no maximum to regrow to: the rate holds at the cut through the plateau (it regrew to
+    # the 40/s of the fill, and overflowed the 20/s queue again).
+    control = RateController(ceiling=None)
+    steady(control, 1000, 0.0, 0.04)
+    for _ in range(60):
+        control.on_rate_limited(0.05)
+    cut = control.rate
+    assert cut == pytest.approx(40 * RATE_CUT_FLOOR, rel=0.05)
+    steady(control, 20, 0.06, 0.06 + RATE_PLATEAU)  # no 429 since: the cut paid off
+    assert control.rate == pytest.approx(cut, rel=0.01)
 
 
 def test_a_flood_after_the_queue_absorbed_many_answers_cuts_at_once() -> None:

@@ -16,7 +16,7 @@ from unittest import mock
 
 import pytest
 
-from bwasync._constants import MIN_RATE, RATE_DRAIN_FACTOR, RATE_HINT_FACTOR
+from bwasync._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, MIN_RATE, RATE_DRAIN_FACTOR, RATE_HINT_FACTOR
 from bwasync._exceptions import ConfigurationError
 from bwasync._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 
@@ -563,6 +563,25 @@ async def test_429_cuts_below_the_accepted_rate_and_drops_burst_credit(clock: Fa
     await clock.settle()
     assert log == []  # no burst right after "the queue is full"
     await clock.advance_to(clock.now + 1.1 / limiter.rate)
+    assert len(log) == 1
+
+
+async def test_a_deep_cut_pauses_the_account_for_at_most_one_more_burst(clock: FakeClock) -> None:
+    # A second of a 200/s burst is in the bucket when the server states 2/s: the next send waits
+    # one burst and one interval of the new rate, not the 100 s the old burst would take to
+    # drain at it.
+    limiter = AdaptiveLimiter(rate=200)
+    await clock.advance_to(1.0)
+    for _ in range(200):  # the whole burst, at once: the bucket is full
+        assert finishes_without_waiting(limiter.acquire(1, sender="a"))
+    limiter.report_rate_limited(sender="a", retry_after=None, allowed_rate=2.0)
+    assert limiter.rate == pytest.approx(2 * RATE_HINT_FACTOR)
+    log: Log = []
+    acquire_and_log(clock, limiter, log, "a")
+    pause = (CUT_CARRY_BURSTS - 1) * DEFAULT_BURST_SECONDS
+    await clock.advance_to(clock.now + pause + 0.9 / limiter.rate)
+    assert log == []
+    await clock.advance_to(clock.now + 0.2 / limiter.rate)
     assert len(log) == 1
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .._constants import DEFAULT_BURST_SECONDS
+from .._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS
 from .._exceptions import ConfigurationError, RedisUnavailableError
 from .._ratelimit import AdaptiveLimiter, _check_burst, _check_rate, _default_burst, _loop_time, _per_second
 from . import _scripts
@@ -585,6 +585,7 @@ class RedisLimiter:
                     repr(after or 0.0),
                     dump(control),
                     "1" if cut else "0",
+                    repr(CUT_CARRY_BURSTS),
                 ],
             )
             if int(written):

@@ -148,8 +148,9 @@ return {num(now), redis.call('HGETALL', KEYS[1])}
 
 #: Write the controller back if nobody else wrote it since it was read (``ver`` unchanged).
 #: The bucket keeps its level in segments across a rate change; ``exhaust`` drops its burst
-#: credit (a cut: the queue is full, no burst on top of it).
-#: KEYS: state. ARGV: now, ver, rate (0 = unthrottled), ctl, exhaust (0/1).
+#: credit (a cut: the queue is full, no burst on top of it) and caps the level at ``carry``
+#: bursts of the new rate (``CUT_CARRY_BURSTS``, as ``TokenBucket._exhaust``).
+#: KEYS: state. ARGV: now, ver, rate (0 = unthrottled), ctl, exhaust (0/1), carry.
 #: Reply: 1 written, 0 lost the race (or the state is gone: the next acquisition re-creates it).
 CAS = (
     _PRELUDE
@@ -160,7 +161,10 @@ local old, new = tonumber(s[1]) or 0, tonumber(ARGV[3])
 local burst_s = tonumber(s[2]) or 1
 local tat = tonumber(s[3]) or 0
 if old > 0 and new > 0 and tat > now then tat = now + (tat - now) * old / new end
-if ARGV[5] == '1' and new > 0 then tat = math.max(tat, now + math.max(1, new * burst_s) / new) end
+if ARGV[5] == '1' and new > 0 then
+  local tau = math.max(1, new * burst_s) / new
+  tat = math.min(math.max(tat, now + tau), now + ARGV[6] * tau)
+end
 redis.call('HSET', KEYS[1], 'rate', ARGV[3], 'ctl', ARGV[4], 'tat', num(tat))
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 return 1
