@@ -337,3 +337,33 @@ async def test_a_redis_that_restarted_empty_is_refused_before_anything_is_sent_a
             assert emu.stats.creates == 12
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplicates_nothing(tmp_path: Path) -> None:
+    """No AOF: killed and restarted while a worker sends, Redis comes back empty. The worker,
+    once Redis answers, finds the campaign gone and stops (exit 1), sending nothing more; the
+    rerun is refused (exit 2) before it sends anything."""
+    server = start_redis(tmp_path)
+    rows, cid = 1500, "lost"
+    try:
+        path = write_csv(tmp_path / "list.csv", rows)
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid]
+        args += ["--workers", "1", "--claim-idle", CLAIM_IDLE, "--settle", "0", "--allow-non-durable-redis"]
+        async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
+            env = env_for(emu, server.url)
+            run = await bwasync(*args, env=env)
+            await until(lambda: len(emu.accepted) >= rows // 3, "a third of the rows accepted")
+            server.stop()
+            server.start()
+            _, err = await asyncio.wait_for(run.communicate(), DEADLINE)
+            text = " ".join(err.decode().split())
+            assert run.returncode == 1, text[-3000:]
+            assert "Traceback" not in text and f"campaign {cid} is gone from Redis" in text, text[-3000:]
+            sent = emu.stats.creates
+            again = await asyncio.to_thread(invoke, *args, env=env)
+            assert again.exit_code == 2 and "Redis has no record of it now" in again.output, again.output
+            assert emu.stats.creates == sent < rows  # nothing more, and nothing twice
+            assert max(emu.acceptance_counts("tag").values()) == 1
+    finally:
+        server.stop()
