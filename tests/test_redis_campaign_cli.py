@@ -201,6 +201,8 @@ def test_unreachable_redis_is_a_clear_error_before_anything_is_sent(tmp_path: Pa
         (["--redis", "redis://127.0.0.1:1/0", "--journal", "j"], "--journal cannot be used with --redis"),
         (["--redis", "redis://127.0.0.1:1/0", "--retry-ambiguous"], "--retry-ambiguous cannot be used with --redis"),
         (["--workers", "3"], "--workers is for a shared campaign: give --redis URL too"),
+        (["--reload-lost"], "--reload-lost is for a shared campaign: give --redis URL too"),
+        (["--allow-non-durable-redis"], "--allow-non-durable-redis is for a shared campaign: give --redis URL too"),
         (["--redis", "not-a-url"], "not a Redis URL"),
     ],
 )
