@@ -18,13 +18,14 @@ from click.testing import CliRunner
 
 from benchmarks._redis import RedisProcess
 from bwasync import MessagingClient
-from bwasync.campaign import CampaignOptions, build_report
+from bwasync.campaign import CampaignOptions, StopReason, build_report
 from bwasync.campaign._rowstate import Event, RowStatus
 from bwasync.campaign._runner import RunProgress, load_campaign
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 from bwasync.redis import _worker
 from bwasync.redis._campaign import SharedCampaign, event_args
+from bwasync.redis._loads import loads_path
 from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
 
 from ._redis_server import redis_server
@@ -184,20 +185,15 @@ async def test_a_mostly_invalid_new_campaign_sends_nothing_and_leaves_nothing_in
     path = tmp_path / "list.csv"
     path.write_text("id,to,name\n" + "".join(f"k{i},{'+1555000000' if i < 3 else 'nope'}{i},A\n" for i in range(10)))
     args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--workers", "1"]
-    env = {
-        "BW_ACCOUNT_ID": ACCOUNT_ID,
-        "BW_USERNAME": USERNAME,
-        "BW_PASSWORD": PASSWORD,
-        "BW_APPLICATION_ID": "93de2206-9669-4e07-948d-329f4b722ee2",
-        "BW_NUMBER": "+15553332222",
-        "BW_MESSAGING_URL": emulator.url,
-        "BWASYNC_REDIS_URL": redis_server.url,
-    }
+    args.append("--allow-non-durable-redis")  # the fixture's Redis keeps nothing on disk
+    env = shared_env(redis_server, emulator)
     result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
     assert result.exit_code == 4, result.output
     assert "Nothing was sent; nothing was kept in Redis." in " ".join(result.output.split())
     assert emulator.stats.creates == 0
     assert [k async for k in redis.scan_iter()] == []
+    # Nor is its load remembered: the corrected file loads as a new campaign.
+    assert not Path(loads_path(path)).exists()
 
 
 async def test_failed_rows_are_requeued_once_when_asked(redis: aioredis.Redis, tmp_path: Path) -> None:
@@ -211,3 +207,70 @@ async def test_failed_rows_are_requeued_once_when_asked(redis: aioredis.Redis, t
     assert await campaign.requeue("failed") == 0  # a second loader finds them pending
     counts = await campaign.counts()
     assert (counts["pending"], counts["failed"], await redis.xlen(campaign.keys.queue)) == (4, 0, 4)
+
+
+def shared_env(redis_server: RedisProcess, emulator: Emulator) -> dict[str, str]:
+    return {
+        "BW_ACCOUNT_ID": ACCOUNT_ID,
+        "BW_USERNAME": USERNAME,
+        "BW_PASSWORD": PASSWORD,
+        "BW_APPLICATION_ID": "93de2206-9669-4e07-948d-329f4b722ee2",
+        "BW_NUMBER": "+15553332222",
+        "BW_MESSAGING_URL": emulator.url,
+        "BWASYNC_REDIS_URL": redis_server.url,
+    }
+
+
+async def test_a_new_opt_out_list_on_resume_skips_pending_rows_and_they_are_never_sent(
+    redis_server: RedisProcess, redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    """As with a journal: ``--opt-out`` given on a rerun skips the rows still pending, even one
+    a worker already read (its mark is refused), and leaves rows already sent alone."""
+    path = write_csv(tmp_path / "list.csv", 12)
+    args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--workers", "0"]
+    args += ["--campaign-id", "o1", "--allow-non-durable-redis"]
+    env = shared_env(redis_server, emulator)
+    first = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert first.exit_code == 0, first.output
+    campaign = SharedCampaign(redis, "o1")
+    # Before the rerun: k0 was sent, and a worker holds k1 (read, not marked yet).
+    k0, k1 = await campaign.read_new("w", 2, None)
+    assert await campaign.mark(k0.key, k0.entry_id, "w") == "ok"
+    assert await campaign.record(k0, Event.ACCEPTED, result={"message_id": "m0"}, message_id="m0") == "ok"
+    (tmp_path / "stop.txt").write_text("".join(f"{number(i)}\n" for i in (0, 1, 5, 7)))
+    again = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--opt-out", str(tmp_path / "stop.txt")], env=env)
+    assert again.exit_code == 0, again.output
+    assert "Skipped 3 pending rows whose recipients are on the opt-out list" in " ".join(again.output.split())
+    skipped = {r.key: r.error async for r in campaign.rows_with_status("skipped")}
+    assert skipped == {"k1": "opted out", "k5": "opted out", "k7": "opted out"}
+    assert await campaign.mark(k1.key, k1.entry_id, "w") == "skipped"  # the holder may not send it
+    counts = await campaign.counts()
+    assert (counts["accepted"], counts["skipped"], counts["pending"]) == (1, 3, 8)
+    async with client_for(emulator) as client:
+        outcome = await CampaignWorker(campaign, WorkerOptions(concurrency=4)).run(client)
+    assert outcome.complete and outcome.sent == 8
+    sent_to = {m.to[0] for m in emulator.accepted}
+    assert not sent_to & {number(i) for i in (1, 5, 7)} and len(sent_to) == 8
+
+
+async def test_a_worker_stops_when_the_campaign_vanishes_from_redis(
+    redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    """Redis restarted empty (here: FLUSHALL) mid-run: the worker stops with a clear error;
+    it neither waits for rows that will never come nor sends what it cannot record."""
+    campaign = SharedCampaign(redis, "v1")
+    await load(campaign, options(write_csv(tmp_path / "list.csv", 60)))
+    flushed: list[asyncio.Task[Any]] = []
+
+    def on_result(result: Any) -> None:
+        if not flushed:
+            flushed.append(asyncio.ensure_future(redis.flushall()))
+
+    async with client_for(emulator) as client:
+        worker = CampaignWorker(campaign, WorkerOptions(concurrency=2), on_result=on_result)
+        outcome = await worker.run(client)
+    await flushed[0]
+    assert not outcome.complete and outcome.stop_reason is StopReason.FATAL
+    assert "gone from Redis" in (outcome.message or "")
+    assert emulator.stats.creates < 60
+    assert set(emulator.acceptance_counts("tag").values()) == {1}

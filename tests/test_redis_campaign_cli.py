@@ -117,7 +117,8 @@ async def test_a_fleet_killed_three_times_sends_every_row_once_or_reports_it_amb
         env = env_for(emu, redis_server.url)
         run = await bwasync(
             "campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid,
-            "--workers", "2", "--claim-idle", CLAIM_IDLE, "--settle", "0", "--concurrency", "50", env=env,
+            "--workers", "2", "--claim-idle", CLAIM_IDLE, "--settle", "0", "--concurrency", "50",
+            "--allow-non-durable-redis", env=env,
         )  # fmt: skip
         # Kill moments: random points spread over the run, by rows the emulator has accepted.
         moments = sorted(rng.randrange(i * ROWS // (KILLS + 1), (i + 1) * ROWS // (KILLS + 1)) for i in range(KILLS))
@@ -200,6 +201,8 @@ def test_unreachable_redis_is_a_clear_error_before_anything_is_sent(tmp_path: Pa
         (["--redis", "redis://127.0.0.1:1/0", "--journal", "j"], "--journal cannot be used with --redis"),
         (["--redis", "redis://127.0.0.1:1/0", "--retry-ambiguous"], "--retry-ambiguous cannot be used with --redis"),
         (["--workers", "3"], "--workers is for a shared campaign: give --redis URL too"),
+        (["--reload-lost"], "--reload-lost is for a shared campaign: give --redis URL too"),
+        (["--allow-non-durable-redis"], "--allow-non-durable-redis is for a shared campaign: give --redis URL too"),
         (["--redis", "not-a-url"], "not a Redis URL"),
     ],
 )
@@ -215,6 +218,7 @@ def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tm
         path = write_csv(tmp_path / "list.csv", 30)
         (tmp_path / "bad.csv").write_text("")
         args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
+        args.append("--allow-non-durable-redis")
         env = {"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url}
         result = invoke(*args, "--campaign-id", "small", "--workers", "1", env=env)
         assert result.exit_code == 0, result.output
@@ -290,3 +294,78 @@ async def test_a_redis_restart_mid_campaign_loses_no_acknowledged_write_and_dupl
     accepted = {k for k, s in states.items() if s == "accepted"}
     assert accepted <= {t.split(":", 1)[1] for t in sent}
     assert summary["accepted"] == len(accepted) and summary["accepted"] + summary["ambiguous"] == rows
+
+
+async def test_a_redis_that_restarted_empty_is_refused_before_anything_is_sent_again(tmp_path: Path) -> None:
+    """Redis without persistence forgets the campaign when it restarts: rerunning the command
+    must not load the file as new (every row would go twice). It exits 2 before sending; only
+    --reload-lost loads it again. Nor does a run start on such a Redis without being told to."""
+    server = start_redis(tmp_path, password="redis-" + SECRET)  # no AOF: a restart empties it
+    try:
+        path = write_csv(tmp_path / "list.csv", 12)
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--workers", "1"]
+        async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
+            env = env_for(emu, server.url)
+            refused = await asyncio.to_thread(invoke, *args, env=env)
+            assert refused.exit_code == 2 and "--allow-non-durable-redis" in refused.output, refused.output
+            assert "appendfsync always" in refused.output and not (tmp_path / "list.csv.redis-loads").exists()
+
+            args.append("--allow-non-durable-redis")
+            first = await asyncio.to_thread(invoke, *args, env=env)
+            assert first.exit_code == 0 and "all 12 rows reached a final state" in first.output, first.output
+            assert emu.stats.creates == 12
+            loads = tmp_path / "list.csv.redis-loads"
+            record = loads.read_text()
+            assert f"redis://127.0.0.1:{server.port}/0" in record and SECRET not in record
+            # A campaign Redis holds whose load is not recorded here (loaded elsewhere): recorded now.
+            loads.unlink()
+            resumed = await asyncio.to_thread(invoke, *args, "--workers", "0", env=env)
+            assert resumed.exit_code == 0 and "Resuming campaign" in resumed.output, resumed.output
+            assert loads.read_text().count("\n") == 1
+
+            server.stop()  # kill -9, no AOF: it comes back empty
+            server.start()
+            again = await asyncio.to_thread(invoke, *args, env=env)
+            assert again.exit_code == 2, again.output
+            assert "Redis has no record of it now" in again.output and "--reload-lost" in again.output
+            assert "Nothing was loaded or sent" in again.output and SECRET not in again.output
+            assert emu.stats.creates == 12  # 0 new requests
+            assert await scan_for(server.url, ["bwasync"]) == []  # nothing loaded either
+
+            # Knowingly: loaded again as new (only loaded here: --workers 0 sends nothing).
+            knowingly = await asyncio.to_thread(invoke, *args, "--reload-lost", "--workers", "0", env=env)
+            assert knowingly.exit_code == 0, knowingly.output
+            assert "Starting campaign" in knowingly.output and "every row is sent again" in knowingly.output
+            assert emu.stats.creates == 12
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplicates_nothing(tmp_path: Path) -> None:
+    """No AOF: killed and restarted while a worker sends, Redis comes back empty. The worker,
+    once Redis answers, finds the campaign gone and stops (exit 1), sending nothing more; the
+    rerun is refused (exit 2) before it sends anything."""
+    server = start_redis(tmp_path)
+    rows, cid = 1500, "lost"
+    try:
+        path = write_csv(tmp_path / "list.csv", rows)
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid]
+        args += ["--workers", "1", "--claim-idle", CLAIM_IDLE, "--settle", "0", "--allow-non-durable-redis"]
+        async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
+            env = env_for(emu, server.url)
+            run = await bwasync(*args, env=env)
+            await until(lambda: len(emu.accepted) >= rows // 3, "a third of the rows accepted")
+            server.stop()
+            server.start()
+            _, err = await asyncio.wait_for(run.communicate(), DEADLINE)
+            text = " ".join(err.decode().split())
+            assert run.returncode == 1, text[-3000:]
+            assert "Traceback" not in text and f"campaign {cid} is gone from Redis" in text, text[-3000:]
+            sent = emu.stats.creates
+            again = await asyncio.to_thread(invoke, *args, env=env)
+            assert again.exit_code == 2 and "Redis has no record of it now" in again.output, again.output
+            assert emu.stats.creates == sent < rows  # nothing more, and nothing twice
+            assert max(emu.acceptance_counts("tag").values()) == 1
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ import hashlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -48,6 +49,7 @@ from ..emulator import Emulator
 from ..redis import RedisLimiter
 from ..redis._campaign import SharedCampaign, SharedCampaignError, campaign_ids, connect
 from ..redis._constants import REDIS_OUTAGE, REDIS_RETRY_INTERVAL
+from ..redis._loads import forget_load, loaded_at, loads_path, record_load
 from ..redis._policy import redact_url
 from ..redis._worker import CampaignWorker, WorkerOptions
 from ._campaign._commands import first_rows, read_report, show_report
@@ -345,6 +347,10 @@ class SharedRun:
     workers: int
     claim_idle: float | None = None
     allow_invalid: bool = False
+    #: Load a campaign Redis lost as new, knowing its rows are all sent again.
+    reload_lost: bool = False
+    #: Run although Redis does not write every change to disk before answering.
+    allow_non_durable: bool = False
     #: The in-process emulator's knobs (``--emulator``): it serves the local workers.
     emulator_knobs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -381,13 +387,28 @@ async def _load_and_send(
         "claim_idle": settings.claim_idle,
     }
     if not await _durable(redis):
-        print_warning(
+        risk = (
             f"Redis at {where} does not run with 'appendonly yes' and 'appendfsync always': if it crashes, it "
-            "may forget which rows were sent, and a rerun would send them again. See the README on durability."
+            "may forget which rows were sent, and they would be sent again"
         )
+        if not settings.allow_non_durable:
+            print_error(
+                f"{risk}. Configure it so (see the README on durability), or rerun with --allow-non-durable-redis "
+                "to accept that risk. Nothing was sent."
+            )
+            return EXIT_USAGE
+        print_warning(f"{risk} (--allow-non-durable-redis).")
     new = await campaign.campaign_info() is None
-    if new and not settings.allow_invalid:
-        await campaign.hold()  # until more than half of the rows are known valid
+    recorded = False
+    if new:
+        go, recorded = _guard_new(options.input_path, where, cid, reload_lost=settings.reload_lost)
+        if not go:
+            return EXIT_USAGE
+    else:
+        _remember_load(options.input_path, where, cid)
+    # Nothing is sent until a new campaign's load is checked, or a resume's opt-out list applied.
+    if (new and not settings.allow_invalid) or (not new and options.opt_out):
+        await campaign.hold()
     before = (await campaign.counts())["accepted"]
     workers = _LocalWorkers(settings, connection, cid, base_url)
 
@@ -407,6 +428,8 @@ async def _load_and_send(
             on_info=started,
         )
     except JournalMismatchError as exc:
+        if not new:
+            await campaign.release()  # a resume refused: the campaign goes on as it was
         what = ", ".join(exc.differences)
         print_error(
             f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
@@ -415,6 +438,8 @@ async def _load_and_send(
         return EXIT_USAGE
     except (InputFileError, TemplateError, JournalError) as exc:
         await workers.stop()
+        if not new:
+            await campaign.release()
         print_error(str(exc))
         return EXIT_USAGE
     counts = await campaign.counts()
@@ -423,15 +448,23 @@ async def _load_and_send(
         await redis.delete(*campaign.keys.all())
         await redis.srem(campaign.keys.registry, cid)
         await workers.stop()
+        if recorded:
+            _forget_load(options.input_path, where, cid)
         print_invalid_rows(shown, counts["invalid"])
         print_error(
             word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
         )
         return EXIT_MOSTLY_INVALID
+    requeued = 0
     if options.retry_failed:
         requeued = await campaign.requeue(RowStatus.FAILED)
         if requeued:
             note(word_note(RunNote(NoteKind.REQUEUED, rows=requeued, status=RowStatus.FAILED)))
+    if options.opt_out and (resumed or requeued):
+        # A newer opt-out list (as for a journal): pending rows to those numbers are skipped.
+        skipped = await campaign.apply_opt_out(options.opt_out)
+        if skipped:
+            note(word_note(RunNote(NoteKind.OPTED_OUT, rows=skipped)))
     await campaign.release()
     verb = "Resuming" if resumed else "Starting"
     note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
@@ -445,6 +478,12 @@ async def _load_and_send(
     codes = await workers.wait()
     if not await _back(redis):
         print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
+        return EXIT_FATAL
+    if not await campaign.exists():
+        print_error(
+            f"campaign {cid} is gone from Redis at {where} (Redis restarted empty, or its keys were deleted): "
+            f"rows may have been sent and nothing more was. {_LOST_ADVICE.format(cid=cid)}"
+        )
         return EXIT_FATAL
     report = await build_report(campaign)
     invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
@@ -462,6 +501,67 @@ async def _load_and_send(
     )
     print_summary(report, invalid, outcome)
     return verdict(outcome, shared=True)
+
+
+#: What to do about a campaign Redis lost (its rows may have been sent).
+_LOST_ADVICE: Final = (
+    "Every message sent carries the tag '{cid}:<row key>': find the rows already sent in Bandwidth's message "
+    "list (or a 'campaign report --csv' export) and send the others as a new campaign (a file of those rows, "
+    "or another --campaign-id); or rerun with --reload-lost to load the file again as new, knowing that every "
+    "row is sent again, those already sent included."
+)
+
+
+def _guard_new(input_path: str, where: str, cid: str, *, reload_lost: bool) -> tuple[bool, bool]:
+    """For a campaign Redis has no record of: (go on, the load was recorded now).
+
+    Refused (said) when this input file records loading the campaign into this Redis before
+    (Redis lost it: rows may have been sent) unless ``reload_lost``, or when the load cannot be
+    recorded. Else the load is recorded, on disk, before the campaign exists in Redis.
+    """
+    try:
+        when = loaded_at(input_path, where, cid)
+        if when is None:
+            record_load(input_path, where, cid)
+            return True, True
+    except OSError as exc:
+        print_error(f"cannot record this load in {loads_path(input_path)}: {exc.strerror or exc}. Nothing was sent.")
+        return False, False
+    first = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(when))
+    if reload_lost:
+        print_warning(
+            f"--reload-lost: campaign {cid} was loaded into Redis at {where} on {first} and Redis lost it; "
+            "loading it again as new: every row is sent again, those already sent included."
+        )
+        return True, False
+    print_error(
+        f"campaign {cid} was loaded from this file into Redis at {where} on {first} (recorded in "
+        f"{loads_path(input_path)}), but Redis has no record of it now: Redis lost the campaign's state (it "
+        "restarted without persistence, or its keys were deleted), and rows may already have been sent. Nothing "
+        f"was loaded or sent. {_LOST_ADVICE.format(cid=cid)}"
+    )
+    return False, False
+
+
+def _remember_load(input_path: str, where: str, cid: str) -> None:
+    """Record the load of a campaign Redis holds, if not recorded yet (loaded before this record
+    existed, or from another copy of the file): so that a rerun here notices if Redis loses it."""
+    try:
+        if loaded_at(input_path, where, cid) is None:
+            record_load(input_path, where, cid)
+    except OSError as exc:
+        print_warning(
+            f"cannot record this load in {loads_path(input_path)}: {exc.strerror or exc}; if Redis loses the "
+            "campaign, a rerun here cannot tell it was loaded."
+        )
+
+
+def _forget_load(input_path: str, where: str, cid: str) -> None:
+    """Drop the record of a load that left nothing in Redis (a corrected file may load as new)."""
+    try:
+        forget_load(input_path, where, cid)
+    except OSError as exc:
+        print_warning(f"cannot update {loads_path(input_path)}: {exc.strerror or exc}; remove it before rerunning.")
 
 
 class _LocalWorkers:

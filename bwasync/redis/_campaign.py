@@ -70,6 +70,11 @@ __all__ = [
 #: The consumer group every worker of every campaign reads through.
 GROUP: Final = "senders"
 
+#: Rows read from Redis per round trip when scanning (the state hash, loaded rows).
+_PAGE: Final = 1000
+#: Rows moved by one script call: bounded, so a big requeue does not block Redis for long.
+_MOVE_BATCH: Final = 500
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
@@ -230,7 +235,10 @@ class SharedCampaign:
             for event in (Event.ACCEPTED, Event.FAILED, Event.AMBIGUOUS, Event.NOT_SENT)
         }
         self._touch = redis.register_script(scripts.TOUCH)
-        self._requeue = redis.register_script(scripts.for_event(scripts.REQUEUE, *event_args(Event.REQUEUE)))
+        self._moves = {
+            event: redis.register_script(scripts.for_event(scripts.MOVE, *event_args(event)))
+            for event in (Event.REQUEUE, Event.OPT_OUT)
+        }
         self._batch = _Batcher(redis)
 
     def __repr__(self) -> str:
@@ -464,11 +472,37 @@ class SharedCampaign:
 
     async def requeue(self, status: str) -> int:
         """Send every row in ``status`` (``failed``) again, as the user asked; how many."""
-        keys = await self._keys_with_status(status, 1000)
-        moved = 0
+        return await self._move(Event.REQUEUE, status, await self._keys_with_status(status, _PAGE))
+
+    async def apply_opt_out(self, numbers: Collection[str]) -> int:
+        """Mark ``skipped`` (``opted out``) every pending row with a recipient in ``numbers``;
+        how many (as :meth:`Journal.apply_opt_out`, for a resume with a newer opt-out list).
+
+        Safe while workers send: a row is moved only if still pending, and a row skipped after a
+        worker read it is refused its ``in_flight`` mark (the table has no way out of skipped).
+        """
+        blocked = frozenset(numbers)
+        if not blocked:
+            return 0
+        keys = await self._keys_with_status(RowStatus.PENDING, _PAGE)
+        hits: list[str] = []
+        for i in range(0, len(keys), _PAGE):
+            chunk = keys[i : i + _PAGE]
+            for key, row in zip(chunk, await self.loaded_rows(chunk), strict=True):
+                if row is not None and not blocked.isdisjoint(row.get("recipients") or ()):
+                    hits.append(key)
+        return await self._move(Event.OPT_OUT, RowStatus.PENDING, hits, {"error": "opted out"})
+
+    async def _move(
+        self, event: Event, status: str, keys: Sequence[str], result: Mapping[str, Any] | None = None
+    ) -> int:
+        """Apply ``event`` to the rows of ``keys`` still in ``status`` (batches of one script each)."""
+        body = b"" if result is None else _encoder.encode({**result, "finished_at": time.time()})
         k = self.keys
-        for i in range(0, len(keys), 500):
-            moved += int(await self._requeue(keys=[k.status, k.counts, k.queue], args=[status, *keys[i : i + 500]]))
+        moved = 0
+        for i in range(0, len(keys), _MOVE_BATCH):
+            args: list[Any] = [status, body, *keys[i : i + _MOVE_BATCH]]
+            moved += int(await self._moves[event](keys=[k.status, k.counts, k.queue, k.results], args=args))
         return moved
 
     async def settle(self, entry_id: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ADD", "MARK", "REQUEUE", "RESULT", "TOUCH", "for_event"]
+__all__ = ["ADD", "MARK", "MOVE", "RESULT", "TOUCH", "for_event"]
 
 #: Add a batch of loaded rows; idempotent by key and line.
 #: KEYS: status rows lines counts queue flagged info
@@ -60,12 +60,14 @@ return added
 #: Mark a row in flight, right before its request leaves; only by the consumer holding its entry.
 #: KEYS: status counts marked queue info
 #: ARGV: key, entry id, group, consumer, now
-#: Returns 'ok', 'lost' (another consumer holds the entry now: do not send) or the row's state
-#: (the table refuses the move: do not send).
+#: Returns 'ok', 'lost' (another consumer holds the entry now: do not send), 'gone' (the
+#: campaign's record is gone: Redis lost it; do not send) or the row's state (the table refuses
+#: the move: do not send).
 MARK: Final = """
 local status, counts, marked, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local key, entry, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local target, sources = '__TARGET__', {__SOURCES__}
+if redis.call('HEXISTS', info, 'campaign_id') == 0 then return 'gone' end
 local held = redis.call('XPENDING', queue, group, entry, entry, 1, consumer)
 if #held == 0 then return 'lost' end
 local current = redis.call('HGET', status, key)
@@ -87,13 +89,14 @@ return 'ok'
 #: ARGV: key, entry id, group, result JSON ('' keeps the old), message id ('' if none),
 #: segments, now, consumer. A row moved back to ``pending`` joins the queue anew, and only while
 #: ``consumer`` still holds the entry (else 'lost', nothing changed): one entry per row, ever.
-#: Returns 'ok', or the row's state when the table refuses the move (the entry is settled anyway:
-#: the row's fate was decided elsewhere).
+#: Returns 'ok', 'gone' (the campaign's record is gone: nothing changed), or the row's state when
+#: the table refuses the move (the entry is settled anyway: the row's fate was decided elsewhere).
 RESULT: Final = """
 local status, counts, results, ids, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local key, entry, group, body, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local segments, now, consumer = ARGV[6], ARGV[7], ARGV[8]
 local target, sources = '__TARGET__', {__SOURCES__}
+if redis.call('HEXISTS', info, 'campaign_id') == 0 then return 'gone' end
 local function settle()
   redis.call('XACK', queue, group, entry)
   redis.call('XDEL', queue, entry)
@@ -120,21 +123,24 @@ if target == 'pending' then redis.call('XADD', queue, '*', 'k', key) end
 return 'ok'
 """
 
-#: Send rows in one state again (the user asked: ``--retry-failed``); they join the queue.
-#: KEYS: status counts queue. ARGV: the state to requeue, then row keys. A row in another state
-#: by now is left alone (a second requeue finds it pending). Returns how many moved.
-REQUEUE: Final = """
-local status, counts, queue, wanted = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+#: Move rows in one state by one event, as the user asked: ``--retry-failed`` (REQUEUE: they
+#: join the queue) or a new ``--opt-out`` list on resume (OPT_OUT: skipped, with the result).
+#: KEYS: status counts queue results. ARGV: the state to move, the result JSON ('' for none),
+#: then row keys. A row in another state by now is left alone (a second requeue finds it
+#: pending; a row a worker marked meanwhile is on its way). Returns how many moved.
+MOVE: Final = """
+local status, counts, queue, results, wanted, body = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2]
 local target, sources = '__TARGET__', {__SOURCES__}
 local moved = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local key = ARGV[i]
   local current = redis.call('HGET', status, key)
   if current == wanted and sources[current] then
     redis.call('HSET', status, key, target)
     redis.call('HINCRBY', counts, current, -1)
     redis.call('HINCRBY', counts, target, 1)
-    redis.call('XADD', queue, '*', 'k', key)
+    if body ~= '' then redis.call('HSET', results, key, body) end
+    if target == 'pending' then redis.call('XADD', queue, '*', 'k', key) end
     moved = moved + 1
   end
 end
@@ -158,7 +164,7 @@ return held
 
 
 def for_event(script: str, target: str, sources: list[str]) -> str:
-    """``script`` (``MARK``, ``RESULT`` or ``REQUEUE``) applying one event: from ``sources`` to ``target``.
+    """``script`` (``MARK``, ``RESULT`` or ``MOVE``) applying one event: from ``sources`` to ``target``.
 
     The values are state names (``RowStatus`` values: lowercase letters and ``_``), so they are
     safe inside the Lua string and table literals.

@@ -36,9 +36,9 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
@@ -70,6 +70,14 @@ __all__ = ["CampaignWorker", "WorkerOptions", "WorkerOutcome"]
 
 #: Errors that mean Redis did not answer (the worker stops taking rows).
 _REDIS_ERRORS = (RedisError, OSError)
+
+
+#: Why a worker stops when the campaign's record vanished from Redis (it restarted empty, or the
+#: keys were deleted): what was sent is not known there any more, so nothing more is sent (and
+#: ``campaign run`` refuses to load the file again as new).
+_GONE: Final = (
+    "the campaign's record is gone from Redis (Redis restarted empty, or its keys were deleted): nothing more is sent"
+)
 
 
 class _Refused(Exception):
@@ -196,6 +204,10 @@ class CampaignWorker:
             self._stopped.set()
 
     def _redis_down(self, exc: BaseException) -> None:
+        if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+            # The queue went with the campaign's other keys: Redis answers, it lost the campaign.
+            self.request_stop(StopReason.FATAL, _GONE)
+            return
         self._redis_failed = True
         self.request_stop(StopReason.FATAL, f"Redis failed: {type(exc).__name__}: {exc}")
 
@@ -325,7 +337,7 @@ class CampaignWorker:
         while not self.stopping:
             exists, held, paused = await campaign.gate()
             if not exists:
-                self.request_stop(StopReason.FATAL, "the campaign was removed from Redis")
+                self.request_stop(StopReason.FATAL, _GONE)
                 return False
             if paused is not None:
                 self.request_stop(StopReason.ERROR_RATE, paused)
@@ -441,6 +453,8 @@ class CampaignWorker:
             self._redis_down(exc)
             raise RedisUnavailableError(f"not sent: Redis failed at its mark ({type(exc).__name__})") from exc
         if state != "ok":
+            if state == "gone":
+                self.request_stop(StopReason.FATAL, _GONE)
             raise _Refused(state)
         self.progress.apply(RowStatus.PENDING, Event.MARKED)
 
@@ -473,7 +487,7 @@ class CampaignWorker:
         error = result.error
         if isinstance(error, _Refused):
             self._held.discard(entry.entry_id)
-            if error.state != "lost":
+            if error.state not in ("lost", "gone"):
                 await campaign.settle(entry.entry_id)  # final already: decided elsewhere
             return
         # A stop, or a mark Redis failed to confirm: the request never left.
@@ -502,13 +516,8 @@ class CampaignWorker:
             outcome["error"] = str(error)
             if event is Event.FAILED and isinstance(error, APIStatusError):
                 outcome["error_code"] = error.status_code
-        await campaign.record(
-            entry,
-            event,
-            result=outcome or None,
-            message_id=message_id,
-            segments=cost,
-        )
+        if await campaign.record(entry, event, result=outcome or None, message_id=message_id, segments=cost) == "gone":
+            self.request_stop(StopReason.FATAL, _GONE)
         self._held.discard(entry.entry_id)
         self.progress.apply(RowStatus.PENDING if not_sent else RowStatus.IN_FLIGHT, event)
         if event is Event.ACCEPTED:

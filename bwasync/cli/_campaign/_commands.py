@@ -257,6 +257,18 @@ Every non-zero stop is resumable: rerun the same command."""
     "elsewhere sends).",
 )
 @CLAIM_IDLE_OPTION
+@click.option(
+    "--reload-lost",
+    is_flag=True,
+    help="With --redis: Redis lost the state of a campaign this file was loaded as (it restarted empty): "
+    "load it again as new, knowing that every row is sent again, those already sent included.",
+)
+@click.option(
+    "--allow-non-durable-redis",
+    is_flag=True,
+    help="With --redis: run although Redis does not write every change to disk (appendonly yes, appendfsync "
+    "always): a Redis crash may then forget rows already sent, and they would be sent again.",
+)
 @connection_options
 def run_command(connection: ConnectionOptions, **params: Any) -> None:
     """Send one message per row of FILE (CSV with a header, or JSON Lines), each exactly once.
@@ -346,6 +358,8 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             workers=args.workers,
             claim_idle=args.claim_idle,
             allow_invalid=args.allow_invalid,
+            reload_lost=args.reload_lost,
+            allow_non_durable=args.allow_non_durable_redis,
         )
         ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
@@ -379,7 +393,7 @@ def _check_shared(ctx: click.Context, args: RunArgs) -> None:
     """Refuse, before anything is loaded or sent, what ``--redis`` does not do; or options that
     only make sense with it."""
     if not args.redis_url:
-        for name in ("workers", "claim_idle"):
+        for name in ("workers", "claim_idle", "reload_lost", "allow_non_durable_redis"):
             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"--{name.replace('_', '-')} is for a shared campaign: give --redis URL too")
         return
@@ -421,6 +435,8 @@ class RunArgs:
     redis_url: str | None
     workers: int
     claim_idle: float | None
+    reload_lost: bool
+    allow_non_durable_redis: bool
 
 
 def _preflight(file: str, fmt: Any, template: Template | None, sender: str | None, *, dry: bool) -> bool | None:
