@@ -62,3 +62,26 @@ def test_the_readme_compliance_example_runs_and_says_what_it_prints() -> None:
     exec(compile(code, "README.md", "exec"), namespace)
     shown = next(line for line in code.splitlines() if line.startswith("check_number("))
     assert repr(check_number("+15555551234")) == shown.split("# ", 1)[1]
+
+
+def test_north_american_regions_are_found_again_by_area_code_exactly() -> None:
+    # The +1 region is remembered per area code: a second number of the same area code, or a
+    # number of another region's area code in between, must get exactly libphonenumber's answer.
+    pn = pytest.importorskip("phonenumbers")
+    numbers = [
+        "+18765230123",
+        "+12015550123",
+        "+18765230124",
+        "+15062345678",
+        "+17872345678",
+        "+12015550124",
+        "+18765230100",
+        "+15062345679",
+        "+19195550100",
+        "+19190100000",
+    ]
+    for number in numbers * 2:
+        parsed = pn.parse(number)
+        expected = pn.region_code_for_number(parsed) if pn.is_valid_number(parsed) else None
+        check = check_number(number)
+        assert (check.valid, check.region) == (expected is not None, expected), number
