@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from click.testing import CliRunner
 from benchmarks._redis import RedisProcess
 from bwasync.campaign import Report, build_report
 from bwasync.cli import cli
+from bwasync.cli._metrics import worker_endpoint
 from bwasync.emulator import Emulator
 from bwasync.redis._campaign import SharedCampaign, campaign_keys
 
@@ -220,7 +222,8 @@ def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tm
         args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
         args.append("--allow-non-durable-redis")
         env = {"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url}
-        result = invoke(*args, "--campaign-id", "small", "--workers", "1", env=env)
+        # Each local worker serves its own metrics (port 0: a free one each).
+        result = invoke(*args, "--campaign-id", "small", "--workers", "1", "--metrics", "127.0.0.1:0", env=env)
         assert result.exit_code == 0, result.output
         assert "all 30 rows reached a final state (30 sent by this run)" in result.output
         # Rerunning the same command resumes: nothing is loaded twice (and here nothing is left).
@@ -369,3 +372,20 @@ async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplic
             assert max(emu.acceptance_counts("tag").values()) == 1
     finally:
         server.stop()
+
+
+def test_a_shared_runs_metrics_ports_are_checked_before_anything_is_loaded(tmp_path: Path) -> None:
+    # Worker i serves on PORT + i: the second worker's port is taken, so the run stops (exit 2)
+    # before it even connects to Redis (here, nothing listens there at all).
+    path = write_csv(tmp_path / "list.csv", 3)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1] - 1
+        result = invoke(
+            "campaign", "run", str(path), "--template", "Hi {name}", "--emulator", "--redis", "redis://127.0.0.1:1/0",
+            "--workers", "2", "--metrics", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve worker 2's metrics on 127.0.0.1:{port + 1}" in result.output
+    assert "Traceback" not in result.output and "Redis" not in result.output
+    assert worker_endpoint(("127.0.0.1", 9464), 3) == "127.0.0.1:9467"
+    assert worker_endpoint(("::1", 0), 3) == "[::1]:0"

@@ -75,6 +75,7 @@ from ._campaign._session import (
     exit_for,
     verdict,
 )
+from ._metrics import worker_endpoint
 from ._options import Connection, ConnectionOptions
 from ._output import note
 from ._worker import REDIS_ENV
@@ -351,6 +352,9 @@ class SharedRun:
     reload_lost: bool = False
     #: Run although Redis does not write every change to disk before answering.
     allow_non_durable: bool = False
+    #: ``--metrics HOST:PORT``: local worker ``i`` serves its own metrics on ``PORT + i`` (port 0:
+    #: each picks a free one and prints it); checked before anything is loaded.
+    metrics: tuple[str, int] | None = None
     #: The in-process emulator's knobs (``--emulator``): it serves the local workers.
     emulator_knobs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -611,9 +615,15 @@ class _LocalWorkers:
         if self.settings.claim_idle is not None:
             args += ["--claim-idle", repr(self.settings.claim_idle)]
         env = self._env()
+        metrics = self.settings.metrics
         return [
-            await asyncio.create_subprocess_exec(*args, env=env, start_new_session=True)
-            for _ in range(self.settings.workers)
+            await asyncio.create_subprocess_exec(
+                *args,
+                *([] if metrics is None else ["--metrics", worker_endpoint(metrics, i)]),
+                env=env,
+                start_new_session=True,
+            )
+            for i in range(self.settings.workers)
         ]
 
     async def wait(self) -> list[int]:

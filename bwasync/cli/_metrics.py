@@ -19,6 +19,7 @@ not HOST:PORT is a usage error when the command line is parsed; a missing ``prom
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ from ._output import note
 if TYPE_CHECKING:
     from ..metrics import ClientMetrics
 
-__all__ = ["MetricsServerError", "metrics_option", "serving_metrics"]
+__all__ = ["MetricsServerError", "metrics_option", "serving_metrics", "worker_endpoint", "worker_metrics"]
 
 #: ``--metrics``: the command receives it as ``metrics``, a ``(host, port)`` or None.
 metrics_option = click.option(
@@ -80,3 +81,38 @@ def serving_metrics(
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def worker_endpoint(endpoint: tuple[str, int], index: int) -> str:
+    """``--metrics`` for local worker ``index`` of a shared campaign: ``PORT + index`` (0 stays 0)."""
+    host, port = endpoint
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port + index if port else 0}"
+
+
+def worker_metrics(endpoint: tuple[str, int] | None, workers: int) -> tuple[str, int] | None:
+    """``campaign run --redis --workers N --metrics HOST:PORT``, checked before anything is loaded.
+
+    Each local worker serves its own metrics on ``PORT + i``; every one of those ports must be
+    free now, and ``prometheus_client`` installed (usage error / :class:`MetricsServerError`,
+    exit 2, otherwise).
+    """
+    if endpoint is None:
+        return None
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise click.UsageError("--metrics needs prometheus_client: pip install 'bwasync[metrics]'") from None
+    host, port = endpoint
+    if port and port + workers - 1 > 65535:
+        raise click.UsageError(f"--metrics: ports {port} to {port + workers - 1} (one per worker) go past 65535")
+    for index in range(workers if port else 0):
+        try:
+            with socket.create_server((host, port + index)):
+                pass
+        except OSError as exc:
+            raise MetricsServerError(
+                f"--metrics: cannot serve worker {index + 1}'s metrics on {worker_endpoint(endpoint, index)}: "
+                f"{exc.strerror or exc}"
+            ) from None
+    return endpoint

@@ -33,7 +33,7 @@ from ...campaign._preflight import ProblemKind, file_columns, mostly_invalid, pr
 from ...compliance import QuietHours
 from ...compliance._numbers import numbers_checkable
 from .._loop import run
-from .._metrics import metrics_option, serving_metrics
+from .._metrics import metrics_option, serving_metrics, worker_metrics
 from .._options import ConnectionOptions, HostPort, connection_options, no_progress_option, rate_option
 from .._output import note
 from .._worker import CLAIM_IDLE_OPTION, REDIS_OPTION, fleet
@@ -360,6 +360,7 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
             allow_invalid=args.allow_invalid,
             reload_lost=args.reload_lost,
             allow_non_durable=args.allow_non_durable_redis,
+            metrics=worker_metrics(args.metrics, args.workers),
         )
         ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
@@ -385,7 +386,6 @@ _NOT_SHARED: Final = (
     ("wait_delivery", "--wait-delivery", "delivery receipts are not collected for a shared campaign yet"),
     ("quiet_hours", "--quiet-hours", "quiet hours are not supported for a shared campaign yet"),
     ("retry_ambiguous", "--retry-ambiguous", "resending ambiguous rows is not supported for a shared campaign yet"),
-    ("metrics", "--metrics", "each worker serves its own: start them with 'bwasync worker --metrics HOST:PORT'"),
 )
 
 
