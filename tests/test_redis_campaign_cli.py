@@ -375,17 +375,17 @@ async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplic
 
 
 def test_a_shared_runs_metrics_ports_are_checked_before_anything_is_loaded(tmp_path: Path) -> None:
-    # Worker i serves on PORT + i: the second worker's port is taken, so the run stops (exit 2)
+    # Worker i serves on PORT + i; the first worker's port is taken, so the run stops (exit 2)
     # before it even connects to Redis (here, nothing listens there at all).
     path = write_csv(tmp_path / "list.csv", 3)
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        port = taken.getsockname()[1] - 1
+        port = taken.getsockname()[1]
         result = invoke(
             "campaign", "run", str(path), "--template", "Hi {name}", "--emulator", "--redis", "redis://127.0.0.1:1/0",
             "--workers", "2", "--metrics", f"127.0.0.1:{port}",
         )  # fmt: skip
     assert result.exit_code == 2, result.output
-    assert f"cannot serve worker 2's metrics on 127.0.0.1:{port + 1}" in result.output
+    assert f"cannot serve worker 1's metrics on 127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output and "Redis" not in result.output
     assert worker_endpoint(("127.0.0.1", 9464), 3) == "127.0.0.1:9467"
     assert worker_endpoint(("::1", 0), 3) == "[::1]:0"
