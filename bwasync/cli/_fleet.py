@@ -75,6 +75,7 @@ from ._campaign._session import (
     exit_for,
     verdict,
 )
+from ._loop import on_signals
 from ._metrics import worker_endpoint
 from ._options import Connection, ConnectionOptions
 from ._output import note
@@ -262,26 +263,6 @@ async def _join(
         return EXIT_FATAL
 
 
-def _on_signals(handler: Callable[[signal.Signals], None]) -> contextlib.AbstractContextManager[None]:
-    """SIGINT and SIGTERM call ``handler`` while in the block (where the loop supports it)."""
-
-    @contextlib.contextmanager
-    def installed() -> Any:
-        loop = asyncio.get_running_loop()
-        done = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, handler, sig)
-                done.append(sig)
-        try:
-            yield
-        finally:
-            for sig in done:
-                loop.remove_signal_handler(sig)
-
-    return installed()
-
-
 async def work(
     campaign: SharedCampaign,
     client: MessagingClient,
@@ -306,7 +287,7 @@ async def work(
             w.request_stop(stop[0], "stopped by a signal")
         note("Stopping: no new rows; finishing the requests in flight (again to cancel at once).")
 
-    with _on_signals(on_signal):
+    with on_signals(on_signal):
         try:
             unrecorded: tuple[Any, ...] = ()
             while True:
@@ -638,7 +619,7 @@ class _LocalWorkers:
                     with contextlib.suppress(ProcessLookupError):
                         p.send_signal(sig)
 
-        with _on_signals(on_signal):
+        with on_signals(on_signal):
             return [await p.wait() for p in processes]
 
     async def stop(self) -> None:

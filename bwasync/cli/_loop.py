@@ -7,12 +7,14 @@ Set ``BWASYNC_LOOP=asyncio`` to run on the standard loop (to compare, or to debu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+import signal
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["loop_factory", "run"]
+__all__ = ["loop_factory", "on_signals", "run"]
 
 T = TypeVar("T")
 logger = logging.getLogger("bwasync.cli")
@@ -35,3 +37,19 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     logger.debug("event loop: %s", "uvloop" if factory is not None else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[signal.Signals], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler(sig)`` while in the block (where the loop supports it)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, handler, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

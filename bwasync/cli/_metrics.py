@@ -63,10 +63,9 @@ def serving_metrics(
     if endpoint is None:
         yield None
         return
-    try:
-        from ..metrics import ClientMetrics, start_metrics_server
-    except ImportError:
-        raise click.UsageError("--metrics needs prometheus_client: pip install 'bwasync[metrics]'") from None
+    _require_prometheus()
+    from ..metrics import ClientMetrics, start_metrics_server
+
     host, port = endpoint
     metrics = ClientMetrics()
     try:
@@ -74,8 +73,7 @@ def serving_metrics(
     except OSError as exc:
         raise MetricsServerError(f"--metrics: cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     try:
-        shown = f"[{host}]" if ":" in host else host
-        announce(f"Serving Prometheus metrics on http://{shown}:{server.server_port}/metrics.")
+        announce(f"Serving Prometheus metrics on http://{_address(host, server.server_port)}/metrics.")
         yield metrics
     finally:
         server.shutdown()
@@ -86,8 +84,7 @@ def serving_metrics(
 def worker_endpoint(endpoint: tuple[str, int], index: int) -> str:
     """``--metrics`` for local worker ``index`` of a shared campaign: ``PORT + index`` (0 stays 0)."""
     host, port = endpoint
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port + index if port else 0}"
+    return _address(host, port + index if port else 0)
 
 
 def worker_metrics(endpoint: tuple[str, int] | None, workers: int) -> tuple[str, int] | None:
@@ -99,10 +96,7 @@ def worker_metrics(endpoint: tuple[str, int] | None, workers: int) -> tuple[str,
     """
     if endpoint is None:
         return None
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise click.UsageError("--metrics needs prometheus_client: pip install 'bwasync[metrics]'") from None
+    _require_prometheus()
     host, port = endpoint
     if port and port + workers - 1 > 65535:
         raise click.UsageError(f"--metrics: ports {port} to {port + workers - 1} (one per worker) go past 65535")
@@ -116,3 +110,16 @@ def worker_metrics(endpoint: tuple[str, int] | None, workers: int) -> tuple[str,
                 f"{exc.strerror or exc}"
             ) from None
     return endpoint
+
+
+def _require_prometheus() -> None:
+    """A usage error (exit 2) naming the extra when ``prometheus_client`` is not installed."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise click.UsageError("--metrics needs prometheus_client: pip install 'bwasync[metrics]'") from None
+
+
+def _address(host: str, port: int) -> str:
+    """``HOST:PORT`` as a URL writes it (an IPv6 host in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

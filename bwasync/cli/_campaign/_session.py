@@ -39,7 +39,7 @@ from ...campaign import (
 from ...campaign._preflight import mostly_invalid
 from ...campaign._receiver import campaign_event_handler
 from ...compliance import FileOptOutStore, MemoryOptOutStore, ReplyProcessor
-from .._loop import run
+from .._loop import on_signals, run
 from .._options import Connection, Session
 from ._display import Display, ProgressMode
 from ._render import (
@@ -146,9 +146,7 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
         on_note=lambda n: display.note(word_note(n)),
         on_result=None if metrics is None else metrics.observe,
     )
-    loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
-    signals: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
         if runner.stopping:
@@ -160,14 +158,10 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
         runner.request_stop(reason, "stopped by Ctrl-C" if sig == signal.SIGINT else "stopped by SIGTERM")
         display.note("Stopping: no new rows; finishing the requests in flight (Ctrl-C again to cancel at once).")
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal, sig)
-            signals.append(sig)
     outcome: RunOutcome | None = None
     mostly: _MostlyInvalid | None = None
     cancelled = False
-    try:
+    with on_signals(on_signal):
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(runner)
@@ -196,9 +190,6 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
             if mostly is None:
                 report = await build_report(runner.journal)
                 invalid = await runner.rows_with_status("invalid", SHOWN_INVALID)
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
     if mostly is not None:
         # Nothing was sent and the journal is new: leave nothing behind, a rerun starts afresh.
         _remove_journal(settings.journal_path)
