@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bwasync.compliance import InboundHandler, MemoryOptOutStore
@@ -21,7 +21,9 @@ from bwasync.compliance import InboundHandler, MemoryOptOutStore
 from .test_compliance_replies import AUTH, inbound
 
 Server = tuple[InboundHandler, aiohttp.ClientSession, str]
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+#: The example count comes from the profile (tests/conftest.py): a few dozen in ``make test``,
+#: 10,000 in ``make fuzz``.
+pytestmark = pytest.mark.fuzz
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -51,19 +53,16 @@ async def answer(server: Server, body: bytes) -> int:
         return r.status
 
 
-@FUZZ
 @given(body=st.binary(max_size=512))
 async def test_arbitrary_bytes_never_get_a_5xx(server: Server, body: bytes) -> None:
     assert await answer(server, body) < 500
 
 
-@FUZZ
 @given(value=json_values)
 async def test_arbitrary_json_never_gets_a_5xx(server: Server, value: Any) -> None:
     assert await answer(server, json.dumps(value).encode()) < 500
 
 
-@FUZZ
 @given(
     field=st.sampled_from(FIELDS + [f"message.{f}" for f in MESSAGE_FIELDS]),
     value=json_values | st.integers(min_value=-(2**70), max_value=2**70),
