@@ -20,6 +20,7 @@ from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
     DEFAULT_TOKEN_URL,
+    FIRST_ROUND_SIZE,
 )
 from ._exceptions import APIError, ConfigurationError
 from ._fanout import BeforeSend, RequestLike, SendResult, SendStream, SendSummary, _Core, send_one
@@ -192,7 +193,7 @@ class MessagingClient:
                 rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
             ),
             policy=retry or RetryPolicy(),
-            gate=Gate(concurrency, first_round=True),
+            gate=Gate(concurrency, first_round=FIRST_ROUND_SIZE),
             timeout=default_timeout,
         )
 

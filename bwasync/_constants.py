@@ -48,10 +48,18 @@ DEFAULT_CONCURRENCY = 100
 #: place covers that with room to spare, and bounds the inputs a run holds at twice its
 #: concurrency whatever the server does.
 RETRY_SLEEPERS_PER_SLOT = 1
-#: The client's first round of requests (one per place of its in-flight cap) is answered before
-#: a place is used twice (``Gate(first_round=True)`` in bwasync/_pipeline.py), but no taker waits
-#: on that round longer than this (seconds): a round is answered within a few round trips at
-#: Bandwidth's latency (~100-300 ms), and one hung request must not hold the client back.
+#: The client starts with a probe round of this many requests (or its concurrency, if smaller),
+#: answered before any other request leaves (``Gate(first_round=...)`` in bwasync/_pipeline.py).
+#: A queue that is already full refuses the whole round, and its 429s set the rate before more
+#: requests follow: a round of the full concurrency cost 60 429s against a 40-message queue (the
+#: emulator's 2 s of 20 seg/s) where this round costs 10. Small, so that it costs one round trip
+#: of a few requests: a round of 1,000 (the concurrency) cost a latency-bound run 30 % of its steady
+#: rate, the spread of 1,000 answers. Bandwidth's own queue holds 15 minutes of the account rate
+#: (at least 900 messages), so a fresh account never refuses this round.
+FIRST_ROUND_SIZE = 50
+#: No taker waits on the first round longer than this (seconds): a round is answered within a
+#: few round trips at Bandwidth's latency (~100-300 ms), and one hung request must not hold the
+#: client back.
 FIRST_ROUND_MAX = 1.0
 #: Burst allowed by the account limiter, in seconds of rate. One second matches how Bandwidth
 #: states limits (segments per second) without letting a backlog flush all at once.
@@ -124,6 +132,12 @@ RATE_CUBIC_SCALE = 0.005
 #: the emulator's queue (200 seg/s, 2 s of queue, no rate hint): two probes in 16 s became one, and
 #: the 429s after the first second halved. A raised limit is still found, 4 s later.
 RATE_PLATEAU = 4.0
+#: After a cut to Bandwidth's stated rate ("Your allowed rate is N messages per minute"), the rate
+#: stays flat at N this long (seconds) before probing beyond it. N is the account's rate, not an
+#: estimate: each probe above it refills the queue for one 429 and a cut (about one every 6 s with
+#: ``RATE_PLATEAU``, a fifth of the 3 % budget of a 20-s run at 20 seg/s), and an account's rate is
+#: raised rarely; a raised rate is still found within a minute.
+RATE_HINT_PLATEAU = 30.0
 #: The cut is judged on the answers that arrive from this fraction of the episode on: earlier ones
 #: mostly answer requests sent before the cut (a round trip, ~100-300 ms at Bandwidth's latency).
 #: A stale 429 counted as "after" can only make the judgment cut again, to the accepted rate of a
@@ -144,13 +158,21 @@ RATE_NOISE_MARGIN = 2.0
 RATE_NOISE_HALF_LIFE = 30.0
 #: An accepted rate measured from fewer accepted answers than this is not trusted for a cut.
 RATE_MIN_SAMPLE = 5
-#: While a cut's episode is still running, a second half already a quarter-episode long and holding
-#: this many accepted answers and this many 429s shows a queue still full: the rate is cut again at
-#: once rather than at the episode's end (fewer 429s while converging). Twenty answers over a
-#: quarter of a second measure the accepted rate well enough to cut to. Also: in the first second
-#: of a run, 429s cut only once this many have come (a full queue sends a flood within
-#: milliseconds; stray 429s do not).
+#: While a cut's episode is still running, this many accepted answers and this many 429s in its second
+#: half (a quarter-episode long at least) show a queue still full: the rate is cut again at once,
+#: rather than at the episode's end. Twenty answers over a quarter of a second measure the accepted
+#: rate well enough to cut to (five, at 20 seg/s, read 17.8 for 20 and held the run there). Also:
+#: in the first second of a run, 429s cut only once this many have come (a full queue sends a
+#: flood within milliseconds; stray 429s do not) and are more than ``RATE_NOISE_MAX_SHARE`` of the
+#: answers.
 RATE_EARLY_SAMPLE = 20
+#: ... or, sooner, once ``RATE_FLOOD_SAMPLE`` 429s have come and they are more than
+#: ``RATE_FLOOD_SHARE`` of the answers since the first of them: 429s mostly in a row. A full queue
+#: answers every request sent after it filled 429 (the client's first round against a queue smaller
+#: than the round: 8-10 in a row), while 3 % of rate-independent 429s put five among nine answers
+#: about once in 20,000 tries.
+RATE_FLOOD_SAMPLE = 5
+RATE_FLOOD_SHARE = 0.5
 #: A cut is judged "paid off" on an absence of 429s only once, had nothing changed, at least this many
 #: 429s would have been expected among the answers counted, and judged "not paid off" only on at
 #: least this many 429s; at low rates that takes longer.

@@ -45,7 +45,9 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    one-second sample of the accepted rate is mostly empty, and a cut to it would be deep. A
    full queue shows itself within milliseconds by a flood of 429s; so until a window has been
    measured, 429s cut only once there are ``RATE_EARLY_SAMPLE`` of them and they are more than
-   ``RATE_NOISE_MAX_SHARE`` of the answers since the first of them. The answers before it do
+   ``RATE_NOISE_MAX_SHARE`` of the answers since the first of them, or ``RATE_FLOOD_SAMPLE`` of
+   them and more than ``RATE_FLOOD_SHARE``: mostly in a row, as the end of a first round that
+   overflowed the queue comes back (stray 429s are not in a row). The answers before it do
    not count: they are what the empty queue absorbed, and counting them let a 2-s queue of
    400 seg/s take 50 more 429s before the cut. For the same reason such a first cut goes to
    ``RATE_CUT_FLOOR`` (not ``RATE_DRAIN_FACTOR``) × the accepted rate: that first second's
@@ -55,16 +57,19 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    against the emulator's queue, 200 seg/s: ~20 % fewer 429s, same run time).
 8. **Hold at the maximum before probing beyond it.** Rule 5's curve pauses for ``RATE_PLATEAU``
    seconds once it reaches ``w_max`` (CUBIC's plateau, made explicit): ``w_max`` is what a full
-   queue accepted, and every probe above it refills the queue and costs a round of 429s.
+   queue accepted, and every probe above it refills the queue and costs a round of 429s. After a
+   cut to the rate the server stated (rule 2), the pause is ``RATE_HINT_PLATEAU``: that rate is
+   the account's, not an estimate, and probing beyond it every few seconds only buys 429s.
 
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
 pausing the account on every 429 is what makes rate-independent 429s collapse a run (measured:
 3 % of 429s with ``Retry-After: 1`` paused the account most of the time).
 
-Two guards live with the limiter's callers rather than here: the client's first round of requests
-is answered before any place of its in-flight cap is used again (``Gate(first_round=True)`` in
-:mod:`bwasync._pipeline`), so the cut the first round's 429s make paces what follows; and a cut
+Two guards live with the limiter's callers rather than here: the client starts with a probe round
+of ``FIRST_ROUND_SIZE`` requests, answered before any other request leaves
+(``Gate(first_round=...)`` in :mod:`bwasync._pipeline`), so a queue too small for the round (or
+already full) refuses at most the round, and the cut its 429s make paces what follows; and a cut
 leaves the account bucket exactly full (``TokenBucket._exhaust``), not paused for as long as the
 old rate's burst would take to drain at the new one.
 """
@@ -82,7 +87,10 @@ from ._constants import (
     RATE_CUT_FLOOR,
     RATE_DRAIN_FACTOR,
     RATE_EARLY_SAMPLE,
+    RATE_FLOOD_SAMPLE,
+    RATE_FLOOD_SHARE,
     RATE_HINT_FACTOR,
+    RATE_HINT_PLATEAU,
     RATE_JUDGE_FROM,
     RATE_JUDGE_MAX,
     RATE_LIMIT_EPISODE,
@@ -390,7 +398,10 @@ class RateController:
             self._early_from = now
             early[0] = early[1] = 0
         early[1] += 1
-        return early[1] >= RATE_EARLY_SAMPLE and _share(early[0], early[1]) > RATE_NOISE_MAX_SHARE
+        share = _share(early[0], early[1])
+        if early[1] >= RATE_EARLY_SAMPLE:
+            return share > RATE_NOISE_MAX_SHARE
+        return early[1] >= RATE_FLOOD_SAMPLE and share > RATE_FLOOD_SHARE
 
     def _cut(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
         self.rate = to
@@ -460,7 +471,8 @@ class RateController:
         if rate is None:
             self._next_step = math.inf
             return False
-        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at, plateau=RATE_PLATEAU)
+        plateau = RATE_HINT_PLATEAU if self._hinted else RATE_PLATEAU
+        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at, plateau=plateau)
         ceiling = self._ceiling
         if ceiling is not None and new >= ceiling:
             new = ceiling

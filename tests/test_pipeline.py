@@ -30,7 +30,7 @@ from bwasync import (
     SendCancelledError,
     TokenBucket,
 )
-from bwasync._constants import FIRST_ROUND_MAX
+from bwasync._constants import FIRST_ROUND_MAX, FIRST_ROUND_SIZE
 from bwasync._pipeline import CappedLimiter, Gate
 from bwasync.emulator import Emulator
 
@@ -332,11 +332,11 @@ async def test_a_per_call_timeout_bounds_each_attempt(emulator: Emulator) -> Non
             await client.create_message(request(2), timeout=0)
 
 
-# --- the client's first round (Gate(first_round=True)) --------------------------------------------
+# --- the client's first round (Gate(first_round=k)) -----------------------------------------------
 
 
 async def test_places_of_the_first_round_come_back_once_the_round_is_answered() -> None:
-    gate = Gate(3, first_round=True)
+    gate = Gate(3, first_round=3)
     assert all(gate.try_take() for _ in range(3))
     gate.release()  # an early answer: its place is not reused while the round is out
     assert not gate.try_take() and gate.in_first_round
@@ -353,11 +353,36 @@ async def test_places_of_the_first_round_come_back_once_the_round_is_answered() 
     assert gate.try_take()
 
 
+async def test_a_first_round_smaller_than_the_gate_opens_the_rest_once_answered() -> None:
+    # A probe round of 2 places in a gate of 5: nothing else leaves until both are answered,
+    # then every place is open (a latency-bound run has its full concurrency one round trip in).
+    gate = Gate(5, first_round=2)
+    assert gate.try_take() and gate.try_take()
+    assert not gate.try_take() and gate.in_first_round and gate.in_use == 2
+    takers = [asyncio.ensure_future(gate.take()) for _ in range(4)]
+    gate.release()
+    await asyncio.sleep(0)
+    assert not any(t.done() for t in takers) and gate.in_use == 1
+    gate.release()  # the round is answered: four waiters served, one place still free
+    await asyncio.gather(*takers)
+    assert not gate.in_first_round and gate.in_use == 4
+    assert gate.try_take() and not gate.try_take()
+
+
+async def test_a_client_sending_fewer_than_a_round_is_not_held() -> None:
+    # One request at a time: each is the whole round in flight, so the round ends at its answer.
+    gate = Gate(100, first_round=50)
+    assert gate.try_take()
+    gate.release()
+    assert not gate.in_first_round and gate.in_use == 0
+    assert all(gate.try_take() for _ in range(100)) and not gate.try_take()
+
+
 async def test_a_hung_request_holds_the_first_round_back_no_longer_than_the_bound() -> None:
     loop = asyncio.get_running_loop()
     now = [0.0]
     with mock.patch.object(loop, "time", lambda: now[0]):
-        gate = Gate(2, first_round=True)
+        gate = Gate(2, first_round=2)
         assert gate.try_take() and gate.try_take()
         gate.release()  # one answered; the other hangs
         waiter = asyncio.ensure_future(gate.first_round_over())
@@ -376,9 +401,11 @@ async def test_a_hung_request_holds_the_first_round_back_no_longer_than_the_boun
 async def test_requests_after_the_first_round_are_paced_by_the_cut_it_caused(
     emulator_factory: EmulatorFactory,
 ) -> None:
-    # 100 in flight against a queue of 40: the first round overflows it (60 429s at most). The
-    # requests that wait for the round ask the limiter afterwards, so the cut its 429s made paces
-    # them; before, each early 202 sent a new request into the full queue (~40 more 429s).
+    # 100 in flight against a queue of 40: only the probe round (FIRST_ROUND_SIZE = 50) leaves
+    # at first, so the queue refuses at most 10; their 429s cut the rate before the other places
+    # open, and the cut paces what follows. With a first round of all 100 places, 60 were
+    # refused; with no round at all, each early 202 also sent one more request into the full
+    # queue (~40 more).
     limiter = RecordingLimiter()
     async with emulator_factory(dequeue_rate=100, queue_seconds=0.4, record=False) as emu:
         async with client_for(emu.url, concurrency=100, limiter=limiter, retry=FAST_RETRY) as client:
@@ -386,4 +413,4 @@ async def test_requests_after_the_first_round_are_paced_by_the_cut_it_caused(
                 async for _ in results:
                     if emu.stats.accepted >= 80:  # 0.4 s of the paced rate after the round
                         break
-    assert 40 <= len(limiter.rate_limited) <= 65
+    assert 1 <= len(limiter.rate_limited) <= FIRST_ROUND_SIZE - 40 + 5

@@ -17,7 +17,9 @@ from bwasync._constants import (
     RATE_CUT_FLOOR,
     RATE_DRAIN_FACTOR,
     RATE_EARLY_SAMPLE,
+    RATE_FLOOD_SAMPLE,
     RATE_HINT_FACTOR,
+    RATE_HINT_PLATEAU,
     RATE_LIMIT_EPISODE,
     RATE_NOISE_HALF_LIFE,
     RATE_PLATEAU,
@@ -223,15 +225,35 @@ def test_a_cut_in_the_first_second_does_not_regrow_toward_the_queues_fill() -> N
 
 
 def test_a_flood_after_the_queue_absorbed_many_answers_cuts_at_once() -> None:
-    # An empty 2-s queue of 400/s takes 800 at once: 20 429s are a small share of the second's
+    # An empty 2-s queue of 400/s takes 800 at once: a few 429s are a small share of the second's
     # answers, but all the answers since the first 429.
     control = RateController(ceiling=None)
     for i in range(800):
         control.on_sent(1, i / 4000)
         control.on_success(1, i / 4000)
-    cuts = [control.on_rate_limited(0.2) for _ in range(RATE_EARLY_SAMPLE)]
+    cuts = [control.on_rate_limited(0.2) for _ in range(RATE_FLOOD_SAMPLE)]
     assert cuts[-1] and not any(cuts[:-1])
     assert control.rate == pytest.approx(800 * RATE_CUT_FLOOR, rel=0.05)
+
+
+def test_429s_in_a_row_at_the_start_cut_429s_among_202s_do_not() -> None:
+    # The client's first round against a queue smaller than it: its 202s, then its 429s, in a
+    # row. A handful is enough to cut; the same number spread among 202s (under half the answers
+    # since the first 429) is not, until there are RATE_EARLY_SAMPLE of them.
+    in_a_row = RateController(ceiling=None)
+    steady(in_a_row, 1000, 0.0, 0.04)
+    cuts = [in_a_row.on_rate_limited(0.05) for _ in range(RATE_FLOOD_SAMPLE)]
+    assert cuts[-1] and not any(cuts[:-1])
+    spread = RateController(ceiling=None)
+    now = steady(spread, 1000, 0.0, 0.04)
+    for _ in range(RATE_EARLY_SAMPLE - 1):
+        assert not spread.on_rate_limited(now)
+        for _ in range(2):
+            now += 0.001
+            spread.on_sent(1, now)
+            spread.on_success(1, now)
+    assert spread.rate is None
+    assert spread.on_rate_limited(now)  # the twentieth, a third of the answers since the first
 
 
 def test_stray_429s_among_many_answers_in_the_first_second_do_not_cut() -> None:
@@ -336,7 +358,9 @@ def test_cubic_holds_at_the_maximum_for_the_plateau_then_probes() -> None:
     assert later == pytest.approx(cubic_rate(w_max=100, cut_to=70, elapsed=k + 3))  # then the same probe
 
 
-def test_regrown_rate_stays_at_the_maximum_through_the_plateau() -> None:
+def test_regrown_rate_stays_at_the_stated_rate_through_the_hint_plateau() -> None:
+    # The 429 stated the account's rate: the rate regrows to it and stays there RATE_HINT_PLATEAU
+    # seconds (not RATE_PLATEAU) before probing beyond it.
     control = RateController(ceiling=None)
     steady(control, 150, 0.0, 2.0)
     control.on_rate_limited(2.0, allowed_rate=100.0)  # w_max = 100, cut just below it
@@ -352,9 +376,9 @@ def test_regrown_rate_stays_at_the_maximum_through_the_plateau() -> None:
 
     held, now = rate_at(2.0 + k + 0.5, 2.0)
     assert held == pytest.approx(100, rel=0.01)
-    held, now = rate_at(2.0 + k + RATE_PLATEAU - 0.3, now)
+    held, now = rate_at(2.0 + k + RATE_HINT_PLATEAU - 0.3, now)
     assert held == pytest.approx(100, rel=0.01)  # no probe above it yet
-    probed, _ = rate_at(2.0 + k + RATE_PLATEAU + 3.0, now)
+    probed, _ = rate_at(2.0 + k + RATE_HINT_PLATEAU + 3.0, now)
     assert probed > 110
 
 
