@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from aiohttp import hdrs, web
@@ -299,27 +300,18 @@ def _utc(when: datetime) -> datetime | None:
         return None
 
 
-def make_inbound_handler(
-    store: OptOutStore,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    on_reply: OnReply | None = None,
-    max_body: int = INBOUND_MAX_BODY,
-    timeout: float = INBOUND_HANDLER_TIMEOUT,
-) -> Handler:
+def make_inbound_handler(store: OptOutStore, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth's inbound message callbacks, for any aiohttp app.
 
     Opt-out keywords (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT) add the sender to
     ``store``; START and UNSTOP remove it (:func:`classify_reply` has the exact rule).
     ``on_reply(reply)`` (an :class:`InboundReply`; sync or async) is called once per new
-    inbound message, keyword or not, after the store was updated. With ``username`` and
-    ``password`` the request must carry exactly that Basic ``Authorization``.
+    inbound message, keyword or not, after the store was updated. ``options`` are
+    :class:`InboundHandler`'s keywords: ``on_reply``; ``username`` and ``password``, with which the
+    request must carry exactly that Basic ``Authorization``; ``max_body`` (bytes); ``timeout`` (seconds).
 
     It is :meth:`InboundHandler.handle` of a new :class:`InboundHandler`, whose ``stats``
     (:class:`InboundStats`) count requests and replies (build the :class:`InboundHandler`
     yourself to keep a reference to them).
     """
-    return InboundHandler(
-        store, username=username, password=password, on_reply=on_reply, max_body=max_body, timeout=timeout
-    ).handle
+    return InboundHandler(store, **options).handle
