@@ -19,6 +19,7 @@ from .._exceptions import ValidationError
 from .._models import MessageRequest
 from .._validation import FieldError
 from ._constants import FINGERPRINT_BYTES
+from ._exceptions import JournalError
 from ._rowstate import DeliveryStatus, RowStatus
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "RowRecord",
     "RowStatus",
     "fingerprint_file",
+    "fingerprint_input",
     "synthetic_key",
 ]
 
@@ -173,6 +175,16 @@ class CampaignInfo:
         """``"<campaign id>:"``, the start of every tag of this campaign."""
         return f"{self.campaign_id}:"
 
+    def resume_mismatches(self, input_file: FileFingerprint, template: str | None) -> list[str]:
+        """What a resume would change that it must not: ``"input file"`` (another fingerprint,
+        see :func:`fingerprint_input`) and ``"template"``, in that order; empty if neither."""
+        problems = []
+        if input_file.size != self.input_size or input_file.digest != self.input_hash:
+            problems.append("input file")
+        if template != self.template:
+            problems.append("template")
+        return problems
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:
@@ -254,3 +266,11 @@ def fingerprint_file(path: str | os.PathLike[str]) -> FileFingerprint:
             f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
             digest.update(f.read(FINGERPRINT_BYTES))
     return FileFingerprint(size, digest.hexdigest())
+
+
+def fingerprint_input(path: str) -> FileFingerprint:
+    """:func:`fingerprint_file` of a campaign's input file; :class:`JournalError` if it cannot be read."""
+    try:
+        return fingerprint_file(path)
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read the input file: {exc.strerror or exc}") from None

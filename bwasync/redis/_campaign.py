@@ -47,7 +47,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
-from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_file
+from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
 from ..campaign._status import JournalStatus
 from . import _campaign_scripts as scripts
@@ -266,10 +266,7 @@ class SharedCampaign:
         if campaign_id is not None and campaign_id != self.campaign_id:
             raise JournalMismatchError(self.where, ["campaign id"])
         path = os.fspath(input_path)
-        try:
-            fp, absolute = await asyncio.to_thread(lambda: (fingerprint_file(path), os.path.abspath(path)))
-        except OSError as exc:
-            raise JournalError(f"{path}: cannot read the input file: {exc.strerror or exc}") from None
+        fp, absolute = await asyncio.to_thread(lambda: (fingerprint_input(path), os.path.abspath(path)))
         keys = self.keys
         fields: dict[Any, Any] = {
             "input_path": absolute,
@@ -290,11 +287,7 @@ class SharedCampaign:
         info = await self.campaign_info()
         if info is None:
             raise JournalError(f"{self.where}: the campaign record is incomplete")
-        problems = []
-        if fp.size != info.input_size or fp.digest != info.input_hash:
-            problems.append("input file")
-        if template != info.template:
-            problems.append("template")
+        problems = info.resume_mismatches(fp, template)
         if problems:
             raise JournalMismatchError(self.where, problems)
         return info
