@@ -49,7 +49,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
-from ..campaign._status import JournalStatus
+from ..campaign._status import JournalStatus, status_of
 from . import _campaign_scripts as scripts
 from ._constants import DEFAULT_NAMESPACE, REDIS_TIMEOUT
 from ._policy import redact_url
@@ -632,23 +632,7 @@ class SharedCampaign:
         counts = await self.counts()
         started, finished = await self.time_span()
         last = max((t for t in (started, finished) if t is not None), default=None)
-        return JournalStatus(
-            path=f"{where} campaign {self.campaign_id}",
-            campaign_id=info.campaign_id,
-            input_path=info.input_path,
-            template=info.template,
-            settings=info.settings,
-            created_at=info.created_at,
-            loaded_through=info.loaded_through,
-            load_complete=info.load_complete,
-            total=counts.total,
-            by_status=counts.by_status,
-            by_delivery=counts.by_delivery,
-            accepted_segments=counts.accepted_segments,
-            updated_at=last,
-            last_activity=last,
-            done=count_final(counts.by_status),
-        )
+        return status_of(f"{where} campaign {self.campaign_id}", info, counts, updated_at=last, last_activity=last)
 
 
 def latency_stats(values: Sequence[float], percentiles: Sequence[float]) -> LatencyStats:
