@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
     "RowStatus",
     "fingerprint_file",
     "fingerprint_input",
+    "nearest_rank",
     "synthetic_key",
 ]
 
@@ -217,6 +219,17 @@ class LatencyStats:
     percentiles: dict[float, float]
     max: float | None
     mean: float | None
+
+
+def nearest_rank(percentile: float, count: int) -> int:
+    """The 1-based position, among ``count`` sorted values, of the ``percentile`` th one by the
+    nearest-rank rule: the smallest value with at least that share of the values at or below it.
+
+    >>> nearest_rank(50, 4), nearest_rank(99, 4), nearest_rank(0, 4)
+    (2, 4, 1)
+    """
+    # round(): 2.2 * 1500 / 100 is 33.00000000000001 in floats, which must stay rank 33.
+    return min(count, max(1, math.ceil(round(percentile * count / 100, 9))))
 
 
 class FileFingerprint(NamedTuple):

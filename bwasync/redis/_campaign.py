@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
@@ -47,7 +46,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
-from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input
+from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input, nearest_rank
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
 from ..campaign._status import JournalStatus, status_of
 from . import _campaign_scripts as scripts
@@ -640,7 +639,7 @@ def latency_stats(values: Sequence[float], percentiles: Sequence[float]) -> Late
     n = len(values)
     if not n:
         return LatencyStats(0, {}, None, None)
-    result = {float(p): values[min(n, max(1, math.ceil(round(p * n / 100, 9)))) - 1] for p in percentiles}
+    result = {float(p): values[nearest_rank(p, n) - 1] for p in percentiles}
     return LatencyStats(n, result, values[-1], sum(values) / n)
 
 
