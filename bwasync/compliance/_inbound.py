@@ -48,7 +48,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from .._models import InboundCallback, StatusCallback, decode_inbound_callbacks
-from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
+from .._webhook import BasicAuthGate, Refused, admitted_body
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY
 from ._keywords import ReplyKind, classify_reply
 from ._optout import OptOutStore
@@ -259,13 +259,16 @@ class InboundHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
         stats = self.stats
-        if not self._auth.admits(request.headers.get(hdrs.AUTHORIZATION)):
+        body = await admitted_body(
+            self._auth,
+            request.headers.get(hdrs.AUTHORIZATION),
+            request.content.iter_chunked(_READ_CHUNK),
+            request.content_length,
+            self.max_body,
+        )
+        if isinstance(body, Refused):
             stats.rejected += 1
-            return web.Response(status=401, text="authentication required", headers=UNAUTHORIZED_HEADERS)
-        body = await read_bounded(request.content.iter_chunked(_READ_CHUNK), request.content_length, self.max_body)
-        if body is None:
-            stats.rejected += 1
-            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+            return web.Response(status=body.status, text=body.text, headers=body.headers)
         try:
             events = decode_inbound_callbacks(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
