@@ -292,6 +292,7 @@ async def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
     assert all("E164" in error for error in bad.values())
 
 
+@pytest.mark.slow
 async def test_ctrl_c_finishes_in_flight_exits_130_and_resumes(
     tmp_path: Path, emulator_factory: EmulatorFactory
 ) -> None:
@@ -316,6 +317,7 @@ async def test_ctrl_c_finishes_in_flight_exits_130_and_resumes(
         assert_each_sent_once(emu, rows)
 
 
+@pytest.mark.slow
 async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
     rows = 500
     path = tmp_path / "list.csv"
