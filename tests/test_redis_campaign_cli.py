@@ -44,7 +44,7 @@ USER = "fleet-user"
 SECRET = "Pa55-w0rd-never-in-redis"
 #: Rows of the proof campaign, and kills (kill -9) during it: one of `campaign run`'s two
 #: workers (the other stays, so the run ends complete), then the outside worker twice (restarted).
-#: Enough rows that a restarted worker is sending again (hundreds of rows on) before the next kill.
+#: A run of several seconds, over which the kill moments are spread (one in each quarter of the rows).
 ROWS = 3000
 KILLS = 3
 #: Seconds a killed worker's rows wait before another takes them over (the default is 30).
