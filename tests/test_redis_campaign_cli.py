@@ -45,7 +45,7 @@ SECRET = "Pa55-w0rd-never-in-redis"
 #: Rows of the proof campaign, and kills (kill -9) during it: one of `campaign run`'s two
 #: workers (the other stays, so the run ends complete), then the outside worker twice (restarted).
 #: A run of several seconds, over which the kill moments are spread (one in each quarter of the rows).
-ROWS = 3000
+ROWS = 2000
 KILLS = 3
 #: Seconds a killed worker's rows wait before another takes them over (the default is 30).
 CLAIM_IDLE = "0.3"
