@@ -356,10 +356,16 @@ class _Core:
                     index, item = pulled
                 # send_one, inlined (one coroutine frame less per input); the pipeline's
                 # send, split, so that a retry can give the place back while it sleeps.
-                request = item if type(item) is MessageRequest else prepare(index, item)
-                if isinstance(request, SendResult):
-                    result = request
+                request: MessageRequest | None
+                if type(item) is MessageRequest:
+                    request = item
                 else:
+                    prepared = prepare(index, item)
+                    if isinstance(prepared, SendResult):  # an invalid input: its result is ready
+                        request, result = None, prepared
+                    else:
+                        request = prepared
+                if request is not None:
                     try:
                         try:
                             before = None if before_send is None else _hook(before_send, index, request)
