@@ -252,6 +252,30 @@ def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tm
         server.stop()
 
 
+def test_a_load_without_local_workers_records_how_outside_workers_send(tmp_path: Path) -> None:
+    # --workers 0: nothing sent here, but the run options are in Redis once the command has
+    # exited (outside workers read them), and no task of the command is left behind.
+    server = start_redis(tmp_path)
+    try:
+        path = write_csv(tmp_path / "list.csv", 5)
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
+        args += ["--allow-non-durable-redis", "--campaign-id", "later", "--workers", "0", "--concurrency", "7"]
+        result = invoke(*args, env={"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url})
+        assert result.exit_code == 0 and "bwasync worker" in result.output, result.output
+
+        async def recorded() -> Any:
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                return await client.hget(campaign_keys("later").info, "run")
+            finally:
+                await client.aclose()
+
+        run = asyncio.run(recorded())
+        assert run is not None and json.loads(run)["concurrency"] == 7
+    finally:
+        server.stop()
+
+
 async def final_states(url: str, cid: str) -> tuple[dict[str, str], dict[str, Any]]:
     """Every row's state in Redis, and the report's summary."""
     client = aioredis.Redis.from_url(url)
