@@ -60,7 +60,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from . import _schema
-from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL
+from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
 from ._deliveries import apply_receipt
 from ._exceptions import JournalClosedError, JournalError, JournalLockedError, JournalMismatchError, JournalStateError
 from ._records import (
@@ -167,6 +167,27 @@ _RESULT_GROUP_SQL: Final = (
     "OR (r.status = 'accepted' AND rows.status = 'accepted' "
     "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
 )
+#: Marks and results of one transaction in one statement (their keys distinct; see the writer's
+#: "one statement"): ?1: the earliest mark's time; ?2: a JSON array of ``["m", "in_flight", null,
+#: null, null, 0, null, null, null, key]`` (a mark) and ``["r", *result parameters]`` items. A mark
+#: changes only the status and the first ``in_flight_at``; a result what ``_RESULT_GROUP_SQL`` does.
+_JOINT_SQL: Final = (
+    "UPDATE rows SET status = r.status, "
+    "in_flight_at = CASE WHEN r.kind = 'm' AND rows.status <> 'in_flight' THEN ?1 ELSE rows.in_flight_at END, "
+    "message_id = COALESCE(r.message_id, rows.message_id), "
+    "error = CASE WHEN r.kind = 'm' THEN rows.error ELSE r.error END, "
+    "error_code = CASE WHEN r.kind = 'm' THEN rows.error_code ELSE r.error_code END, "
+    "attempts = rows.attempts + r.attempts, latency = COALESCE(r.latency, rows.latency), "
+    "finished_at = CASE WHEN r.kind = 'm' THEN rows.finished_at ELSE r.finished_at END, "
+    "segments = COALESCE(r.segments, rows.segments) "
+    "FROM (SELECT value ->> 0 AS kind, value ->> 1 AS status, value ->> 2 AS message_id, value ->> 3 AS error, "
+    "value ->> 4 AS error_code, value ->> 5 AS attempts, value ->> 6 AS latency, value ->> 7 AS finished_at, "
+    "value ->> 8 AS segments, value ->> 9 AS key FROM json_each(?2)) AS r "
+    "WHERE rows.key = r.key AND (+rows.status IN " + sql_in(_RESULTABLE) + " "
+    "OR (r.status = 'accepted' AND rows.status = 'accepted' "
+    "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
+)
+assert sources(Event.MARKED) == _RESULTABLE  # one WHERE serves both kinds
 
 
 _INSERT_COLUMNS: Final = "key, line, status, recipients, sender, request, segments, error"
@@ -236,12 +257,18 @@ class Journal(StartClose):
             flush_interval=flush_interval,
             on_commit=on_commit,
             stats=self.stats,
+            # One statement per transaction of marks and results (SQLite >= 3.38): see _apply_joint.
+            joint={"mark": 1, "result": 8},
+            apply_joint=self._apply_joint if _GROUP_UPDATES else None,
         )
         self._lock_fd: int | None = None
         #: The campaign id, once known: record_delivery strips ``<id>:`` from tags.
         self._campaign_id: str | None = None
-        #: The ``sending`` record of this run's send pass (see :meth:`begin_sending`).
+        #: The ``sending`` record of this run's send pass (see :meth:`begin_sending`), and
+        #: (writer thread) when its end was last moved, and whether results came since.
         self._sending_id: int | None = None
+        self._touched_at = 0.0
+        self._untouched = False
 
     def __repr__(self) -> str:
         w = self._writer
@@ -296,6 +323,9 @@ class Journal(StartClose):
         if self._writer.closed:
             return
         try:
+            if self._sending_id is not None:
+                with contextlib.suppress(JournalError):
+                    await self._call(self._touch_sending)
             await self._writer.stop()
         finally:
             self._release_lock()
@@ -365,7 +395,11 @@ class Journal(StartClose):
             conn.executemany(_MARK_SQL, group)
         if conn.total_changes - before == len(group):
             return None
-        # Some row refused the mark: find out which (rare, so the slow way is fine).
+        return Journal._mark_refusals(conn, group)
+
+    @staticmethod
+    def _mark_refusals(conn: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        """Which marks of ``group`` did not take (rare, so the slow way is fine)."""
         refusals: list[BaseException | None] = []
         for params in group:
             key = params[1]
@@ -382,12 +416,58 @@ class Journal(StartClose):
             conn.execute(_RESULT_GROUP_SQL, (msgspec.json.encode(group).decode(),))
         else:
             conn.executemany(_RESULT_SQL, group)
-        ignored = len(group) - (conn.total_changes - before)
-        if self._sending_id is not None:
-            conn.execute("UPDATE sending SET last_at = ? WHERE id = ?", (time.time(), self._sending_id))
+        self._results_applied(conn, len(group) - (conn.total_changes - before))
+
+    def _results_applied(self, conn: sqlite3.Connection, ignored: int) -> None:
+        self._untouched = True
+        if time.monotonic() - self._touched_at >= SENDING_TOUCH_INTERVAL:
+            self._touch_sending(conn)
         if ignored:
             self.stats.ignored_results += ignored
             logger.warning("journal: %d results ignored (their rows are final or missing)", ignored)
+
+    def _apply_joint(
+        self, conn: sqlite3.Connection, groups: dict[str, list[tuple[Any, ...]]]
+    ) -> dict[str, list[BaseException | None] | None]:
+        """One transaction's marks and results (keys distinct across the two), autocommitted.
+
+        One statement when every key is distinct. Otherwise results first, then marks, each its
+        own commit: a crash between them leaves rows out of flight that the queue's order would
+        still have in flight, never the reverse (a row's result is queued only after its mark
+        was committed, so the queue's marks and results name different rows).
+        """
+        marks, results = groups.get("mark", []), groups.get("result", [])
+        if not marks:
+            self._apply_results(conn, results)
+            return {}
+        if not results:
+            return {"mark": self._apply_marks(conn, marks)}
+        keys = {params[1] for params in marks} | {params[8] for params in results}
+        if len(keys) < len(marks) + len(results):
+            self._apply_results(conn, results)
+            return {"mark": self._apply_marks(conn, marks)}
+        items = [("m", RowStatus.IN_FLIGHT.value, None, None, None, 0, None, None, None, p[1]) for p in marks]
+        items += [("r", *params) for params in results]
+        before = conn.total_changes
+        conn.execute(_JOINT_SQL, (min(params[0] for params in marks), msgspec.json.encode(items).decode()))
+        changed = conn.total_changes - before
+        refusals: list[BaseException | None] | None = None
+        ignored = 0
+        if changed < len(items):
+            refusals = self._mark_refusals(conn, marks)
+            taken = sum(r is None for r in refusals)
+            ignored = len(results) - (changed - taken)
+            if taken == len(marks):
+                refusals = None
+        self._results_applied(conn, ignored)
+        return {"mark": refusals}
+
+    def _touch_sending(self, conn: sqlite3.Connection) -> None:
+        """Move the send pass's end to now, if results were recorded since it last moved."""
+        if self._sending_id is not None and self._untouched:
+            conn.execute("UPDATE sending SET last_at = ? WHERE id = ?", (time.time(), self._sending_id))
+            self._touched_at = time.monotonic()
+            self._untouched = False
 
     # -- Campaign ---------------------------------------------------------------------------
 
@@ -621,7 +701,7 @@ class Journal(StartClose):
 
     async def flush(self) -> None:
         """Return once everything queued so far (results included) is committed."""
-        await self._writer.flush()
+        await self._call(self._touch_sending)
 
     async def begin_sending(self) -> None:
         """Record that a send pass starts now: the report's throughput counts only such time.
