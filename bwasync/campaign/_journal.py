@@ -103,6 +103,10 @@ _RESULT_EVENTS: Final = {
 _RESULTABLE: Final = sources(Event.FAILED)
 assert all(sources(e) - {RowStatus.ACCEPTED} == _RESULTABLE for e in _RESULT_EVENTS.values())
 
+_json_encoder = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder().decode
+_text = bytes.decode
+
 _CAMPAIGN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -539,17 +543,20 @@ class Journal(StartClose):
         same transaction, how far the load got (see :meth:`set_loaded_through`).
         """
         batch = list(rows)
+        # Built here, on the event loop, with C encoders: Python work on the writer thread would
+        # take the GIL from the loop anyway, and hand it back and forth on top.
+        encode = _json_encoder.encode
+        params = [
+            (r.key, r.line, str(r.status), _text(encode(list(r.recipients))), r.sender, r.request, r.segments, r.error)
+            for r in batch
+        ]
+        payload = encode(params).decode() if _GROUP_UPDATES else None
 
         def op(conn: sqlite3.Connection) -> int:
-            # Built here, on the writer thread, to keep the event loop free.
-            params = [
-                (r.key, r.line, str(r.status), json.dumps(list(r.recipients)), r.sender, r.request, r.segments, r.error)
-                for r in batch
-            ]
             before = conn.total_changes
             insert = f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            if _GROUP_UPDATES:
-                conn.execute(_INSERT_GROUP_SQL, (msgspec.json.encode(params).decode(),))
+            if payload is not None:
+                conn.execute(_INSERT_GROUP_SQL, (payload,))
             else:
                 conn.executemany(insert, params)
             inserted = conn.total_changes - before
@@ -805,9 +812,9 @@ class Journal(StartClose):
             stats.pages += 1
             if released_at is None:
                 found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
-                return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+                return [PendingRow(r[0], r[1], r[2], r[3], tuple(_decode(r[4])), r[5], r[6]) for r in found]
             found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
-            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7]) for r in found]
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(_decode(r[4])), r[5], r[6], r[7]) for r in found]
 
         return self._call(op)
 
