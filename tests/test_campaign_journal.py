@@ -495,7 +495,7 @@ def test_group_updates_find_rows_by_key_not_by_scanning_a_status() -> None:
     for statement in _schema.SCHEMA.split(";"):
         conn.execute(statement)
     statements = [(_journal._MARK_GROUP_SQL, (0.0, "[]")), (_journal._RESULT_GROUP_SQL, ("[]",))]
-    statements += [(_journal._JOINT_SQL, (0.0, "[]"))]
+    statements += [(_journal._JOINT_SQL, (0.0, "[]", "[]"))]
     statements += [(_journal._MARK_SQL, (0.0, "k")), (_journal._RESULT_SQL, ("failed", *[None] * 7, "k"))]
     for sql, params in statements:
         plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))

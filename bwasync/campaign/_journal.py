@@ -172,9 +172,9 @@ _RESULT_GROUP_SQL: Final = (
     "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
 )
 #: Marks and results of one transaction in one statement (their keys distinct; see the writer's
-#: "one statement"): ?1: the earliest mark's time; ?2: a JSON array of ``["m", "in_flight", null,
-#: null, null, 0, null, null, null, key]`` (a mark) and ``["r", *result parameters]`` items. A mark
-#: changes only the status and the first ``in_flight_at``; a result what ``_RESULT_GROUP_SQL`` does.
+#: "one statement"): ?1: the earliest mark's time; ?2: a JSON array of the marks' keys, ?3 one of
+#: results' parameters (as ``_RESULT_GROUP_SQL``'s). A mark changes only the status and the first
+#: ``in_flight_at``; a result what ``_RESULT_GROUP_SQL`` does.
 _JOINT_SQL: Final = (
     "UPDATE rows SET status = r.status, "
     "in_flight_at = CASE WHEN r.kind = 'm' AND rows.status <> 'in_flight' THEN ?1 ELSE rows.in_flight_at END, "
@@ -184,9 +184,10 @@ _JOINT_SQL: Final = (
     "attempts = rows.attempts + r.attempts, latency = COALESCE(r.latency, rows.latency), "
     "finished_at = CASE WHEN r.kind = 'm' THEN rows.finished_at ELSE r.finished_at END, "
     "segments = COALESCE(r.segments, rows.segments) "
-    "FROM (SELECT value ->> 0 AS kind, value ->> 1 AS status, value ->> 2 AS message_id, value ->> 3 AS error, "
-    "value ->> 4 AS error_code, value ->> 5 AS attempts, value ->> 6 AS latency, value ->> 7 AS finished_at, "
-    "value ->> 8 AS segments, value ->> 9 AS key FROM json_each(?2)) AS r "
+    "FROM (SELECT 'm' AS kind, 'in_flight' AS status, NULL AS message_id, NULL AS error, NULL AS error_code, "
+    "0 AS attempts, NULL AS latency, NULL AS finished_at, NULL AS segments, value AS key FROM json_each(?2) "
+    "UNION ALL SELECT 'r', value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8 FROM json_each(?3)) AS r "
     "WHERE rows.key = r.key AND (+rows.status IN " + sql_in(_RESULTABLE) + " "
     "OR (r.status = 'accepted' AND rows.status = 'accepted' "
     "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
@@ -450,14 +451,14 @@ class Journal(StartClose):
         if len(keys) < len(marks) + len(results):
             self._apply_results(conn, results)
             return {"mark": self._apply_marks(conn, marks)}
-        items = [("m", RowStatus.IN_FLIGHT.value, None, None, None, 0, None, None, None, p[1]) for p in marks]
-        items += [("r", *params) for params in results]
+        encode = _json_encoder.encode
+        first = min(params[0] for params in marks)
         before = conn.total_changes
-        conn.execute(_JOINT_SQL, (min(params[0] for params in marks), msgspec.json.encode(items).decode()))
+        conn.execute(_JOINT_SQL, (first, _text(encode([p[1] for p in marks])), _text(encode(results))))
         changed = conn.total_changes - before
         refusals: list[BaseException | None] | None = None
         ignored = 0
-        if changed < len(items):
+        if changed < len(marks) + len(results):
             refusals = self._mark_refusals(conn, marks)
             taken = sum(r is None for r in refusals)
             ignored = len(results) - (changed - taken)
