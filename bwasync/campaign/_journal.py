@@ -661,8 +661,9 @@ class Journal(StartClose):
 
     # -- Sending ----------------------------------------------------------------------------
 
-    async def mark_in_flight(self, key: str) -> None:
-        """Mark a row ``in_flight``; return once that is committed (durable against a crash).
+    def mark_in_flight(self, key: str) -> asyncio.Future[None]:
+        """Mark a row ``in_flight``; the returned future resolves once that is committed (durable
+        against a crash): ``await journal.mark_in_flight(key)``. The mark is queued at the call.
 
         Call it right before the request leaves. Concurrent marks are committed together (one
         transaction for whatever is queued), so thousands per second cost a few commits.
@@ -674,7 +675,7 @@ class Journal(StartClose):
         If the caller is cancelled while waiting, the mark may still be committed: the row is
         then ``in_flight`` and treated as possibly sent, which is the safe side.
         """
-        await self._writer.submit("mark", (time.time(), key))
+        return self._writer.submit("mark", (time.time(), key))
 
     def record_result(
         self,

@@ -723,9 +723,9 @@ class CampaignRunner:
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
-        if self.stopping:
+        if self._stop_reason is not None:
             raise _Stopping("the run is stopping")
-        assert self._room is not None
+        assert self._room is not None and self._journal is not None
         key = self._keys[index]
         # Keep marked-but-unrecorded rows within `concurrency` (the module's invariant).
         while self._unresolved >= self.options.concurrency:
@@ -736,7 +736,7 @@ class CampaignRunner:
         self._unresolved += 1
         self._marked.add(index)
         try:
-            await self.journal.mark_in_flight(key)
+            await self._journal.mark_in_flight(key)
         except JournalStateError:
             self._release(index)
             raise
