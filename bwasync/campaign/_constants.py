@@ -20,9 +20,14 @@ KEY_CHECK_BATCH = 1000
 
 # --- Journal ---------------------------------------------------------------------------------
 
-#: Rows a load-pass batch should hold. One transaction per batch: a few thousand rows make
-#: the commit cost negligible while a batch stays a few MiB.
-LOAD_BATCH = 2000
+#: Rows a load-pass batch should hold. One transaction per batch: a few hundred rows make the
+#: commit cost negligible (a WAL commit is ~0.1 ms), and the last batch, whose write nothing
+#: overlaps (each batch is written while the next one is prepared), stays short.
+LOAD_BATCH = 500
+#: Rows the load pass prepares between two turns given to the event loop. Preparing is plain
+#: Python (~50 µs a row): without turns the previous batch's write would not even start before
+#: the next batch is ready, and nothing else on the loop would run for a tenth of a second.
+LOAD_YIELD_ROWS = 100
 #: Rows fetched per page by the journal's iterators: bounds memory whatever the campaign size.
 PAGE_SIZE = 1000
 #: Seconds a recorded result may wait before it is committed when no mark is flowing (during a

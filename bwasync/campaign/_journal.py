@@ -224,6 +224,17 @@ _FLAG_SQL: Final = (
     "INSERT OR IGNORE INTO flagged (key, line, number, reason) SELECT ?1, ?2, ?3, ?4 "
     "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND line = ?2)"
 )
+#: The same for a load batch's flags, over a JSON array of them, in order (see _GROUP_UPDATES).
+_FLAG_GROUP_SQL: Final = (
+    "INSERT OR IGNORE INTO flagged (key, line, number, reason) "
+    "SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = j.value ->> 0 AND line = j.value ->> 1) ORDER BY j.id"
+)
+#: A row's time zone from the input (``key, zone``), one at a time and for a batch.
+_ZONE_SQL: Final = "INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)"
+_ZONE_GROUP_SQL: Final = (
+    "INSERT OR IGNORE INTO zones (key, zone) SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j ORDER BY j.id"
+)
 
 
 def _epoch(value: datetime | float | None) -> float:
@@ -551,6 +562,8 @@ class Journal(StartClose):
             (r.key, r.line, str(r.status), _text(encode(list(r.recipients))), r.sender, r.request, r.segments, r.error)
             for r in batch
         ]
+        zones = [(r.key, r.zone) for r in batch if r.zone]
+        flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
         payload = encode(params).decode() if _GROUP_UPDATES else None
 
         def op(conn: sqlite3.Connection) -> int:
@@ -568,13 +581,12 @@ class Journal(StartClose):
                         error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
-            zones = [(r.key, r.zone) for r in batch if r.zone]
-            if zones:
-                conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
-            flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
-            if flags:
-                # Only for the row stored under its own key (not a duplicate key's invalid row).
-                conn.executemany(_FLAG_SQL, flags)
+            # Flags only for the row stored under its own key (not a duplicate key's invalid row).
+            for sql, group_sql, items in ((_ZONE_SQL, _ZONE_GROUP_SQL, zones), (_FLAG_SQL, _FLAG_GROUP_SQL, flags)):
+                if items and payload is not None:
+                    conn.execute(group_sql, (_text(encode(items)),))
+                elif items:
+                    conn.executemany(sql, items)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted

@@ -75,6 +75,7 @@ from ._constants import (
     ERROR_RATE_MIN_SAMPLE,
     ERROR_RATE_WINDOW,
     LOAD_BATCH,
+    LOAD_YIELD_ROWS,
     PAGE_SIZE,
     RECONCILE_AMBIGUOUS_MAX,
     RECONCILE_BATCH,
@@ -1053,6 +1054,10 @@ async def _load_rows(
             if stopping():
                 await writing
                 return False
+        elif len(batch) % LOAD_YIELD_ROWS == 0:
+            # Let the loop run: the batch being written reaches the store's thread only when
+            # its task gets a turn (and signals and progress displays need turns too).
+            await asyncio.sleep(0)
     if writing is not None:
         await writing
     if batch:
