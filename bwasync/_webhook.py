@@ -1,5 +1,5 @@
-"""What every webhook receiver of bwasync shares: Basic auth checked in constant time, and a
-request body read no further than a limit.
+"""What every webhook receiver of bwasync shares: Basic auth checked in constant time, a
+request body read no further than a limit, and the answers refusing either (:func:`admitted_body`).
 
 Used by the status-callback receiver (:mod:`bwasync.campaign`) and the inbound-message handler
 (:mod:`bwasync.compliance`), so both refuse the same requests the same way.
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._auth import basic_header
 
-__all__ = ["UNAUTHORIZED_HEADERS", "BasicAuthGate", "read_bounded"]
+__all__ = ["UNAUTHORIZED_HEADERS", "BasicAuthGate", "Refused", "admitted_body", "read_bounded"]
 
 #: Headers of a 401 answer: the challenge a client (or a person with curl) needs.
 UNAUTHORIZED_HEADERS: Final[Mapping[str, str]] = {"WWW-Authenticate": 'Basic realm="bwasync", charset="UTF-8"'}
@@ -71,3 +71,24 @@ async def read_bounded(chunks: AsyncIterable[bytes], length: int | None, max_bod
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+class Refused(NamedTuple):
+    """A POST refused before its body is looked at: the answer to give."""
+
+    status: int
+    text: str
+    headers: Mapping[str, str]
+
+
+async def admitted_body(
+    gate: BasicAuthGate, authorization: str | None, chunks: AsyncIterable[bytes], length: int | None, max_body: int
+) -> bytes | Refused:
+    """The body of a POST, read (see :func:`read_bounded`) only once ``gate`` admitted its
+    ``Authorization``; else what to answer: 401 with the challenge, or 413."""
+    if not gate.admits(authorization):
+        return Refused(401, "authentication required", UNAUTHORIZED_HEADERS)
+    body = await read_bounded(chunks, length, max_body)
+    if body is None:
+        return Refused(413, f"body larger than {max_body} bytes", {})
+    return body

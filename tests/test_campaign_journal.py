@@ -30,6 +30,7 @@ from bwasync.campaign import (
     _journal,
     _schema,
 )
+from bwasync.campaign._records import nearest_rank
 
 APP = "93de2206-9669-4e07-948d-329f4b722ee2"
 SENDER = "+15553332222"
@@ -636,6 +637,16 @@ async def test_counts_latency_and_time_span(journal: Journal) -> None:
     assert stats.max == 1.0 and stats.mean == pytest.approx(0.505)
     first, last = await journal.time_span()
     assert first is not None and last is not None and first <= last
+
+
+@pytest.mark.parametrize(
+    ("percentile", "count", "rank"),
+    [(50, 4, 2), (99, 4, 4), (100, 4, 4), (0, 4, 1), (50, 1, 1), (2.2, 1500, 33)],
+)
+def test_nearest_rank(percentile: float, count: int, rank: int) -> None:
+    # The journal's and the shared campaign's latency percentiles both use this rule;
+    # 2.2 % of 1500 is 33.00000000000001 in floats and must not become rank 34.
+    assert nearest_rank(percentile, count) == rank
 
 
 async def test_failed_by_error_code(journal: Journal) -> None:

@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -718,7 +719,11 @@ async def test_stats_count_requests_by_status(emulator: Emulator, http: Http) ->
     await list_messages(http, emulator, sourceTn=FROM)
     assert emulator.stats.requests == 3 and emulator.stats.creates == 2
     assert emulator.stats.by_status == {202: 1, 401: 1, 200: 1}
-    assert emulator.stats.as_dict()["by_status"] == {202: 1, 401: 1, 200: 1}
+    report = emulator.stats.as_dict()
+    assert report["by_status"] == {202: 1, 401: 1, 200: 1} and type(report["by_status"]) is dict
+    assert report["requests"] == 3 and report["creates"] == 2 and report["max_creates_in_flight"] == 1
+    # Every counter is reported, the live in-flight gauge aside.
+    assert set(report) == {f.name for f in fields(emulator.stats)} - {"creates_in_flight"}
 
 
 # --- status callbacks -----------------------------------------------------------------------------

@@ -74,7 +74,7 @@ from ._records import (
     PendingRow,
     RowRecord,
     RowStatus,
-    fingerprint_file,
+    fingerprint_input,
     synthetic_key,
 )
 from ._rowstate import Event, sources, sql_in
@@ -509,10 +509,7 @@ class Journal(StartClose):
         settings_json = json.dumps(dict(settings or {}), sort_keys=True, default=str)
 
         def op(conn: sqlite3.Connection) -> CampaignInfo:
-            try:
-                fp = fingerprint_file(path)
-            except OSError as exc:
-                raise JournalError(f"{path}: cannot read the input file: {exc.strerror or exc}") from None
+            fp = fingerprint_input(path)
             existing = _schema.campaign(conn)
             if existing is None:
                 cid = campaign_id or secrets.token_hex(8)
@@ -524,13 +521,8 @@ class Journal(StartClose):
                 info = _schema.campaign(conn)
                 assert info is not None
                 return info
-            problems = []
-            if campaign_id is not None and campaign_id != existing.campaign_id:
-                problems.append("campaign id")
-            if fp.size != existing.input_size or fp.digest != existing.input_hash:
-                problems.append("input file")
-            if template != existing.template:
-                problems.append("template")
+            problems = ["campaign id"] if campaign_id is not None and campaign_id != existing.campaign_id else []
+            problems += existing.resume_mismatches(fp, template)
             if problems:
                 raise JournalMismatchError(self.path, problems)
             return existing

@@ -45,7 +45,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from .._models import StatusCallback, decode_callbacks
-from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
+from .._webhook import BasicAuthGate, Refused, admitted_body
 from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
@@ -183,13 +183,10 @@ class CallbackHandler:
             reply = await callbacks.process(request.headers.get("authorization"), request.stream())
             return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
         """
-        if not self._auth.admits(authorization):
+        data = await admitted_body(self._auth, authorization, body, content_length, self.max_body)
+        if isinstance(data, Refused):
             self.stats.rejected += 1
-            return CallbackReply(401, "authentication required", UNAUTHORIZED_HEADERS)
-        data = await read_bounded(body, content_length, self.max_body)
-        if data is None:
-            self.stats.rejected += 1
-            return CallbackReply(413, f"body larger than {self.max_body} bytes")
+            return CallbackReply(*data)
         try:
             events = decode_callbacks(data)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from .._exceptions import ValidationError
 from .._models import MessageRequest
 from .._validation import FieldError
 from ._constants import FINGERPRINT_BYTES
+from ._exceptions import JournalError
 from ._rowstate import DeliveryStatus, RowStatus
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "RowRecord",
     "RowStatus",
     "fingerprint_file",
+    "fingerprint_input",
+    "nearest_rank",
     "synthetic_key",
 ]
 
@@ -173,6 +177,16 @@ class CampaignInfo:
         """``"<campaign id>:"``, the start of every tag of this campaign."""
         return f"{self.campaign_id}:"
 
+    def resume_mismatches(self, input_file: FileFingerprint, template: str | None) -> list[str]:
+        """What a resume would change that it must not: ``"input file"`` (another fingerprint,
+        see :func:`fingerprint_input`) and ``"template"``, in that order; empty if neither."""
+        problems = []
+        if input_file.size != self.input_size or input_file.digest != self.input_hash:
+            problems.append("input file")
+        if template != self.template:
+            problems.append("template")
+        return problems
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:
@@ -205,6 +219,17 @@ class LatencyStats:
     percentiles: dict[float, float]
     max: float | None
     mean: float | None
+
+
+def nearest_rank(percentile: float, count: int) -> int:
+    """The 1-based position, among ``count`` sorted values, of the ``percentile`` th one by the
+    nearest-rank rule: the smallest value with at least that share of the values at or below it.
+
+    >>> nearest_rank(50, 4), nearest_rank(99, 4), nearest_rank(0, 4)
+    (2, 4, 1)
+    """
+    # round(): 2.2 * 1500 / 100 is 33.00000000000001 in floats, which must stay rank 33.
+    return min(count, max(1, math.ceil(round(percentile * count / 100, 9))))
 
 
 class FileFingerprint(NamedTuple):
@@ -254,3 +279,11 @@ def fingerprint_file(path: str | os.PathLike[str]) -> FileFingerprint:
             f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
             digest.update(f.read(FINGERPRINT_BYTES))
     return FileFingerprint(size, digest.hexdigest())
+
+
+def fingerprint_input(path: str) -> FileFingerprint:
+    """:func:`fingerprint_file` of a campaign's input file; :class:`JournalError` if it cannot be read."""
+    try:
+        return fingerprint_file(path)
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read the input file: {exc.strerror or exc}") from None

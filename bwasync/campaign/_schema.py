@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._exceptions import JournalError
-from ._records import CampaignInfo, Counts, LatencyStats, RowRecord
+from ._records import CampaignInfo, Counts, LatencyStats, RowRecord, nearest_rank
 from ._rowstate import DeliveryStatus, RowStatus
 
 __all__ = [
@@ -318,8 +317,7 @@ def latency_stats(conn: sqlite3.Connection, percentiles: Sequence[float] = (50, 
     ).fetchone()
     if not n:
         return LatencyStats(0, {}, None, None)
-    # Nearest rank: the smallest value with at least p% of values at or below it.
-    ranks = {p: min(n, max(1, math.ceil(round(p * n / 100, 9)))) for p in wanted}
+    ranks = {p: nearest_rank(p, n) for p in wanted}
     result: dict[float, float] = {}
     cursor = conn.execute("SELECT latency FROM rows WHERE status = 'accepted' AND latency IS NOT NULL ORDER BY latency")
     pending = sorted(ranks.items(), key=lambda kv: kv[1])

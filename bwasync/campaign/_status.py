@@ -17,12 +17,16 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _schema
 from ._exceptions import JournalError
 from ._rowstate import count_final
 
-__all__ = ["JournalStatus", "read_status"]
+if TYPE_CHECKING:
+    from ._records import CampaignInfo, Counts
+
+__all__ = ["JournalStatus", "read_status", "status_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +90,31 @@ def read_status(path: str | os.PathLike[str], *, now: float | None = None) -> Jo
             raise JournalError(f"{p}: not a readable bwasync campaign journal ({exc})") from None
     if campaign is None:
         raise JournalError(f"{p}: the journal holds no campaign yet")
+    return status_of(
+        p,
+        campaign,
+        counts,
+        updated_at=_schema.last_write_time(p),
+        last_activity=last,
+        held=held,
+        held_until=held_until,
+    )
+
+
+def status_of(
+    path: str,
+    campaign: CampaignInfo,
+    counts: Counts,
+    *,
+    updated_at: float | None,
+    last_activity: float | None,
+    held: int = 0,
+    held_until: float | None = None,
+) -> JournalStatus:
+    """The snapshot of a campaign from its record and counts, wherever it is kept (a journal,
+    see :func:`read_status`, or a shared campaign in Redis); ``path`` names the place."""
     return JournalStatus(
-        path=p,
+        path=path,
         campaign_id=campaign.campaign_id,
         input_path=campaign.input_path,
         template=campaign.template,
@@ -99,8 +126,8 @@ def read_status(path: str | os.PathLike[str], *, now: float | None = None) -> Jo
         by_status=counts.by_status,
         by_delivery=counts.by_delivery,
         accepted_segments=counts.accepted_segments,
-        updated_at=_schema.last_write_time(p),
-        last_activity=last,
+        updated_at=updated_at,
+        last_activity=last_activity,
         done=count_final(counts.by_status),
         unmatched_receipts=counts.unmatched_receipts,
         held=held,

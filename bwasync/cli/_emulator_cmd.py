@@ -13,7 +13,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -29,18 +29,13 @@ from ._constants import (
     EMULATOR_USERNAME,
 )
 from ._loop import run
+from ._options import ParamType
 from ._output import note
 
 __all__ = ["emulator_command", "emulator_config", "knob_option", "knob_options", "listening_line"]
 
 
-if TYPE_CHECKING:
-    _ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
-else:
-    _ParamType = click.ParamType
-
-
-class _KnobType(_ParamType):
+class _KnobType(ParamType):
     """A click type around one of the emulator's argparse value parsers."""
 
     def __init__(self, parse: Callable[[str], Any], name: str | None) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "Connection",
     "ConnectionOptions",
     "HostPort",
+    "ParamType",
     "Session",
     "connection_options",
     "emulator_option_note",
@@ -314,13 +315,14 @@ no_progress_option = click.option("--no-progress", is_flag=True, help="No progre
 
 # --- undecodable arguments ------------------------------------------------------------------------
 
+#: The base of this CLI's own click value types.
 if TYPE_CHECKING:
-    _ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
+    ParamType = click.ParamType[Any, Any]  # generic from click 8.2 on
 else:
-    _ParamType = click.ParamType
+    ParamType = click.ParamType
 
 
-class HostPort(_ParamType):
+class HostPort(ParamType):
     """A ``HOST:PORT`` option value, as ``(host, port)``: an empty host is every interface, ``[::1]``
     an IPv6 one, port 0 any free port. Checked when the command line is parsed (a usage error, exit 2,
     before anything runs)."""
@@ -337,10 +339,10 @@ class HostPort(_ParamType):
 
 
 #: One checking subclass per click parameter type, made on first use.
-_CHECKING_TYPES: dict[type[_ParamType], type[_ParamType]] = {}
+_CHECKING_TYPES: dict[type[ParamType], type[ParamType]] = {}
 
 
-def _checking_type(cls: type[_ParamType]) -> type[_ParamType]:
+def _checking_type(cls: type[ParamType]) -> type[ParamType]:
     checking = _CHECKING_TYPES.get(cls)
     if checking is None:
 

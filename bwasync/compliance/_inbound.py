@@ -42,12 +42,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from aiohttp import hdrs, web
 
 from .._models import InboundCallback, StatusCallback, decode_inbound_callbacks
-from .._webhook import UNAUTHORIZED_HEADERS, BasicAuthGate, read_bounded
+from .._webhook import BasicAuthGate, Refused, admitted_body
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY
 from ._keywords import ReplyKind, classify_reply
 from ._optout import OptOutStore
@@ -258,13 +259,16 @@ class InboundHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
         stats = self.stats
-        if not self._auth.admits(request.headers.get(hdrs.AUTHORIZATION)):
+        body = await admitted_body(
+            self._auth,
+            request.headers.get(hdrs.AUTHORIZATION),
+            request.content.iter_chunked(_READ_CHUNK),
+            request.content_length,
+            self.max_body,
+        )
+        if isinstance(body, Refused):
             stats.rejected += 1
-            return web.Response(status=401, text="authentication required", headers=UNAUTHORIZED_HEADERS)
-        body = await read_bounded(request.content.iter_chunked(_READ_CHUNK), request.content_length, self.max_body)
-        if body is None:
-            stats.rejected += 1
-            return web.Response(status=413, text=f"body larger than {self.max_body} bytes")
+            return web.Response(status=body.status, text=body.text, headers=body.headers)
         try:
             events = decode_inbound_callbacks(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
@@ -299,27 +303,18 @@ def _utc(when: datetime) -> datetime | None:
         return None
 
 
-def make_inbound_handler(
-    store: OptOutStore,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    on_reply: OnReply | None = None,
-    max_body: int = INBOUND_MAX_BODY,
-    timeout: float = INBOUND_HANDLER_TIMEOUT,
-) -> Handler:
+def make_inbound_handler(store: OptOutStore, **options: Any) -> Handler:
     """An aiohttp request handler for Bandwidth's inbound message callbacks, for any aiohttp app.
 
     Opt-out keywords (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT) add the sender to
     ``store``; START and UNSTOP remove it (:func:`classify_reply` has the exact rule).
     ``on_reply(reply)`` (an :class:`InboundReply`; sync or async) is called once per new
-    inbound message, keyword or not, after the store was updated. With ``username`` and
-    ``password`` the request must carry exactly that Basic ``Authorization``.
+    inbound message, keyword or not, after the store was updated. ``options`` are
+    :class:`InboundHandler`'s keywords: ``on_reply``; ``username`` and ``password``, with which the
+    request must carry exactly that Basic ``Authorization``; ``max_body`` (bytes); ``timeout`` (seconds).
 
     It is :meth:`InboundHandler.handle` of a new :class:`InboundHandler`, whose ``stats``
     (:class:`InboundStats`) count requests and replies (build the :class:`InboundHandler`
     yourself to keep a reference to them).
     """
-    return InboundHandler(
-        store, username=username, password=password, on_reply=on_reply, max_body=max_body, timeout=timeout
-    ).handle
+    return InboundHandler(store, **options).handle

@@ -13,7 +13,7 @@ import math
 import random
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgspec
@@ -108,20 +108,11 @@ class EmulatorStats:
     stop_replies_sent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """Every counter as plain values, but the live ``creates_in_flight`` (zero once idle)."""
         return {
-            "requests": self.requests,
-            "creates": self.creates,
-            "max_creates_in_flight": self.max_creates_in_flight,
-            "accepted": self.accepted,
-            "segments": self.segments,
-            "by_status": dict(self.by_status),
-            "faults": dict(self.faults),
-            "tokens_issued": self.tokens_issued,
-            "callbacks_sent": self.callbacks_sent,
-            "callbacks_failed": self.callbacks_failed,
-            "callbacks_redelivered": self.callbacks_redelivered,
-            "callbacks_duplicated": self.callbacks_duplicated,
-            "stop_replies_sent": self.stop_replies_sent,
+            f.name: dict(value) if isinstance(value := getattr(self, f.name), collections.Counter) else value
+            for f in fields(self)
+            if f.name != "creates_in_flight"
         }
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
@@ -47,9 +46,9 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..campaign._exceptions import JournalError, JournalMismatchError
-from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_file
+from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input, nearest_rank
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
-from ..campaign._status import JournalStatus
+from ..campaign._status import JournalStatus, status_of
 from . import _campaign_scripts as scripts
 from ._constants import DEFAULT_NAMESPACE, REDIS_TIMEOUT
 from ._policy import redact_url
@@ -266,10 +265,7 @@ class SharedCampaign:
         if campaign_id is not None and campaign_id != self.campaign_id:
             raise JournalMismatchError(self.where, ["campaign id"])
         path = os.fspath(input_path)
-        try:
-            fp, absolute = await asyncio.to_thread(lambda: (fingerprint_file(path), os.path.abspath(path)))
-        except OSError as exc:
-            raise JournalError(f"{path}: cannot read the input file: {exc.strerror or exc}") from None
+        fp, absolute = await asyncio.to_thread(lambda: (fingerprint_input(path), os.path.abspath(path)))
         keys = self.keys
         fields: dict[Any, Any] = {
             "input_path": absolute,
@@ -290,11 +286,7 @@ class SharedCampaign:
         info = await self.campaign_info()
         if info is None:
             raise JournalError(f"{self.where}: the campaign record is incomplete")
-        problems = []
-        if fp.size != info.input_size or fp.digest != info.input_hash:
-            problems.append("input file")
-        if template != info.template:
-            problems.append("template")
+        problems = info.resume_mismatches(fp, template)
         if problems:
             raise JournalMismatchError(self.where, problems)
         return info
@@ -639,23 +631,7 @@ class SharedCampaign:
         counts = await self.counts()
         started, finished = await self.time_span()
         last = max((t for t in (started, finished) if t is not None), default=None)
-        return JournalStatus(
-            path=f"{where} campaign {self.campaign_id}",
-            campaign_id=info.campaign_id,
-            input_path=info.input_path,
-            template=info.template,
-            settings=info.settings,
-            created_at=info.created_at,
-            loaded_through=info.loaded_through,
-            load_complete=info.load_complete,
-            total=counts.total,
-            by_status=counts.by_status,
-            by_delivery=counts.by_delivery,
-            accepted_segments=counts.accepted_segments,
-            updated_at=last,
-            last_activity=last,
-            done=count_final(counts.by_status),
-        )
+        return status_of(f"{where} campaign {self.campaign_id}", info, counts, updated_at=last, last_activity=last)
 
 
 def latency_stats(values: Sequence[float], percentiles: Sequence[float]) -> LatencyStats:
@@ -663,7 +639,7 @@ def latency_stats(values: Sequence[float], percentiles: Sequence[float]) -> Late
     n = len(values)
     if not n:
         return LatencyStats(0, {}, None, None)
-    result = {float(p): values[min(n, max(1, math.ceil(round(p * n / 100, 9)))) - 1] for p in percentiles}
+    result = {float(p): values[nearest_rank(p, n) - 1] for p in percentiles}
     return LatencyStats(n, result, values[-1], sum(values) / n)
 
 

@@ -2,7 +2,8 @@
 
 They know no row-state rule of their own: :func:`for_event` fills in, for one event of the one
 transition table (:mod:`bwasync.campaign._rowstate`), the states a row may be in (``__SOURCES__``)
-and the state it moves to (``__TARGET__``). Keys (see :class:`CampaignKeys`):
+and the state it moves to (``__TARGET__``), and puts the move itself before each (``move``, in
+``_PRELUDE``). Keys (see :class:`CampaignKeys`):
 ``status`` key -> state, ``rows`` key -> loaded row (JSON), ``lines`` key -> input line,
 ``results`` key -> result (JSON), ``marked`` key -> when its send was marked, ``counts`` state
 -> rows (plus ``_total`` and ``_segments``), ``ids`` message id -> key, ``queue`` the stream of
@@ -66,18 +67,13 @@ return added
 MARK: Final = """
 local status, counts, marked, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local key, entry, group, consumer, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local target, sources = '__TARGET__', {__SOURCES__}
 if redis.call('HEXISTS', info, 'campaign_id') == 0 then return 'gone' end
 local held = redis.call('XPENDING', queue, group, entry, entry, 1, consumer)
 if #held == 0 then return 'lost' end
 local current = redis.call('HGET', status, key)
 if not current then return 'gone' end
 if not sources[current] then return current end
-if current ~= target then
-  redis.call('HSET', status, key, target)
-  redis.call('HINCRBY', counts, current, -1)
-  redis.call('HINCRBY', counts, target, 1)
-end
+move(status, counts, key, current)
 redis.call('HSET', marked, key, now)
 redis.call('HSETNX', info, 'started_at', now)
 redis.call('XCLAIM', queue, group, consumer, 0, entry, 'JUSTID')
@@ -95,7 +91,6 @@ RESULT: Final = """
 local status, counts, results, ids, queue, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local key, entry, group, body, mid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local segments, now, consumer = ARGV[6], ARGV[7], ARGV[8]
-local target, sources = '__TARGET__', {__SOURCES__}
 if redis.call('HEXISTS', info, 'campaign_id') == 0 then return 'gone' end
 local function settle()
   redis.call('XACK', queue, group, entry)
@@ -109,11 +104,8 @@ if not current or not sources[current] then
   settle()
   return current or 'gone'
 end
-if current ~= target then
-  redis.call('HSET', status, key, target)
-  redis.call('HINCRBY', counts, current, -1)
-  redis.call('HINCRBY', counts, target, 1)
-  if target == 'accepted' then redis.call('HINCRBY', counts, '_segments', segments) end
+if move(status, counts, key, current) and target == 'accepted' then
+  redis.call('HINCRBY', counts, '_segments', segments)
 end
 if body ~= '' then redis.call('HSET', results, key, body) end
 if mid ~= '' then redis.call('HSET', ids, mid, key) end
@@ -130,15 +122,12 @@ return 'ok'
 #: pending; a row a worker marked meanwhile is on its way). Returns how many moved.
 MOVE: Final = """
 local status, counts, queue, results, wanted, body = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2]
-local target, sources = '__TARGET__', {__SOURCES__}
 local moved = 0
 for i = 3, #ARGV do
   local key = ARGV[i]
   local current = redis.call('HGET', status, key)
   if current == wanted and sources[current] then
-    redis.call('HSET', status, key, target)
-    redis.call('HINCRBY', counts, current, -1)
-    redis.call('HINCRBY', counts, target, 1)
+    move(status, counts, key, current)
     if body ~= '' then redis.call('HSET', results, key, body) end
     if target == 'pending' then redis.call('XADD', queue, '*', 'k', key) end
     moved = moved + 1
@@ -163,6 +152,22 @@ return held
 """
 
 
+#: What :func:`for_event` puts before each of ``MARK``, ``RESULT`` and ``MOVE``: the event's
+#: target state, the states it may move a row from, and the move itself, the one place a script
+#: changes a row's state: ``move(status, counts, key, current)`` sets the row's state to the
+#: target and moves one from ``current``'s count to the target's; false if it was there already.
+_PRELUDE: Final = """
+local target, sources = '__TARGET__', {__SOURCES__}
+local function move(status, counts, key, current)
+  if current == target then return false end
+  redis.call('HSET', status, key, target)
+  redis.call('HINCRBY', counts, current, -1)
+  redis.call('HINCRBY', counts, target, 1)
+  return true
+end
+"""
+
+
 def for_event(script: str, target: str, sources: list[str]) -> str:
     """``script`` (``MARK``, ``RESULT`` or ``MOVE``) applying one event: from ``sources`` to ``target``.
 
@@ -173,4 +178,4 @@ def for_event(script: str, target: str, sources: list[str]) -> str:
         if not name.replace("_", "").isalpha():
             raise ValueError(f"not a state name: {name!r}")
     table = ", ".join(f"{name} = true" for name in sources)
-    return script.replace("__TARGET__", target).replace("__SOURCES__", table)
+    return (_PRELUDE + script).replace("__TARGET__", target).replace("__SOURCES__", table)

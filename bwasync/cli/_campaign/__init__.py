@@ -21,27 +21,9 @@ from __future__ import annotations
 from . import _commands  # noqa: F401  (registers the commands on the group)
 from ._display import ProgressMode, progress_mode
 from ._group import campaign
-from ._session import (
-    EXIT_FATAL,
-    EXIT_INTERRUPTED,
-    EXIT_MOSTLY_INVALID,
-    EXIT_OK,
-    EXIT_PAUSED,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    RunSettings,
-    run_campaign,
-    run_tuned,
-)
+from ._session import RunSettings, run_campaign, run_tuned
 
 __all__ = [
-    "EXIT_FATAL",
-    "EXIT_INTERRUPTED",
-    "EXIT_MOSTLY_INVALID",
-    "EXIT_OK",
-    "EXIT_PAUSED",
-    "EXIT_TERMINATED",
-    "EXIT_USAGE",
     "ProgressMode",
     "RunSettings",
     "campaign",
