@@ -381,6 +381,43 @@ async def test_close_commits_queued_results(tmp_path: Path, input_file: Path) ->
     assert statuses(path)["2"] == "ambiguous"
 
 
+async def test_the_send_pass_ends_at_its_last_result_though_its_end_moves_once_a_second(
+    tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Results move the recorded end of the pass at most once a second (one statement less per
+    # commit); a flush and the close move it to the last result, so the report's throughput
+    # counts the whole pass.
+    monkeypatch.setattr(_journal, "SENDING_TOUCH_INTERVAL", 3600.0)  # however slow this machine
+    path = tmp_path / "c.journal"
+
+    def pass_and_last_result() -> tuple[float, float]:
+        conn = sqlite3.connect(path)
+        try:
+            (last_at,) = conn.execute("SELECT last_at FROM sending").fetchone()
+            (finished,) = conn.execute("SELECT MAX(finished_at) FROM rows").fetchone()
+            return last_at, finished
+        finally:
+            conn.close()
+
+    async with Journal(path, flush_interval=0.001) as j:
+        await j.init_campaign(input_path=input_file, template=None)
+        await j.add_rows([new_row(n) for n in range(2, 6)])
+        await j.begin_sending()
+        for key in ("2", "3"):
+            await j.mark_in_flight(key)
+            j.record_result(key, status="accepted", message_id=f"m-{key}")
+        await j.flush()
+        last_at, finished = pass_and_last_result()
+        assert last_at >= finished
+        await j.mark_in_flight("4")
+        j.record_result("4", status="accepted", message_id="m-4")
+        await j.mark_in_flight("5")  # commits the result, too soon after the last move
+        last_at, finished = pass_and_last_result()
+        assert last_at < finished
+    last_at, finished = pass_and_last_result()
+    assert last_at >= finished
+
+
 @pytest.mark.skipif(not _journal._GROUP_UPDATES, reason="this SQLite applies groups row by row anyway")
 async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
     tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
