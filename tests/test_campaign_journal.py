@@ -55,6 +55,16 @@ def new_row(
     )
 
 
+def row_table(path: Path, extra: str) -> list[tuple[object, ...]]:
+    """Every row's result columns and ``extra`` ones, in line order, read as a crash leaves them."""
+    conn = sqlite3.connect(path)
+    try:
+        columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
+        return list(conn.execute(f"SELECT {columns}{extra} FROM rows ORDER BY line"))
+    finally:
+        conn.close()
+
+
 def statuses(path: Path) -> dict[str, str]:
     """Every row's status, read through a separate sqlite3 connection (what a crash leaves)."""
     conn = sqlite3.connect(path)
@@ -442,13 +452,8 @@ async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
             j.record_result("nope", status="failed", error="x")  # no such row: ignored
             await j.flush()
             ignored = j.stats.ignored_results
-        conn = sqlite3.connect(tmp_path / name)
-        try:
-            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
-            columns += "line, recipients, sender, request, typeof(line), typeof(segments)"
-            return [*conn.execute(f"SELECT {columns} FROM rows ORDER BY line"), ("ignored", ignored)]
-        finally:
-            conn.close()
+        extra = "line, recipients, sender, request, typeof(line), typeof(segments)"
+        return [*row_table(tmp_path / name, extra), ("ignored", ignored)]
 
     grouped = await play("grouped.journal")
     monkeypatch.setattr(_journal, "_GROUP_UPDATES", False)
@@ -491,13 +496,7 @@ async def test_marks_and_results_of_one_commit_apply_exactly_like_one_at_a_time(
             j.record_result("15", status="accepted", message_id="m-15", attempts=1)
             await j.flush()
             ignored = j.stats.ignored_results
-        conn = sqlite3.connect(tmp_path / name)
-        try:
-            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
-            columns += "in_flight_at IS NULL, typeof(attempts)"
-            table = list(conn.execute(f"SELECT {columns} FROM rows ORDER BY line"))
-        finally:
-            conn.close()
+        table = row_table(tmp_path / name, "in_flight_at IS NULL, typeof(attempts)")
         kinds = [type(o).__name__ for o in [*outcomes, *more]]
         return [*table, kinds, ("commits", commits), ("ignored", ignored)]
 
