@@ -12,11 +12,12 @@ into a row's delivery state). This module is the async API over them, and owns t
 
 Invariants the runner relies on:
 
-* :meth:`Journal.mark_in_flight` returns only once the row's ``in_flight`` status is
-  **committed**, so after a crash every send that may have left this process has its row in
-  ``in_flight`` (or in a final status). Marks from many coroutines are group-committed: the
-  writer thread drains everything queued, applies it in one transaction, commits, then resolves
-  all the waiting futures at once.
+* The future :meth:`Journal.mark_in_flight` returns resolves only once the row's
+  ``in_flight`` status is **committed**, so after a crash every send that may have left this
+  process has its row in ``in_flight`` (or in a final status). Marks from many coroutines are
+  group-committed: the writer thread drains everything queued, applies it in one transaction
+  (marks and results of different rows: one autocommit statement), commits, then resolves all
+  the waiting futures at once.
 * An ``accepted`` row is never changed by a result and never marked in flight again.
 * :meth:`Journal.record_result` does not wait: results are queued and committed with the next
   mark's transaction, or at most ``flush_interval`` later when no mark is flowing, and on
