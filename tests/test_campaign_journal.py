@@ -722,6 +722,7 @@ MARKER = textwrap.dedent(
 READ_LIMIT = 4096
 
 
+@pytest.mark.slow
 async def test_every_returned_mark_survives_sigkill(tmp_path: Path, input_file: Path) -> None:
     path = tmp_path / "c.journal"
     # How far the marker can get ahead of our reading is bounded by what the pipe (64 KiB) and our

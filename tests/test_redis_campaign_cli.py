@@ -44,7 +44,8 @@ USER = "fleet-user"
 SECRET = "Pa55-w0rd-never-in-redis"
 #: Rows of the proof campaign, and kills (kill -9) during it: one of `campaign run`'s two
 #: workers (the other stays, so the run ends complete), then the outside worker twice (restarted).
-ROWS = 5000
+#: A run of several seconds, over which the kill moments are spread (one in each quarter of the rows).
+ROWS = 2000
 KILLS = 3
 #: Seconds a killed worker's rows wait before another takes them over (the default is 30).
 CLAIM_IDLE = "0.3"
@@ -273,7 +274,7 @@ async def test_a_redis_restart_mid_campaign_loses_no_acknowledged_write_and_dupl
     over and reconcile them: found in Bandwidth's list → accepted, else ambiguous. Never resent.
     """
     server = start_redis(tmp_path, aof=True)
-    rows, cid = 1500, "restart"
+    rows, cid = 600, "restart"
     try:
         path = write_csv(tmp_path / "list.csv", rows)
         async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
@@ -350,7 +351,7 @@ async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplic
     once Redis answers, finds the campaign gone and stops (exit 1), sending nothing more; the
     rerun is refused (exit 2) before it sends anything."""
     server = start_redis(tmp_path)
-    rows, cid = 1500, "lost"
+    rows, cid = 600, "lost"
     try:
         path = write_csv(tmp_path / "list.csv", rows)
         args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid]
