@@ -1,6 +1,7 @@
 """bwasync: an asyncio-native, high-throughput sender for Bandwidth's Messaging V2 API."""
 
-from ._client import MessagingClient
+import typing
+
 from ._constants import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -53,6 +54,22 @@ from ._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 from ._retry import RetryPolicy
 from ._segments import SegmentInfo, segments
 from ._version import __version__
+
+if typing.TYPE_CHECKING:
+    from ._client import MessagingClient
+
+
+def __getattr__(name: str) -> typing.Any:
+    """``MessagingClient``, imported on first use: it brings aiohttp (~0.4 s of CPU at a process's
+    start), which what never sends (the models, ``segments``, the errors) does not need.
+    ``from bwasync import MessagingClient`` works as for any other name."""
+    if name == "MessagingClient":
+        from ._client import MessagingClient
+
+        globals()[name] = MessagingClient
+        return MessagingClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -125,75 +125,73 @@ class SendSummary(msgspec.Struct, kw_only=True):
 log = logging.getLogger("bwasync")
 
 
-async def send_one(
-    pipeline: Pipeline,
-    index: int,
-    raw: RequestLike,
-    slot: Slot,
-    *,
-    before_send: BeforeSend | None = None,
-    backoff: Callable[[float], Awaitable[None]] | None = None,
-    on_cancel: Callable[[SendResult], None] | None = None,
-) -> SendResult:
-    """Validate, send (rate-limited, retried) and report one input: never raises but on
-    cancellation, when ``on_cancel`` receives the input's result first.
-
-    Whatever an input or an attempt raises becomes this input's result: an unexpected
-    exception is the result's ``error`` (its type says what it was), NOT_SENT if nothing had
-    left, AMBIGUOUS if the request may have.
-    """
+def prepare(index: int, raw: RequestLike) -> MessageRequest | SendResult:
+    """The input as a validated request, or its NOT_SENT result if it cannot be one."""
     try:
-        request = raw if type(raw) is MessageRequest else coerce_request(raw)
+        return coerce_request(raw)
     except ValidationError as exc:
         return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
     except Exception as exc:  # a hostile input (a Mapping that raises, an unencodable subclass...)
         log.warning("bwasync: input %d could not be prepared: %s: %s", index, type(exc).__name__, exc)
         return SendResult(index=index, outcome=Outcome.NOT_SENT, error=exc)
-    before: Callable[[], Awaitable[None]] | None = None
-    if before_send is not None:
-        hook = before_send
 
-        def before() -> Awaitable[None]:
-            return hook(index, request)
 
-    try:
-        try:
-            message = await pipeline.attempt(slot, request, before)
-            attempts = 1
-        except APIError as exc:
-            message, attempts = await pipeline.retry(exc, slot, backoff)
-    except asyncio.CancelledError:
-        if on_cancel is not None:
-            maybe = slot.stage == SENDING or slot.maybe_sent
-            on_cancel(
-                SendResult(
-                    index=index,
-                    outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
-                    request=request,
-                    error=SendCancelledError(
-                        "cancelled while the request was on the wire" if maybe else "stopped before sending",
-                        may_have_been_sent=maybe,
-                    ),
-                    latency=slot.latency(),
-                )
-            )
-        raise
-    except Exception as exc:
-        if isinstance(exc, BwasyncError):
-            maybe = exc.may_have_been_sent or slot.maybe_sent
-        else:
-            # Not one of ours: a bug or a library failing unexpectedly. If it struck while the
-            # request was on its way, the message may have left.
-            log.warning("bwasync: input %d failed unexpectedly: %s: %s", index, type(exc).__name__, exc)
-            maybe = slot.stage == SENDING or slot.maybe_sent
+def _hook(before_send: BeforeSend, index: int, request: MessageRequest) -> Callable[[], Awaitable[None]]:
+    """``before_send`` bound to one input, as the pipeline calls it."""
+
+    def before() -> Awaitable[None]:
+        return before_send(index, request)
+
+    return before
+
+
+def failure(index: int, request: MessageRequest, slot: Slot, exc: BaseException) -> SendResult:
+    """The result of a send that ended with ``exc``: NOT_SENT if nothing had left, AMBIGUOUS if
+    the request may have. A cancellation gives a :class:`SendCancelledError` result."""
+    if isinstance(exc, asyncio.CancelledError):
+        maybe = slot.stage == SENDING or slot.maybe_sent
         return SendResult(
             index=index,
             outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
             request=request,
-            error=exc,
-            attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
+            error=SendCancelledError(
+                "cancelled while the request was on the wire" if maybe else "stopped before sending",
+                may_have_been_sent=maybe,
+            ),
             latency=slot.latency(),
         )
+    if isinstance(exc, BwasyncError):
+        maybe = exc.may_have_been_sent or slot.maybe_sent
+    else:
+        # Not one of ours: a bug or a library failing unexpectedly. If it struck while the
+        # request was on its way, the message may have left.
+        log.warning("bwasync: input %d failed unexpectedly: %s: %s", index, type(exc).__name__, exc)
+        maybe = slot.stage == SENDING or slot.maybe_sent
+    return SendResult(
+        index=index,
+        outcome=Outcome.AMBIGUOUS if maybe else Outcome.NOT_SENT,
+        request=request,
+        error=exc,
+        attempts=getattr(exc, "attempts", 1 if slot.stage == SENDING else 0),
+        latency=slot.latency(),
+    )
+
+
+async def send_one(pipeline: Pipeline, index: int, raw: RequestLike, slot: Slot) -> SendResult:
+    """Validate, send (rate-limited, retried) and report one input: never raises but on
+    cancellation. (A ``send_many`` worker does the same inline, one coroutine less per input.)
+
+    Whatever an input or an attempt raises becomes this input's result: an unexpected
+    exception is the result's ``error`` (its type says what it was), NOT_SENT if nothing had
+    left, AMBIGUOUS if the request may have.
+    """
+    request = prepare(index, raw)
+    if isinstance(request, SendResult):
+        return request
+    try:
+        message, attempts = await pipeline.send(request, slot)
+    except Exception as exc:
+        return failure(index, request, slot, exc)
     finally:
         slot.stage = IDLE
     return SendResult(
@@ -330,11 +328,12 @@ class _Core:
 
         try:
             while not self._closing:
-                if not places.try_take():
-                    await places.take()
-                held = True
-                if self._closing:
-                    break
+                if not held:
+                    if not places.try_take():
+                        await places.take()
+                    held = True
+                    if self._closing:
+                        break
                 if sync_it is not None:
                     # The common case, kept free of an extra coroutine per input.
                     try:
@@ -355,16 +354,52 @@ class _Core:
                     if pulled is None:
                         break
                     index, item = pulled
-                result = await send_one(
-                    pipeline, index, item, slot, before_send=before_send, backoff=backoff, on_cancel=on_cancel
-                )
-                places.release()
-                held = False
+                # send_one, inlined (one coroutine frame less per input); the pipeline's
+                # send, split, so that a retry can give the place back while it sleeps.
+                request: MessageRequest | None
+                if type(item) is MessageRequest:
+                    request = item
+                else:
+                    prepared = prepare(index, item)
+                    if isinstance(prepared, SendResult):  # an invalid input: its result is ready
+                        request, result = None, prepared
+                    else:
+                        request = prepared
+                if request is not None:
+                    try:
+                        try:
+                            before = None if before_send is None else _hook(before_send, index, request)
+                            message = await pipeline.attempt(slot, request, before)
+                            attempts = 1
+                        except APIError as exc:
+                            message, attempts = await pipeline.retry(exc, slot, backoff)
+                    except asyncio.CancelledError as exc:
+                        on_cancel(failure(index, request, slot, exc))
+                        raise
+                    except Exception as exc:
+                        result = failure(index, request, slot, exc)
+                    else:
+                        result = SendResult(
+                            index=index,
+                            outcome=Outcome.ACCEPTED,
+                            request=request,
+                            message=message,
+                            attempts=attempts,
+                            latency=time.monotonic() - slot.sent_at,  # Slot.latency(), inlined
+                        )
+                    finally:
+                        slot.stage = IDLE
                 results.append(result)
                 if self._getter is not None:
                     self._wake_consumer()
-                if len(results) >= max_results:
-                    await self._wait_for_room()
+                # The place is kept for the next input unless someone waits for it (a send back
+                # from its backoff, a spare worker) or the results are full: as if given back
+                # and taken again, without the two calls per input.
+                if places.waiting or len(results) >= max_results:
+                    places.release()
+                    held = False
+                    if len(results) >= max_results:
+                        await self._wait_for_room()
         finally:
             if held:
                 places.release()

@@ -28,6 +28,7 @@ from ._validation import (
     decode_json,
     describe,
     is_plain_sms,
+    is_plain_tag,
     safe_str,
 )
 
@@ -181,9 +182,9 @@ class MessageRequest(
         one = to[0] if type(to) is list and len(to) == 1 else to
         if (
             self.media is None
-            and self.tag is None
             and self.priority is None
             and self.expiration is None
+            and is_plain_tag(self.tag)
             and is_plain_sms(self.application_id, one, self.from_, self.text)
         ):
             # The common SMS, valid: no call into the full checks; only a lone number to list.

@@ -251,8 +251,8 @@ class Pipeline:
 
         Raises the error that ended the send, its ``attempts`` set. ``before_send`` runs once,
         right before the first attempt leaves; ``backoff`` replaces ``asyncio.sleep`` between
-        attempts. (:func:`~bwasync._fanout.send_one` calls :meth:`attempt` and :meth:`retry`
-        itself, one coroutine frame less per message.)
+        attempts. (A ``send_many`` worker calls :meth:`attempt` and :meth:`retry` itself, one
+        coroutine frame less per message.)
         """
         try:
             return await self.attempt(slot, request, before_send), 1

@@ -305,23 +305,26 @@ class Transport:
             session = self.session
         try:
             # Awaited directly rather than through ``async with``: one coroutine frame less per
-            # request; the body is read whole (which frees the connection) and released below.
+            # request. Reading the body whole hands the connection back to the pool, so the
+            # success path calls no ``release()`` (aiohttp: not required once the payload is
+            # read); a read that fails or is cancelled releases the response here.
             resp = await session.post(self._create_url, data=body, headers=self._create_headers, timeout=client_timeout)
             try:
-                status = resp.status
                 data = await resp.read()
-                error = None if status < 300 else status_error(status, resp.headers, data)
-            finally:
+            except BaseException:
                 resp.release()
+                raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             _connection_error(exc)
-        if error is None:
+        status = resp.status
+        if status < 300:
             try:
                 return decode_message(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise UnexpectedResponseError(
                     f"HTTP {status} but the body is not a message ({exc}); the message may have been sent"
                 ) from exc
+        error = status_error(status, resp.headers, data)
         if status == 401 and self.auth.refreshable and not _retried:
             self.auth.invalidate(header)
             return await self.create_message(body, client_timeout, _retried=True)

@@ -37,6 +37,7 @@ __all__ = [
     "encodable",
     "is_e164",
     "is_plain_sms",
+    "is_plain_tag",
     "is_sender_id",
     "parse_rfc3339",
     "safe_str",
@@ -220,6 +221,14 @@ def decode_json(data: bytes | str, decoder: msgspec.json.Decoder[Any]) -> tuple[
         return None, FieldError("body", "the body contains a lone surrogate: it is not valid UTF-8 text")
 
 
+def is_plain_tag(tag: Any) -> bool:
+    """Whether the fast path may take ``tag`` as it is: None, or a string within the limit that
+    encodes as UTF-8 (every rule :func:`check_message` has for a tag). A campaign tags every
+    message (``<campaign id>:<row key>``), so a tag must not send it to the full checks.
+    """
+    return tag is None or (type(tag) is str and len(tag) <= MAX_TAG_LENGTH and (tag.isascii() or _utf8_ok(tag)))
+
+
 def is_plain_sms(application_id: Any, to: Any, from_: Any, text: Any) -> bool:
     """The fast path's test: one recipient (``to``, a str), a non-empty text within the limit,
     known-good sender and application, every value a plain ``str`` that encodes as UTF-8.
@@ -265,9 +274,9 @@ def check_message(
     one = to[0] if type(to) is list and len(to) == 1 else to
     if (
         media is None
-        and tag is None
         and priority is None
         and expiration is None
+        and is_plain_tag(tag)
         and is_plain_sms(application_id, one, from_, text)
     ):
         return [], to if one is not to else [one], None, None

@@ -9,6 +9,10 @@
 
 Property-based tests (hypothesis) run a few dozen examples each in ``make test``; the ``fuzz``
 profile (``HYPOTHESIS_PROFILE=fuzz``, what ``make fuzz`` sets) runs 10,000 per property.
+
+Tests marked ``slow`` (the end-to-end proofs, seconds each) start first, half on each pytest-xdist
+worker (:func:`pytest_collection_modifyitems`), so that the run does not end on one long test
+while the other core is idle.
 """
 
 from __future__ import annotations
@@ -40,6 +44,24 @@ settings.register_profile("default", max_examples=30, **_HYPOTHESIS_COMMON)
 #: ``make fuzz``: the long search.
 settings.register_profile("fuzz", max_examples=10_000, **_HYPOTHESIS_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deal the ``slow`` tests first: alternately to the head of the first and of the second half.
+
+    ``make test`` runs ``pytest -n 2 --dist worksteal``, which hands each worker one half of the
+    collection, in order, and lets an idle worker steal from the tail of the other's. Long tests
+    at the head of both halves run side by side from the start; the short ones at the tails are
+    what gets stolen at the end. (Every worker collects in the same order, as xdist requires.)
+    """
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    if not slow:
+        return
+    rest = [item for item in items if item.get_closest_marker("slow") is None]
+    first, second = slow[0::2], slow[1::2]
+    head = max(len(items) // 2 - len(first), 0)
+    items[:] = first + rest[:head] + second + rest[head:]
+
 
 ACCOUNT_ID = "9900000"
 USERNAME = "u"

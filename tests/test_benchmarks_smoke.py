@@ -65,8 +65,14 @@ def test_target_render() -> None:
     assert not Target("nan", math.nan, "<=", 1.0).passed
 
 
+#: The scenarios whose smoke run takes seconds (marked ``slow``: started first, see conftest.py).
+SLOW_SCENARIOS = {"rate_control", "scale_out"}
+
+
 #: One test per scenario, so that pytest-xdist spreads them over its workers.
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_SCENARIOS else []) for name in SCENARIOS]
+)
 def test_every_scenario_runs_and_reports(name: str, tmp_path: Path) -> None:
     lines: list[str] = []
     out = tmp_path / "bench.json"

@@ -1,10 +1,12 @@
-"""``bwasync campaign`` as a user types it: the installed script in a subprocess, an emulator here.
+"""``bwasync campaign`` as a user types it, against an emulator here.
 
 The emulator runs on the test's event loop (on 127.0.0.1) and is the ground truth: what it
-accepted, under which tag, how many times. The command runs in its own process, so it can be
-interrupted, terminated and killed with ``kill -9`` like a real run; while it runs, the test reads
-its journal through a separate read-only SQLite connection, polling with a timeout (the only
-waiting by polling in these tests, since a subprocess cannot set an event here).
+accepted, under which tag, how many times. Where the process is what a test proves (``kill -9``,
+Ctrl-C, SIGTERM) the command is the installed script in a subprocess, interrupted and killed like
+a real run; while it runs, the test reads its journal through a separate read-only SQLite
+connection, polling with a timeout (the only waiting by polling in these tests, since a
+subprocess cannot set an event here). Every other command (the resumes, ``status``, ``report``)
+runs in this process (``tests/_cli.py``): the same command, without a Python start each.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from click.testing import CliRunner
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 
+from ._cli import Done, run_cli
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME, EmulatorFactory
 
 BWASYNC = str(Path(sys.executable).parent / "bwasync")
@@ -73,17 +75,10 @@ def connection(emu: Emulator) -> list[str]:
     ]  # fmt: skip
 
 
-@dataclass
-class Done:
-    code: int
-    out: str
-    err: str
-
-
-async def spawn(*args: str, module: bool = False) -> asyncio.subprocess.Process:
-    argv = [sys.executable, "-m", "bwasync.cli", *args] if module else [BWASYNC, *args]
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    """The installed ``bwasync`` script, as a user starts it."""
     return await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        BWASYNC, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
     )
 
 
@@ -91,10 +86,6 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = RUN_TIMEOUT)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return Done(proc.returncode, out.decode(), err.decode())
-
-
-async def bwasync(*args: str, module: bool = False) -> Done:
-    return await finish(await spawn(*args, module=module))
 
 
 def journal_counts(path: Path) -> dict[str, int]:
@@ -156,7 +147,7 @@ async def test_run_status_and_report_end_to_end(
     }
     monkeypatch.setenv("BW_CALLBACK_PASSWORD", "cb-secret")  # the env fallback of --callback-password
     async with emulator_factory(**knobs) as emu:
-        done = await bwasync(
+        done = await run_cli(
             "campaign", "run", str(path), "--template", TEMPLATE, "--key-column", "id", *connection(emu),
             "--callbacks", f"127.0.0.1:{port}", "--callback-username", "bw", "--wait-delivery", "30",
         )  # fmt: skip
@@ -168,12 +159,12 @@ async def test_run_status_and_report_end_to_end(
         assert_each_sent_once(emu, 300)
         assert emu.stats.callbacks_duplicated > 0
 
-    status = await bwasync("campaign", "status", str(journal))
+    status = await run_cli("campaign", "status", str(journal))
     assert status.code == 0, status.err
     assert "Complete" in status.out and "302 of 302 rows" in status.out
 
     out_csv, out_json = tmp_path / "rows.csv", tmp_path / "rows.jsonl"
-    report = await bwasync("campaign", "report", str(journal), "--csv", str(out_csv), "--json", str(out_json))
+    report = await run_cli("campaign", "report", str(journal), "--csv", str(out_csv), "--json", str(out_json))
     assert report.code == 0, report.err
     assert "delivered" in report.out and "302 rows written" in report.err
     with open(out_csv, newline="") as f:
@@ -191,9 +182,9 @@ async def test_run_status_and_report_end_to_end(
 async def test_dry_run_sends_nothing_and_writes_no_journal(tmp_path: Path, emulator: Emulator) -> None:
     path = tmp_path / "list.csv"
     write_campaign(path, 30, invalid_at=(4,))
-    done = await bwasync(
+    done = await run_cli(
         "campaign", "run", str(path), "--template", TEMPLATE + " 👋", "--key-column", "id", "--dry-run",
-        "--rate", "10", *connection(emulator), module=True,
+        "--rate", "10", *connection(emulator),
     )  # fmt: skip
     assert done.code == 0, done.err
     assert "nothing was sent and no journal was written" in done.out
@@ -253,14 +244,14 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 async def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, emulator_factory: EmulatorFactory
 ) -> None:
-    rows, concurrency = 3000, 50
+    rows, concurrency = 2000, 50
     path = tmp_path / "list.csv"
-    invalid = write_campaign(path, rows, invalid_at=(7, 1500, 2999))
+    invalid = write_campaign(path, rows, invalid_at=(7, 1000, 1999))
     journal = Path(str(path) + ".journal")
     rng = random.Random(20261126)
     # First a kill at a random moment (importing, loading or sending), then three at random
-    # numbers of accepted rows, each on a resumed run.
-    thresholds = sorted(rng.sample(range(300, 2700), 3))
+    # numbers of accepted rows, one in each third of [200, 1800), each on a resumed run.
+    thresholds = [rng.randrange(200 + i * 533, 200 + (i + 1) * 533) for i in range(3)]
     args = [
         "campaign", "run", str(path), "--template", TEMPLATE, "--key-column", "id", "--concurrency", str(concurrency),
         "--settle", "0.3", "--no-progress",
@@ -286,7 +277,7 @@ async def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
             left_in_flight.append(counts.get("in_flight", 0))
         assert sum(left_in_flight) > 0  # the crashes did leave rows to reconcile
 
-        done = await finish(await spawn(*args, "--retry-ambiguous", *connection(emu)))
+        done = await run_cli(*args, "--retry-ambiguous", *connection(emu))
         assert done.code == 0, done.out + done.err
         assert_each_sent_once(emu, rows)
 
@@ -301,6 +292,7 @@ async def test_kill_9_at_random_points_loses_nothing_and_duplicates_nothing(
     assert all("E164" in error for error in bad.values())
 
 
+@pytest.mark.slow
 async def test_ctrl_c_finishes_in_flight_exits_130_and_resumes(
     tmp_path: Path, emulator_factory: EmulatorFactory
 ) -> None:
@@ -320,32 +312,33 @@ async def test_ctrl_c_finishes_in_flight_exits_130_and_resumes(
         assert counts.get("in_flight", 0) == 0 and counts.get("pending", 0) > 0
         assert len(emu.acceptance_counts("tag")) == counts["accepted"]  # recorded == sent
 
-        done = await bwasync(*args, "--rate", "5000", *connection(emu))  # the same run, resumed faster
+        done = await run_cli(*args, "--rate", "5000", *connection(emu))  # the same run, resumed faster
         assert done.code == 0, done.err
         assert_each_sent_once(emu, rows)
 
 
+@pytest.mark.slow
 async def test_status_while_running_then_sigterm_then_resume(tmp_path: Path, emulator_factory: EmulatorFactory) -> None:
     rows = 500
     path = tmp_path / "list.csv"
     write_campaign(path, rows)
     journal = Path(str(path) + ".journal")
-    # 40/s: 12.5 s for the whole file, so the status and report commands (a process start each,
-    # seconds on a busy machine) surely run while the campaign is still sending.
+    # 40/s: 12.5 s for the whole file, so the status and report commands surely run while the
+    # campaign is still sending, even on a busy machine.
     args = ["campaign", "run", str(path), "--template", TEMPLATE, "--rate", "40"]
     async with emulator_factory() as emu:
         proc = await spawn(*args, *connection(emu))
         await wait_for(proc, lambda: journal_counts(journal).get("accepted", 0) >= 20)
-        status = await bwasync("campaign", "status", str(journal))
+        status = await run_cli("campaign", "status", str(journal))
         assert status.code == 1, status.err  # not complete yet
         assert "Not complete" in status.out and f"of {rows:,} rows in a final state" in status.out
-        report = await bwasync("campaign", "report", str(journal))
+        report = await run_cli("campaign", "report", str(journal))
         assert report.code == 2 and "in use by a running campaign" in report.err
         proc.send_signal(signal.SIGTERM)
         done = await finish(proc)
         assert done.code == 143 and "Stopped by SIGTERM" in done.out
 
-        done = await bwasync(*args, "--rate", "5000", *connection(emu))
+        done = await run_cli(*args, "--rate", "5000", *connection(emu))
         assert done.code == 0, done.err
         assert_each_sent_once(emu, rows)
 
@@ -357,7 +350,7 @@ async def test_max_error_rate_pauses_with_exit_3_and_resumes(tmp_path: Path, emu
     journal = Path(str(path) + ".journal")
     args = ["campaign", "run", str(path), "--template", TEMPLATE, "--max-attempts", "1", "--max-error-rate", "0.5"]
     async with emulator_factory(p_500=1.0) as emu:
-        done = await bwasync(*args, *connection(emu))
+        done = await run_cli(*args, *connection(emu))
         assert done.code == 3, done.err
         assert "Paused:" in done.out and "--max-error-rate" in done.out and "--retry-failed" in done.out
         counts = journal_counts(journal)
@@ -365,7 +358,7 @@ async def test_max_error_rate_pauses_with_exit_3_and_resumes(tmp_path: Path, emu
         assert not emu.accepted
 
         emu.config.p_500 = 0.0
-        done = await bwasync(*args, "--retry-failed", *connection(emu))
+        done = await run_cli(*args, "--retry-failed", *connection(emu))
         assert done.code == 0, done.err
         assert_each_sent_once(emu, rows)
 

@@ -55,6 +55,16 @@ def new_row(
     )
 
 
+def row_table(path: Path, extra: str) -> list[tuple[object, ...]]:
+    """Every row's result columns and ``extra`` ones, in line order, read as a crash leaves them."""
+    conn = sqlite3.connect(path)
+    try:
+        columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
+        return list(conn.execute(f"SELECT {columns}{extra} FROM rows ORDER BY line"))
+    finally:
+        conn.close()
+
+
 def statuses(path: Path) -> dict[str, str]:
     """Every row's status, read through a separate sqlite3 connection (what a crash leaves)."""
     conn = sqlite3.connect(path)
@@ -381,6 +391,43 @@ async def test_close_commits_queued_results(tmp_path: Path, input_file: Path) ->
     assert statuses(path)["2"] == "ambiguous"
 
 
+async def test_the_send_pass_ends_at_its_last_result_though_its_end_moves_once_a_second(
+    tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Results move the recorded end of the pass at most once a second (one statement less per
+    # commit); a flush and the close move it to the last result, so the report's throughput
+    # counts the whole pass.
+    monkeypatch.setattr(_journal, "SENDING_TOUCH_INTERVAL", 3600.0)  # however slow this machine
+    path = tmp_path / "c.journal"
+
+    def pass_and_last_result() -> tuple[float, float]:
+        conn = sqlite3.connect(path)
+        try:
+            (last_at,) = conn.execute("SELECT last_at FROM sending").fetchone()
+            (finished,) = conn.execute("SELECT MAX(finished_at) FROM rows").fetchone()
+            return last_at, finished
+        finally:
+            conn.close()
+
+    async with Journal(path, flush_interval=0.001) as j:
+        await j.init_campaign(input_path=input_file, template=None)
+        await j.add_rows([new_row(n) for n in range(2, 6)])
+        await j.begin_sending()
+        for key in ("2", "3"):
+            await j.mark_in_flight(key)
+            j.record_result(key, status="accepted", message_id=f"m-{key}")
+        await j.flush()
+        last_at, finished = pass_and_last_result()
+        assert last_at >= finished
+        await j.mark_in_flight("4")
+        j.record_result("4", status="accepted", message_id="m-4")
+        await j.mark_in_flight("5")  # commits the result, too soon after the last move
+        last_at, finished = pass_and_last_result()
+        assert last_at < finished
+    last_at, finished = pass_and_last_result()
+    assert last_at >= finished
+
+
 @pytest.mark.skipif(not _journal._GROUP_UPDATES, reason="this SQLite applies groups row by row anyway")
 async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
     tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
@@ -405,13 +452,8 @@ async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
             j.record_result("nope", status="failed", error="x")  # no such row: ignored
             await j.flush()
             ignored = j.stats.ignored_results
-        conn = sqlite3.connect(tmp_path / name)
-        try:
-            columns = "key, status, message_id, error, error_code, attempts, latency, segments, finished_at IS NULL, "
-            columns += "line, recipients, sender, request, typeof(line), typeof(segments)"
-            return [*conn.execute(f"SELECT {columns} FROM rows ORDER BY line"), ("ignored", ignored)]
-        finally:
-            conn.close()
+        extra = "line, recipients, sender, request, typeof(line), typeof(segments)"
+        return [*row_table(tmp_path / name, extra), ("ignored", ignored)]
 
     grouped = await play("grouped.journal")
     monkeypatch.setattr(_journal, "_GROUP_UPDATES", False)
@@ -421,11 +463,76 @@ async def test_a_group_of_rows_and_results_applies_exactly_like_one_at_a_time(
     assert grouped[-1] == ("ignored", 2)
 
 
+async def test_marks_and_results_of_one_commit_apply_exactly_like_one_at_a_time(
+    tmp_path: Path, input_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Marks and results queued in the same turn reach the writer as one transaction, applied
+    # as one statement (results and marks of distinct rows) or, when a row has two results,
+    # results then marks: the rows, the refusals and the commit count must be what applying
+    # them one by one in queue order gives.
+    async def play(name: str) -> list[object]:
+        async with Journal(tmp_path / name, flush_interval=3600) as j:
+            await j.init_campaign(input_path=input_file, template=None)
+            await j.add_rows([new_row(n) for n in range(2, 20)] + [new_row(20, status=RowStatus.INVALID)])
+            await asyncio.gather(*(j.mark_in_flight(str(n)) for n in range(2, 10)))
+            j.record_result("2", status="accepted", message_id="m-2", attempts=1, latency=0.25, segments=3)
+            j.record_result("3", status="failed", error="HTTP 400", error_code=400, attempts=1, latency=0.5)
+            j.record_result("4", status="ambiguous", error="timed out", attempts=2)
+            j.record_result("5", status="pending", error="refused", attempts=1)
+            marks = [j.mark_in_flight(k) for k in ("10", "11", "12", "20", "nope", "15")]
+            j.record_result("6", status="accepted", message_id="m-6", attempts=1)
+            marks.append(j.mark_in_flight("13"))
+            outcomes = await asyncio.gather(*marks, return_exceptions=True)
+            first = j.stats.transactions
+            # A row with two results in one commit: applied in order, the marks after them.
+            j.record_result("7", status="failed", error="first", attempts=1)
+            j.record_result("7", status="failed", error="second", attempts=1)
+            j.record_result("8", status="accepted", message_id="m-8")
+            more = await asyncio.gather(j.mark_in_flight("14"), j.mark_in_flight("2"), return_exceptions=True)
+            commits = j.stats.transactions - first
+            # A row given a result and marked in one commit: applied in queue order.
+            j.record_result("15", status="failed", error="late", attempts=1)
+            more.append(await j.mark_in_flight("15"))
+            j.record_result("15", status="accepted", message_id="m-15", attempts=1)
+            await j.flush()
+            ignored = j.stats.ignored_results
+        table = row_table(tmp_path / name, "in_flight_at IS NULL, typeof(attempts)")
+        kinds = [type(o).__name__ for o in [*outcomes, *more]]
+        return [*table, kinds, ("commits", commits), ("ignored", ignored)]
+
+    calls: list[list[str]] = []
+    apply_joint = Journal._apply_joint
+
+    def spy(self: Journal, conn: sqlite3.Connection, groups: dict[str, list[tuple[object, ...]]]) -> object:
+        calls.append(sorted(groups))
+        return apply_joint(self, conn, groups)
+
+    monkeypatch.setattr(Journal, "_apply_joint", spy)
+    joint = await play("joint.journal")
+    assert calls[1:] == [["mark", "result"], ["mark", "result"]]  # the third commit: in queue order
+    monkeypatch.setattr(_journal, "_GROUP_UPDATES", False)
+    one_by_one = await play("one-by-one.journal")
+    assert joint == one_by_one
+    refused = "JournalStateError"
+    assert joint[-3] == [*["NoneType"] * 3, refused, refused, *["NoneType"] * 3, refused, "NoneType"]
+    assert joint[-2] == ("commits", 1)
+    assert [row[:2] for row in joint[8:14]] == [
+        ("10", "in_flight"),
+        ("11", "in_flight"),
+        ("12", "in_flight"),
+        ("13", "in_flight"),
+        ("14", "in_flight"),
+        ("15", "accepted"),
+    ]
+    assert joint[5][:4] == ("7", "failed", None, "second")
+
+
 def test_group_updates_find_rows_by_key_not_by_scanning_a_status() -> None:
     conn = sqlite3.connect(":memory:")
     for statement in _schema.SCHEMA.split(";"):
         conn.execute(statement)
     statements = [(_journal._MARK_GROUP_SQL, (0.0, "[]")), (_journal._RESULT_GROUP_SQL, ("[]",))]
+    statements += [(_journal._JOINT_SQL, (0.0, "[]", "[]"))]
     statements += [(_journal._MARK_SQL, (0.0, "k")), (_journal._RESULT_SQL, ("failed", *[None] * 7, "k"))]
     for sql, params in statements:
         plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
@@ -615,6 +722,7 @@ MARKER = textwrap.dedent(
 READ_LIMIT = 4096
 
 
+@pytest.mark.slow
 async def test_every_returned_mark_survives_sigkill(tmp_path: Path, input_file: Path) -> None:
     path = tmp_path / "c.journal"
     # How far the marker can get ahead of our reading is bounded by what the pipe (64 KiB) and our

@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 
-from .test_campaign_cli import TEMPLATE, bwasync, connection, journal_counts, write_campaign
+from ._cli import run_cli
+from .test_campaign_cli import TEMPLATE, connection, journal_counts, write_campaign
 
 EXIT_USAGE = 2
 EXIT_MOSTLY_INVALID = 4
@@ -119,14 +120,14 @@ async def test_mostly_invalid_rows_exit_4_before_sending(tmp_path: Path, emulato
     with open(path, "a", encoding="utf-8") as f:
         f.write("bad9,555-0009,Bad,9\n")  # 3 of 5 invalid
     args = ["campaign", "run", str(path), "--template", TEMPLATE, "--no-progress", *connection(emulator)]
-    done = await bwasync(*args)
+    done = await run_cli(*args)
     assert done.code == EXIT_MOSTLY_INVALID, done.err
     assert "3 of 5 rows are invalid (more than half)" in done.err and "--allow-invalid" in done.err
     assert "Nothing was sent; no journal was kept" in done.err and "555-0009" in done.out
     nothing_left(path, emulator)
     dry = run(path, emulator, "--template", TEMPLATE, "--dry-run")  # no event loop: in this process
     assert dry.exit_code == EXIT_MOSTLY_INVALID and "more than half" in dry.output
-    done = await bwasync(*args, "--allow-invalid")
+    done = await run_cli(*args, "--allow-invalid")
     assert done.code == 0, done.err
     assert emulator.stats.requests == 2
 

@@ -745,24 +745,20 @@ def test_emulator_command_serves_until_sigint() -> None:
             exports = [reader.line() for _ in range(10)]
             assert f"  export BW_MESSAGING_URL={url}\n" in exports
 
-            env = user_env(
-                BW_MESSAGING_URL=url,
-                BW_ACCOUNT_ID=ACCOUNT,
-                BW_USERNAME="u",
-                BW_PASSWORD="p",
-                BW_APPLICATION_ID=APP_ID,
-                BW_NUMBER=FROM,
-            )
-            done = subprocess.run(
-                [str(BIN / "bwasync"), "send", "--to", TO, "--text", "through the standalone emulator", "--json"],
-                capture_output=True,
-                text=True,
-                timeout=PROCESS_TIMEOUT,
-                env=env,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
-            assert json.loads(done.stdout)["text"] == "through the standalone emulator"
+            # A client configured only by the environment it prints (in this process: the
+            # standalone emulator is what this test runs as a user would).
+            env = {
+                "BW_MESSAGING_URL": url,
+                "BW_ACCOUNT_ID": ACCOUNT,
+                "BW_USERNAME": "u",
+                "BW_PASSWORD": "p",
+                "BW_APPLICATION_ID": APP_ID,
+                "BW_NUMBER": FROM,
+            }
+            text = "through the standalone emulator"
+            done = invoke(CliRunner(), "send", "--to", TO, "--text", text, "--json", env=env)
+            assert done.exit_code == 0, done.stderr
+            assert json.loads(done.stdout)["text"] == text
 
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=PROCESS_TIMEOUT) == 0

@@ -15,33 +15,17 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import urllib3
-from bandwidth import ApiClient, Configuration
-from bandwidth.api.media_api import MediaApi
-from bandwidth.api.messages_api import MessagesApi
-from bandwidth.exceptions import (
-    ApiException,
-    BadRequestException,
-    NotFoundException,
-    UnauthorizedException,
-)
-from bandwidth.models.create_message_request_error import CreateMessageRequestError
-from bandwidth.models.list_message_direction_enum import ListMessageDirectionEnum
-from bandwidth.models.list_message_item import ListMessageItem
-from bandwidth.models.media import Media
-from bandwidth.models.message import Message
-from bandwidth.models.message_request import MessageRequest
-from bandwidth.models.message_status_enum import MessageStatusEnum
-from bandwidth.models.message_type_enum import MessageTypeEnum
-from bandwidth.models.messages_list import MessagesList
-from bandwidth.models.priority_enum import PriorityEnum
 
 from bwasync.emulator import Emulator
 
 from .conftest import ACCOUNT_ID, PASSWORD, USERNAME, EmulatorFactory
+
+if TYPE_CHECKING:
+    from bandwidth import Configuration, Message, MessageRequest, MessagesApi
 
 APP_ID = "93de2206-9669-4e07-948d-329f4b722ee2"
 FROM = "+15553332222"
@@ -54,6 +38,7 @@ T = TypeVar("T")
 
 async def with_sdk(emu: Emulator, call: Callable[[MessagesApi], T], *, password: str = PASSWORD) -> T:
     """Run ``call`` with a fresh SDK client in a worker thread; the emulator keeps serving here."""
+    from ._sdk import ApiClient, Configuration, MessagesApi
 
     def run() -> T:
         config = Configuration(host=emu.url, username=USERNAME, password=password, ignore_operation_servers=True)
@@ -68,6 +53,8 @@ def create(request: MessageRequest) -> Callable[[MessagesApi], Message]:
 
 
 async def test_sdk_sends_and_gets_its_message_model(emulator: Emulator) -> None:
+    from ._sdk import Message, MessageRequest
+
     request = MessageRequest(application_id=APP_ID, to=[TO, TO2], var_from=FROM, text="Hello", media=[LOGO], tag="sdk")
     message = await with_sdk(emulator, lambda api: api.create_message(ACCOUNT_ID, request))
     assert isinstance(message, Message)
@@ -80,6 +67,8 @@ async def test_sdk_sends_and_gets_its_message_model(emulator: Emulator) -> None:
 
 
 async def test_sdk_sees_the_400_with_every_field_error(emulator: Emulator) -> None:
+    from ._sdk import BadRequestException, CreateMessageRequestError, MessageRequest
+
     # The SDK checks types and lengths but not E.164, so the request reaches the emulator.
     request = MessageRequest(application_id=APP_ID, to=["12"], var_from="+1invalid", text="Hi")
     with pytest.raises(BadRequestException) as caught:
@@ -95,12 +84,16 @@ async def test_sdk_sees_the_400_with_every_field_error(emulator: Emulator) -> No
 
 
 async def test_sdk_sees_401_for_wrong_credentials(emulator: Emulator) -> None:
+    from ._sdk import MessageRequest, UnauthorizedException
+
     request = MessageRequest(application_id=APP_ID, to=[TO], var_from=FROM, text="Hi")
     with pytest.raises(UnauthorizedException):
         await with_sdk(emulator, lambda api: api.create_message(ACCOUNT_ID, request), password="wrong")
 
 
 async def test_sdk_gets_a_generic_api_exception_on_a_full_queue(emulator_factory: EmulatorFactory) -> None:
+    from ._sdk import ApiException, MessageRequest
+
     async with emulator_factory(dequeue_rate=0.001, queue_seconds=1000) as emu:  # a queue of one segment
         request = MessageRequest(application_id=APP_ID, to=[TO], var_from=FROM, text="Hi")
         await with_sdk(emu, lambda api: api.create_message(ACCOUNT_ID, request))
@@ -111,6 +104,8 @@ async def test_sdk_gets_a_generic_api_exception_on_a_full_queue(emulator_factory
 
 
 async def test_sdk_lists_messages(emulator_factory: EmulatorFactory) -> None:
+    from ._sdk import ListMessageItem, MessageRequest, MessagesList
+
     async with emulator_factory(p_delivered=0.0, failure_codes=(4720,)) as emu:
         for text in ("one", "two"):
             await with_sdk(emu, create(MessageRequest(application_id=APP_ID, to=[TO], var_from=FROM, text=text)))
@@ -146,6 +141,8 @@ E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
 def sdk_config(emu: Emulator, **credentials: str) -> Configuration:
+    from ._sdk import Configuration
+
     return Configuration(host=emu.url, ignore_operation_servers=True, **credentials)
 
 
@@ -165,6 +162,24 @@ async def test_bandwidth_smoke_steps_pass_against_the_emulator(
 
 
 def run_smoke_steps(emu: Emulator) -> None:
+    from ._sdk import (
+        ApiClient,
+        ApiException,
+        ListMessageDirectionEnum,
+        ListMessageItem,
+        Media,
+        MediaApi,
+        Message,
+        MessageRequest,
+        MessagesApi,
+        MessagesList,
+        MessageStatusEnum,
+        MessageTypeEnum,
+        NotFoundException,
+        PriorityEnum,
+        UnauthorizedException,
+    )
+
     oauth = ApiClient(sdk_config(emu, client_id=CLIENT_ID, client_secret=CLIENT_SECRET))
     anonymous = ApiClient(sdk_config(emu))
     messages, nobody = MessagesApi(oauth), MessagesApi(anonymous)

@@ -28,6 +28,8 @@ from bwasync import (
     RetryPolicy,
     ValidationError,
 )
+from bwasync._constants import MAX_TAG_LENGTH
+from bwasync._validation import _bounded_string_error
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 from tests._aioresponses_compat import mocked as aioresponses
@@ -332,3 +334,18 @@ def test_json_nesting_is_judged_the_same_whatever_the_recursion_limit() -> None:
         sys.setrecursionlimit(old)
     # Brackets inside strings (escaped quotes included) are text, not nesting.
     check_json_depth(b'[{"text": "' + b"[{" * 500 + b'\\"' + b"[" * 500 + b'"}]')
+
+
+@pytest.mark.parametrize(
+    "tag", [None, "", "c:1", "c:" + "k" * 1022, "c:" + "k" * 1023, "Grüße:é", "c:\udcff", 5, b"c:1", ["c"]]
+)
+def test_a_tagged_plain_sms_takes_the_fast_path_with_the_full_checks_rules(tag: Any) -> None:
+    # A campaign tags every message: the fast path takes a tag, and must keep exactly the full
+    # checks' rules for it (a string, at most 1024 characters, encodable).
+    expected = None if tag is None else _bounded_string_error("tag", tag, MAX_TAG_LENGTH)
+    if expected is None:
+        assert MessageRequest(**{**KWARGS, "tag": tag}).tag == tag
+        return
+    with pytest.raises(ValidationError) as info:
+        MessageRequest(**{**KWARGS, "tag": tag})
+    assert info.value.field_errors == [expected]

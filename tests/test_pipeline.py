@@ -195,10 +195,14 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.accepted: list[str] = []
+        #: The client's (host, port) of every request: one per connection used.
+        self.peers: set[tuple[str, int]] = set()
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def _create(self, request: web.Request) -> web.Response:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -271,6 +275,27 @@ async def test_after_its_backoff_a_retry_takes_a_place_again() -> None:
     assert [r.attempts for r in sorted(results, key=lambda r: r.index)][::3] == [2] * 8
     assert server.max_in_flight <= 2
     assert sorted(server.accepted) == sorted(f"t{i}" for i in range(24))
+
+
+async def test_every_answer_hands_its_connection_back_for_the_next_request() -> None:
+    # 202s and 429s alike, one request at a time: each answer's body is read whole, which gives
+    # the connection back to the pool, so every request goes over the same one.
+    limiter = RecordingLimiter(forward_429=False)
+    async with (
+        ScriptedServer({"t1": 0, "t3": 0}) as server,
+        client_for(server.url, retry=RetryPolicy(max_attempts=1), concurrency=1, limiter=limiter) as client,
+    ):
+        results = [r async for r in client.send_many((request(i) for i in range(6)), concurrency=1)]
+        await client.create_message(request(6))
+    assert [r.outcome for r in sorted(results, key=lambda r: r.index)] == [
+        Outcome.ACCEPTED,
+        Outcome.NOT_SENT,
+        Outcome.ACCEPTED,
+        Outcome.NOT_SENT,
+        Outcome.ACCEPTED,
+        Outcome.ACCEPTED,
+    ]
+    assert len(server.peers) == 1
 
 
 async def test_retry_after_is_capped_by_the_policy_for_the_limiter_too(scripted: ScriptedServer) -> None:

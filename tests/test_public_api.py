@@ -161,3 +161,20 @@ def test_compliance_imports_without_phonenumbers() -> None:
         "assert bwasync.compliance.classify_reply('STOP').name == 'OPT_OUT'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_bwasync_leaves_aiohttp_until_the_client_is_used() -> None:
+    # aiohttp is ~0.4 s of a process's start: what never sends (models, segments, errors, the
+    # CLI's commands that read a journal) does not pay it; the client still imports as before.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bwasync\n"
+        "assert 'aiohttp' not in sys.modules, 'import bwasync imported aiohttp'\n"
+        "assert bwasync.segments('hi').segments == 1 and 'aiohttp' not in sys.modules\n"
+        "from bwasync import MessagingClient\n"
+        "assert MessagingClient is bwasync.MessagingClient and 'aiohttp' in sys.modules\n"
+        "assert MessagingClient.__module__ == 'bwasync._client'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -44,7 +44,8 @@ USER = "fleet-user"
 SECRET = "Pa55-w0rd-never-in-redis"
 #: Rows of the proof campaign, and kills (kill -9) during it: one of `campaign run`'s two
 #: workers (the other stays, so the run ends complete), then the outside worker twice (restarted).
-ROWS = 5000
+#: A run of several seconds, over which the kill moments are spread (one in each quarter of the rows).
+ROWS = 2000
 KILLS = 3
 #: Seconds a killed worker's rows wait before another takes them over (the default is 30).
 CLAIM_IDLE = "0.3"
@@ -251,6 +252,30 @@ def test_a_shared_run_reports_like_a_journal_and_keeps_no_credential_in_redis(tm
         server.stop()
 
 
+def test_a_load_without_local_workers_records_how_outside_workers_send(tmp_path: Path) -> None:
+    # --workers 0: nothing sent here, but the run options are in Redis once the command has
+    # exited (outside workers read them), and no task of the command is left behind.
+    server = start_redis(tmp_path)
+    try:
+        path = write_csv(tmp_path / "list.csv", 5)
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
+        args += ["--allow-non-durable-redis", "--campaign-id", "later", "--workers", "0", "--concurrency", "7"]
+        result = invoke(*args, env={"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url})
+        assert result.exit_code == 0 and "bwasync worker" in result.output, result.output
+
+        async def recorded() -> Any:
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                return await client.hget(campaign_keys("later").info, "run")
+            finally:
+                await client.aclose()
+
+        run = asyncio.run(recorded())
+        assert run is not None and json.loads(run)["concurrency"] == 7
+    finally:
+        server.stop()
+
+
 async def final_states(url: str, cid: str) -> tuple[dict[str, str], dict[str, Any]]:
     """Every row's state in Redis, and the report's summary."""
     client = aioredis.Redis.from_url(url)
@@ -273,7 +298,7 @@ async def test_a_redis_restart_mid_campaign_loses_no_acknowledged_write_and_dupl
     over and reconcile them: found in Bandwidth's list → accepted, else ambiguous. Never resent.
     """
     server = start_redis(tmp_path, aof=True)
-    rows, cid = 1500, "restart"
+    rows, cid = 600, "restart"
     try:
         path = write_csv(tmp_path / "list.csv", rows)
         async with Emulator(username=USER, password=SECRET, account_id=ACCOUNT_ID) as emu:
@@ -350,7 +375,7 @@ async def test_a_redis_that_restarts_empty_mid_campaign_stops_the_run_and_duplic
     once Redis answers, finds the campaign gone and stops (exit 1), sending nothing more; the
     rerun is refused (exit 2) before it sends anything."""
     server = start_redis(tmp_path)
-    rows, cid = 1500, "lost"
+    rows, cid = 600, "lost"
     try:
         path = write_csv(tmp_path / "list.csv", rows)
         args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--campaign-id", cid]

@@ -20,9 +20,14 @@ KEY_CHECK_BATCH = 1000
 
 # --- Journal ---------------------------------------------------------------------------------
 
-#: Rows a load-pass batch should hold. One transaction per batch: a few thousand rows make
-#: the commit cost negligible while a batch stays a few MiB.
-LOAD_BATCH = 2000
+#: Rows a load-pass batch should hold. One transaction per batch: a few hundred rows make the
+#: commit cost negligible (a WAL commit is ~0.1 ms), and the last batch, whose write nothing
+#: overlaps (each batch is written while the next one is prepared), stays short.
+LOAD_BATCH = 500
+#: Rows the load pass prepares between two turns given to the event loop. Preparing is plain
+#: Python (~50 µs a row): without turns the previous batch's write would not even start before
+#: the next batch is ready, and nothing else on the loop would run for a tenth of a second.
+LOAD_YIELD_ROWS = 100
 #: Rows fetched per page by the journal's iterators: bounds memory whatever the campaign size.
 PAGE_SIZE = 1000
 #: Seconds a recorded result may wait before it is committed when no mark is flowing (during a
@@ -30,6 +35,11 @@ PAGE_SIZE = 1000
 #: crash, an uncommitted result leaves its row ``in_flight``, to be reconciled: short enough
 #: that few rows are affected, long enough to batch thousands of results per commit.
 RESULT_FLUSH_INTERVAL = 0.05
+#: Seconds between moves of a send pass's recorded end (for the report's throughput) while
+#: results are recorded; a flush and the close move it too. Moving it with every group of
+#: results was one more SQLite call, and GIL hand-over, per commit; a crash loses at most this
+#: much of the pass's measured time.
+SENDING_TOUCH_INTERVAL = 1.0
 #: Queued items applied in one transaction at most. Bounds a transaction's duration (and so
 #: the latency of the marks waiting for it) under a flood.
 MAX_TRANSACTION_ITEMS = 5000

@@ -712,7 +712,7 @@ def prepare_row(
     # One check per row, whichever of strict_numbers / flag_numbers asked for it.
     flagged = number_flags(request.to) if strict_numbers or flag_numbers else ()
     impossible = _flag_errors(flagged) if strict_numbers else []
-    zone, bad_zone = row_zone(row, timezone_column)
+    zone, bad_zone = row_zone(row, timezone_column) if timezone_column else (None, None)
     if bad_zone is not None:
         impossible.append(bad_zone)
     if impossible:
@@ -726,12 +726,12 @@ def prepare_row(
             error=format_field_errors(impossible),
         )
     cost = message_cost(request)
-    opted_out = any(n in opt_out for n in request.to)
+    opted_out = bool(opt_out) and not opt_out.isdisjoint(request.to)
     return NewRow(
         key=row.key,
         line=row.line,
         status=RowStatus.SKIPPED if opted_out else RowStatus.PENDING,
-        recipients=list(request.to),
+        recipients=request.to,  # the request's own list: nothing else holds the request
         sender=request.from_,
         request=body.decode(),
         segments=cost,

@@ -12,11 +12,12 @@ into a row's delivery state). This module is the async API over them, and owns t
 
 Invariants the runner relies on:
 
-* :meth:`Journal.mark_in_flight` returns only once the row's ``in_flight`` status is
-  **committed**, so after a crash every send that may have left this process has its row in
-  ``in_flight`` (or in a final status). Marks from many coroutines are group-committed: the
-  writer thread drains everything queued, applies it in one transaction, commits, then resolves
-  all the waiting futures at once.
+* The future :meth:`Journal.mark_in_flight` returns resolves only once the row's
+  ``in_flight`` status is **committed**, so after a crash every send that may have left this
+  process has its row in ``in_flight`` (or in a final status). Marks from many coroutines are
+  group-committed: the writer thread drains everything queued, applies it in one transaction
+  (marks and results of different rows: one autocommit statement), commits, then resolves all
+  the waiting futures at once.
 * An ``accepted`` row is never changed by a result and never marked in flight again.
 * :meth:`Journal.record_result` does not wait: results are queued and committed with the next
   mark's transaction, or at most ``flush_interval`` later when no mark is flowing, and on
@@ -60,7 +61,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from . import _schema
-from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL
+from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
 from ._deliveries import apply_receipt
 from ._exceptions import JournalClosedError, JournalError, JournalLockedError, JournalMismatchError, JournalStateError
 from ._records import (
@@ -102,6 +103,10 @@ _RESULT_EVENTS: Final = {
 #: only by the same message's ``accepted`` result, the extra clause below).
 _RESULTABLE: Final = sources(Event.FAILED)
 assert all(sources(e) - {RowStatus.ACCEPTED} == _RESULTABLE for e in _RESULT_EVENTS.values())
+
+_json_encoder = msgspec.json.Encoder()
+_decode = msgspec.json.Decoder().decode
+_text = bytes.decode
 
 _CAMPAIGN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -167,6 +172,28 @@ _RESULT_GROUP_SQL: Final = (
     "OR (r.status = 'accepted' AND rows.status = 'accepted' "
     "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
 )
+#: Marks and results of one transaction in one statement (their keys distinct; see the writer's
+#: "one statement"): ?1: the earliest mark's time; ?2: a JSON array of the marks' keys, ?3 one of
+#: results' parameters (as ``_RESULT_GROUP_SQL``'s). A mark changes only the status and the first
+#: ``in_flight_at``; a result what ``_RESULT_GROUP_SQL`` does.
+_JOINT_SQL: Final = (
+    "UPDATE rows SET status = r.status, "
+    "in_flight_at = CASE WHEN r.kind = 'm' AND rows.status <> 'in_flight' THEN ?1 ELSE rows.in_flight_at END, "
+    "message_id = COALESCE(r.message_id, rows.message_id), "
+    "error = CASE WHEN r.kind = 'm' THEN rows.error ELSE r.error END, "
+    "error_code = CASE WHEN r.kind = 'm' THEN rows.error_code ELSE r.error_code END, "
+    "attempts = rows.attempts + r.attempts, latency = COALESCE(r.latency, rows.latency), "
+    "finished_at = CASE WHEN r.kind = 'm' THEN rows.finished_at ELSE r.finished_at END, "
+    "segments = COALESCE(r.segments, rows.segments) "
+    "FROM (SELECT 'm' AS kind, 'in_flight' AS status, NULL AS message_id, NULL AS error, NULL AS error_code, "
+    "0 AS attempts, NULL AS latency, NULL AS finished_at, NULL AS segments, value AS key FROM json_each(?2) "
+    "UNION ALL SELECT 'r', value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8 FROM json_each(?3)) AS r "
+    "WHERE rows.key = r.key AND (+rows.status IN " + sql_in(_RESULTABLE) + " "
+    "OR (r.status = 'accepted' AND rows.status = 'accepted' "
+    "AND (rows.message_id IS NULL OR rows.message_id = r.message_id)))"
+)
+assert sources(Event.MARKED) == _RESULTABLE  # one WHERE serves both kinds
 
 
 _INSERT_COLUMNS: Final = "key, line, status, recipients, sender, request, segments, error"
@@ -197,6 +224,17 @@ _HOLD_SQL: Final = (
 _FLAG_SQL: Final = (
     "INSERT OR IGNORE INTO flagged (key, line, number, reason) SELECT ?1, ?2, ?3, ?4 "
     "WHERE EXISTS (SELECT 1 FROM rows WHERE key = ?1 AND line = ?2)"
+)
+#: The same for a load batch's flags, over a JSON array of them, in order (see _GROUP_UPDATES).
+_FLAG_GROUP_SQL: Final = (
+    "INSERT OR IGNORE INTO flagged (key, line, number, reason) "
+    "SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?1) AS j "
+    "WHERE EXISTS (SELECT 1 FROM rows WHERE key = j.value ->> 0 AND line = j.value ->> 1) ORDER BY j.id"
+)
+#: A row's time zone from the input (``key, zone``), one at a time and for a batch.
+_ZONE_SQL: Final = "INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)"
+_ZONE_GROUP_SQL: Final = (
+    "INSERT OR IGNORE INTO zones (key, zone) SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j ORDER BY j.id"
 )
 
 
@@ -236,12 +274,18 @@ class Journal(StartClose):
             flush_interval=flush_interval,
             on_commit=on_commit,
             stats=self.stats,
+            # One statement per transaction of marks and results (SQLite >= 3.38): see _apply_joint.
+            joint={"mark": 1, "result": 8},
+            apply_joint=self._apply_joint if _GROUP_UPDATES else None,
         )
         self._lock_fd: int | None = None
         #: The campaign id, once known: record_delivery strips ``<id>:`` from tags.
         self._campaign_id: str | None = None
-        #: The ``sending`` record of this run's send pass (see :meth:`begin_sending`).
+        #: The ``sending`` record of this run's send pass (see :meth:`begin_sending`), and
+        #: (writer thread) when its end was last moved, and whether results came since.
         self._sending_id: int | None = None
+        self._touched_at = 0.0
+        self._untouched = False
 
     def __repr__(self) -> str:
         w = self._writer
@@ -296,6 +340,9 @@ class Journal(StartClose):
         if self._writer.closed:
             return
         try:
+            if self._sending_id is not None:
+                with contextlib.suppress(JournalError):
+                    await self._call(self._touch_sending)
             await self._writer.stop()
         finally:
             self._release_lock()
@@ -365,7 +412,11 @@ class Journal(StartClose):
             conn.executemany(_MARK_SQL, group)
         if conn.total_changes - before == len(group):
             return None
-        # Some row refused the mark: find out which (rare, so the slow way is fine).
+        return Journal._mark_refusals(conn, group)
+
+    @staticmethod
+    def _mark_refusals(conn: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[BaseException | None]:
+        """Which marks of ``group`` did not take (rare, so the slow way is fine)."""
         refusals: list[BaseException | None] = []
         for params in group:
             key = params[1]
@@ -382,12 +433,58 @@ class Journal(StartClose):
             conn.execute(_RESULT_GROUP_SQL, (msgspec.json.encode(group).decode(),))
         else:
             conn.executemany(_RESULT_SQL, group)
-        ignored = len(group) - (conn.total_changes - before)
-        if self._sending_id is not None:
-            conn.execute("UPDATE sending SET last_at = ? WHERE id = ?", (time.time(), self._sending_id))
+        self._results_applied(conn, len(group) - (conn.total_changes - before))
+
+    def _results_applied(self, conn: sqlite3.Connection, ignored: int) -> None:
+        self._untouched = True
+        if time.monotonic() - self._touched_at >= SENDING_TOUCH_INTERVAL:
+            self._touch_sending(conn)
         if ignored:
             self.stats.ignored_results += ignored
             logger.warning("journal: %d results ignored (their rows are final or missing)", ignored)
+
+    def _apply_joint(
+        self, conn: sqlite3.Connection, groups: dict[str, list[tuple[Any, ...]]]
+    ) -> dict[str, list[BaseException | None] | None]:
+        """One transaction's marks and results (keys distinct across the two), autocommitted.
+
+        One statement when every key is distinct. Otherwise results first, then marks, each its
+        own commit: a crash between them leaves rows out of flight that the queue's order would
+        still have in flight, never the reverse (a row's result is queued only after its mark
+        was committed, so the queue's marks and results name different rows).
+        """
+        marks, results = groups.get("mark", []), groups.get("result", [])
+        if not marks:
+            self._apply_results(conn, results)
+            return {}
+        if not results:
+            return {"mark": self._apply_marks(conn, marks)}
+        keys = {params[1] for params in marks} | {params[8] for params in results}
+        if len(keys) < len(marks) + len(results):
+            self._apply_results(conn, results)
+            return {"mark": self._apply_marks(conn, marks)}
+        encode = _json_encoder.encode
+        first = min(params[0] for params in marks)
+        before = conn.total_changes
+        conn.execute(_JOINT_SQL, (first, _text(encode([p[1] for p in marks])), _text(encode(results))))
+        changed = conn.total_changes - before
+        refusals: list[BaseException | None] | None = None
+        ignored = 0
+        if changed < len(marks) + len(results):
+            refusals = self._mark_refusals(conn, marks)
+            taken = sum(r is None for r in refusals)
+            ignored = len(results) - (changed - taken)
+            if taken == len(marks):
+                refusals = None
+        self._results_applied(conn, ignored)
+        return {"mark": refusals}
+
+    def _touch_sending(self, conn: sqlite3.Connection) -> None:
+        """Move the send pass's end to now, if results were recorded since it last moved."""
+        if self._sending_id is not None and self._untouched:
+            conn.execute("UPDATE sending SET last_at = ? WHERE id = ?", (time.time(), self._sending_id))
+            self._touched_at = time.monotonic()
+            self._untouched = False
 
     # -- Campaign ---------------------------------------------------------------------------
 
@@ -451,17 +548,22 @@ class Journal(StartClose):
         same transaction, how far the load got (see :meth:`set_loaded_through`).
         """
         batch = list(rows)
+        # Built here, on the event loop, with C encoders: Python work on the writer thread would
+        # take the GIL from the loop anyway, and hand it back and forth on top.
+        encode = _json_encoder.encode
+        params = [
+            (r.key, r.line, str(r.status), _text(encode(list(r.recipients))), r.sender, r.request, r.segments, r.error)
+            for r in batch
+        ]
+        zones = [(r.key, r.zone) for r in batch if r.zone]
+        flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
+        payload = encode(params).decode() if _GROUP_UPDATES else None
 
         def op(conn: sqlite3.Connection) -> int:
-            # Built here, on the writer thread, to keep the event loop free.
-            params = [
-                (r.key, r.line, str(r.status), json.dumps(list(r.recipients)), r.sender, r.request, r.segments, r.error)
-                for r in batch
-            ]
             before = conn.total_changes
             insert = f"INSERT OR IGNORE INTO rows ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            if _GROUP_UPDATES:
-                conn.execute(_INSERT_GROUP_SQL, (msgspec.json.encode(params).decode(),))
+            if payload is not None:
+                conn.execute(_INSERT_GROUP_SQL, (payload,))
             else:
                 conn.executemany(insert, params)
             inserted = conn.total_changes - before
@@ -472,13 +574,12 @@ class Journal(StartClose):
                         error = f"duplicate key {p[0]!r} (first on line {found[0]})"
                         cur = conn.execute(insert, (synthetic_key(p[1]), p[1], "invalid", p[3], p[4], None, 0, error))
                         inserted += cur.rowcount
-            zones = [(r.key, r.zone) for r in batch if r.zone]
-            if zones:
-                conn.executemany("INSERT OR IGNORE INTO zones (key, zone) VALUES (?, ?)", zones)
-            flags = [(r.key, r.line, n, why) for r in batch for n, why in r.flagged]
-            if flags:
-                # Only for the row stored under its own key (not a duplicate key's invalid row).
-                conn.executemany(_FLAG_SQL, flags)
+            # Flags only for the row stored under its own key (not a duplicate key's invalid row).
+            for sql, group_sql, items in ((_ZONE_SQL, _ZONE_GROUP_SQL, zones), (_FLAG_SQL, _FLAG_GROUP_SQL, flags)):
+                if items and payload is not None:
+                    conn.execute(group_sql, (_text(encode(items)),))
+                elif items:
+                    conn.executemany(sql, items)
             if loaded_through is not None:
                 _schema.set_loaded(conn, loaded_through, False)
             return inserted
@@ -565,8 +666,9 @@ class Journal(StartClose):
 
     # -- Sending ----------------------------------------------------------------------------
 
-    async def mark_in_flight(self, key: str) -> None:
-        """Mark a row ``in_flight``; return once that is committed (durable against a crash).
+    def mark_in_flight(self, key: str) -> asyncio.Future[None]:
+        """Mark a row ``in_flight``; the returned future resolves once that is committed (durable
+        against a crash): ``await journal.mark_in_flight(key)``. The mark is queued at the call.
 
         Call it right before the request leaves. Concurrent marks are committed together (one
         transaction for whatever is queued), so thousands per second cost a few commits.
@@ -578,7 +680,7 @@ class Journal(StartClose):
         If the caller is cancelled while waiting, the mark may still be committed: the row is
         then ``in_flight`` and treated as possibly sent, which is the safe side.
         """
-        await self._writer.submit("mark", (time.time(), key))
+        return self._writer.submit("mark", (time.time(), key))
 
     def record_result(
         self,
@@ -613,7 +715,7 @@ class Journal(StartClose):
 
     async def flush(self) -> None:
         """Return once everything queued so far (results included) is committed."""
-        await self._writer.flush()
+        await self._call(self._touch_sending)
 
     async def begin_sending(self) -> None:
         """Record that a send pass starts now: the report's throughput counts only such time.
@@ -717,9 +819,9 @@ class Journal(StartClose):
             stats.pages += 1
             if released_at is None:
                 found = conn.execute(_PENDING_SQL, (after[0], after[1], batch)).fetchall()
-                return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in found]
+                return [PendingRow(r[0], r[1], r[2], r[3], tuple(_decode(r[4])), r[5], r[6]) for r in found]
             found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
-            return [PendingRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7]) for r in found]
+            return [PendingRow(r[0], r[1], r[2], r[3], tuple(_decode(r[4])), r[5], r[6], r[7]) for r in found]
 
         return self._call(op)
 

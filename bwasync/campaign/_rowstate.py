@@ -131,11 +131,19 @@ def next_state(current: RowStatus | str, event: Event) -> RowStatus | None:
     >>> next_state("invalid", Event.RECEIPT) is None
     True
     """
+    # A state's name finds its entry directly (a StrEnum member hashes and compares as its
+    # value): the conversion below is only for what is not a state at all.
+    found = TRANSITIONS.get((current, event))  # type: ignore[arg-type]
+    if found is not None or current in _NAMES:
+        return found
     try:
         state = RowStatus(current)
     except ValueError:
         return None
     return TRANSITIONS.get((state, event))
+
+
+_NAMES: Final = frozenset(RowStatus)
 
 
 def count_final(by_status: Mapping[str, int]) -> int:

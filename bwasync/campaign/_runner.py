@@ -75,6 +75,7 @@ from ._constants import (
     ERROR_RATE_MIN_SAMPLE,
     ERROR_RATE_WINDOW,
     LOAD_BATCH,
+    LOAD_YIELD_ROWS,
     PAGE_SIZE,
     RECONCILE_AMBIGUOUS_MAX,
     RECONCILE_BATCH,
@@ -723,9 +724,9 @@ class CampaignRunner:
 
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
-        if self.stopping:
+        if self._stop_reason is not None:
             raise _Stopping("the run is stopping")
-        assert self._room is not None
+        assert self._room is not None and self._journal is not None
         key = self._keys[index]
         # Keep marked-but-unrecorded rows within `concurrency` (the module's invariant).
         while self._unresolved >= self.options.concurrency:
@@ -736,7 +737,7 @@ class CampaignRunner:
         self._unresolved += 1
         self._marked.add(index)
         try:
-            await self.journal.mark_in_flight(key)
+            await self._journal.mark_in_flight(key)
         except JournalStateError:
             self._release(index)
             raise
@@ -1053,6 +1054,10 @@ async def _load_rows(
             if stopping():
                 await writing
                 return False
+        elif len(batch) % LOAD_YIELD_ROWS == 0:
+            # Let the loop run: the batch being written reaches the store's thread only when
+            # its task gets a turn (and signals and progress displays need turns too).
+            await asyncio.sleep(0)
     if writing is not None:
         await writing
     if batch:

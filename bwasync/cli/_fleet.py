@@ -396,96 +396,103 @@ async def _load_and_send(
         await campaign.hold()
     before = (await campaign.counts())["accepted"]
     workers = _LocalWorkers(settings, connection, cid, base_url)
-
-    def started(info: CampaignInfo) -> None:
-        # The record exists and matches this command: workers may start (and import) while the
-        # rows load; they send only once the campaign is released.
-        workers.start({k: v for k, v in run.items() if v is not None}, campaign)
-
     try:
-        info, resumed = await load_campaign(
-            campaign,
-            dataclasses.replace(options, campaign_id=cid),
-            where=f"campaign {cid} in Redis at {where}",
-            progress=RunProgress(),
-            note=lambda kind, **values: note(word_note(RunNote(kind, **values))),
-            stopping=lambda: False,
-            on_info=started,
+
+        def started(info: CampaignInfo) -> None:
+            # The record exists and matches this command: workers may start (and import) while the
+            # rows load; they send only once the campaign is released.
+            workers.start({k: v for k, v in run.items() if v is not None}, campaign)
+
+        try:
+            info, resumed = await load_campaign(
+                campaign,
+                dataclasses.replace(options, campaign_id=cid),
+                where=f"campaign {cid} in Redis at {where}",
+                progress=RunProgress(),
+                note=lambda kind, **values: note(word_note(RunNote(kind, **values))),
+                stopping=lambda: False,
+                on_info=started,
+            )
+        except JournalMismatchError as exc:
+            if not new:
+                await campaign.release()  # a resume refused: the campaign goes on as it was
+            what = ", ".join(exc.differences)
+            print_error(
+                f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
+                "with the options it was started with; to start a new campaign, give another --campaign-id."
+            )
+            return EXIT_USAGE
+        except (InputFileError, TemplateError, JournalError) as exc:
+            await workers.stop()
+            if not new:
+                await campaign.release()
+            print_error(str(exc))
+            return EXIT_USAGE
+        counts = await campaign.counts()
+        if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
+            shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
+            await redis.delete(*campaign.keys.all())
+            await redis.srem(campaign.keys.registry, cid)
+            await workers.stop()
+            if recorded:
+                _forget_load(options.input_path, where, cid)
+            print_invalid_rows(shown, counts["invalid"])
+            print_error(
+                word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
+            )
+            return EXIT_MOSTLY_INVALID
+        requeued = 0
+        if options.retry_failed:
+            requeued = await campaign.requeue(RowStatus.FAILED)
+            if requeued:
+                note(word_note(RunNote(NoteKind.REQUEUED, rows=requeued, status=RowStatus.FAILED)))
+        if options.opt_out and (resumed or requeued):
+            # A newer opt-out list (as for a journal): pending rows to those numbers are skipped.
+            skipped = await campaign.apply_opt_out(options.opt_out)
+            if skipped:
+                note(word_note(RunNote(NoteKind.OPTED_OUT, rows=skipped)))
+        await campaign.release()
+        verb = "Resuming" if resumed else "Starting"
+        note(
+            f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}."
         )
-    except JournalMismatchError as exc:
-        if not new:
-            await campaign.release()  # a resume refused: the campaign goes on as it was
-        what = ", ".join(exc.differences)
-        print_error(
-            f"{exc.path} was started with a different {what}, so this run cannot resume it. To resume, rerun "
-            "with the options it was started with; to start a new campaign, give another --campaign-id."
+        if settings.workers == 0:
+            note(f"Loaded. Send with: bwasync worker --redis URL --campaign {cid} (on any machine).")
+            return EXIT_OK
+        note(
+            f"Sending with {settings.workers} local workers; other machines join with "
+            f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
         )
-        return EXIT_USAGE
-    except (InputFileError, TemplateError, JournalError) as exc:
-        await workers.stop()
-        if not new:
-            await campaign.release()
-        print_error(str(exc))
-        return EXIT_USAGE
-    counts = await campaign.counts()
-    if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
-        shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
-        await redis.delete(*campaign.keys.all())
-        await redis.srem(campaign.keys.registry, cid)
-        await workers.stop()
-        if recorded:
-            _forget_load(options.input_path, where, cid)
-        print_invalid_rows(shown, counts["invalid"])
-        print_error(
-            word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
+        codes = await workers.wait()
+        if not await _back(redis):
+            print_error(
+                f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later."
+            )
+            return EXIT_FATAL
+        if not await campaign.exists():
+            print_error(
+                f"campaign {cid} is gone from Redis at {where} (Redis restarted empty, or its keys were deleted): "
+                f"rows may have been sent and nothing more was. {_LOST_ADVICE.format(cid=cid)}"
+            )
+            return EXIT_FATAL
+        report = await build_report(campaign)
+        invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
+        complete = await campaign.complete()
+        stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
+        message = None
+        if stop is StopReason.ERROR_RATE:
+            message = await campaign.paused()
+        elif stop is not None:
+            left = report.pending + report.in_flight
+            message = f"the workers stopped with {left:,} rows not in a final state"
+        final = await campaign.counts()
+        outcome = RunOutcome(
+            complete=complete, stop_reason=stop, message=message, counts=final, sent=final["accepted"] - before
         )
-        return EXIT_MOSTLY_INVALID
-    requeued = 0
-    if options.retry_failed:
-        requeued = await campaign.requeue(RowStatus.FAILED)
-        if requeued:
-            note(word_note(RunNote(NoteKind.REQUEUED, rows=requeued, status=RowStatus.FAILED)))
-    if options.opt_out and (resumed or requeued):
-        # A newer opt-out list (as for a journal): pending rows to those numbers are skipped.
-        skipped = await campaign.apply_opt_out(options.opt_out)
-        if skipped:
-            note(word_note(RunNote(NoteKind.OPTED_OUT, rows=skipped)))
-    await campaign.release()
-    verb = "Resuming" if resumed else "Starting"
-    note(f"{verb} campaign {info.campaign_id}: {counts.total:,} rows from {options.input_path}, in Redis at {where}.")
-    if settings.workers == 0:
-        note(f"Loaded. Send with: bwasync worker --redis URL --campaign {cid} (on any machine).")
-        return EXIT_OK
-    note(
-        f"Sending with {settings.workers} local workers; other machines join with "
-        f"'bwasync worker --campaign {cid}'; 'bwasync campaign status --redis URL {cid}' shows progress."
-    )
-    codes = await workers.wait()
-    if not await _back(redis):
-        print_error(f"Redis at {where} does not answer: 'bwasync campaign report --redis URL {cid}' reads it later.")
-        return EXIT_FATAL
-    if not await campaign.exists():
-        print_error(
-            f"campaign {cid} is gone from Redis at {where} (Redis restarted empty, or its keys were deleted): "
-            f"rows may have been sent and nothing more was. {_LOST_ADVICE.format(cid=cid)}"
-        )
-        return EXIT_FATAL
-    report = await build_report(campaign)
-    invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
-    complete = await campaign.complete()
-    stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
-    message = None
-    if stop is StopReason.ERROR_RATE:
-        message = await campaign.paused()
-    elif stop is not None:
-        left = report.pending + report.in_flight
-        message = f"the workers stopped with {left:,} rows not in a final state"
-    final = await campaign.counts()
-    outcome = RunOutcome(
-        complete=complete, stop_reason=stop, message=message, counts=final, sent=final["accepted"] - before
-    )
-    print_summary(report, invalid, outcome)
-    return verdict(outcome, shared=True)
+        print_summary(report, invalid, outcome)
+        return verdict(outcome, shared=True)
+    finally:
+        await workers.close()
 
 
 #: What to do about a campaign Redis lost (its rows may have been sent).
@@ -630,6 +637,16 @@ class _LocalWorkers:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
         await self.wait()
+
+    async def close(self) -> None:
+        """However the command ends: the start is over (the run options are in Redis, as
+        outside workers need them even when no local one runs), and no worker is left running
+        that an error or a cancellation took this command away from (a held campaign's workers
+        would otherwise wait for it forever)."""
+        if self._starting is None:
+            return
+        if any(p.returncode is None for p in await self._starting):
+            await self.stop()
 
 
 # --- campaign status / report --redis -------------------------------------------------------------

@@ -17,6 +17,14 @@ QUIET_CACHE_SIZE = 1024
 #: (its regular expressions); a campaign asks both of a row's recipients in turn, and a group's
 #: or a held row's again, so a few thousand cover the reuse while staying well under a MiB.
 NUMBER_CACHE_SIZE = 4096
+#: +1 verdicts remembered by the number's first digits (see ``_prefixes``): one per NPA-NXX-X
+#: block, exact for every number of the block. A list's numbers cluster in a few thousand
+#: blocks; past this many the memory is cleared and refilled (~150 bytes an entry: ~2.5 MB).
+NUMBER_PREFIX_CACHE_SIZE = 16_384
+#: libphonenumber's +1 validity patterns as last analysed (SHA-256 of ``nanp_patterns``) and how
+#: many leading national digits decide them (``nanp_decisive_digits``: 7 for phonenumbers 9.0).
+#: Other metadata (another phonenumbers release) is analysed once per process instead (~1 s).
+NANP_ANALYSED: tuple[str, int] = ("95d76723ebce18e195b30e9a7e3000777dde0478cfc7c47f272119517baf6ff9", 7)
 
 #: Largest inbound-callback body accepted. Bandwidth posts one inbound message per request
 #: (≤ 2048 characters of text and a few media URLs, a few KiB as JSON); 256 KiB leaves room for

@@ -12,6 +12,7 @@ says whether a number can be real, with the reason when it cannot::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from types import ModuleType
@@ -19,9 +20,12 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 from .._validation import is_e164
-from ._constants import NUMBER_CACHE_SIZE
+from ._constants import NANP_ANALYSED, NUMBER_CACHE_SIZE, NUMBER_PREFIX_CACHE_SIZE
+from ._prefixes import nanp_decisive_digits, nanp_patterns, patterns_digest
 
 __all__ = ["NumberCheck", "check_number", "zones_for_number"]
+
+logger = logging.getLogger("bwasync.compliance")
 
 _INSTALL_HINT = "pip install 'bwasync[compliance]'"
 
@@ -95,6 +99,36 @@ def check_number(number: str) -> NumberCheck:
     >>> check_number("+12125551234")
     NumberCheck(valid=True, reason=None, region='US')
     """
+    if len(number) == 12 and number.startswith("+1") and number.isascii() and number[2:].isdigit():
+        # Every +1 number of one NPA-NXX-X block gets the same verdict (see _prefixes).
+        key = number[: _nanp_key_length()]
+        found = _BY_PREFIX.get(key)
+        if found is None:
+            found = _check(number)
+            if len(_BY_PREFIX) >= NUMBER_PREFIX_CACHE_SIZE:
+                _BY_PREFIX.clear()
+            _BY_PREFIX[key] = found
+        return found
+    return _check(number)
+
+
+#: "+1" and the leading national digits -> the verdict of every number that starts so.
+_BY_PREFIX: dict[str, NumberCheck] = {}
+
+
+@lru_cache(maxsize=1)
+def _nanp_key_length() -> int:
+    """Characters of ``+1XXXXXXXXXX`` that decide its verdict: ``+1`` and the decisive digits."""
+    pn = _phonenumbers()
+    digest, digits = NANP_ANALYSED
+    if patterns_digest(nanp_patterns(pn)) != digest:
+        digits = nanp_decisive_digits(pn)
+        logger.debug("phonenumbers %s: +1 verdicts are decided by %d digits", pn.__version__, digits)
+    # The reason for an invalid number names its area code and exchange: 6 digits at least.
+    return 2 + max(digits, 6)
+
+
+def _check(number: str) -> NumberCheck:
     if not is_e164(number):
         return NumberCheck(False, "not an E.164 number ('+' and 2 to 15 digits, the first 1 to 9)")
     pn = _phonenumbers()
