@@ -5,6 +5,7 @@
     ├── ClientClosedError           the client was closed; it cannot send any more
     ├── ValidationError             the request broke a Bandwidth rule; nothing was sent
     ├── SendCancelledError          a send_many input stopped or cancelled before its send ended
+    │   └── StopRequestedError      a campaign or worker was stopping; the row never left (not exported)
     ├── RedisUnavailableError       a shared limiter could not reach Redis (``on_error="raise"``); not sent
     ├── APIError                    a send (or another API call) ended in failure; ``.attempts``
     │   ├── APIStatusError          Bandwidth answered 4xx/5xx; the message was NOT sent
@@ -64,6 +65,7 @@ __all__ = [
     "RedisUnavailableError",
     "SendCancelledError",
     "ServerError",
+    "StopRequestedError",
     "UnexpectedResponseError",
     "UnsupportedMediaTypeError",
     "ValidationError",
@@ -231,6 +233,14 @@ class SendCancelledError(BwasyncError):
     def __init__(self, message: str, *, may_have_been_sent: bool) -> None:
         super().__init__(message)
         self.may_have_been_sent = may_have_been_sent
+
+
+class StopRequestedError(SendCancelledError):
+    """Raised by a campaign's (or a shared-campaign worker's) ``before_send`` hook once a stop was
+    requested: this row's request never left, and the row stays to be sent by a later run."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, may_have_been_sent=False)
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from bwasync import (
     SendResult,
     ValidationError,
 )
+from bwasync._exceptions import StopRequestedError
 from bwasync.emulator import Emulator
 
 ACCOUNT = "9900000"
@@ -247,6 +249,23 @@ async def test_before_send_runs_before_the_request_leaves(emu: Emulator, client:
     assert results[3].outcome is Outcome.NOT_SENT and isinstance(results[3].error, RuntimeError)
     assert emu.acceptance_counts(key="tag")["t3"] == 0
     assert all(r.ok for i, r in enumerate(results) if i != 3)
+
+
+async def test_a_stop_requested_by_the_hook_is_not_sent_and_not_logged_as_unexpected(
+    emu: Emulator, client: MessagingClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A campaign (or a worker) that is stopping refuses the rows it had pulled: each is NOT_SENT,
+    # and the log does not call the stop an unexpected failure (a hook's own bug still is).
+    async def hook(index: int, req: MessageRequest) -> None:
+        if index >= 2:
+            raise StopRequestedError("the run is stopping")
+
+    with caplog.at_level(logging.WARNING, logger="bwasync"):
+        results, _ = await client.send_all([request(i) for i in range(4)], before_send=hook)
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 2 + [Outcome.NOT_SENT] * 2
+    assert all(isinstance(r.error, SendCancelledError) and not r.error.may_have_been_sent for r in results[2:])
+    assert "unexpectedly" not in caplog.text
+    assert emu.stats.creates == 2
 
 
 class SpyLimiter(AdaptiveLimiter):

@@ -9,12 +9,14 @@ accepted, by tag, is the ground truth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,18 @@ KILLS = 3
 CLAIM_IDLE = "0.3"
 #: Bound on any wait of these tests (a busy 2-core machine), never a sleep.
 DEADLINE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails midway leaves no ``bwasync`` process running: neither a command it
+    started nor the workers a command started (they run in their own session, so they would
+    otherwise keep waiting on a campaign that no test finishes)."""
+    yield
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "bwasync.cli" in proc.cmdline():
+                proc.kill()
 
 
 def write_csv(path: Path, n: int) -> Path:

@@ -59,7 +59,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, ValidationError
+from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, StopRequestedError, ValidationError
 from .._fanout import Outcome, SendResult, SendStream
 from .._models import MessageRequest
 from .._retry import RetryPolicy
@@ -193,10 +193,6 @@ def result_event(outcome: Outcome, error: BaseException | None) -> Event | None:
         # Every row would get the same answer: the row stays sendable (the run stops).
         return Event.NOT_SENT
     return Event.FAILED
-
-
-class _Stopping(Exception):
-    """Raised by the ``before_send`` hook once a stop was requested: the row is not sent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -725,7 +721,7 @@ class CampaignRunner:
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Commit the row's ``in_flight`` mark; runs right before its first attempt leaves."""
         if self._stop_reason is not None:
-            raise _Stopping("the run is stopping")
+            raise StopRequestedError("the run is stopping")
         assert self._room is not None and self._journal is not None
         key = self._keys[index]
         # Keep marked-but-unrecorded rows within `concurrency` (the module's invariant).
@@ -733,7 +729,7 @@ class CampaignRunner:
             self._room.clear()
             await self._room.wait()
             if self.stopping:
-                raise _Stopping("the run is stopping")
+                raise StopRequestedError("the run is stopping")
         self._unresolved += 1
         self._marked.add(index)
         try:
@@ -799,7 +795,7 @@ class CampaignRunner:
             if isinstance(error, JournalError):
                 self.request_stop(StopReason.FATAL, f"the journal failed: {error}")
                 return
-            event = Event.NOT_SENT if isinstance(error, _Stopping) else result_event(result.outcome, error)
+            event = Event.NOT_SENT if isinstance(error, StopRequestedError) else result_event(result.outcome, error)
             if event is None:
                 return  # may be on the wire: stays in flight, for the next run to reconcile
             if event is Event.ACCEPTED:

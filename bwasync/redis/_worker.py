@@ -42,7 +42,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from .._exceptions import APIStatusError, AuthenticationError, RedisUnavailableError, ValidationError
+from .._exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    RedisUnavailableError,
+    StopRequestedError,
+    ValidationError,
+)
 from .._fanout import SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
@@ -86,10 +92,6 @@ class _Refused(Exception):
     def __init__(self, state: str) -> None:
         super().__init__(f"not sent: the row is {state}")
         self.state = state
-
-
-class _Stopping(Exception):
-    """Raised by the ``before_send`` hook once a stop was requested: the row is not sent."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -445,7 +447,7 @@ class CampaignWorker:
     async def _before_send(self, index: int, request: MessageRequest) -> None:
         """Mark the row in flight in Redis; runs right before its first attempt leaves."""
         if self.stopping:
-            raise _Stopping("the worker is stopping")
+            raise StopRequestedError("the worker is stopping")
         entry, _ = self._taken[index]
         try:
             state = await self.campaign.mark(entry.key, entry.entry_id, entry.consumer)
@@ -491,7 +493,7 @@ class CampaignWorker:
                 await campaign.settle(entry.entry_id)  # final already: decided elsewhere
             return
         # A stop, or a mark Redis failed to confirm: the request never left.
-        not_sent = isinstance(error, (_Stopping, RedisUnavailableError))
+        not_sent = isinstance(error, (StopRequestedError, RedisUnavailableError))
         event = Event.NOT_SENT if not_sent else result_event(result.outcome, error)
         if event is None:
             # May be on the wire (cancelled): left in flight, taken over and reconciled.
