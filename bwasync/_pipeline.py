@@ -131,6 +131,9 @@ class Gate:
             if self._free + self._parked + self._closed == self.size:  # the whole round is answered
                 self._end_round()
             return
+        if not self._waiters:  # the common case, inline: nobody to hand the place to
+            self._free += 1
+            return
         self._give()
 
     def _give(self) -> None:
