@@ -43,6 +43,14 @@ SENDING_TOUCH_INTERVAL = 1.0
 #: Queued items applied in one transaction at most. Bounds a transaction's duration (and so
 #: the latency of the marks waiting for it) under a flood.
 MAX_TRANSACTION_ITEMS = 5000
+#: Most items a commit run on the event loop itself may hold (see ``_writer``). SQLite applies a
+#: mark or a result in ~10 µs here, so 500 stall the loop ~5 ms at worst; a busy send pass
+#: commits ~50-200 a turn. Larger transactions go to the writer thread.
+INLINE_COMMIT_ITEMS = 500
+#: Bytes of WAL after which the writer thread checkpoints it (and ``fsync`` s), instead of
+#: SQLite's automatic checkpoint inside whichever commit crosses its threshold, which could be
+#: one run on the event loop. SQLite's own default: 1,000 pages of 4 KiB.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
 #: Milliseconds SQLite waits for a lock held by another connection (an inspecting ``sqlite3``
 #: shell, a checkpoint) before failing.
 BUSY_TIMEOUT_MS = 5000
