@@ -61,7 +61,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from . import _schema
-from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
+from ._constants import BUSY_TIMEOUT_MS, CHECKPOINT_ROWS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
 from ._deliveries import apply_receipt
 from ._exceptions import JournalClosedError, JournalError, JournalLockedError, JournalMismatchError, JournalStateError
 from ._records import (
@@ -277,7 +277,7 @@ class Journal(StartClose):
             # One statement per transaction of marks and results (SQLite >= 3.38): see _apply_joint.
             joint={"mark": 1, "result": 8},
             apply_joint=self._apply_joint if _GROUP_UPDATES else None,
-            wal_path=self.path + "-wal",
+            checkpoint_rows=CHECKPOINT_ROWS,
         )
         self._lock_fd: int | None = None
         #: The campaign id, once known: record_delivery strips ``<id>:`` from tags.

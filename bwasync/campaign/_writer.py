@@ -42,8 +42,9 @@ the thread, behind what is there.
 
 **Checkpoints.** SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
 and a checkpoint ``fsync`` s the WAL and the database: tens of milliseconds that would stall the
-loop. With ``wal_path``, automatic checkpoints are off and the loop asks the thread for a
-``PASSIVE`` checkpoint whenever the WAL has grown past ``checkpoint_bytes``.
+loop. With ``checkpoint_rows``, automatic checkpoints are off and the loop asks the thread for a
+checkpoint every ``checkpoint_rows`` rows changed; the thread runs it on a connection of its own,
+mostly while commits go on (see ``_checkpoint``).
 """
 
 from __future__ import annotations
@@ -51,14 +52,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
 
-from ._constants import CHECKPOINT_BYTES, INLINE_COMMIT_ITEMS, MAX_TRANSACTION_ITEMS
+from ._constants import INLINE_COMMIT_ITEMS, MAX_TRANSACTION_ITEMS
 from ._exceptions import JournalClosedError, JournalError
 from ._records import CommitInfo, JournalStats
 
@@ -154,8 +154,9 @@ class GroupCommitWriter:
     loop uses it too, never at the same time: see the module docstring). ``batches`` maps a
     batched kind to how a run of its items is applied. ``on_commit`` is called on the event loop
     after every commit. ``inline_max``: the most items a commit on the loop may hold (0: every
-    commit on the thread). ``wal_path``: the database's ``-wal`` file, to checkpoint from the
-    thread, on a connection of its own (another ``connect()``; see the module docstring).
+    commit on the thread). ``checkpoint_rows``: checkpoint the WAL from the thread, on a
+    connection of its own (another ``connect()``), each time this many rows changed (None:
+    SQLite's automatic checkpoints; see the module docstring).
     ``stats.transactions``, ``items``, ``max_batch`` and ``inline`` are kept here;
     ``stats.marks`` and ``stats.results`` count the ``"mark"`` and ``"result"`` kinds.
     """
@@ -172,8 +173,7 @@ class GroupCommitWriter:
         joint: Mapping[str, int] | None = None,
         apply_joint: JointApply | None = None,
         inline_max: int = INLINE_COMMIT_ITEMS,
-        wal_path: str | None = None,
-        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_rows: int | None = None,
     ) -> None:
         self.name = name
         self.stats = stats if stats is not None else JournalStats()
@@ -185,8 +185,11 @@ class GroupCommitWriter:
         self._flush_interval = flush_interval
         self._on_commit = on_commit
         self.inline_max = inline_max
-        self._wal_path = wal_path
-        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_rows = checkpoint_rows
+        #: ``conn.total_changes`` after the last commit (read under the lock), and when the last
+        #: checkpoint was asked for.
+        self._changes = 0
+        self._checkpointed_at = 0
         self._queue: queue.SimpleQueue[list[_Item]] = queue.SimpleQueue()
         # Loop side only: items queued during the current turn (or, all lazy, waiting for an
         # eager one); whether they are due (an eager one, or lazy ones' time is up); whether a
@@ -384,7 +387,7 @@ class GroupCommitWriter:
                 err = JournalError(f"{self.name}: journal write failed: {exc}")
                 return done + self._fail_all([it for step in steps[i:] for it in _items(step)], err), None
         self.stats.inline += 1
-        return done, self._count(n, marks, results)
+        return done, self._count(conn, n, marks, results)
 
     def _deliver(self, done: _Done, info: CommitInfo | None, handovers: int = 0) -> None:
         """On the loop, after a commit: resolve its futures, tell ``on_commit``, maybe checkpoint."""
@@ -397,14 +400,16 @@ class GroupCommitWriter:
                 logger.exception("journal: on_commit callback failed")
         if self._due and not self._backlog:
             self._schedule()  # what waited for the thread (see _commit)
-        if self._wal_path is not None and not self._checkpointing and not self._closed and self.broken is None:
-            try:
-                size = os.stat(self._wal_path).st_size
-            except OSError:
-                return
-            if size > self._checkpoint_bytes:
-                self._checkpointing = True
-                self._queue.put([_Item(None, None, kind=_CHECKPOINT)])
+        if self._checkpoint_due():
+            self._checkpointing = True
+            self._checkpointed_at = self._changes
+            self._queue.put([_Item(None, None, kind=_CHECKPOINT)])
+
+    def _checkpoint_due(self) -> bool:
+        every = self._checkpoint_rows
+        if every is None or self._checkpointing or self._closed or self.broken is not None:
+            return False
+        return self._changes - self._checkpointed_at > every
 
     def _checkpointed(self) -> None:
         self._checkpointing = False
@@ -415,7 +420,7 @@ class GroupCommitWriter:
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
-            if self._wal_path is not None:
+            if self._checkpoint_rows is not None:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
         except (sqlite3.Error, JournalError) as exc:
             self.broken = exc
@@ -462,13 +467,20 @@ class GroupCommitWriter:
             self._post(self._deliver, [(stop.future, None, None)], None, 0)
 
     def _checkpoint(self, conn: sqlite3.Connection | None, own: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        """A ``PASSIVE`` checkpoint (copies what it can, waits for no reader nor writer) on a
-        connection of its own, so that commits go on meanwhile; returns that connection."""
+        """Checkpoint the WAL on a connection of its own; returns that connection.
+
+        ``PASSIVE`` (waits for no reader nor writer) twice: the bulk, copied and ``fsync`` ed while
+        commits go on; then, holding the writer's connection (commits meanwhile wait), what
+        they added, so that the checkpoint completes and the next commit starts the WAL over.
+        Without that second pass a busy run's WAL would grow for as long as it runs.
+        """
         try:
             if own is None and conn is not None and self.broken is None:
                 own = self._connect()
             if own is not None:
                 own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._lock:
+                    own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except (sqlite3.Error, JournalError) as exc:  # not a lost write: the WAL holds every commit
             logger.warning("journal %s: checkpoint failed: %s", self.name, exc)
         self._post(self._checkpointed)
@@ -504,7 +516,9 @@ class GroupCommitWriter:
         for kind, group in groups.items():
             self._resolve_group(group, refusals.get(kind), done)
 
-    def _count(self, n: int, marks: int, results: int) -> CommitInfo:
+    def _count(self, conn: sqlite3.Connection, n: int, marks: int, results: int) -> CommitInfo:
+        """Count a commit (under the lock, as ``conn.total_changes`` is read here)."""
+        self._changes = conn.total_changes
         stats = self.stats
         stats.transactions += 1
         stats.items += n
@@ -537,7 +551,7 @@ class GroupCommitWriter:
             logger.error("journal %s: transaction failed, the journal stops: %s", self.name, exc)
             self.broken = exc
             return self._fail_all(items, JournalError(f"{self.name}: journal write failed: {exc}")), None
-        return done, self._count(len(items), per_kind.get("mark", 0), per_kind.get("result", 0))
+        return done, self._count(conn, len(items), per_kind.get("mark", 0), per_kind.get("result", 0))
 
     def _apply_items(self, conn: sqlite3.Connection, items: list[_Item], done: _Done, per_kind: dict[str, int]) -> None:
         """Inside a transaction: every item in order, runs of one batched kind in one call each."""
