@@ -509,8 +509,7 @@ async def test_marks_and_results_of_one_commit_apply_exactly_like_one_at_a_time(
 
     monkeypatch.setattr(Journal, "_apply_joint", spy)
     joint = await play("joint.journal")
-    # The third commit is in queue order; the last result is applied on its own before the flush.
-    assert calls[1:] == [["mark", "result"], ["mark", "result"], ["result"]]
+    assert calls[1:] == [["mark", "result"], ["mark", "result"]]  # the third commit: in queue order
     monkeypatch.setattr(_journal, "_GROUP_UPDATES", False)
     one_by_one = await play("one-by-one.journal")
     assert joint == one_by_one
@@ -526,42 +525,6 @@ async def test_marks_and_results_of_one_commit_apply_exactly_like_one_at_a_time(
         ("15", "accepted"),
     ]
     assert joint[5][:4] == ("7", "failed", None, "second")
-
-
-async def test_commits_on_the_loop_and_on_the_thread_leave_the_same_journal(tmp_path: Path, input_file: Path) -> None:
-    # The writer commits a turn's marks and results (and short reads) on the event loop when its
-    # thread has nothing outstanding, else on the thread; the journal must not tell the two apart.
-    async def play(name: str, inline: bool) -> tuple[list[object], int]:
-        async with Journal(tmp_path / name, flush_interval=3600) as j:
-            if not inline:
-                j._writer.inline_max = 0  # every commit on the thread, as before the loop committed
-            await j.init_campaign(input_path=input_file, template=None)
-            await j.add_rows([new_row(n) for n in range(2, 40)] + [new_row(40, status=RowStatus.INVALID)])
-            first = await j.pending_page(batch=10)
-            marks = [j.mark_in_flight(str(n)) for n in range(2, 22)] + [j.mark_in_flight(k) for k in ("40", "nope")]
-            outcomes = await asyncio.gather(*marks, return_exceptions=True)
-            for n in range(2, 12):
-                j.record_result(str(n), status="accepted", message_id=f"m-{n}", attempts=1, latency=0.1, segments=1)
-            j.record_result("12", status="failed", error="HTTP 400", error_code=400, attempts=1)
-            j.record_result("13", status="pending", attempts=1)
-            j.record_result("14", status="ambiguous", error="timed out", attempts=2)
-            # Marked in the same turn as the results above: a row back to pending, a new one, an
-            # accepted one (refused).
-            more = await asyncio.gather(*(j.mark_in_flight(k) for k in ("13", "22", "2")), return_exceptions=True)
-            delivered = await j.record_delivery("3", "message-delivered", message_id="m-3", recipient="+15550000003")
-            rest = await j.pending_page(batch=100)
-            await j.flush()
-            inline = j.stats.inline
-        kinds = [type(o).__name__ for o in [*outcomes, *more]]
-        pages = [r.key for r in [*first, *rest]]
-        return [*row_table(tmp_path / name, "in_flight_at IS NULL"), kinds, pages, str(delivered)], inline
-
-    on_loop, inline = await play("loop.journal", inline=True)
-    on_thread, threaded = await play("thread.journal", inline=False)
-    assert on_loop == on_thread
-    assert inline > 0 and threaded == 0
-    refused = "JournalStateError"
-    assert on_loop[-3] == [*["NoneType"] * 20, refused, refused, "NoneType", "NoneType", refused]
 
 
 def test_group_updates_find_rows_by_key_not_by_scanning_a_status() -> None:

@@ -43,16 +43,6 @@ SENDING_TOUCH_INTERVAL = 1.0
 #: Queued items applied in one transaction at most. Bounds a transaction's duration (and so
 #: the latency of the marks waiting for it) under a flood.
 MAX_TRANSACTION_ITEMS = 5000
-#: Most items a commit run on the event loop itself may hold (see ``_writer``). SQLite applies a
-#: mark or a result in ~10 µs here, so 500 stall the loop ~5 ms at worst; a busy send pass
-#: commits ~50-200 a turn. Larger transactions go to the writer thread.
-INLINE_COMMIT_ITEMS = 500
-#: Rows changed (inserted or updated) after which the writer thread checkpoints the WAL, instead
-#: of SQLite's automatic checkpoint inside whichever commit crosses its threshold, which could be
-#: one run on the event loop (a checkpoint ``fsync`` s: tens of milliseconds here). A changed row
-#: dirties a fraction of a 4 KiB page (its neighbours share it): 10,000 make a WAL of a few MB,
-#: around SQLite's own 1,000 pages; fewer checkpoints cost fewer ``fsync`` s.
-CHECKPOINT_ROWS = 10_000
 #: Milliseconds SQLite waits for a lock held by another connection (an inspecting ``sqlite3``
 #: shell, a checkpoint) before failing.
 BUSY_TIMEOUT_MS = 5000

@@ -61,7 +61,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from . import _schema
-from ._constants import BUSY_TIMEOUT_MS, CHECKPOINT_ROWS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
+from ._constants import BUSY_TIMEOUT_MS, PAGE_SIZE, RESULT_FLUSH_INTERVAL, SENDING_TOUCH_INTERVAL
 from ._deliveries import apply_receipt
 from ._exceptions import JournalClosedError, JournalError, JournalLockedError, JournalMismatchError, JournalStateError
 from ._records import (
@@ -277,7 +277,6 @@ class Journal(StartClose):
             # One statement per transaction of marks and results (SQLite >= 3.38): see _apply_joint.
             joint={"mark": 1, "result": 8},
             apply_joint=self._apply_joint if _GROUP_UPDATES else None,
-            checkpoint_rows=CHECKPOINT_ROWS,
         )
         self._lock_fd: int | None = None
         #: The campaign id, once known: record_delivery strips ``<id>:`` from tags.
@@ -388,17 +387,13 @@ class Journal(StartClose):
     def _check_open(self) -> None:
         self._writer.check_open()
 
-    def _call(
-        self, fn: Callable[[sqlite3.Connection], T], kind: str = "op", *, short: bool = False
-    ) -> asyncio.Future[T]:
-        """``fn`` on the writer; ``short``: it takes a millisecond or so, and may run on the loop."""
-        return self._writer.call(fn, kind, short=short)
+    def _call(self, fn: Callable[[sqlite3.Connection], T], kind: str = "op") -> asyncio.Future[T]:
+        return self._writer.call(fn, kind)
 
     # -- Run on the writer thread -------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        # Used by the event loop too, never at the same time as by the thread (see _writer).
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             conn.close()
@@ -720,7 +715,7 @@ class Journal(StartClose):
 
     async def flush(self) -> None:
         """Return once everything queued so far (results included) is committed."""
-        await self._call(self._touch_sending, short=True)
+        await self._call(self._touch_sending)
 
     async def begin_sending(self) -> None:
         """Record that a send pass starts now: the report's throughput counts only such time.
@@ -783,7 +778,7 @@ class Journal(StartClose):
                 stats.unmatched += 1
             return outcome
 
-        return await self._call(op, "delivery", short=True)
+        return await self._call(op, "delivery")
 
     def _key_from_tag(self, tag_or_key: str) -> str | None:
         cid = self._campaign_id
@@ -828,9 +823,7 @@ class Journal(StartClose):
             found = conn.execute(_RELEASED_SQL, (after[0], after[1], batch, released_at)).fetchall()
             return [PendingRow(r[0], r[1], r[2], r[3], tuple(_decode(r[4])), r[5], r[6], r[7]) for r in found]
 
-        # A page of the default size is read in a few milliseconds: on the loop, between two
-        # turns' commits, rather than on the thread, where the marks queued meanwhile would wait.
-        return self._call(op, short=batch <= PAGE_SIZE)
+        return self._call(op)
 
     async def rows_with_status(self, status: str, batch: int = PAGE_SIZE) -> AsyncIterator[RowRecord]:
         """Every row with ``status``, in line order, ``batch`` at a time."""

@@ -250,12 +250,10 @@ class CommitInfo(NamedTuple):
 
 @dataclass(slots=True)
 class JournalStats:
-    """Live counters (written by the writer, read anywhere)."""
+    """Live counters (written by the writer thread, read anywhere)."""
 
     #: Transactions committed. Each group commit is one, however many marks it carried.
     transactions: int = 0
-    #: Of those, the ones committed on the event loop itself (see ``_writer``).
-    inline: int = 0
     #: Items applied (marks, results, deliveries, reads...).
     items: int = 0
     marks: int = 0
