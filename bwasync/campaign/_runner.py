@@ -91,6 +91,7 @@ from ._reconcile import (
     settle_deadline,
 )
 from ._records import CampaignInfo, Counts, NewRow, PendingRow, RowRecord
+from ._report import first_rows
 from ._rowstate import FINAL_STATUSES, Event, RowStatus, count_final, next_state
 
 __all__ = [
@@ -885,14 +886,7 @@ class CampaignRunner:
 
     async def rows_with_status(self, status: str, limit: int) -> list[RowRecord]:
         """The first ``limit`` rows with ``status``, in line order (e.g. invalid rows to show)."""
-        rows: list[RowRecord] = []
-        if limit <= 0:
-            return rows
-        async for row in self.journal.rows_with_status(status, batch=limit):
-            rows.append(row)
-            if len(rows) >= limit:
-                break
-        return rows
+        return await first_rows(self.journal, status, limit)
 
 
 async def consume(stream: SendStream, on_result: Callable[[SendResult], None], stopping: Callable[[], bool]) -> None:
