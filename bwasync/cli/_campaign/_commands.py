@@ -563,12 +563,16 @@ def status_command(journal: str, fmt: str, redis_url: str | None) -> None:
     ctx = click.get_current_context()
     if redis_url:
         ctx.exit(run(fleet().status_shared(redis_url, journal, fmt)))
+    ctx.exit(show_status(_journal_status(ctx, journal), fmt))
+
+
+def _journal_status(ctx: click.Context, journal: str) -> JournalStatus:
+    """The status of ``journal``, read-only; exit 2 (said) if it is not a journal (nothing is created)."""
     try:
-        status = read_status(journal)
+        return read_status(journal)
     except JournalError as exc:
         print_error(str(exc))
         ctx.exit(EXIT_USAGE)
-    ctx.exit(show_status(status, fmt))
 
 
 # --- campaign report ---------------------------------------------------------------------------------
@@ -604,11 +608,7 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
     ctx = click.get_current_context()
     if redis_url:
         ctx.exit(run(fleet().report_shared(redis_url, journal, fmt, csv_path, json_path)))
-    try:
-        read_status(journal)  # refuses a file that is not a journal without creating anything
-    except JournalError as exc:
-        print_error(str(exc))
-        ctx.exit(EXIT_USAGE)
+    _journal_status(ctx, journal)
 
     async def main() -> tuple[Report, list[RowRecord], list[str]]:
         async with Journal(journal) as j:
