@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from benchmarks._redis import RedisProcess
 from bwasync import MessagingClient
@@ -25,7 +26,7 @@ from bwasync.campaign._runner import RunProgress, load_campaign
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 from bwasync.redis import _worker
-from bwasync.redis._campaign import SharedCampaign, event_args
+from bwasync.redis._campaign import SharedCampaign, connect, event_args
 from bwasync.redis._loads import loads_path
 from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
 
@@ -327,3 +328,27 @@ async def test_a_worker_ends_although_its_heartbeat_lost_a_cancellation(
     outcome = run.result()
     assert outcome.complete and outcome.sent == 6
     assert set(emulator.acceptance_counts("tag").values()) == {1}
+
+
+async def test_a_command_whose_connection_died_is_never_sent_again_by_redis_py(
+    redis_server: RedisProcess, redis: aioredis.Redis
+) -> None:
+    """A command whose reply is lost may have been applied: sent again, a mark would find its
+    own work done (the row in flight) and the worker would drop the row's entry, stranding it.
+    So the worker's client never sends a command again, even with a URL asking redis-py to
+    (``retry_on_timeout``): the failure reaches the worker, whose outage handling recovers."""
+    client = connect(f"{redis_server.url}?retry_on_timeout=yes")
+    try:
+        await redis.xgroup_create("q", "g", id="0", mkstream=True)
+        read = asyncio.ensure_future(client.xreadgroup("g", "c", {"q": ">"}, block=3000))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not (blocked := [c for c in await redis.client_list() if "b" in c["flags"]]):
+            assert loop.time() < deadline, "the read never blocked"
+            await asyncio.sleep(0.005)
+        await redis.client_kill_filter(_id=blocked[0]["id"])  # its reply can never come now
+        with pytest.raises(RedisConnectionError):
+            await read
+        assert (await redis.info("commandstats"))["cmdstat_xreadgroup"]["calls"] == 1
+    finally:
+        await client.aclose()
