@@ -230,17 +230,17 @@ class CampaignWorker:
         self.consumer = f"{self._base_name}:{secrets.token_hex(3)}"
         self.progress.phase = Phase.SENDING
         self.progress.started = time.monotonic()
-        beating = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(beating))
+        stop_beating = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(stop_beating))
         try:
             await self.campaign.ensure_group()
             await self._send(client)
         except _REDIS_ERRORS as exc:
             self._redis_down(exc)
         finally:
-            # Told to end, then cancelled (at once if it waits on Redis), and waited for: it never
+            # Told to end, cancelled (so that it need not finish a touch first) and waited for: it never
             # outlives the run (which would keep this worker's entries fresh for ever).
-            beating.set()
+            stop_beating.set()
             heartbeat.cancel()
             await asyncio.wait((heartbeat,))
         complete = False
