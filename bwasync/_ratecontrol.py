@@ -178,15 +178,19 @@ class Meter:
 
     Windows of ``ACHIEVED_RATE_WINDOW`` follow each other; an estimate spans the previous
     window and the current one, and never a span shorter than one window, so a single early
-    burst reads as ``burst / window`` rather than an enormous rate.
+    burst reads as ``burst / window`` rather than an enormous rate. The counts are kept as
+    running totals (:attr:`total`) with a mark at the start of each window, so the counts over
+    any span between two readings of :attr:`total` are one subtraction away.
     """
 
-    __slots__ = ("_answered_from", "_cur", "_end", "_prev", "_prev_start")
+    __slots__ = ("_answered_from", "_end", "_mark", "_prev_mark", "_prev_start", "total")
 
     def __init__(self) -> None:
-        # [sent segments, accepted segments, accepted answers, 429 answers]
-        self._cur = [0.0, 0.0, 0, 0]
-        self._prev = [0.0, 0.0, 0, 0]
+        #: Since the start: [sent segments, accepted segments, accepted answers, 429 answers].
+        self.total = [0.0, 0.0, 0, 0]
+        # ``total`` when the current window (``_mark``) and the previous one began.
+        self._mark = [0.0, 0.0, 0, 0]
+        self._prev_mark = [0.0, 0.0, 0, 0]
         self._end = -math.inf
         self._prev_start = -math.inf
         # When answers started coming back (after the start, or an idle window); inf: none yet.
@@ -196,38 +200,39 @@ class Meter:
         if now < self._end:
             return
         if now < self._end + ACHIEVED_RATE_WINDOW:
-            self._prev = self._cur
+            self._prev_mark = self._mark
             self._prev_start = self._end - ACHIEVED_RATE_WINDOW
             self._end += ACHIEVED_RATE_WINDOW
+            self._mark = list(self.total)
         else:  # idle for a window or more: nothing happened in the window before ``now``
-            self._prev = [0.0, 0.0, 0, 0]
+            self._mark = list(self.total)
+            self._prev_mark = self._mark
             self._prev_start = now
             self._end = now + ACHIEVED_RATE_WINDOW
             self._answered_from = math.inf
-        self._cur = [0.0, 0.0, 0, 0]
 
     def sent(self, cost: float, now: float) -> None:
         if now >= self._end:  # roll's own test, inlined: sent and accepted run once per message
             self.roll(now)
-        self._cur[0] += cost
+        self.total[0] += cost
 
     def unsent(self, cost: float) -> None:
-        self._cur[0] = max(0.0, self._cur[0] - cost)
+        self.total[0] = max(self._mark[0], self.total[0] - cost)
 
     def accepted(self, cost: float, now: float) -> None:
         if now >= self._end:
             self.roll(now)
         if self._answered_from == math.inf:
             self._answered_from = now
-        cur = self._cur
-        cur[1] += cost
-        cur[2] += 1
+        total = self.total
+        total[1] += cost
+        total[2] += 1
 
     def limited(self, now: float) -> None:
         self.roll(now)
         if self._answered_from == math.inf:
             self._answered_from = now
-        self._cur[3] += 1
+        self.total[3] += 1
 
     def young(self, now: float) -> bool:
         """Whether answers have been coming back for less than a window (the start of a run,
@@ -240,12 +245,12 @@ class Meter:
         """(sent segments/s, accepted segments/s, accepted answers, 429 answers) over the span."""
         self.roll(now)
         span = max(now - self._prev_start, ACHIEVED_RATE_WINDOW)
-        cur, prev = self._cur, self._prev
+        total, prev = self.total, self._prev_mark
         return (
-            (cur[0] + prev[0]) / span,
-            (cur[1] + prev[1]) / span,
-            int(cur[2] + prev[2]),
-            int(cur[3] + prev[3]),
+            (total[0] - prev[0]) / span,
+            (total[1] - prev[1]) / span,
+            int(total[2] - prev[2]),
+            int(total[3] - prev[3]),
         )
 
 
