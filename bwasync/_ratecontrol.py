@@ -86,9 +86,14 @@ from ._constants import (
     RATE_CUBIC_SCALE,
     RATE_CUT_FLOOR,
     RATE_DRAIN_FACTOR,
+    RATE_DRAIN_MIN_SPAN,
+    RATE_DRAIN_SAMPLE,
     RATE_EARLY_SAMPLE,
+    RATE_FLOOD_CUT,
     RATE_FLOOD_SAMPLE,
     RATE_FLOOD_SHARE,
+    RATE_FULL_GAP,
+    RATE_FULL_SPAN_MAX,
     RATE_HINT_FACTOR,
     RATE_HINT_PLATEAU,
     RATE_JUDGE_FROM,
@@ -101,10 +106,12 @@ from ._constants import (
     RATE_NOISE_MAX_SHARE,
     RATE_PAYOFF_SHARE,
     RATE_PLATEAU,
+    RATE_PRECISE_SAMPLE,
+    RATE_RECUT_MARGIN,
     RATE_UNTHROTTLE_FACTOR,
 )
 
-__all__ = ["Meter", "RateController", "Verdict", "cubic_rate", "cut_target", "judge_cut"]
+__all__ = ["Meter", "RateController", "Verdict", "cubic_rate", "cut_target", "drain_rate", "judge_cut"]
 
 #: What the end of an episode decided (see :func:`judge_cut`).
 Verdict = str
@@ -161,6 +168,21 @@ def judge_cut(
     if share_after <= RATE_NOISE_MAX_SHARE and sent_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
         return NOISE
     return STILL_FULL
+
+
+def drain_rate(*, span: float, accepted: float, answers: int, limited: int) -> float | None:
+    """Rule 9: the account's rate measured between two 429s, or None if the span says too little.
+
+    At each end of a span that starts and ends with a 429 the queue was full, so what it accepted
+    in between (``accepted`` segments in ``answers`` accepted answers, ``span`` seconds apart) is
+    what it drained, to within one message: the drain rate, whatever was sent. The answer is
+    that measure less one message, so that sending at it never refills the queue. ``limited``
+    429s came in the span besides the one that opened it. The span must be
+    ``RATE_DRAIN_MIN_SPAN`` long and hold ``RATE_DRAIN_SAMPLE`` accepted answers.
+    """
+    if span < RATE_DRAIN_MIN_SPAN or answers < RATE_DRAIN_SAMPLE or limited < 1:
+        return None
+    return accepted * (answers - 1) / answers / span
 
 
 def cubic_rate(*, w_max: float, cut_to: float, elapsed: float, plateau: float = 0.0) -> float:
@@ -275,17 +297,26 @@ class RateController:
         "_ceiling",
         "_cut_at",
         "_cut_to",
+        "_drain",
+        "_drain_answers",
+        "_drain_full",
         "_early",
         "_early_from",
         "_episode_end",
         "_first",
+        "_full_at",
+        "_full_mark",
         "_half",
         "_half_start",
         "_hinted",
+        "_last_full_at",
+        "_last_full_mark",
+        "_measured",
         "_meter",
         "_next_step",
         "_noise",
         "_noise_at",
+        "_plateau",
         "_share_before",
         "_undo",
         "_w_max",
@@ -309,6 +340,20 @@ class RateController:
         self._accepted_before = 0.0
         self._undo: float | None = None
         self._hinted = False
+        # Rule 9: the cut in force was to a measured drain rate (never undone as noise).
+        self._measured = False
+        self._plateau = RATE_PLATEAU
+        # Rule 9: the 429 that opens the span the drain is measured over, and the latest 429,
+        # each with the meter's totals right after it (-inf: none yet).
+        self._full_at = -math.inf
+        self._full_mark = [0.0, 0.0, 0, 0]
+        self._last_full_at = -math.inf
+        self._last_full_mark = [0.0, 0.0, 0, 0]
+        # The drain measured over that span at the latest 429 (NaN: not measured), and how many
+        # accepted answers it rests on.
+        self._drain = math.nan
+        self._drain_answers = 0
+        self._drain_full = False
         self._next_step = math.inf  # next regrowth step; inf while nothing to regrow
         self._noise = 0.0
         self._noise_at = -math.inf
@@ -347,18 +392,23 @@ class RateController:
     def on_rate_limited(self, now: float, *, allowed_rate: float | None = None) -> bool:
         """A send was answered 429; True when ``rate`` changed."""
         self._meter.limited(now)
+        full = self._measure_drain(now)
+        early = False
         if now >= self._half_start:
             half = self._half
             half[3] += 1
-            if (
+            early = (
                 half[2] >= RATE_EARLY_SAMPLE
                 and half[3] >= RATE_EARLY_SAMPLE
                 and self._half_start + RATE_LIMIT_EPISODE / 4 <= now < self._episode_end
-            ):
-                # Enough answers already to see the queue is still full: no need to wait.
-                return self._judge(now, early=True)
+            )
         elif now < self._episode_end:
             self._first[1] += 1
+        if full and allowed_rate is None and self._recut(now):
+            return True  # rule 9: the queue stayed full while the cut was judged, and its drain is measured
+        if early:
+            # Enough answers already to see the queue is still full: no need to wait.
+            return self._judge(now, early=True)
         pending = self._half_start != math.inf and now >= self._episode_end  # this 429 is evidence
         changed = self._tick(now) if pending or now >= self._next_step else False
         if now < self._episode_end:
@@ -373,17 +423,17 @@ class RateController:
         self._undo = self.rate
         if allowed_rate is not None:
             hint = allowed_rate if self._ceiling is None else min(allowed_rate, self._ceiling)
-            self._cut(now, w_max=hint, to=max(MIN_RATE, hint * RATE_HINT_FACTOR), share=share, accepted=accepted)
-            self._hinted = True
+            self._cut(
+                now, w_max=hint, to=max(MIN_RATE, hint * RATE_HINT_FACTOR), share=share, accepted=accepted, hinted=True
+            )
             return True
         trusted = accepted if n_ok >= RATE_MIN_SAMPLE else None
         young = self._meter.young(now)
         if trusted is not None and young:
-            trusted *= RATE_CUT_FLOOR / RATE_DRAIN_FACTOR  # rule 7: the queue's fill inflates it
+            trusted *= RATE_FLOOD_CUT / RATE_DRAIN_FACTOR  # rule 7: the queue's fill inflates it
         to = cut_target(sent=sent, accepted=trusted, current=self.rate)
         # Rule 7 again: a young accepted rate is the queue's fill, no maximum to regrow to.
-        self._cut(now, w_max=to if young else max(to, accepted), to=to, share=share, accepted=accepted)
-        self._hinted = False
+        self._cut_capped(now, w_max=to if young else max(to, accepted), to=to, share=share, accepted=accepted)
         return True
 
     # --- internals ----------------------------------------------------------------------------
@@ -393,6 +443,70 @@ class RateController:
         if self._noise == 0.0:
             return 0.0
         return self._noise * math.pow(0.5, (now - self._noise_at) / RATE_NOISE_HALF_LIFE)
+
+    def _measure_drain(self, now: float) -> bool:
+        """Rule 9, on a 429 at ``now`` (already counted): move the span's ends and measure the
+        drain over it (``_drain``, NaN when the span says too little). True when the span shows
+        a full queue: more than ``RATE_NOISE_MAX_SHARE`` of its answers, and at least
+        ``RATE_MIN_EVIDENCE`` of them, were 429s (a rate-independent 3 % does not)."""
+        total = self._meter.total
+        last = self._last_full_at
+        if now - last >= RATE_FULL_GAP or now - self._full_at > RATE_FULL_SPAN_MAX:
+            # The first 429 after a quiet spell: the span starts at the last 429 before it (the
+            # queue was full then too) unless that is too old to say what the rate is now.
+            if now - last <= RATE_FULL_SPAN_MAX:
+                self._full_at, self._full_mark = last, self._last_full_mark
+            else:
+                self._full_at, self._full_mark = now, list(total)
+        self._last_full_at, self._last_full_mark = now, list(total)
+        mark = self._full_mark
+        answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
+        drain = drain_rate(span=now - self._full_at, accepted=total[1] - mark[1], answers=answers, limited=limited)
+        self._drain = math.nan if drain is None else drain
+        self._drain_answers = answers
+        self._drain_full = (
+            drain is not None and limited >= RATE_MIN_EVIDENCE and _share(answers, limited) > RATE_NOISE_MAX_SHARE
+        )
+        return self._drain_full
+
+    def _recut(self, now: float) -> bool:
+        """Rule 9: while a cut is judged and the queue still overflows, cut to its measured drain
+        as soon as that is below the rate in force (by more than ``RATE_RECUT_MARGIN``)."""
+        rate = self.rate
+        if rate is None or self._hinted or self._half_start == math.inf:
+            return False
+        drain = self._drain
+        to = max(MIN_RATE, drain)
+        if not to < rate * (1.0 - RATE_RECUT_MARGIN):
+            return False
+        self._undo = rate
+        share = _share(*self._first) if self._half_start > now else self._share_before
+        self._cut(
+            now,
+            w_max=to,
+            to=to,
+            share=share,
+            accepted=drain,
+            measured=True,
+            precise=self._drain_answers >= RATE_PRECISE_SAMPLE,
+        )
+        return True
+
+    def _cut_capped(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
+        """A cut decided by rules 1, 4 or 7, capped by rule 9's measured drain when there is one
+        (never deeper than ``RATE_CUT_FLOOR`` of the decided cut: a drain measured across an idle
+        spell reads low)."""
+        drain = self._drain  # NaN when not measured: every comparison with it is False
+        precise = self._drain_answers >= RATE_PRECISE_SAMPLE and drain == drain
+        if drain < to:
+            to = w_max = max(drain, RATE_CUT_FLOOR * to)
+        elif precise:
+            # The cut stands (the 429s say the rate in force is too high), but what to regrow to
+            # and hold at is the measured rate, not what was accepted while the queue refilled.
+            w_max = max(to, min(w_max, drain))
+        self._cut(
+            now, w_max=w_max, to=to, share=share, accepted=accepted, measured=self._drain_full, precise=precise
+        )
 
     def _early_flood(self, now: float) -> bool:
         """Rule 7: whether the 429s since the first one (this one included) show a full queue."""
@@ -408,7 +522,22 @@ class RateController:
             return share > RATE_NOISE_MAX_SHARE
         return early[1] >= RATE_FLOOD_SAMPLE and share > RATE_FLOOD_SHARE
 
-    def _cut(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
+    def _cut(
+        self,
+        now: float,
+        *,
+        w_max: float,
+        to: float,
+        share: float,
+        accepted: float,
+        hinted: bool = False,
+        measured: bool = False,
+        precise: bool = False,
+    ) -> None:
+        self._hinted = hinted
+        self._measured = measured
+        # Rule 8: hold long at a rate the server stated, or one measured over many answers.
+        self._plateau = RATE_HINT_PLATEAU if hinted or precise else RATE_PLATEAU
         self.rate = to
         self._w_max = max(w_max, to)
         self._cut_to = to
@@ -448,6 +577,8 @@ class RateController:
         )
         if verdict is None or (early and verdict != STILL_FULL):
             return False  # keep counting at the cut rate
+        if verdict == NOISE and self._measured:
+            verdict = PAID_OFF  # rule 9: a measured drain is the queue's rate, not noise
         self._half_start = math.inf
         if verdict == NOISE:
             self._noise = max(self._noise_now(now), n_limited / (n_ok + n_limited))
@@ -457,6 +588,7 @@ class RateController:
             if undo is None or undo == self._ceiling:
                 self._next_step = math.inf
             else:  # regrow from the restored rate as from a plateau
+                self._plateau = RATE_PLATEAU
                 self._w_max = self._cut_to = undo
                 self._cut_at = now
             return True
@@ -467,7 +599,7 @@ class RateController:
             accepted = trusted if trusted is not None else to
             share = n_limited / (n_ok + n_limited)
             self._undo = self.rate
-            self._cut(now, w_max=max(to, accepted), to=to, share=share, accepted=accepted)
+            self._cut_capped(now, w_max=max(to, accepted), to=to, share=share, accepted=accepted)
             return True
         return self._grow(now)
 
@@ -476,8 +608,7 @@ class RateController:
         if rate is None:
             self._next_step = math.inf
             return False
-        plateau = RATE_HINT_PLATEAU if self._hinted else RATE_PLATEAU
-        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at, plateau=plateau)
+        new = cubic_rate(w_max=self._w_max, cut_to=self._cut_to, elapsed=now - self._cut_at, plateau=self._plateau)
         ceiling = self._ceiling
         if ceiling is not None and new >= ceiling:
             new = ceiling
