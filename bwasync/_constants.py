@@ -192,6 +192,12 @@ RATE_FULL_GAP = 1.0
 #: ... and a span never reaches back further than this (seconds): the account's rate may have
 #: changed since (Bandwidth raises limits rarely; the emulator's halved rate within seconds).
 RATE_FULL_SPAN_MAX = 30.0
+#: An overflow shows a full queue (and rule 9 believes the spans that end or start in it) once it
+#: holds ``RATE_FLOOD_SAMPLE`` 429s and they are more than this share of its answers. A full queue
+#: refuses whatever is sent above its rate (a cut 40 % above it: 29 %, the first round's flood:
+#: nearly all); 3 % of rate-independent 429s put five among twenty answers about once in 2,500
+#: overflows.
+RATE_FULL_SHARE = 0.25
 #: A span shorter than this (seconds), or with fewer accepted answers than ``RATE_DRAIN_SAMPLE``,
 #: measures nothing: the count is exact to one message, so four answers can read 25 % off.
 RATE_DRAIN_MIN_SPAN = 0.2

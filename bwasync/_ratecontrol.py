@@ -93,6 +93,7 @@ from ._constants import (
     RATE_FLOOD_SAMPLE,
     RATE_FLOOD_SHARE,
     RATE_FULL_GAP,
+    RATE_FULL_SHARE,
     RATE_FULL_SPAN_MAX,
     RATE_HINT_FACTOR,
     RATE_HINT_PLATEAU,
@@ -111,7 +112,7 @@ from ._constants import (
     RATE_UNTHROTTLE_FACTOR,
 )
 
-__all__ = ["Meter", "RateController", "Verdict", "cubic_rate", "cut_target", "drain_rate", "judge_cut"]
+__all__ = ["Meter", "RateController", "Verdict", "cubic_rate", "cut_target", "drain_floor", "drain_rate", "judge_cut"]
 
 #: What the end of an episode decided (see :func:`judge_cut`).
 Verdict = str
@@ -175,14 +176,20 @@ def drain_rate(*, span: float, accepted: float, answers: int, limited: int) -> f
 
     At each end of a span that starts and ends with a 429 the queue was full, so what it accepted
     in between (``accepted`` segments in ``answers`` accepted answers, ``span`` seconds apart) is
-    what it drained, to within one message: the drain rate, whatever was sent. The answer is
-    that measure less one message, so that sending at it never refills the queue. ``limited``
-    429s came in the span besides the one that opened it. The span must be
-    ``RATE_DRAIN_MIN_SPAN`` long and hold ``RATE_DRAIN_SAMPLE`` accepted answers.
+    what it drained, to within one message: the drain rate, whatever was sent (a cut goes to
+    :func:`drain_floor`, one message less). ``limited`` 429s came in the span besides the one
+    that opened it. The span must be ``RATE_DRAIN_MIN_SPAN`` long and hold
+    ``RATE_DRAIN_SAMPLE`` accepted answers.
     """
     if span < RATE_DRAIN_MIN_SPAN or answers < RATE_DRAIN_SAMPLE or limited < 1:
         return None
-    return accepted * (answers - 1) / answers / span
+    return accepted / span
+
+
+def drain_floor(drain: float, answers: int) -> float:
+    """Rule 9: the measured ``drain`` less one message of the ``answers`` it rests on, the most
+    that surely does not refill the queue (NaN stays NaN)."""
+    return drain * (answers - 1) / answers if answers else math.nan
 
 
 def cubic_rate(*, w_max: float, cut_to: float, elapsed: float, plateau: float = 0.0) -> float:
@@ -256,6 +263,10 @@ class Meter:
             self._answered_from = now
         self.total[3] += 1
 
+    def answering_since(self, when: float) -> bool:
+        """Whether answers have kept coming back since ``when``, with no idle window between."""
+        return self._answered_from <= when
+
     def young(self, now: float) -> bool:
         """Whether answers have been coming back for less than a window (the start of a run,
         or after idling): the first round trip can take long on a busy machine, and until a
@@ -299,13 +310,13 @@ class RateController:
         "_cut_to",
         "_drain",
         "_drain_answers",
-        "_drain_full",
         "_early",
         "_early_from",
         "_episode_end",
         "_first",
         "_full_at",
         "_full_mark",
+        "_full_trusted",
         "_half",
         "_half_start",
         "_hinted",
@@ -316,16 +327,23 @@ class RateController:
         "_next_step",
         "_noise",
         "_noise_at",
+        "_overflow_full",
+        "_overflow_mark",
         "_plateau",
         "_share_before",
         "_undo",
         "_w_max",
+        "carry",
         "rate",
     )
 
     def __init__(self, *, ceiling: float | None) -> None:
         self._ceiling = ceiling
         self.rate: float | None = ceiling
+        #: Whether the latest cut should keep what the old rate put in the bucket (a pause while
+        #: an over-full queue drains): not after a cut to a measured drain (rule 9), whose queue
+        #: is full, not over-full, and would only lose what a pause lets it drain.
+        self.carry = True
         self._meter = Meter()
         self._episode_end = -math.inf
         self._half_start = math.inf
@@ -349,11 +367,15 @@ class RateController:
         self._full_mark = [0.0, 0.0, 0, 0]
         self._last_full_at = -math.inf
         self._last_full_mark = [0.0, 0.0, 0, 0]
+        # Whether the span opened at a 429 of an overflow that showed a full queue; the meter's
+        # totals before the first 429 of the current overflow, and whether it shows one.
+        self._full_trusted = False
+        self._overflow_mark = [0.0, 0.0, 0, 0]
+        self._overflow_full = False
         # The drain measured over that span at the latest 429 (NaN: not measured), and how many
         # accepted answers it rests on.
         self._drain = math.nan
         self._drain_answers = 0
-        self._drain_full = False
         self._next_step = math.inf  # next regrowth step; inf while nothing to regrow
         self._noise = 0.0
         self._noise_at = -math.inf
@@ -445,29 +467,35 @@ class RateController:
         return self._noise * math.pow(0.5, (now - self._noise_at) / RATE_NOISE_HALF_LIFE)
 
     def _measure_drain(self, now: float) -> bool:
-        """Rule 9, on a 429 at ``now`` (already counted): move the span's ends and measure the
-        drain over it (``_drain``, NaN when the span says too little). True when the span shows
-        a full queue: more than ``RATE_NOISE_MAX_SHARE`` of its answers, and at least
-        ``RATE_MIN_EVIDENCE`` of them, were 429s (a rate-independent 3 % does not)."""
+        """Rule 9, on a 429 at ``now`` (already counted): move the span's ends, and measure the
+        drain over it (``_drain``, NaN when the span says too little). True when this overflow
+        (the 429s since the last quiet spell of ``RATE_FULL_GAP``) shows a full queue: at least
+        ``RATE_FLOOD_SAMPLE`` 429s, more than ``RATE_FULL_SHARE`` of its answers (a
+        rate-independent 3 % does not, nor a chance cluster of three stray 429s)."""
         total = self._meter.total
         last = self._last_full_at
         if now - last >= RATE_FULL_GAP or now - self._full_at > RATE_FULL_SPAN_MAX:
-            # The first 429 after a quiet spell: the span starts at the last 429 before it (the
-            # queue was full then too) unless that is too old to say what the rate is now.
+            # The first 429 after a quiet spell: the span opens at the last 429 before it (the
+            # queue was full then too, if that overflow showed a full queue) unless that is too
+            # old to say what the rate is now.
             if now - last <= RATE_FULL_SPAN_MAX:
-                self._full_at, self._full_mark = last, self._last_full_mark
+                self._full_at, self._full_mark, self._full_trusted = last, self._last_full_mark, self._overflow_full
             else:
-                self._full_at, self._full_mark = now, list(total)
+                self._full_at, self._full_mark, self._full_trusted = now, list(total), False
+        if now - last >= RATE_FULL_GAP:
+            self._overflow_mark = [total[0], total[1], total[2], total[3] - 1]  # this 429 counts
+            self._overflow_full = False
         self._last_full_at, self._last_full_mark = now, list(total)
+        if not self._overflow_full:
+            mark = self._overflow_mark
+            answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
+            self._overflow_full = limited >= RATE_FLOOD_SAMPLE and _share(answers, limited) > RATE_FULL_SHARE
         mark = self._full_mark
         answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
         drain = drain_rate(span=now - self._full_at, accepted=total[1] - mark[1], answers=answers, limited=limited)
         self._drain = math.nan if drain is None else drain
         self._drain_answers = answers
-        self._drain_full = (
-            drain is not None and limited >= RATE_MIN_EVIDENCE and _share(answers, limited) > RATE_NOISE_MAX_SHARE
-        )
-        return self._drain_full
+        return self._overflow_full and drain is not None
 
     def _recut(self, now: float) -> bool:
         """Rule 9: while a cut is judged and the queue still overflows, cut to its measured drain
@@ -476,14 +504,14 @@ class RateController:
         if rate is None or self._hinted or self._half_start == math.inf:
             return False
         drain = self._drain
-        to = max(MIN_RATE, drain)
+        to = max(MIN_RATE, drain_floor(drain, self._drain_answers))
         if not to < rate * (1.0 - RATE_RECUT_MARGIN):
             return False
         self._undo = rate
         share = _share(*self._first) if self._half_start > now else self._share_before
         self._cut(
             now,
-            w_max=to,
+            w_max=max(to, self._hold()),
             to=to,
             share=share,
             accepted=drain,
@@ -493,20 +521,34 @@ class RateController:
         return True
 
     def _cut_capped(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
-        """A cut decided by rules 1, 4 or 7, capped by rule 9's measured drain when there is one
-        (never deeper than ``RATE_CUT_FLOOR`` of the decided cut: a drain measured across an idle
-        spell reads low)."""
+        """A cut decided by rules 1, 4 or 7, capped by rule 9's measured drain when there is one.
+
+        A span measures the queue only if it opened or ends in an overflow that showed a full
+        queue, or holds ``RATE_PRECISE_SAMPLE`` answers (a few answers between two stray 429s
+        are no measure), and only if the client did not idle in it (the queue then emptied and
+        the count reads low). Even so the cap goes no deeper than ``RATE_FLOOD_CUT`` of the
+        decided cut: a client that sent slowly for part of the span reads low too.
+        """
         drain = self._drain  # NaN when not measured: every comparison with it is False
         precise = self._drain_answers >= RATE_PRECISE_SAMPLE and drain == drain
-        if drain < to:
-            to = w_max = max(drain, RATE_CUT_FLOOR * to)
+        measured = self._full_trusted or self._overflow_full
+        if not (precise or measured) or not self._meter.answering_since(self._full_at):
+            drain = math.nan
+        floor = drain_floor(drain, self._drain_answers)
+        if floor < to:
+            to = max(floor, RATE_FLOOD_CUT * to)
+            w_max = max(to, min(self._hold(), w_max))
         elif precise:
             # The cut stands (the 429s say the rate in force is too high), but what to regrow to
             # and hold at is the measured rate, not what was accepted while the queue refilled.
-            w_max = max(to, min(w_max, drain))
-        self._cut(
-            now, w_max=w_max, to=to, share=share, accepted=accepted, measured=self._drain_full, precise=precise
-        )
+            w_max = max(to, min(w_max, self._hold()))
+        self._cut(now, w_max=w_max, to=to, share=share, accepted=accepted, measured=measured, precise=precise)
+
+    def _hold(self) -> float:
+        """Rule 9: the rate to regrow to after a cut to a measured drain: the drain itself, or
+        one message less once it is precise (the rate then holds there for long)."""
+        answers = self._drain_answers
+        return drain_floor(self._drain, answers) if answers >= RATE_PRECISE_SAMPLE else self._drain
 
     def _early_flood(self, now: float) -> bool:
         """Rule 7: whether the 429s since the first one (this one included) show a full queue."""
@@ -536,6 +578,7 @@ class RateController:
     ) -> None:
         self._hinted = hinted
         self._measured = measured
+        self.carry = not measured
         # Rule 8: hold long at a rate the server stated, or one measured over many answers.
         self._plateau = RATE_HINT_PLATEAU if hinted or precise else RATE_PLATEAU
         self.rate = to
