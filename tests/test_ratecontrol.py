@@ -15,9 +15,9 @@ from bwasync._constants import (
     MIN_RATE,
     RATE_CUBIC_SCALE,
     RATE_CUT_FLOOR,
+    RATE_DRAIN_FACTOR,
     RATE_DRAIN_MIN_SPAN,
     RATE_DRAIN_SAMPLE,
-    RATE_DRAIN_FACTOR,
     RATE_EARLY_SAMPLE,
     RATE_FLOOD_CUT,
     RATE_FLOOD_SAMPLE,
@@ -612,4 +612,3 @@ def test_simulated_sporadic_429s_do_not_collapse_the_rate() -> None:
     control = RateController(ceiling=None)
     result = simulate(control, 30.0, dequeue=None, p_429=0.03, want=2000)
     assert result["ok"] >= 0.9 * 2000 * 30 * 0.97
-
