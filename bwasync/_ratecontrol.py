@@ -84,8 +84,9 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
      or holds ``RATE_PRECISE_SAMPLE`` answers measures anything (a few answers between two stray
      429s do not), and none across an idle window (the queue emptied; the count reads low).
 
-   Measured against the emulator's 2-s queue with the 429's stated rate ignored: 2.4 % / 2.3 %
-   of requests answered 429 at 20 / 200 seg/s, from 4.6 % / 3.7 %.
+   Measured against the emulator's 2-s queue with the 429's stated rate ignored, alternated with
+   the code before: 2.4 % / 2.6 % of requests answered 429 at 20 / 200 seg/s, from 5.0 % / 4.1 %
+   (README, "Finding the rate without the hint").
 
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
