@@ -42,6 +42,8 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -49,6 +51,7 @@ from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input, nearest_rank
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
 from ..campaign._status import JournalStatus, status_of
+from ..campaign._store import CampaignStore
 from . import _campaign_scripts as scripts
 from ._constants import DEFAULT_NAMESPACE, REDIS_TIMEOUT
 from ._policy import redact_url
@@ -99,9 +102,21 @@ def event_args(event: Event) -> tuple[str, list[str]]:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client for ``url`` with bounded timeouts (a hung Redis must not hang a worker)."""
+    """A client for ``url`` with bounded timeouts (a hung Redis must not hang a worker).
+
+    redis-py never sends a command again by itself, whatever the URL's options say (its
+    ``retry_on_timeout=yes`` would): a command whose reply was lost may have been applied, and
+    sent again it finds its own work done (a mark answers that the row is in flight, and the
+    worker would settle the row's entry: the row stranded in flight, never reconciled). A
+    failure reaches the worker, whose outage handling records what it knows once Redis answers.
+    """
     try:
-        return aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT * 5, socket_connect_timeout=REDIS_TIMEOUT)
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT * 5,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
     except ValueError:
         raise SharedCampaignError(f"not a Redis URL: {redact_url(url)}") from None
 
@@ -213,7 +228,7 @@ class Entry:
     consumer: str
 
 
-class SharedCampaign:
+class SharedCampaign(CampaignStore):
     """One campaign in Redis: its record, rows and queue (see the module docstring).
 
     Also a report source: :func:`bwasync.campaign.build_report` reads it like a journal.
@@ -248,23 +263,12 @@ class SharedCampaign:
     async def exists(self) -> bool:
         return bool(await self.redis.exists(self.keys.info))
 
-    async def init_campaign(
-        self,
-        *,
-        input_path: str | os.PathLike[str],
-        template: str | None,
-        settings: Mapping[str, Any] | None = None,
-        campaign_id: str | None = None,
+    async def _init_campaign(
+        self, path: str, template: str | None, settings_json: str, campaign_id: str | None
     ) -> CampaignInfo:
-        """Create the record, or check a resume against it (as :meth:`Journal.init_campaign`).
-
-        The input file must have the same fingerprint and the template be identical, else
-        :class:`~bwasync.campaign.JournalMismatchError`; ``settings`` are returned for the caller
-        to compare. ``campaign_id``, if given, must be this campaign's.
-        """
+        """``campaign_id``, if given, must be this campaign's."""
         if campaign_id is not None and campaign_id != self.campaign_id:
             raise JournalMismatchError(self.where, ["campaign id"])
-        path = os.fspath(input_path)
         fp, absolute = await asyncio.to_thread(lambda: (fingerprint_input(path), os.path.abspath(path)))
         keys = self.keys
         fields: dict[Any, Any] = {
@@ -273,7 +277,7 @@ class SharedCampaign:
             "input_hash": fp.digest,
             "template": "" if template is None else template,
             "has_template": "1" if template is not None else "0",
-            "settings": json.dumps(dict(settings or {}), sort_keys=True, default=str),
+            "settings": settings_json,
             "created_at": time.time(),
             "loaded_through": 0,
             "load_complete": "0",
