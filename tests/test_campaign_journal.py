@@ -9,10 +9,10 @@ import sqlite3
 import sys
 import textwrap
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from bwasync import MessageRequest
 from bwasync._models import encode_request
@@ -186,6 +186,23 @@ async def test_add_rows_is_idempotent_and_records_progress(journal: Journal) -> 
     await journal.set_loaded_through(20, complete=True)
     info = await journal.campaign_info()
     assert info is not None and info.loaded_through == 20 and info.load_complete
+
+
+async def test_rows_read_back_are_immutable_values(journal: Journal) -> None:
+    row = new_row(2)
+    await journal.add_rows([row, replace(row, key="3", line=3)])
+    pending = [r async for r in journal.iter_pending()]
+    assert [(r.key, r.line, r.recipients, r.sender, r.attempts) for r in pending] == [
+        ("2", 2, ("+15550000002",), SENDER, 0),
+        ("3", 3, ("+15550000002",), SENDER, 0),
+    ]
+    first = pending[0]
+    assert first == replace(first) and first != pending[1] and hash(first) == hash(replace(first))
+    assert first.message_request().to == ["+15550000002"]
+    for record in (row, first):
+        with pytest.raises(AttributeError):
+            record.key = "other"  # type: ignore[misc]
+    assert repr(first).startswith("PendingRow(key='2', line=2,")
 
 
 async def test_load_pass_resumes_where_it_stopped(tmp_path: Path, input_file: Path) -> None:

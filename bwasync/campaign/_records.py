@@ -1,7 +1,11 @@
 """The journal's records: what goes in (a new row) and what comes out (rows, counts, stats).
 
-Plain frozen dataclasses, no SQLite: the journal (:mod:`._journal`) builds them from its
-queries, the runner, reports and exports read them.
+Plain frozen records, no SQLite: the journal (:mod:`._journal`) builds them from its
+queries, the runner, reports and exports read them. The two built once per row on a
+campaign's hot path (:class:`NewRow` by the load pass, :class:`PendingRow` by every page of
+the send pass) are frozen msgspec structs instead: built in C, several times cheaper than
+a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field);
+``msgspec.structs.replace`` copies one with changes.
 """
 
 from __future__ import annotations
@@ -80,8 +84,7 @@ def synthetic_key(line: int) -> str:
     return f"#{line}"
 
 
-@dataclass(frozen=True, slots=True)
-class NewRow:
+class NewRow(msgspec.Struct, frozen=True):
     """A row as the load pass writes it (see :func:`~bwasync.campaign.prepare_row`)."""
 
     key: str
@@ -101,8 +104,8 @@ class NewRow:
     flagged: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRow:
+# gc=False: it holds only strings, numbers and a tuple of strings, so it can be in no cycle.
+class PendingRow(msgspec.Struct, frozen=True, gc=False):
     """What the runner needs to send one row, as :meth:`Journal.iter_pending` yields it."""
 
     key: str
