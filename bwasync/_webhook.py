@@ -1,5 +1,6 @@
 """What every webhook receiver of bwasync shares: Basic auth checked in constant time, a
-request body read no further than a limit, and the answers refusing either (:func:`admitted_body`).
+request body read no further than a limit, the answers refusing either, and the counters of
+what became of the POSTs: a receiver's handler is a :class:`WebhookHandler`.
 
 Used by the status-callback receiver (:mod:`bwasync.campaign`) and the inbound-message handler
 (:mod:`bwasync.compliance`), so both refuse the same requests the same way.
@@ -9,12 +10,23 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterable, Mapping
-from typing import Final, NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from ._auth import basic_header
 
-__all__ = ["UNAUTHORIZED_HEADERS", "BasicAuthGate", "Refused", "admitted_body", "read_bounded"]
+__all__ = [
+    "READ_CHUNK",
+    "UNAUTHORIZED_HEADERS",
+    "BasicAuthGate",
+    "Refused",
+    "WebhookHandler",
+    "WebhookStats",
+    "read_bounded",
+]
 
+#: Bytes of a POST's body read at a time (a receiver stops reading once past its ``max_body``).
+READ_CHUNK: Final = 64 * 1024
 #: Headers of a 401 answer: the challenge a client (or a person with curl) needs.
 UNAUTHORIZED_HEADERS: Final[Mapping[str, str]] = {"WWW-Authenticate": 'Basic realm="bwasync", charset="UTF-8"'}
 
@@ -73,6 +85,25 @@ async def read_bounded(chunks: AsyncIterable[bytes], length: int | None, max_bod
     return b"".join(parts)
 
 
+@dataclass(slots=True)
+class WebhookStats:
+    """What became of a receiver's POSTs; each receiver's own counters add what became of the
+    events in them."""
+
+    #: POSTs answered 2xx.
+    requests: int = 0
+    #: Events in those POSTs.
+    received: int = 0
+    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
+    rejected: int = 0
+    #: POSTs answered 5xx because handling their events failed or took too long (the sender
+    #: retries them).
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class Refused(NamedTuple):
     """A POST refused before its body is looked at: the answer to give."""
 
@@ -81,14 +112,32 @@ class Refused(NamedTuple):
     headers: Mapping[str, str]
 
 
-async def admitted_body(
-    gate: BasicAuthGate, authorization: str | None, chunks: AsyncIterable[bytes], length: int | None, max_body: int
-) -> bytes | Refused:
-    """The body of a POST, read (see :func:`read_bounded`) only once ``gate`` admitted its
-    ``Authorization``; else what to answer: 401 with the challenge, or 413."""
-    if not gate.admits(authorization):
-        return Refused(401, "authentication required", UNAUTHORIZED_HEADERS)
-    body = await read_bounded(chunks, length, max_body)
-    if body is None:
-        return Refused(413, f"body larger than {max_body} bytes", {})
-    return body
+S = TypeVar("S", bound=WebhookStats)
+
+
+class WebhookHandler(Generic[S]):
+    """A receiver's handler: its Basic auth gate, body and time limits, and ``stats``; a POST's
+    body is read with :meth:`admit`, the events in it are the subclass's to handle."""
+
+    def __init__(self, stats: S, *, username: str | None, password: str | None, max_body: int, timeout: float) -> None:
+        if max_body < 1:
+            raise ValueError("max_body must be positive")
+        self._auth = BasicAuthGate(username, password)
+        self.max_body = max_body
+        self.timeout = timeout
+        self.stats = stats
+
+    async def admit(
+        self, authorization: str | None, chunks: AsyncIterable[bytes], length: int | None
+    ) -> bytes | Refused:
+        """The body of a POST, read (see :func:`read_bounded`) only once the gate admitted its
+        ``Authorization``; else what to answer, counted in ``stats.rejected``: 401 with the
+        challenge, or 413."""
+        if not self._auth.admits(authorization):
+            self.stats.rejected += 1
+            return Refused(401, "authentication required", UNAUTHORIZED_HEADERS)
+        body = await read_bounded(chunks, length, self.max_body)
+        if body is None:
+            self.stats.rejected += 1
+            return Refused(413, f"body larger than {self.max_body} bytes", {})
+        return body

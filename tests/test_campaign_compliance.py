@@ -27,11 +27,14 @@ from bwasync.campaign import (
     FlaggedNumber,
     Journal,
     NoteKind,
+    RowStatus,
     RunNote,
     Template,
     build_report,
     dry_run,
     load_opt_out,
+    prepare_row,
+    read_rows,
     read_status,
 )
 from bwasync.campaign import _inputs as inputs_module
@@ -164,6 +167,33 @@ def test_the_dry_run_flags_impossible_numbers_and_strict_makes_them_invalid(tmp_
     strict = dry_run(path, check_numbers=True, strict_numbers=True, **rules)
     assert (strict.valid, strict.invalid, strict.impossible) == (1, 2, 0)
     assert [r.key for r in strict.invalid_rows] == ["b", "c"]
+
+
+def test_the_dry_run_gives_every_row_the_load_pass_verdict(tmp_path: Path) -> None:
+    """What the dry run says of a row is what a real run records of it: same state, same error."""
+    opted_out = "+19195551235"
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "id,to,name,tz\n"
+        f"a,{REAL},Ann,America/Chicago\n"
+        f"b,{IMPOSSIBLE},Bob,Nowhere/City\n"
+        f"c,{opted_out},Cy,\n"
+        "d,12,Di,\n"
+        f"e,{REAL};{IMPOSSIBLE},Ed,\n",
+        encoding="utf-8",
+    )
+    rules: dict[str, Any] = {"template": Template("Hi {name}"), "application_id": "app", "default_from": REAL}
+    checks: dict[str, Any] = {"strict_numbers": True, "timezone_column": "tz", "opt_out": frozenset({opted_out})}
+    report = dry_run(path, key_column="id", check_numbers=True, **rules, **checks)
+    with read_rows(path, key_column="id") as reader:
+        loaded = {row.key: prepare_row(row, campaign_id="camp", **rules, **checks) for row in reader}
+    invalid = {key: new.error for key, new in loaded.items() if new.status is RowStatus.INVALID}
+    assert {r.key: r.error for r in report.invalid_rows} == invalid
+    # Two problems with one row: the dry run names both, as the journal will.
+    assert "Nowhere/City" in (invalid["b"] or "") and IMPOSSIBLE in (invalid["b"] or "")
+    assert sorted(invalid) == ["b", "d", "e"] and loaded["c"].status is RowStatus.SKIPPED
+    assert (report.rows, report.valid, report.skipped, report.invalid) == (5, 2, 1, 3)
+    assert report.total_segments == loaded["a"].segments and [m.key for m in report.sample] == ["a"]
 
 
 async def test_strict_numbers_makes_impossible_numbers_invalid_rows(tmp_path: Path, emulator: Emulator) -> None:

@@ -1,8 +1,9 @@
 """A dry run: every row validated and rendered, nothing sent, nothing written.
 
-:func:`dry_run` streams the input file through the same steps a real load takes (keys, the
-template, Bandwidth's rules, the opt-out list) and keeps only counters, the first few messages
-and the first few invalid rows, so a million-row file costs no more memory than a ten-row one::
+:func:`dry_run` streams the input file through the load pass's own row check
+(:func:`~bwasync.campaign.prepare_row`: keys, the template, Bandwidth's rules, the opt-out
+list, numbers and time zones) and keeps only counters, the first few messages and the first
+few invalid rows, so a million-row file costs no more memory than a ten-row one::
 
     report = dry_run("list.csv", template=Template("Hi {first_name}"), application_id=APP,
                      default_from="+15553332222")
@@ -12,22 +13,35 @@ and the first few invalid rows, so a million-row file costs no more memory than 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from .._exceptions import ValidationError
+import msgspec
+
 from .._segments import segments, total_segments
 from .._validation import Priority
 from ..compliance import QuietHours
-from ._inputs import Format, Template, format_field_errors, impossible_numbers, read_rows, row_zone, validated_row
+from ._inputs import Format, Template, flag_errors, format_field_errors, prepare_row, read_rows
+from ._rowstate import RowStatus
 
 __all__ = ["DryRunInvalid", "DryRunMessage", "DryRunReport", "dry_run"]
 
 #: Campaign id used in tags when none is given (tags do not change segments or validity).
 DRY_RUN_CAMPAIGN_ID = "dry-run"
+
+
+class _Content(msgspec.Struct):
+    """What the dry run shows of a row's request body, the one the load pass would store."""
+
+    sender: str = msgspec.field(name="from")
+    text: str | None = None
+    media: list[str] | None = None
+
+
+_content = msgspec.json.Decoder(_Content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,74 +151,67 @@ def dry_run(
     """
     report = DryRunReport(numbers_checked=check_numbers or strict_numbers)
     at = now or datetime.now(UTC)
-    cid = campaign_id or DRY_RUN_CAMPAIGN_ID
-    blocked = frozenset(opt_out)
-    # Exactly what the load pass checks (see prepare_row).
-    rules: dict[str, Any] = dict(
+    # The load pass's own verdict on every row: invalid, skipped, or sent (and flagged).
+    prepare = functools.partial(
+        prepare_row,
         template=template,
         application_id=application_id,
         default_from=default_from,
-        campaign_id=cid,
+        campaign_id=campaign_id or DRY_RUN_CAMPAIGN_ID,
+        opt_out=frozenset(opt_out),
         priority=priority,
         expiration=expiration,
+        strict_numbers=strict_numbers,
+        flag_numbers=check_numbers,
+        timezone_column=timezone_column,
     )
     with read_rows(path, fmt=fmt, key_column=key_column) as reader:
         for row in reader:
             report.rows += 1
-            try:
-                request, _ = validated_row(row, **rules)
-            except ValidationError as exc:
+            new = prepare(row)
+            if new.status is RowStatus.INVALID:
                 report.invalid += 1
                 if len(report.invalid_rows) < max_invalid:
-                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors(exc.field_errors)))
+                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, new.error or ""))
                 continue
-            impossible = impossible_numbers(request.to) if report.numbers_checked else None
-            zone, bad_zone = row_zone(row, timezone_column)
-            if bad_zone is not None:
-                report.invalid += 1
-                if len(report.invalid_rows) < max_invalid:
-                    report.invalid_rows.append(DryRunInvalid(row.line, row.key, format_field_errors([bad_zone])))
-                continue
-            if impossible:
-                error = format_field_errors(impossible)
-                if strict_numbers:
-                    report.invalid += 1
-                    if len(report.invalid_rows) < max_invalid:
-                        report.invalid_rows.append(DryRunInvalid(row.line, row.key, error))
-                    continue
+            if new.flagged:
                 report.impossible += 1
                 if len(report.impossible_rows) < max_invalid:
+                    error = format_field_errors(flag_errors(new.flagged))
                     report.impossible_rows.append(DryRunInvalid(row.line, row.key, error))
             report.valid += 1
-            if blocked and any(n in blocked for n in request.to):
+            if new.status is RowStatus.SKIPPED:
                 report.skipped += 1
                 continue
+            to = new.recipients
             if quiet_hours is not None:
-                check = quiet_hours.check((zone,), at) if zone else quiet_hours.check_numbers(request.to, at)
+                check = quiet_hours.check((new.zone,), at) if new.zone else quiet_hours.check_numbers(to, at)
                 if not check.allowed:
                     report.held += 1
                     if check.next_allowed and (report.held_until is None or check.next_allowed < report.held_until):
                         report.held_until = check.next_allowed
-            info = segments(request.text, request.media)
-            if request.media:
+            assert new.request is not None  # a row that is not invalid carries its request
+            content = _content.decode(new.request)
+            info = segments(content.text, content.media)
+            if content.media:
                 report.mms += 1
             elif info.encoding == "GSM-7":
                 report.gsm7 += 1
             else:
                 report.ucs2 += 1
             report.histogram[info.segments] += 1
-            report.recipients += len(request.to)
-            report.total_segments += total_segments(info.segments, len(request.to))
+            report.recipients += len(to)
+            report.total_segments += new.segments
             if len(report.sample) < sample:
                 report.sample.append(
                     DryRunMessage(
                         line=row.line,
                         key=row.key,
-                        to=tuple(request.to),
-                        sender=request.from_,
-                        text=request.text,
-                        media=len(request.media or ()),
-                        encoding="MMS" if request.media else info.encoding,
+                        to=tuple(to),
+                        sender=content.sender,
+                        text=content.text,
+                        media=len(content.media or ()),
+                        encoding="MMS" if content.media else info.encoding,
                         segments=info.segments,
                     )
                 )

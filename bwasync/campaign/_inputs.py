@@ -61,8 +61,8 @@ __all__ = [
     "RowReader",
     "Template",
     "build_request",
+    "flag_errors",
     "format_field_errors",
-    "impossible_numbers",
     "load_opt_out",
     "normalize_number",
     "number_flags",
@@ -648,16 +648,12 @@ def number_flags(numbers: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(flags)
 
 
-def impossible_numbers(numbers: Iterable[str]) -> list[FieldError]:
-    """A ``to`` field error for each number that cannot exist (see :func:`number_flags`).
+def flag_errors(flags: Iterable[tuple[str, str]]) -> list[FieldError]:
+    """A ``to`` field error for each number :func:`number_flags` flagged.
 
-    >>> [e.description for e in impossible_numbers(["+19195551234", "+15550001234"])]
+    >>> [e.description for e in flag_errors(number_flags(["+19195551234", "+15550001234"]))]
     ['+15550001234 cannot be a valid number: invalid area code 555: no place uses it']
     """
-    return _flag_errors(number_flags(numbers))
-
-
-def _flag_errors(flags: Iterable[tuple[str, str]]) -> list[FieldError]:
     return [FieldError("to", f"{number} cannot be a valid number: {reason}") for number, reason in flags]
 
 
@@ -679,7 +675,7 @@ def prepare_row(
 
     ``invalid`` when :func:`build_request` raises (``error`` lists the field errors, one line
     as :func:`format_field_errors`), or with ``strict_numbers`` when a recipient cannot be a
-    valid number (:func:`impossible_numbers`); with ``flag_numbers`` instead, such numbers
+    valid number (:func:`number_flags`, :func:`flag_errors`); with ``flag_numbers`` instead, such numbers
     are only noted in ``flagged`` (``(number, reason)``, :func:`number_flags`) and the row is
     sent as usual; ``skipped`` with ``error="opted out"`` when any recipient
     is in ``opt_out`` (normalised numbers, see :func:`load_opt_out`); ``pending`` otherwise.
@@ -711,7 +707,7 @@ def prepare_row(
         )
     # One check per row, whichever of strict_numbers / flag_numbers asked for it.
     flagged = number_flags(request.to) if strict_numbers or flag_numbers else ()
-    impossible = _flag_errors(flagged) if strict_numbers else []
+    impossible = flag_errors(flagged) if strict_numbers else []
     zone, bad_zone = row_zone(row, timezone_column) if timezone_column else (None, None)
     if bad_zone is not None:
         impossible.append(bad_zone)

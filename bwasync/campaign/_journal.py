@@ -54,7 +54,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -79,6 +79,7 @@ from ._records import (
     synthetic_key,
 )
 from ._rowstate import Event, sources, sql_in
+from ._store import CampaignStore
 from ._writer import GroupCommitWriter, StartClose
 
 try:  # POSIX only; on Windows the journal is not protected against a second runner.
@@ -246,7 +247,7 @@ def _epoch(value: datetime | float | None) -> float:
     return float(value)
 
 
-class Journal(StartClose):
+class Journal(StartClose, CampaignStore):
     """A campaign's journal in one SQLite file. See the module docstring for the guarantees.
 
     Open it with ``await Journal.open(path)`` or ``async with Journal(path) as journal``.
@@ -488,26 +489,12 @@ class Journal(StartClose):
 
     # -- Campaign ---------------------------------------------------------------------------
 
-    async def init_campaign(
-        self,
-        *,
-        input_path: str | os.PathLike[str],
-        template: str | None,
-        settings: Mapping[str, Any] | None = None,
-        campaign_id: str | None = None,
+    async def _init_campaign(
+        self, path: str, template: str | None, settings_json: str, campaign_id: str | None
     ) -> CampaignInfo:
-        """Create the campaign record, or check a resume against it and return it.
-
-        On creation the campaign id is ``campaign_id`` or a fresh random 16-hex-digit one; the
-        input file is fingerprinted. On resume (a record exists) the input file must have the
-        same fingerprint and the template must be identical, otherwise
-        :class:`JournalMismatchError`; ``settings`` are not compared (the stored ones are
-        returned, for the caller to compare if it cares), nor is the path (a moved file is fine).
-        """
+        """A new campaign's id is ``campaign_id`` or a fresh random 16-hex-digit one."""
         if campaign_id is not None and not _CAMPAIGN_ID_RE.fullmatch(campaign_id):
             raise ValueError("campaign_id must be 1-64 characters of A-Z a-z 0-9 _ -")
-        path = os.fspath(input_path)
-        settings_json = json.dumps(dict(settings or {}), sort_keys=True, default=str)
 
         def op(conn: sqlite3.Connection) -> CampaignInfo:
             fp = fingerprint_input(path)

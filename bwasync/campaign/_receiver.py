@@ -38,14 +38,14 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from aiohttp import hdrs, web
 
 from .._models import StatusCallback, decode_callbacks
-from .._webhook import BasicAuthGate, Refused, admitted_body
+from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookStats
 from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
@@ -67,22 +67,18 @@ logger = logging.getLogger("bwasync.campaign")
 #: the handler counts) or anything else; it may be a coroutine function or a plain function.
 OnEvent = Callable[[StatusCallback], Awaitable[object] | object]
 
-_READ_CHUNK = 64 * 1024
 #: Seconds a closing receiver waits for requests in progress: recording takes at most the
 #: handler's timeout, and Bandwidth redelivers anything not acknowledged anyway.
 SHUTDOWN_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
-class ReceiverStats:
-    """What the handler has seen. Events are counted once each, in exactly one of
-    ``recorded``, ``duplicates``, ``stale``, ``ignored``, ``unknown_tags``, ``unmatched`` or
-    ``other``."""
+class ReceiverStats(WebhookStats):
+    """What the handler has seen: POSTs in ``requests``, ``received``, ``rejected`` (a 400 for
+    an ``errorCode`` out of range too) and ``errors`` (recording failed or took too long); each
+    event once, in exactly one of ``recorded``, ``duplicates``, ``stale``, ``ignored``,
+    ``unknown_tags``, ``unmatched`` or ``other``."""
 
-    #: POSTs answered 2xx.
-    requests: int = 0
-    #: Events in those POSTs.
-    received: int = 0
     #: Events that changed a row's delivery state.
     recorded: int = 0
     #: Events seen before (by this handler, or already in the journal).
@@ -98,13 +94,6 @@ class ReceiverStats:
     unmatched: int = 0
     #: Events for which ``on_event`` returned something other than a DeliveryOutcome.
     other: int = 0
-    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed, or an ``errorCode`` out of range).
-    rejected: int = 0
-    #: POSTs answered 5xx because recording failed or took too long (Bandwidth retries them).
-    errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def _storable(code: int) -> bool:
@@ -135,7 +124,7 @@ class CallbackReply:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class CallbackHandler:
+class CallbackHandler(WebhookHandler[ReceiverStats]):
     """Bandwidth status callbacks for aiohttp: route POSTs to :meth:`handle`; read :attr:`stats`.
 
     See :func:`make_callback_handler` for the behaviour and the arguments.
@@ -150,13 +139,8 @@ class CallbackHandler:
         max_body: int = DEFAULT_MAX_BODY,
         timeout: float = CALLBACK_HANDLER_TIMEOUT,
     ) -> None:
-        if max_body < 1:
-            raise ValueError("max_body must be positive")
+        super().__init__(ReceiverStats(), username=username, password=password, max_body=max_body, timeout=timeout)
         self._on_event = on_event
-        self._auth = BasicAuthGate(username, password)
-        self.max_body = max_body
-        self.timeout = timeout
-        self.stats = ReceiverStats()
         #: Identities (message id, recipient, type) of events handled, oldest first (bounded).
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
@@ -167,7 +151,7 @@ class CallbackHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
         reply = await self.process(
-            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(_READ_CHUNK), request.content_length
+            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(READ_CHUNK), request.content_length
         )
         return web.Response(status=reply.status, text=reply.text, headers=reply.headers)
 
@@ -183,9 +167,8 @@ class CallbackHandler:
             reply = await callbacks.process(request.headers.get("authorization"), request.stream())
             return Response(reply.text, status_code=reply.status, headers=dict(reply.headers))
         """
-        data = await admitted_body(self._auth, authorization, body, content_length, self.max_body)
+        data = await self.admit(authorization, body, content_length)
         if isinstance(data, Refused):
-            self.stats.rejected += 1
             return CallbackReply(*data)
         try:
             events = decode_callbacks(data)

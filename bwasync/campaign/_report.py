@@ -30,6 +30,7 @@ __all__ = [
     "build_report",
     "export_rows_csv",
     "export_rows_json",
+    "first_rows",
     "render_text",
 ]
 
@@ -69,6 +70,18 @@ class ReportSource(Protocol):
     async def flagged_numbers(self, limit: int) -> tuple[int, list[tuple[int, str, str, str]]]: ...
     def iter_all(self, batch: int = 1000) -> AsyncIterator[RowRecord]: ...
     def rows_with_status(self, status: str, batch: int = 1000) -> AsyncIterator[RowRecord]: ...
+
+
+async def first_rows(source: ReportSource, status: str, limit: int) -> list[RowRecord]:
+    """The first ``limit`` rows with ``status``, in line order (e.g. invalid rows to show)."""
+    rows: list[RowRecord] = []
+    if limit <= 0:
+        return rows
+    async for row in source.rows_with_status(status, batch=limit):
+        rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 class FlaggedNumber(msgspec.Struct):

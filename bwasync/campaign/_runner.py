@@ -51,11 +51,11 @@ import enum
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 from .._client import MessagingClient
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
@@ -91,7 +91,9 @@ from ._reconcile import (
     settle_deadline,
 )
 from ._records import CampaignInfo, Counts, NewRow, PendingRow, RowRecord
+from ._report import first_rows
 from ._rowstate import FINAL_STATUSES, Event, RowStatus, count_final, next_state
+from ._store import CampaignStore
 
 __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
@@ -101,7 +103,6 @@ __all__ = [
     "FINAL_STATUSES",
     "CampaignOptions",
     "CampaignRunner",
-    "CampaignStore",
     "ErrorWindow",
     "NoteKind",
     "Phase",
@@ -885,14 +886,7 @@ class CampaignRunner:
 
     async def rows_with_status(self, status: str, limit: int) -> list[RowRecord]:
         """The first ``limit`` rows with ``status``, in line order (e.g. invalid rows to show)."""
-        rows: list[RowRecord] = []
-        if limit <= 0:
-            return rows
-        async for row in self.journal.rows_with_status(status, batch=limit):
-            rows.append(row)
-            if len(rows) >= limit:
-                break
-        return rows
+        return await first_rows(self.journal, status, limit)
 
 
 async def consume(stream: SendStream, on_result: Callable[[SendResult], None], stopping: Callable[[], bool]) -> None:
@@ -917,28 +911,6 @@ async def consume(stream: SendStream, on_result: Callable[[SendResult], None], s
         for result in stream.unconsumed:
             on_result(result)
         stream.unconsumed.clear()
-
-
-class CampaignStore(Protocol):
-    """What loading needs of where a campaign is kept: a :class:`Journal`, or a shared
-    campaign in Redis (:class:`bwasync.redis._campaign.SharedCampaign`)."""
-
-    async def campaign_info(self) -> CampaignInfo | None: ...
-
-    async def init_campaign(
-        self,
-        *,
-        input_path: str | os.PathLike[str],
-        template: str | None,
-        settings: Mapping[str, Any] | None = None,
-        campaign_id: str | None = None,
-    ) -> CampaignInfo: ...
-
-    async def add_rows(self, rows: Iterable[NewRow], *, loaded_through: int | None = None) -> int: ...
-
-    async def set_loaded_through(self, line: int, *, complete: bool = False) -> None: ...
-
-    async def total_rows(self) -> int: ...
 
 
 #: The settings a resume must not change, as a front end names them.

@@ -39,10 +39,10 @@ from ..campaign import (
     RunOutcome,
     StopReason,
     TemplateError,
-    build_report,
 )
 from ..campaign._preflight import mostly_invalid
 from ..campaign._records import CampaignInfo
+from ..campaign._report import first_rows
 from ..campaign._rowstate import RowStatus
 from ..campaign._runner import RunProgress, load_campaign
 from ..emulator import Emulator
@@ -52,16 +52,14 @@ from ..redis._constants import REDIS_OUTAGE, REDIS_RETRY_INTERVAL
 from ..redis._loads import forget_load, loaded_at, loads_path, record_load
 from ..redis._policy import redact_url
 from ..redis._worker import CampaignWorker, WorkerOptions
-from ._campaign._commands import first_rows, read_report, show_report
+from ._campaign._commands import read_report, show_report, show_status
 from ._campaign._render import (
     SHOWN_INVALID,
     print_error,
-    print_invalid_rows,
-    print_status,
+    print_mostly_invalid,
     print_summary,
     print_warning,
-    status_json,
-    word_mostly_invalid,
+    read_summary,
     word_note,
 )
 from ._campaign._session import (
@@ -436,10 +434,7 @@ async def _load_and_send(
             await workers.stop()
             if recorded:
                 _forget_load(options.input_path, where, cid)
-            print_invalid_rows(shown, counts["invalid"])
-            print_error(
-                word_mostly_invalid(counts["invalid"], counts.total) + " Nothing was sent; nothing was kept in Redis."
-            )
+            print_mostly_invalid(shown, counts["invalid"], counts.total, "nothing was kept in Redis")
             return EXIT_MOSTLY_INVALID
         requeued = 0
         if options.retry_failed:
@@ -475,8 +470,7 @@ async def _load_and_send(
                 f"rows may have been sent and nothing more was. {_LOST_ADVICE.format(cid=cid)}"
             )
             return EXIT_FATAL
-        report = await build_report(campaign)
-        invalid = await first_rows(campaign, "invalid", SHOWN_INVALID)
+        report, invalid = await read_summary(campaign)
         complete = await campaign.complete()
         stop = None if complete else next((reason for code, reason in _STOPS if code in codes), StopReason.FATAL)
         message = None
@@ -668,12 +662,7 @@ async def status_shared(url: str, cid: str, fmt: str) -> int:
         campaign = await _existing(redis, cid)
         if campaign is None:
             return EXIT_USAGE
-        snapshot = await campaign.status(where_of(redis))
-        if fmt == "json":
-            click.echo(status_json(snapshot))
-        else:
-            print_status(snapshot)
-        return EXIT_OK if snapshot.complete else EXIT_FATAL
+        return show_status(await campaign.status(where_of(redis)), fmt)
 
     return await _with_redis(url, status)
 

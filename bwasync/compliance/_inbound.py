@@ -40,7 +40,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +48,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from .._models import InboundCallback, StatusCallback, decode_inbound_callbacks
-from .._webhook import BasicAuthGate, Refused, admitted_body
+from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookStats
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY
 from ._keywords import ReplyKind, classify_reply
 from ._optout import OptOutStore
@@ -67,7 +67,6 @@ logger = logging.getLogger("bwasync.compliance")
 
 #: The inbound event type of a message sent by a handset.
 MESSAGE_RECEIVED = "message-received"
-_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +94,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(slots=True)
-class InboundStats:
-    """What the handler has seen. Each event is counted once, in exactly one of ``opted_out``,
-    ``opted_in``, ``unchanged``, ``other``, ``ignored``, ``duplicates`` or ``stale``."""
+class InboundStats(WebhookStats):
+    """What the handler has seen: POSTs in ``requests``, ``received``, ``rejected`` and
+    ``errors`` (answered 503: the store or ``on_reply`` failed or was too slow); each event once,
+    in exactly one of ``opted_out``, ``opted_in``, ``unchanged``, ``other``, ``ignored``,
+    ``duplicates`` or ``stale``."""
 
-    #: POSTs answered 2xx.
-    requests: int = 0
-    #: Events in those POSTs.
-    received: int = 0
     #: Opt-out keywords that added their sender to the store.
     opted_out: int = 0
     #: Re-subscribe keywords that removed their sender from the store.
@@ -118,13 +115,6 @@ class InboundStats:
     duplicates: int = 0
     #: Keywords older than one already applied for the same number.
     stale: int = 0
-    #: POSTs refused: 401 (auth), 413 (too large), 400 (malformed).
-    rejected: int = 0
-    #: POSTs answered 503 because the store or ``on_reply`` failed or was too slow.
-    errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class ReplyOutcome(enum.Enum):
@@ -223,7 +213,7 @@ class ReplyProcessor:
             self._seen.popitem(last=False)
 
 
-class InboundHandler:
+class InboundHandler(WebhookHandler[InboundStats]):
     """Inbound message callbacks for aiohttp: route POSTs to :meth:`handle`; read :attr:`stats`.
 
     See :func:`make_inbound_handler` for the arguments; :attr:`processor` is its
@@ -240,13 +230,8 @@ class InboundHandler:
         max_body: int = INBOUND_MAX_BODY,
         timeout: float = INBOUND_HANDLER_TIMEOUT,
     ) -> None:
-        if max_body < 1:
-            raise ValueError("max_body must be positive")
+        super().__init__(InboundStats(), username=username, password=password, max_body=max_body, timeout=timeout)
         self.processor = ReplyProcessor(store, on_reply=on_reply)
-        self._auth = BasicAuthGate(username, password)
-        self.max_body = max_body
-        self.timeout = timeout
-        self.stats = InboundStats()
 
     @property
     def store(self) -> OptOutStore:
@@ -259,15 +244,10 @@ class InboundHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler (a coroutine function, as aiohttp requires)."""
         stats = self.stats
-        body = await admitted_body(
-            self._auth,
-            request.headers.get(hdrs.AUTHORIZATION),
-            request.content.iter_chunked(_READ_CHUNK),
-            request.content_length,
-            self.max_body,
+        body = await self.admit(
+            request.headers.get(hdrs.AUTHORIZATION), request.content.iter_chunked(READ_CHUNK), request.content_length
         )
         if isinstance(body, Refused):
-            stats.rejected += 1
             return web.Response(status=body.status, text=body.text, headers=body.headers)
         try:
             events = decode_inbound_callbacks(body)

@@ -49,6 +49,7 @@ from ..campaign._exceptions import JournalError, JournalMismatchError
 from ..campaign._records import CampaignInfo, Counts, LatencyStats, NewRow, RowRecord, fingerprint_input, nearest_rank
 from ..campaign._rowstate import TRANSITIONS, Event, RowStatus, count_final, sources
 from ..campaign._status import JournalStatus, status_of
+from ..campaign._store import CampaignStore
 from . import _campaign_scripts as scripts
 from ._constants import DEFAULT_NAMESPACE, REDIS_TIMEOUT
 from ._policy import redact_url
@@ -213,7 +214,7 @@ class Entry:
     consumer: str
 
 
-class SharedCampaign:
+class SharedCampaign(CampaignStore):
     """One campaign in Redis: its record, rows and queue (see the module docstring).
 
     Also a report source: :func:`bwasync.campaign.build_report` reads it like a journal.
@@ -248,23 +249,12 @@ class SharedCampaign:
     async def exists(self) -> bool:
         return bool(await self.redis.exists(self.keys.info))
 
-    async def init_campaign(
-        self,
-        *,
-        input_path: str | os.PathLike[str],
-        template: str | None,
-        settings: Mapping[str, Any] | None = None,
-        campaign_id: str | None = None,
+    async def _init_campaign(
+        self, path: str, template: str | None, settings_json: str, campaign_id: str | None
     ) -> CampaignInfo:
-        """Create the record, or check a resume against it (as :meth:`Journal.init_campaign`).
-
-        The input file must have the same fingerprint and the template be identical, else
-        :class:`~bwasync.campaign.JournalMismatchError`; ``settings`` are returned for the caller
-        to compare. ``campaign_id``, if given, must be this campaign's.
-        """
+        """``campaign_id``, if given, must be this campaign's."""
         if campaign_id is not None and campaign_id != self.campaign_id:
             raise JournalMismatchError(self.where, ["campaign id"])
-        path = os.fspath(input_path)
         fp, absolute = await asyncio.to_thread(lambda: (fingerprint_input(path), os.path.abspath(path)))
         keys = self.keys
         fields: dict[Any, Any] = {
@@ -273,7 +263,7 @@ class SharedCampaign:
             "input_hash": fp.digest,
             "template": "" if template is None else template,
             "has_template": "1" if template is not None else "0",
-            "settings": json.dumps(dict(settings or {}), sort_keys=True, default=str),
+            "settings": settings_json,
             "created_at": time.time(),
             "loaded_through": 0,
             "load_complete": "0",

@@ -16,12 +16,12 @@ from ...campaign import (
     InputFileError,
     JournalError,
     JournalLockedError,
+    JournalStatus,
     Report,
     ReportSource,
     RowRecord,
     Template,
     TemplateError,
-    build_report,
     dry_run,
     export_rows_csv,
     export_rows_json,
@@ -40,12 +40,12 @@ from .._worker import CLAIM_IDLE_OPTION, REDIS_OPTION, fleet
 from ._display import progress_mode
 from ._group import campaign
 from ._render import (
-    SHOWN_INVALID,
     print_dry_run,
     print_error,
     print_status,
     print_summary,
     print_warning,
+    read_summary,
     status_json,
     word_mostly_invalid,
     word_problem,
@@ -563,16 +563,16 @@ def status_command(journal: str, fmt: str, redis_url: str | None) -> None:
     ctx = click.get_current_context()
     if redis_url:
         ctx.exit(run(fleet().status_shared(redis_url, journal, fmt)))
+    ctx.exit(show_status(_journal_status(ctx, journal), fmt))
+
+
+def _journal_status(ctx: click.Context, journal: str) -> JournalStatus:
+    """The status of ``journal``, read-only; exit 2 (said) if it is not a journal (nothing is created)."""
     try:
-        status = read_status(journal)
+        return read_status(journal)
     except JournalError as exc:
         print_error(str(exc))
         ctx.exit(EXIT_USAGE)
-    if fmt == "json":
-        click.echo(status_json(status))
-    else:
-        print_status(status)
-    ctx.exit(EXIT_OK if status.complete else EXIT_FATAL)
 
 
 # --- campaign report ---------------------------------------------------------------------------------
@@ -608,11 +608,7 @@ def report_command(journal: str, csv_path: str | None, json_path: str | None, fm
     ctx = click.get_current_context()
     if redis_url:
         ctx.exit(run(fleet().report_shared(redis_url, journal, fmt, csv_path, json_path)))
-    try:
-        read_status(journal)  # refuses a file that is not a journal without creating anything
-    except JournalError as exc:
-        print_error(str(exc))
-        ctx.exit(EXIT_USAGE)
+    _journal_status(ctx, journal)
 
     async def main() -> tuple[Report, list[RowRecord], list[str]]:
         async with Journal(journal) as j:
@@ -636,8 +632,7 @@ async def read_report(
 ) -> tuple[Report, list[RowRecord], list[str]]:
     """``campaign report``'s work on a journal or a shared campaign: the report, the first invalid
     rows, and the exports asked for (a line saying so for each)."""
-    report = await build_report(source)
-    invalid = await first_rows(source, "invalid", SHOWN_INVALID)
+    report, invalid = await read_summary(source)
     written: list[str] = []
     if csv_path:
         n = await export_rows_csv(source, csv_path)
@@ -648,6 +643,15 @@ async def read_report(
     return report, invalid, written
 
 
+def show_status(status: JournalStatus, fmt: str) -> int:
+    """Print a campaign's snapshot as ``--format`` asks; the exit status (0: complete)."""
+    if fmt == "json":
+        click.echo(status_json(status))
+    else:
+        print_status(status)
+    return EXIT_OK if status.complete else EXIT_FATAL
+
+
 def show_report(report: Report, invalid: list[RowRecord], written: list[str], fmt: str) -> None:
     """Print what :func:`read_report` read, as ``--format`` asks."""
     if fmt == "json":
@@ -656,13 +660,3 @@ def show_report(report: Report, invalid: list[RowRecord], written: list[str], fm
         print_summary(report, invalid, None)
     for line in written:
         note(line)
-
-
-async def first_rows(source: ReportSource, status: str, limit: int) -> list[RowRecord]:
-    """The first ``limit`` rows in ``status``, in line order."""
-    rows: list[RowRecord] = []
-    async for row in source.rows_with_status(status, batch=limit):
-        rows.append(row)
-        if len(rows) >= limit:
-            break
-    return rows

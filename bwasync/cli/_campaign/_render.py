@@ -24,16 +24,25 @@ from ...campaign import (
     JournalStatus,
     NoteKind,
     Report,
+    ReportSource,
     RowRecord,
     RowStatus,
     RunNote,
     RunOutcome,
+    build_report,
 )
 from ...campaign._preflight import Problem, ProblemKind
+from ...campaign._report import first_rows
 from .._output import err_console, out_console
 
 #: Invalid rows listed at the end of a run (all of them are in ``campaign report --csv``).
 SHOWN_INVALID: Final = 10
+
+
+async def read_summary(source: ReportSource) -> tuple[Report, list[RowRecord]]:
+    """What :func:`print_summary` shows of a journal or a shared campaign: its report and its
+    first invalid rows."""
+    return await build_report(source), await first_rows(source, "invalid", SHOWN_INVALID)
 
 
 def duration(seconds: float | None) -> str:
@@ -378,6 +387,13 @@ def invalid_table(rows: list[RowRecord], total: int) -> Table:
 
 def print_invalid_rows(rows: list[RowRecord], total: int) -> None:
     out_console().print(invalid_table(rows, total))
+
+
+def print_mostly_invalid(shown: list[RowRecord], invalid: int, total: int, kept: str) -> None:
+    """A new campaign refused for its invalid rows before anything was sent: the first of them,
+    and why; ``kept`` says what was left behind ("no journal was kept")."""
+    print_invalid_rows(shown, invalid)
+    print_error(f"{word_mostly_invalid(invalid, total)} Nothing was sent; {kept}.")
 
 
 #: A short run's throughput reads above ``--rate``: the limiter's bucket starts full.

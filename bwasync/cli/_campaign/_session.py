@@ -34,7 +34,6 @@ from ...campaign import (
     RunOutcome,
     StopReason,
     TemplateError,
-    build_report,
 )
 from ...campaign._preflight import mostly_invalid
 from ...campaign._receiver import campaign_event_handler
@@ -45,11 +44,11 @@ from ._display import Display, ProgressMode
 from ._render import (
     SHOWN_INVALID,
     print_error,
-    print_invalid_rows,
+    print_mostly_invalid,
     print_summary,
     print_verdict,
+    read_summary,
     word_mismatch,
-    word_mostly_invalid,
     word_note,
 )
 
@@ -188,13 +187,11 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
                 print_error(str(exc))
                 return EXIT_FATAL
             if mostly is None:
-                report = await build_report(runner.journal)
-                invalid = await runner.rows_with_status("invalid", SHOWN_INVALID)
+                report, invalid = await read_summary(runner.journal)
     if mostly is not None:
         # Nothing was sent and the journal is new: leave nothing behind, a rerun starts afresh.
         _remove_journal(settings.journal_path)
-        print_invalid_rows(mostly.shown, mostly.invalid)
-        print_error(word_mostly_invalid(mostly.invalid, mostly.total) + " Nothing was sent; no journal was kept.")
+        print_mostly_invalid(mostly.shown, mostly.invalid, mostly.total, "no journal was kept")
         return EXIT_MOSTLY_INVALID
     print_summary(report, invalid, outcome)
     if cancelled or outcome is None:
