@@ -8,6 +8,7 @@ processes are in ``test_redis_campaign_cli.py``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from click.testing import CliRunner
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from benchmarks._redis import RedisProcess
 from bwasync import MessagingClient
@@ -24,7 +26,7 @@ from bwasync.campaign._runner import RunProgress, load_campaign
 from bwasync.cli import cli
 from bwasync.emulator import Emulator
 from bwasync.redis import _worker
-from bwasync.redis._campaign import SharedCampaign, event_args
+from bwasync.redis._campaign import SharedCampaign, connect, event_args
 from bwasync.redis._loads import loads_path
 from bwasync.redis._worker import CampaignWorker, WorkerOptions, _pending_row
 
@@ -274,3 +276,79 @@ async def test_a_worker_stops_when_the_campaign_vanishes_from_redis(
     assert "gone from Redis" in (outcome.message or "")
     assert emulator.stats.creates < 60
     assert set(emulator.acceptance_counts("tag").values()) == {1}
+
+
+class _LosesACancellation(SharedCampaign):
+    """A campaign whose heartbeat touch loses the first cancellation it gets: what redis-py does
+    on Python 3.11 when a task is cancelled just as one of its sends completes (it sends under
+    ``asyncio.wait_for``, CPython gh-86296); most often as Redis comes back from a restart.
+
+    The touch waits until it is cancelled (so the end of the run always lands in it) and then
+    returns as if nothing happened; no row is marked before a touch has begun.
+    """
+
+    def __init__(self, redis: aioredis.Redis, campaign_id: str) -> None:
+        super().__init__(redis, campaign_id)
+        self.touching = asyncio.Event()
+        self.lost = 0
+
+    async def touch(self, consumer: str, entry_ids: Sequence[str]) -> int:
+        held = await super().touch(consumer, entry_ids)
+        self.touching.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self.lost:
+                raise
+            self.lost += 1
+        return held
+
+    async def mark(self, key: str, entry_id: str, consumer: str) -> str:
+        await self.touching.wait()
+        return await super().mark(key, entry_id, consumer)
+
+
+async def test_a_worker_ends_although_its_heartbeat_lost_a_cancellation(
+    redis: aioredis.Redis, tmp_path: Path, emulator: Emulator
+) -> None:
+    """The stall after a Redis restart: the run ended its heartbeat by cancelling it alone, the
+    cancellation was lost, and the heartbeat touched on for ever: the worker neither sent nor
+    ended, and its rows, kept fresh, were never taken over. The heartbeat must end anyway."""
+    campaign = _LosesACancellation(redis, "h1")
+    await load(campaign, options(write_csv(tmp_path / "list.csv", 6)))
+    async with client_for(emulator) as client:
+        run = asyncio.ensure_future(CampaignWorker(campaign, WorkerOptions(concurrency=3, claim_idle=0.9)).run(client))
+        await asyncio.wait((run,), timeout=10)
+        ended = run.done()
+        if not ended:
+            run.cancel()  # reaches the heartbeat too, which does not lose this one
+            await asyncio.wait((run,))
+    assert ended, "the worker's run never ended: its heartbeat outlived the lost cancellation"
+    assert campaign.lost == 1
+    outcome = run.result()
+    assert outcome.complete and outcome.sent == 6
+    assert set(emulator.acceptance_counts("tag").values()) == {1}
+
+
+async def test_a_command_whose_connection_died_is_never_sent_again_by_redis_py(
+    redis_server: RedisProcess, redis: aioredis.Redis
+) -> None:
+    """A command whose reply is lost may have been applied: sent again, a mark would find its
+    own work done (the row in flight) and the worker would drop the row's entry, stranding it.
+    So the worker's client never sends a command again, even with a URL asking redis-py to
+    (``retry_on_timeout``): the failure reaches the worker, whose outage handling recovers."""
+    client = connect(f"{redis_server.url}?retry_on_timeout=yes")
+    try:
+        await redis.xgroup_create("q", "g", id="0", mkstream=True)
+        read = asyncio.ensure_future(client.xreadgroup("g", "c", {"q": ">"}, block=3000))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not (blocked := [c for c in await redis.client_list() if "b" in c["flags"]]):
+            assert loop.time() < deadline, "the read never blocked"
+            await asyncio.sleep(0.005)
+        await redis.client_kill_filter(_id=blocked[0]["id"])  # its reply can never come now
+        with pytest.raises(RedisConnectionError):
+            await read
+        assert (await redis.info("commandstats"))["cmdstat_xreadgroup"]["calls"] == 1
+    finally:
+        await client.aclose()

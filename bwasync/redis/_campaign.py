@@ -42,6 +42,8 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -100,9 +102,21 @@ def event_args(event: Event) -> tuple[str, list[str]]:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client for ``url`` with bounded timeouts (a hung Redis must not hang a worker)."""
+    """A client for ``url`` with bounded timeouts (a hung Redis must not hang a worker).
+
+    redis-py never sends a command again by itself, whatever the URL's options say (its
+    ``retry_on_timeout=yes`` would): a command whose reply was lost may have been applied, and
+    sent again it finds its own work done (a mark answers that the row is in flight, and the
+    worker would settle the row's entry: the row stranded in flight, never reconciled). A
+    failure reaches the worker, whose outage handling records what it knows once Redis answers.
+    """
     try:
-        return aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT * 5, socket_connect_timeout=REDIS_TIMEOUT)
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT * 5,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
     except ValueError:
         raise SharedCampaignError(f"not a Redis URL: {redact_url(url)}") from None
 

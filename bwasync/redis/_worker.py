@@ -218,9 +218,8 @@ class CampaignWorker:
             self._on_note(RunNote(kind, **values))
 
     async def _pause(self, seconds: float) -> None:
-        if seconds > 0 and not self._stopped.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), seconds)
+        if seconds > 0:
+            await _set_within(self._stopped, seconds)
 
     # -- The run ------------------------------------------------------------------------------
 
@@ -231,16 +230,19 @@ class CampaignWorker:
         self.consumer = f"{self._base_name}:{secrets.token_hex(3)}"
         self.progress.phase = Phase.SENDING
         self.progress.started = time.monotonic()
-        heartbeat = asyncio.create_task(self._heartbeat())
+        stop_beating = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(stop_beating))
         try:
             await self.campaign.ensure_group()
             await self._send(client)
         except _REDIS_ERRORS as exc:
             self._redis_down(exc)
         finally:
+            # Told to end, cancelled (so that it need not finish a touch first) and waited for: it never
+            # outlives the run (which would keep this worker's entries fresh for ever).
+            stop_beating.set()
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await asyncio.wait((heartbeat,))
         complete = False
         if not self._redis_failed:
             try:
@@ -279,10 +281,18 @@ class CampaignWorker:
             await self.campaign.record(entry, Event.NOT_SENT)
             self._held.discard(entry.entry_id)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, done: asyncio.Event) -> None:
+        """Keep the entries this worker holds fresh, every ``claim_idle / 3``, until ``done`` is set.
+
+        It ends by ``done``, not by its cancellation alone: a cancellation can be lost on its way
+        through redis-py (on Python 3.11 it sends every command under ``asyncio.wait_for``, which
+        drops a cancellation that lands as the send completes: CPython gh-86296). A heartbeat
+        ended by ``cancel()`` alone then touched on for ever, after Redis restarted under it most
+        often (every task wakes at once when Redis is back), and its run waited for it: a worker
+        that neither sent nor ended, holding rows that nobody else would take over.
+        """
         interval = self.options.claim_idle / 3
-        while True:
-            await asyncio.sleep(interval)
+        while not await _set_within(done, interval):
             held = list(self._held)
             with contextlib.suppress(*_REDIS_ERRORS):
                 await self.campaign.touch(self.consumer, held)
@@ -538,6 +548,16 @@ class CampaignWorker:
             )
             await campaign.pause(why)
             self.request_stop(StopReason.ERROR_RATE, why)
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set, waiting for it up to ``seconds`` (``asyncio.timeout``, not
+    ``wait_for``: a cancellation of the caller is never lost here)."""
+    if not event.is_set() and seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+    return event.is_set()
 
 
 def _pending_row(key: str, row: dict[str, Any]) -> PendingRow:
