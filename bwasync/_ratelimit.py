@@ -502,8 +502,9 @@ class AdaptiveLimiter:
         self._control = RateController(ceiling=self._ceiling)
         # The controller's meter until the first 429, None from then on. Before any 429 the
         # controller's on_sent and on_success only count, in its meter (RateController's
-        # docstring), so while a send or an answer falls in the meter's current window the fast
-        # paths below count there themselves: two Python calls less each, the same counts.
+        # docstring), so the fast paths below hand a send or an answer to the meter directly:
+        # one Python call less each, the same counts (only the meter's own methods are used, so
+        # that the meter may keep its counts as it likes).
         self._quiet: Meter | None = self._control._meter
 
     @property
@@ -535,8 +536,8 @@ class AdaptiveLimiter:
         if self._per_sender_rate is None:
             if account is None or account._try_take(cost, now):
                 meter = self._quiet
-                if meter is not None and now < meter._end:
-                    meter._cur[0] += cost  # Meter.sent, without a roll (see __init__)
+                if meter is not None:
+                    meter.sent(cost, now)  # all that on_sent does before the first 429 (see __init__)
                 else:
                     self._control.on_sent(cost, now)
                 return True
@@ -569,12 +570,9 @@ class AdaptiveLimiter:
         loop = self._loop  # bound by acquire, which came first
         now = loop.time() if loop is not None else _loop_time()
         meter = self._quiet
-        if meter is not None and meter._answered_from <= now < meter._end:
-            # Meter.accepted once answers are coming in, without a roll (see __init__); the
-            # controller's on_success would only count (no 429 yet) and answer False.
-            window = meter._cur
-            window[1] += cost
-            window[2] += 1
+        if meter is not None:
+            # All that on_success does before the first 429: count, and answer False (see __init__).
+            meter.accepted(cost, now)
             return
         if self._control.on_success(cost, now):
             self._apply(now)
