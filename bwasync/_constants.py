@@ -172,6 +172,11 @@ RATE_EARLY_SAMPLE = 20
 #: than the round: 8-10 in a row), while 3 % of rate-independent 429s put five among nine answers
 #: about once in 20,000 tries.
 RATE_FLOOD_SAMPLE = 5
+#: Such a first cut (a flood in the first second) goes to this fraction of the accepted rate of
+#: that second, which is mostly the queue's fill. The queue is full and holds at least what it
+#: accepted: sending below its rate costs nothing until it empties, sending above costs a 429 per
+#: message, so the first cut errs low and rule 9 measures the rate at the next overflow.
+RATE_FLOOD_CUT = 0.5
 RATE_FLOOD_SHARE = 0.5
 #: A cut is judged "paid off" on an absence of 429s only once, had nothing changed, at least this many
 #: 429s would have been expected among the answers counted, and judged "not paid off" only on at
@@ -180,6 +185,29 @@ RATE_MIN_EVIDENCE = 3.0
 #: ... but never later than this many seconds after the cut (rates of a few messages per second);
 #: a cut that nothing shows was needed by then is undone.
 RATE_JUDGE_MAX = 5.0
+#: Rule 9 (bwasync/_ratecontrol.py): the account's rate is measured as what the queue accepted
+#: between two 429s (it was full at both). 429s closer together than this (seconds) are one
+#: overflow; the first 429 after a longer quiet spell starts a new span from the last one before.
+RATE_FULL_GAP = 1.0
+#: ... and a span never reaches back further than this (seconds): the account's rate may have
+#: changed since (Bandwidth raises limits rarely; the emulator's halved rate within seconds).
+RATE_FULL_SPAN_MAX = 30.0
+#: An overflow shows a full queue (and rule 9 believes the spans that end or start in it) once it
+#: holds ``RATE_FLOOD_SAMPLE`` 429s and they are more than this share of its answers. A full queue
+#: refuses whatever is sent above its rate (a cut 40 % above it: 29 %, the first round's flood:
+#: nearly all); 3 % of rate-independent 429s put five among twenty answers about once in 2,500
+#: overflows.
+RATE_FULL_SHARE = 0.25
+#: A span shorter than this (seconds), or with fewer accepted answers than ``RATE_DRAIN_SAMPLE``,
+#: measures nothing: the count is exact to one message, so four answers can read 25 % off.
+RATE_DRAIN_MIN_SPAN = 0.2
+RATE_DRAIN_SAMPLE = 4
+#: A measured drain replaces the cut in force only when it is this fraction below it: smaller
+#: steps would re-time every waiter for nothing.
+RATE_RECUT_MARGIN = 0.02
+#: A drain measured over at least this many accepted answers is the account's rate to within 1 %:
+#: the rate then holds at it for ``RATE_HINT_PLATEAU``, like a rate the server stated.
+RATE_PRECISE_SAMPLE = 100
 #: A limiter without a configured rate stops throttling once its regrown rate is this many times
 #: both what is actually being sent and the last measured maximum: the limit no longer binds
 #: (botocore caps its rate at twice the measured send rate for the same reason). The maximum is

@@ -325,16 +325,17 @@ class TokenBucket:
             self._tat = now + level * self._interval
         self._reschedule()
 
-    def _exhaust(self, now: float) -> None:
+    def _exhaust(self, now: float, carry: float = CUT_CARRY_BURSTS) -> None:
         """Treat the bucket as just filled: no burst, the next cost waits at least one interval.
 
         What the old rate admitted stays in the bucket (a halved account rate then pauses while
         the over-full queue drains: half the 429s after the change), but never more than
-        ``CUT_CARRY_BURSTS`` bursts of the new rate: a deep cut (a second of a 160/s burst
-        carried at 1.6/s) would otherwise stop all sending for a minute and a half.
+        ``carry`` bursts of the new rate: a deep cut (a second of a 160/s burst carried at
+        1.6/s) would otherwise stop all sending for a minute and a half. ``carry=1``: exactly
+        full, nothing carried.
         """
         tau = self._tau
-        self._tat = min(max(self._tat, now + tau), now + CUT_CARRY_BURSTS * tau)
+        self._tat = min(max(self._tat, now + tau), now + carry * tau)
         self._reschedule()
 
     async def _hold(self, cost: float) -> None:
@@ -624,7 +625,9 @@ class AdaptiveLimiter:
             account._exhaust(now)  # the first cut: the queue is full, no burst on top of it
         elif rate < account.rate:
             account._set_rate(rate, burst, now)
-            account._exhaust(now)  # the queue is full: no burst on top of the cut
+            # The queue is full: no burst on top of the cut, and, unless the cut is to the rate
+            # the queue was measured to drain at, a pause while it drains.
+            account._exhaust(now, CUT_CARRY_BURSTS if self._control.carry else 1.0)
         else:
             account._set_rate(rate, burst, now)
 

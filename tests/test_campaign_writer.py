@@ -111,3 +111,21 @@ async def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
     assert rows(tmp_path / "s.db") == {"late": 7}
     with pytest.raises(JournalClosedError):
         w.submit_lazy("mark", ("x", 1))
+
+
+async def test_the_loop_yields_the_gil_after_handing_over_a_commit_someone_waits_for(
+    writer: GroupCommitWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bwasync.campaign import _writer
+
+    yields: list[float] = []
+    sleep = _writer.time.sleep
+    monkeypatch.setattr(_writer.time, "sleep", lambda s: (yields.append(s), sleep(s)))
+    await writer.submit("mark", ("a", 1))  # a mark is waited for: the thread should start at once
+    assert yields == [0]
+    writer.submit_lazy("mark", ("b", 2))  # a lazy result alone is not worth the switch
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert yields == [0]
+    await writer.flush()
+    assert yields == [0, 0]

@@ -29,7 +29,7 @@ from bwasync._models import Message, decode_callbacks
 from bwasync.cli import cli
 from bwasync.cli._constants import EMULATOR_ACCOUNT_ID, EMULATOR_APPLICATION_ID, EMULATOR_NUMBER
 from bwasync.cli._demo import DEFAULT_DEMO, EXAMPLES, demo
-from bwasync.cli._loop import loop_factory
+from bwasync.cli._loop import loop_factory, run
 from bwasync.cli._options import ConnectionOptions, connection_options
 from bwasync.cli._receiver import CallbackCollector, expected_callbacks
 from bwasync.cli._segments_cmd import analyse
@@ -780,3 +780,24 @@ def test_demo_without_subcommand_is_the_campaign(runner: CliRunner) -> None:
     assert set(demo.commands) >= {"campaign", "examples"}
     result = invoke(runner, "demo", "--help")
     assert result.exit_code == 0 and "10,000" in result.output
+
+
+def test_an_error_nobody_retrieved_is_one_warning_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """A task that failed and was dropped: the loop's report is one warning line without its
+    traceback (the loop's default handler would print one); the traceback only at debug level."""
+
+    async def main() -> None:
+        async def fails() -> None:
+            raise ConnectionError("the server went away")
+
+        task = asyncio.ensure_future(fails())
+        await asyncio.wait((task,))
+        del task  # dropped with its exception unread: the loop reports it when the task is freed
+
+    with caplog.at_level(logging.DEBUG, logger="bwasync.cli"):
+        run(main())
+    reports = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert [(r.levelno, r.getMessage(), r.exc_info) for r in reports] == [
+        (logging.WARNING, "Task exception was never retrieved: ConnectionError: the server went away", None)
+    ]
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info and r.levelno == logging.DEBUG] == [ConnectionError]

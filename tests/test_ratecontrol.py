@@ -16,15 +16,31 @@ from bwasync._constants import (
     RATE_CUBIC_SCALE,
     RATE_CUT_FLOOR,
     RATE_DRAIN_FACTOR,
+    RATE_DRAIN_MIN_SPAN,
+    RATE_DRAIN_SAMPLE,
     RATE_EARLY_SAMPLE,
+    RATE_FLOOD_CUT,
     RATE_FLOOD_SAMPLE,
+    RATE_FULL_SPAN_MAX,
     RATE_HINT_FACTOR,
     RATE_HINT_PLATEAU,
     RATE_LIMIT_EPISODE,
     RATE_NOISE_HALF_LIFE,
     RATE_PLATEAU,
+    RATE_PRECISE_SAMPLE,
 )
-from bwasync._ratecontrol import NOISE, PAID_OFF, STILL_FULL, Meter, RateController, cubic_rate, cut_target, judge_cut
+from bwasync._ratecontrol import (
+    NOISE,
+    PAID_OFF,
+    STILL_FULL,
+    Meter,
+    RateController,
+    cubic_rate,
+    cut_target,
+    drain_floor,
+    drain_rate,
+    judge_cut,
+)
 from bwasync._transport import parse_allowed_rate, status_error
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -206,12 +222,12 @@ def test_stray_429s_in_the_first_second_do_not_cut_a_flood_does() -> None:
         queue.on_success(1, i / 1000)
     cuts = [queue.on_rate_limited(0.04) for _ in range(60)]
     assert any(cuts)
-    # 40 accepted in the first second, most of them the queue's fill: cut by beta, not just below it
-    assert queue.rate == pytest.approx(40 * RATE_CUT_FLOOR, rel=0.05)
+    # 40 accepted in the first second, most of them the queue's fill: a deep cut, not just below it
+    assert queue.rate == pytest.approx(40 * RATE_FLOOD_CUT, rel=0.05)
 
 
 def test_a_cut_in_the_first_second_does_not_regrow_toward_the_queues_fill() -> None:
-    # 40 accepted at once (the queue's fill), then a flood: cut by beta of that. What was accepted
+    # 40 accepted at once (the queue's fill), then a flood: cut to a fraction of that. What was accepted
     # is no maximum to regrow to: the rate holds at the cut through the plateau (it regrew to
     # the 40/s of the fill, and overflowed the 20/s queue again).
     control = RateController(ceiling=None)
@@ -219,7 +235,7 @@ def test_a_cut_in_the_first_second_does_not_regrow_toward_the_queues_fill() -> N
     for _ in range(60):
         control.on_rate_limited(0.05)
     cut = control.rate
-    assert cut == pytest.approx(40 * RATE_CUT_FLOOR, rel=0.05)
+    assert cut == pytest.approx(40 * RATE_FLOOD_CUT, rel=0.05)
     steady(control, 20, 0.06, 0.06 + RATE_PLATEAU)  # no 429 since: the cut paid off
     assert control.rate == pytest.approx(cut, rel=0.01)
 
@@ -233,7 +249,7 @@ def test_a_flood_after_the_queue_absorbed_many_answers_cuts_at_once() -> None:
         control.on_success(1, i / 4000)
     cuts = [control.on_rate_limited(0.2) for _ in range(RATE_FLOOD_SAMPLE)]
     assert cuts[-1] and not any(cuts[:-1])
-    assert control.rate == pytest.approx(800 * RATE_CUT_FLOOR, rel=0.05)
+    assert control.rate == pytest.approx(800 * RATE_FLOOD_CUT, rel=0.05)
 
 
 def test_429s_in_a_row_at_the_start_cut_429s_among_202s_do_not() -> None:
@@ -392,6 +408,147 @@ def test_regrowth_beyond_the_old_maximum_finds_a_raised_limit() -> None:
         assert rate is not None
         now = steady(control, rate, now, now + 0.5) + 1 / rate
     assert control.rate is not None and control.rate > 150
+
+
+# --- rule 9: measure the drain while the queue is full ---------------------------------------------------
+
+
+class Queue:
+    """An account queue that drains ``drain`` messages/s and holds ``capacity``, fed by a client
+    that wants ``want`` messages/s and is paced by ``control``; every answer is immediate."""
+
+    def __init__(self, control: RateController, *, drain: float, capacity: float, want: float) -> None:
+        self.control, self.drain, self.capacity, self.want = control, drain, capacity, want
+        self.level, self.now = 0.0, 0.0
+        self.limited: list[float] = []
+        self.rates: list[tuple[float, float | None]] = []
+
+    def run(self, until: float) -> None:
+        control = self.control
+        while True:
+            rate = control.rate
+            step = 1 / min(self.want, rate if rate is not None else math.inf)
+            if self.now + step >= until:
+                return
+            self.now += step
+            self.level = max(0.0, self.level - step * self.drain)
+            control.on_sent(1, self.now)
+            if self.level + 1 > self.capacity:
+                self.limited.append(self.now)
+                changed = control.on_rate_limited(self.now)
+            else:
+                self.level += 1
+                changed = control.on_success(1, self.now)
+            if changed:
+                self.rates.append((self.now, control.rate))
+
+
+def test_drain_is_what_the_full_queue_accepted_between_two_429s() -> None:
+    assert drain_rate(span=1.0, accepted=20, answers=20, limited=5) == pytest.approx(20)
+    assert drain_rate(span=0.5, accepted=10, answers=10, limited=1) == pytest.approx(20)
+    assert drain_rate(span=1.0, accepted=40, answers=20, limited=1) == pytest.approx(40)  # segments/s
+    # the measure is exact to one message: a cut goes one message below it
+    assert drain_floor(20.0, 20) == pytest.approx(19)
+    assert drain_floor(40.0, 20) == pytest.approx(38)
+    assert drain_rate(span=RATE_DRAIN_MIN_SPAN / 2, accepted=20, answers=20, limited=5) is None  # too short
+    assert drain_rate(span=1.0, accepted=9, answers=RATE_DRAIN_SAMPLE - 1, limited=5) is None  # too few answers
+    assert drain_rate(span=1.0, accepted=20, answers=20, limited=0) is None  # no 429 closes the span
+
+
+def test_a_queue_still_full_after_the_first_cut_is_recut_to_its_measured_drain_at_once() -> None:
+    # A 4-s queue of 20/s: the first round's flood cuts to half of the 80/s of its fill, 40/s,
+    # twice the rate. What the queue accepts between the 429s that follow is its rate.
+    control = RateController(ceiling=None)
+    queue = Queue(control, drain=20, capacity=80, want=4000)
+    queue.run(1.0)
+    (flood_at, flood), (recut_at, recut) = queue.rates[:2]
+    assert flood == pytest.approx(80 * RATE_FLOOD_CUT, rel=0.05)
+    assert recut_at - flood_at <= RATE_DRAIN_MIN_SPAN + 0.1  # not a whole episode later
+    # Four answers measure the rate to a message in four: the cut goes one message below the
+    # measure, never above the rate, and the rate regrows to the measure itself.
+    assert recut is not None and 0.6 * 20 <= recut <= 20
+    queue.run(4.0)
+    assert max(queue.limited) <= recut_at  # no 429 since
+    assert control.rate is not None and 0.85 * 20 <= control.rate <= 20
+
+
+def test_the_next_overflow_is_cut_to_the_drain_measured_since_the_last_and_held_there() -> None:
+    # A 2-s queue of 200/s. After the first overflow, the next one (the probe above the measured
+    # rate) is cut to what the queue accepted since the first: measured over a thousand answers,
+    # that is the rate to within a message, and the rate holds at it for RATE_HINT_PLATEAU rather
+    # than probing again every few seconds.
+    control = RateController(ceiling=None)
+    queue = Queue(control, drain=200, capacity=400, want=2000)
+    queue.run(3.0)
+    settled = len(queue.limited)
+    queue.run(3.0 + RATE_HINT_PLATEAU)
+    later = queue.limited[settled:]
+    assert 1 <= len(later) <= 3  # one probe, cut at once
+    probe = later[0]
+    cut = min(r for t, r in queue.rates if t >= probe and r is not None)
+    assert 0.98 * 200 <= cut <= 200
+    assert control._drain_answers >= RATE_PRECISE_SAMPLE
+    final = control.rate
+    assert final is not None and 0.98 * 200 <= final <= 200
+
+
+def test_a_drain_measured_across_an_idle_spell_is_no_measure() -> None:
+    # The queue was full at 1 s, the client then idled, and at 7.5 s a 429 closes the span: the
+    # 150 accepted over 6.5 s say nothing about the rate (the queue emptied in between). The cut
+    # is rule 1's, just below what was accepted in the last second.
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 1.0)
+    control.on_rate_limited(1.0)
+    now = steady(control, 100, 6.0, 7.5)
+    control.on_rate_limited(now)
+    assert control.rate == pytest.approx(100 * RATE_DRAIN_FACTOR, rel=0.02)
+
+
+def test_a_drain_measured_while_the_client_sent_slowly_cuts_no_deeper_than_the_floor() -> None:
+    # Full at 1 s; then 20/s for 5 s (never idle, the queue emptied), 100/s for 1.5 s, and a
+    # 429: 250 accepted over 6.5 s read 38/s, not the rate. The cut stops at RATE_FLOOD_CUT of
+    # rule 1's.
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 1.0)
+    control.on_rate_limited(1.0)
+    steady(control, 20, 1.0, 6.0)
+    now = steady(control, 100, 6.0, 7.5)
+    control.on_rate_limited(now)
+    assert control.rate == pytest.approx(RATE_FLOOD_CUT * 100 * RATE_DRAIN_FACTOR, rel=0.02)
+
+
+def test_a_cut_to_a_measured_drain_is_not_undone_as_noise() -> None:
+    # The same low share of 429s after the cut as before it (one answer in 24), sending no
+    # faster than was accepted: the NOISE verdict, had the rate been a guess. A measured drain is
+    # the queue's rate: the cut stands.
+    def judged(measured: bool) -> float | None:
+        control = RateController(ceiling=None)
+        now = steady(control, 100, 0.0, 2.0)
+        control._undo = None
+        control._cut(now, w_max=95, to=95, share=0.05, accepted=100, measured=measured)
+        for i in range(1, 96):
+            now += 1 / 95
+            control.on_sent(1, now)
+            if i % 24 == 0:
+                control.on_rate_limited(now)
+            else:
+                control.on_success(1, now)
+        return control.rate
+
+    assert judged(measured=False) is None  # undone: unthrottled again
+    assert judged(measured=True) == pytest.approx(95, rel=0.01)
+
+
+def test_a_span_reaches_back_no_further_than_its_limit() -> None:
+    control = RateController(ceiling=None)
+    steady(control, 100, 0.0, 2.0)
+    control.on_rate_limited(2.0)
+    now = steady(control, 100, 2.0, 2.0 + RATE_FULL_SPAN_MAX + 1)
+    control.on_rate_limited(now)
+    assert math.isnan(control._drain)  # a new span starts here
+    now = steady(control, 100, now, now + 1)
+    control.on_rate_limited(now)
+    assert control._drain == pytest.approx(100, rel=0.02)
 
 
 # --- rule 6: back to unthrottled ----------------------------------------------------------------------------------

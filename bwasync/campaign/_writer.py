@@ -19,7 +19,11 @@ Two kinds of item:
 
 Items queued during one turn of the event loop are handed to the thread together, at the end
 of that turn (one queue put, one wake-up of the thread, however many items): waking the thread
-per item would make it take the GIL from the loop once per mark and once per result.
+per item would make it take the GIL from the loop once per mark and once per result. When a
+future waits for one of them (a mark), the loop then gives the GIL up for a moment
+(``time.sleep(0)``): the woken thread takes it at once, instead of after the interpreter's
+switch interval while the loop keeps busy, and the loop's requests waiting for their marks
+stop idling it (measured: campaign / ``send_many`` 0.75× → 0.83× by rate, same CPU per row).
 
 **One statement.** Every SQLite call gives the GIL up and must win it back from the event
 loop, which can take up to the interpreter's switch interval (5 ms) while the loop is busy; a
@@ -153,8 +157,10 @@ class GroupCommitWriter:
         self._flush_interval = flush_interval
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[list[_Item]] = queue.SimpleQueue()
-        #: Items queued during the current turn of the loop, handed over at its end.
+        #: Items queued during the current turn of the loop, handed over at its end, and
+        #: whether a future waits for one of them.
         self._outbox: list[_Item] = []
+        self._waited_for = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -200,6 +206,8 @@ class GroupCommitWriter:
     def _put(self, item: _Item) -> None:
         outbox = self._outbox
         outbox.append(item)
+        if not item.lazy:
+            self._waited_for = True
         if len(outbox) == 1:
             assert self._loop is not None
             self._loop.call_soon(self._hand_over)
@@ -209,6 +217,14 @@ class GroupCommitWriter:
         items, self._outbox = self._outbox, []
         if items:
             self._queue.put(items)
+        if self._waited_for:
+            self._waited_for = False
+            # Someone waits for this commit (a mark, before its request may leave): give the
+            # GIL up for a moment, so that the thread, woken by the put, takes it and starts
+            # the commit now rather than after the interpreter's switch interval (5 ms), which
+            # is how long it waits while the loop keeps busy. The statement itself then runs
+            # without the GIL, beside the loop. Lazy items alone are not worth the switch.
+            time.sleep(0)
 
     def check_open(self) -> asyncio.AbstractEventLoop:
         if self._closed or self._loop is None:

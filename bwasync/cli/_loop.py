@@ -36,7 +36,19 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     factory = loop_factory()
     logger.debug("event loop: %s", "uvloop" if factory is not None else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
+        runner.get_loop().set_exception_handler(report_loop_error)
         return runner.run(main)
+
+
+def report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What the loop could not hand to anyone (a task whose exception nobody retrieved, a failed
+    callback), as one warning line: the loop's default handler would print a traceback, which no
+    command prints (``-vv`` logs it in full, at debug level)."""
+    exc = context.get("exception")
+    what = context.get("message") or "unhandled error in the event loop"
+    logger.warning("%s: %s", what, f"{type(exc).__name__}: {exc}" if exc is not None else "no exception")
+    if exc is not None:
+        logger.debug("in full", exc_info=exc)
 
 
 @contextlib.contextmanager

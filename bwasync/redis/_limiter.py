@@ -585,7 +585,7 @@ class RedisLimiter:
                     repr(after or 0.0),
                     dump(control),
                     "1" if cut else "0",
-                    repr(CUT_CARRY_BURSTS),
+                    repr(CUT_CARRY_BURSTS if control.carry else 1.0),
                 ],
             )
             if int(written):

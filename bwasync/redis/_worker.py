@@ -243,6 +243,8 @@ class CampaignWorker:
             stop_beating.set()
             heartbeat.cancel()
             await asyncio.wait((heartbeat,))
+            if not heartbeat.cancelled():
+                heartbeat.result()  # what it did not expect is the run's error (never left unretrieved)
         complete = False
         if not self._redis_failed:
             try:
