@@ -333,7 +333,7 @@ class RateController:
 
     Until its first :meth:`on_rate_limited`, :meth:`on_sent` and :meth:`on_success` do nothing
     but count in the meter (``Meter.sent`` / ``Meter.accepted``; ``on_success`` answers False):
-    :class:`~bwasync.AdaptiveLimiter`'s fast path counts there itself meanwhile, and
+    :class:`~bwasync.AdaptiveLimiter`'s fast path calls those two meter methods itself meanwhile, and
     tests/test_ratelimit.py checks that it ends with the same state as these methods.
     """
 
