@@ -184,7 +184,7 @@ class MessageRequest(
             self.media is None
             and self.priority is None
             and self.expiration is None
-            and is_plain_tag(self.tag)
+            and ((tag := self.tag) is None or is_plain_tag(tag))  # no call for the usual untagged message
             and is_plain_sms(self.application_id, one, self.from_, self.text)
         ):
             # The common SMS, valid: no call into the full checks; only a lone number to list.

@@ -330,6 +330,11 @@ class RateController:
         control = RateController(ceiling=None)
         control.on_sent(1, now)
         control.on_rate_limited(now, allowed_rate=None)   # True: a cut; control.rate is set
+
+    Until its first :meth:`on_rate_limited`, :meth:`on_sent` and :meth:`on_success` do nothing
+    but count in the meter (``Meter.sent`` / ``Meter.accepted``; ``on_success`` answers False):
+    :class:`~bwasync.AdaptiveLimiter`'s fast path calls those two meter methods itself meanwhile, and
+    tests/test_ratelimit.py checks that it ends with the same state as these methods.
     """
 
     __slots__ = (

@@ -35,7 +35,7 @@ from typing import Protocol, runtime_checkable
 
 from ._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
 from ._exceptions import ConfigurationError
-from ._ratecontrol import RateController
+from ._ratecontrol import Meter, RateController
 
 __all__ = ["AdaptiveLimiter", "RateLimiter", "TokenBucket", "fast_acquire"]
 
@@ -461,6 +461,7 @@ class AdaptiveLimiter:
         "_next_sweep",
         "_per_sender_burst",
         "_per_sender_rate",
+        "_quiet",
         "_senders",
     )
 
@@ -500,6 +501,12 @@ class AdaptiveLimiter:
         # Only the clock is read from it; each bucket checks the running loop on its slow path.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._control = RateController(ceiling=self._ceiling)
+        # The controller's meter until the first 429, None from then on. Before any 429 the
+        # controller's on_sent and on_success only count, in its meter (RateController's
+        # docstring), so the fast paths below hand a send or an answer to the meter directly:
+        # one Python call less each, the same counts (only the meter's own methods are used, so
+        # that the meter may keep its counts as it likes).
+        self._quiet: Meter | None = self._control._meter
 
     @property
     def rate(self) -> float | None:
@@ -529,7 +536,11 @@ class AdaptiveLimiter:
         # so a request never holds capacity of one key while it waits on the other.
         if self._per_sender_rate is None:
             if account is None or account._try_take(cost, now):
-                self._control.on_sent(cost, now)
+                meter = self._quiet
+                if meter is not None:
+                    meter.sent(cost, now)  # all that on_sent does before the first 429 (see __init__)
+                else:
+                    self._control.on_sent(cost, now)
                 return True
             return False
         if now >= self._next_sweep:
@@ -559,6 +570,11 @@ class AdaptiveLimiter:
         """A send was accepted: counted, and the rate regrows (see the class docstring)."""
         loop = self._loop  # bound by acquire, which came first
         now = loop.time() if loop is not None else _loop_time()
+        meter = self._quiet
+        if meter is not None:
+            # All that on_success does before the first 429: count, and answer False (see __init__).
+            meter.accepted(cost, now)
+            return
         if self._control.on_success(cost, now):
             self._apply(now)
 
@@ -568,6 +584,7 @@ class AdaptiveLimiter:
         if allowed_rate is not None and not (allowed_rate > 0 and math.isfinite(allowed_rate)):
             allowed_rate = None
         before = self.rate
+        self._quiet = None  # from the first 429 on, every event goes through the controller
         if self._control.on_rate_limited(now, allowed_rate=allowed_rate):
             self._apply(now)
         _log.debug(

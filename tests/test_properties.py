@@ -22,13 +22,13 @@ from urllib.parse import quote_from_bytes
 
 import msgspec
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from bwasync import MessageRequest, MessagingClient, Outcome, RetryPolicy, ValidationError
 from bwasync._models import encode_request
 from bwasync._segments import segments
-from bwasync._validation import encodable
+from bwasync._validation import encodable, is_e164, is_plain_sms
 from bwasync.emulator import Emulator
 from tests._hostile import ExplodingMapping, http_request, raw_http
 from tests.conftest import ACCOUNT_ID
@@ -189,6 +189,30 @@ def test_segments_match_an_independent_table_driven_counter(text: str) -> None:
     info = segments(text or None)
     assert (info.encoding, info.segments, info.units) == reference_segments(text)
     assert segments(text, ["https://e.com/a.png"]).segments == 1  # MMS: one segment
+
+
+def e164_by_the_rule(value: str) -> bool:
+    """E.164 as the rule reads (what ``is_e164`` did in Python before it became one regex)."""
+    n = len(value)
+    return 3 <= n <= 16 and value[0] == "+" and value[1] != "0" and value.isascii() and value[1:].isdigit()
+
+
+#: Strings near E.164: a ``+``, digits (ASCII and not), a newline, at the lengths around the limits.
+near_e164 = st.text(st.sampled_from("+0123456789\n \u0661\u00b2a"), max_size=18) | st.from_regex(r"\+[0-9]{0,17}")
+
+
+@given(near_e164 | any_text)
+@example("+1" + "2" * 14)  # 15 digits: the longest number
+@example("+1" + "2" * 15)
+@example("+12")
+@example("+1")
+@example("+02")
+@example("+12\n")
+@example("+\u0661\u0662")
+def test_is_e164_is_exactly_the_rule(value: str) -> None:
+    assert is_e164(value) == e164_by_the_rule(value)
+    # The request fast path tests the same thing: a number it takes is one the rule takes.
+    assert is_plain_sms("93de2206-9669-4e07-948d-329f4b722ee2", value, "+15553332222", "hi") == e164_by_the_rule(value)
 
 
 def test_reference_counter_knows_the_boundaries() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from bwasync._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, MIN_RATE, RATE_DRAIN_FACTOR, RATE_HINT_FACTOR
 from bwasync._exceptions import ConfigurationError
+from bwasync._ratecontrol import Meter, RateController
 from bwasync._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
 
 # --- harness ---------------------------------------------------------------------------------
@@ -652,3 +653,62 @@ async def test_unthrottling_lets_queued_requests_go_at_once(clock: FakeClock) ->
     await clock.settle()
     assert len(log) == 50
     assert limiter.rate is None
+
+
+# --- the fast path before the first 429 ------------------------------------------------------
+
+
+def controller_state(control: RateController) -> dict[str, str]:
+    """Every slot of a controller and of its meter, as text (lists are compared by value)."""
+    state = {name: repr(getattr(control, name)) for name in RateController.__slots__ if name != "_meter"}
+    state.update({f"meter.{name}": repr(getattr(control._meter, name)) for name in Meter.__slots__})
+    return state
+
+
+@pytest.mark.parametrize("rate", [None, 500.0])
+async def test_counting_before_the_first_429_matches_the_controller_and_hands_over_on_it(
+    clock: FakeClock, rate: float | None
+) -> None:
+    # Until the first 429 the limiter hands sends and answers to the controller's meter itself
+    # (no call into the controller); the controller, fed the same events through its own
+    # methods, must end every step in exactly the same state, across window ends, an idle gap
+    # (answers start over), the first 429 and what follows it.
+    limiter = AdaptiveLimiter(rate=rate)
+    reference = RateController(ceiling=rate)
+    control = limiter._control
+
+    def calls(method: mock.MagicMock) -> int:
+        return sum(1 for call in method.call_args_list if call.args[0] is control)
+
+    times = [0.01 * i for i in range(1, 150)] + [3.6 + 0.02 * i for i in range(100)]
+    with (
+        mock.patch.object(RateController, "on_sent", autospec=True, side_effect=RateController.on_sent) as on_sent,
+        mock.patch.object(RateController, "on_success", autospec=True, side_effect=RateController.on_success) as on_ok,
+    ):
+        for i, now in enumerate(times):
+            clock.now = now
+            assert limiter.try_acquire(2, sender="a")
+            reference.on_sent(2, now)
+            if i % 7 != 3:  # an answer for most sends, in the same window
+                limiter.report_success(2, sender="a")
+                reference.on_success(2, now)
+            assert controller_state(control) == controller_state(reference), now
+        assert calls(on_ok) == calls(on_sent) == 0  # the fast path counted every one
+        clock.now = 5.7
+        limiter.report_rate_limited(sender="a", retry_after=None)
+        reference.on_rate_limited(5.7, allowed_rate=None)
+        assert limiter.rate == reference.rate
+        after = [5.71 + 0.01 * i for i in range(120)]
+        admitted = 0
+        for now in after:
+            clock.now = now
+            if limiter.try_acquire(1, sender="a"):
+                admitted += 1
+                reference.on_sent(1, now)
+            limiter.report_success(1, sender="a")
+            reference.on_success(1, now)
+            assert controller_state(control) == controller_state(reference), now
+            assert limiter.rate == reference.rate
+        # From the 429 on, every event goes through the controller.
+        assert admitted and calls(on_sent) == admitted
+        assert calls(on_ok) == len(after)
