@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Final, Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, TypedDict, TypeVar
 
 from ._auth import basic_header
 
@@ -21,6 +21,7 @@ __all__ = [
     "BasicAuthGate",
     "Refused",
     "WebhookHandler",
+    "WebhookOptions",
     "WebhookStats",
     "read_bounded",
 ]
@@ -110,6 +111,17 @@ class Refused(NamedTuple):
     status: int
     text: str
     headers: Mapping[str, str]
+
+
+class WebhookOptions(TypedDict, total=False):
+    """The keywords every receiver's handler takes (:class:`WebhookHandler`), typed for the
+    functions that pass them on (``**options: Unpack[WebhookOptions]``): a misspelt one is a type
+    error, not only a ``TypeError`` at run time."""
+
+    username: str | None
+    password: str | None
+    max_body: int
+    timeout: float
 
 
 S = TypeVar("S", bound=WebhookStats)

@@ -1,4 +1,5 @@
-"""A type checker flags a misspelt or mistyped keyword on the client's sending and listing calls.
+"""A type checker flags a misspelt or mistyped keyword on the client's sending and listing calls,
+and on the webhook handler factories.
 
 ``tests/typing/misspelt_fields.py`` holds correct calls and, marked ``# E:``, wrong ones; mypy must
 report an error on exactly the marked lines.

@@ -39,13 +39,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 from aiohttp import hdrs, web
 
 from .._models import StatusCallback, decode_callbacks
-from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookStats
+from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookOptions, WebhookStats
 from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
@@ -224,7 +224,7 @@ class CallbackHandler(WebhookHandler[ReceiverStats]):
         return result
 
 
-def make_callback_handler(on_event: OnEvent, **options: Any) -> Handler:
+def make_callback_handler(on_event: OnEvent, **options: Unpack[WebhookOptions]) -> Handler:
     """An aiohttp request handler for Bandwidth status callbacks, for any aiohttp app.
 
     ``on_event(event)`` (a :class:`~bwasync.StatusCallback`; sync or async) is called once per

@@ -42,13 +42,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Unpack
 
 import msgspec
 from aiohttp import hdrs, web
 
 from .._models import InboundCallback, StatusCallback, decode_inbound_callbacks
-from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookStats
+from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookOptions, WebhookStats
 from ._constants import INBOUND_DEDUPE_CAPACITY, INBOUND_HANDLER_TIMEOUT, INBOUND_MAX_BODY
 from ._keywords import ReplyKind, classify_reply
 from ._optout import OptOutStore
@@ -115,6 +115,12 @@ class InboundStats(WebhookStats):
     duplicates: int = 0
     #: Keywords older than one already applied for the same number.
     stale: int = 0
+
+
+class InboundOptions(WebhookOptions, total=False):
+    """:class:`InboundHandler`'s keywords, typed for :func:`make_inbound_handler`."""
+
+    on_reply: OnReply | None
 
 
 class ReplyOutcome(enum.Enum):
@@ -283,7 +289,7 @@ def _utc(when: datetime) -> datetime | None:
         return None
 
 
-def make_inbound_handler(store: OptOutStore, **options: Any) -> Handler:
+def make_inbound_handler(store: OptOutStore, **options: Unpack[InboundOptions]) -> Handler:
     """An aiohttp request handler for Bandwidth's inbound message callbacks, for any aiohttp app.
 
     Opt-out keywords (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT) add the sender to
