@@ -186,7 +186,8 @@ class Slot:
         self.maybe_sent = False
         #: ``time.monotonic()`` when the latest attempt's request left (0.0: none has).
         self.sent_at = 0.0
-        #: The send's encoded body, segments, sender, and ``time.monotonic()`` of its start.
+        #: The send's encoded body, segments, sender, and ``time.monotonic()`` of its start (0.0
+        #: until its first attempt waits or sends: then, before the wait or at the send).
         self.body = b""
         self.cost = 0
         self.sender = ""
@@ -195,6 +196,13 @@ class Slot:
     def latency(self) -> float:
         """Seconds since the latest attempt's request left (0.0 if none left)."""
         return time.monotonic() - self.sent_at if self.sent_at else 0.0
+
+
+def _waits(slot: Slot) -> None:
+    """A send's attempt is about to wait before its request leaves: if it is the first attempt,
+    the send's start (which the retry deadline runs from) is now, before the wait."""
+    if not slot.started:
+        slot.started = time.monotonic()
 
 
 class Pipeline:
@@ -273,7 +281,9 @@ class Pipeline:
         def again() -> Awaitable[Message]:
             return self.attempt(slot)
 
-        return await retry_after_failure(again, first, self.policy, started=slot.started, sleep=backoff)
+        # ``started`` is read at the latest when the first request left (0.0: it never left).
+        started = slot.started or time.monotonic()
+        return await retry_after_failure(again, first, self.policy, started=started, sleep=backoff)
 
     async def attempt(
         self,
@@ -289,7 +299,9 @@ class Pipeline:
         if request is not None:
             slot.maybe_sent = False
             slot.sent_at = 0.0
-            slot.started = time.monotonic()
+            # Read only if this attempt waits before it sends (``_waits``); else it is the same
+            # instant as ``sent_at``, read once for both.
+            slot.started = 0.0
             slot.body = encode_request(request)
             slot.cost = message_cost(request)
             slot.sender = request.from_
@@ -302,28 +314,35 @@ class Pipeline:
             if header is None:
                 # Fetch the OAuth2 token before the create can leave: if that fails, the message
                 # certainly was not sent (and a cancellation now is not ambiguous either).
+                _waits(slot)
                 header = await transport.auth_header()
         gate = self.gate
         if gate._round and gate.in_first_round:  # one attribute load once the round is over
             # Ask the limiter only once there is a place: admitted now, this request would leave
             # after the round's answers, past a cut they made.
+            _waits(slot)
             await gate.first_round_over()
         limiter = self.limiter
         try_acquire = self._try_acquire
         if try_acquire is None or not try_acquire(cost, sender=sender):
+            _waits(slot)
             await limiter.acquire(cost, sender=sender)
         try:
             if before_send is not None:
+                _waits(slot)
                 await before_send()
             if gate._free and not gate._waiters:  # Gate.try_take, inlined: twice per message
                 gate._free -= 1
             else:
+                _waits(slot)
                 await gate.take()
         except BaseException:
             limiter.release(cost, sender=sender)
             raise
         slot.stage = SENDING
-        slot.sent_at = time.monotonic()
+        slot.sent_at = now = time.monotonic()
+        if not slot.started:  # nothing was awaited since the send began: it starts now
+            slot.started = now
         try:
             message = await transport.create_message(slot.body, self.timeout, header)
         except RateLimitError as exc:

@@ -239,9 +239,14 @@ class Meter:
     burst reads as ``burst / window`` rather than an enormous rate. The counts are kept as
     running totals (:attr:`total`) with a mark at the start of each window, so the counts over
     any span between two readings of :attr:`total` are one subtraction away.
+
+    A caller that counts once per message may count into :attr:`total` itself while
+    ``now < counting_until``: until then :meth:`sent` is exactly ``total[0] += cost`` and
+    :meth:`accepted` exactly ``total[1] += cost; total[2] += 1`` (the current window has not
+    ended, and answers are coming back). From ``counting_until`` on it must call them.
     """
 
-    __slots__ = ("_answered_from", "_end", "_mark", "_prev_mark", "_prev_start", "total")
+    __slots__ = ("_answered_from", "_end", "_mark", "_prev_mark", "_prev_start", "counting_until", "total")
 
     def __init__(self) -> None:
         #: Since the start: [sent segments, accepted segments, accepted answers, 429 answers].
@@ -253,6 +258,9 @@ class Meter:
         self._prev_start = -math.inf
         # When answers started coming back (after the start, or an idle window); inf: none yet.
         self._answered_from = math.inf
+        #: Loop time before which a caller may count into ``total`` itself (class docstring);
+        #: ``_end`` while answers are coming back, else -inf. Set wherever either changes.
+        self.counting_until = -math.inf
 
     def roll(self, now: float) -> None:
         if now < self._end:
@@ -262,12 +270,20 @@ class Meter:
             self._prev_start = self._end - ACHIEVED_RATE_WINDOW
             self._end += ACHIEVED_RATE_WINDOW
             self._mark = list(self.total)
+            if self._answered_from != math.inf:
+                self.counting_until = self._end
         else:  # idle for a window or more: nothing happened in the window before ``now``
             self._mark = list(self.total)
             self._prev_mark = self._mark
             self._prev_start = now
             self._end = now + ACHIEVED_RATE_WINDOW
             self._answered_from = math.inf
+            self.counting_until = -math.inf
+
+    def _answering(self, now: float) -> None:
+        """The first answer since the start or an idle window came back at ``now``."""
+        self._answered_from = now
+        self.counting_until = self._end
 
     def sent(self, cost: float, now: float) -> None:
         if now >= self._end:  # roll's own test, inlined: sent and accepted run once per message
@@ -281,7 +297,7 @@ class Meter:
         if now >= self._end:
             self.roll(now)
         if self._answered_from == math.inf:
-            self._answered_from = now
+            self._answering(now)
         total = self.total
         total[1] += cost
         total[2] += 1
@@ -289,7 +305,7 @@ class Meter:
     def limited(self, now: float) -> None:
         self.roll(now)
         if self._answered_from == math.inf:
-            self._answered_from = now
+            self._answering(now)
         self.total[3] += 1
 
     def answering_since(self, when: float) -> bool:
@@ -332,9 +348,10 @@ class RateController:
         control.on_rate_limited(now, allowed_rate=None)   # True: a cut; control.rate is set
 
     Until its first :meth:`on_rate_limited`, :meth:`on_sent` and :meth:`on_success` do nothing
-    but count in the meter (``Meter.sent`` / ``Meter.accepted``; ``on_success`` answers False):
-    :class:`~bwasync.AdaptiveLimiter`'s fast path calls those two meter methods itself meanwhile, and
-    tests/test_ratelimit.py checks that it ends with the same state as these methods.
+    but count in :attr:`meter` (``Meter.sent`` / ``Meter.accepted``; ``on_success`` answers
+    False): :class:`~bwasync.AdaptiveLimiter`'s fast path counts into the meter itself meanwhile
+    (as :class:`Meter` allows), and tests/test_ratelimit.py checks that it ends with the same
+    state as these methods.
     """
 
     __slots__ = (
@@ -417,6 +434,11 @@ class RateController:
         # ``_early_from`` for one window; inf: none yet.
         self._early = [0, 0]
         self._early_from = math.inf
+
+    @property
+    def meter(self) -> Meter:
+        """What was sent and answered recently, as the rules read it (counted by the ``on_*`` methods)."""
+        return self._meter
 
     # --- events -------------------------------------------------------------------------------
 

@@ -503,10 +503,10 @@ class AdaptiveLimiter:
         self._control = RateController(ceiling=self._ceiling)
         # The controller's meter until the first 429, None from then on. Before any 429 the
         # controller's on_sent and on_success only count, in its meter (RateController's
-        # docstring), so the fast paths below hand a send or an answer to the meter directly:
-        # one Python call less each, the same counts (only the meter's own methods are used, so
-        # that the meter may keep its counts as it likes).
-        self._quiet: Meter | None = self._control._meter
+        # docstring), so the fast paths below count a send or an answer themselves: into the
+        # meter's running totals while its ``counting_until`` allows (Meter's docstring: no call
+        # at all), else through the meter's own methods. The same counts either way.
+        self._quiet: Meter | None = self._control.meter
 
     @property
     def rate(self) -> float | None:
@@ -537,8 +537,11 @@ class AdaptiveLimiter:
         if self._per_sender_rate is None:
             if account is None or account._try_take(cost, now):
                 meter = self._quiet
-                if meter is not None:
-                    meter.sent(cost, now)  # all that on_sent does before the first 429 (see __init__)
+                if meter is not None:  # all that on_sent does before the first 429 (see __init__)
+                    if now < meter.counting_until:
+                        meter.total[0] += cost  # Meter.sent, as its docstring allows
+                    else:
+                        meter.sent(cost, now)
                 else:
                     self._control.on_sent(cost, now)
                 return True
@@ -573,7 +576,12 @@ class AdaptiveLimiter:
         meter = self._quiet
         if meter is not None:
             # All that on_success does before the first 429: count, and answer False (see __init__).
-            meter.accepted(cost, now)
+            if now < meter.counting_until:
+                total = meter.total  # Meter.accepted, as its docstring allows
+                total[1] += cost
+                total[2] += 1
+            else:
+                meter.accepted(cost, now)
             return
         if self._control.on_success(cost, now):
             self._apply(now)

@@ -31,7 +31,8 @@ from bwasync import (
     TokenBucket,
 )
 from bwasync._constants import FIRST_ROUND_MAX, FIRST_ROUND_SIZE
-from bwasync._pipeline import CappedLimiter, Gate
+from bwasync._models import Message
+from bwasync._pipeline import CappedLimiter, Gate, Slot
 from bwasync.emulator import Emulator
 
 from .conftest import EmulatorFactory
@@ -304,6 +305,37 @@ async def test_retry_after_is_capped_by_the_policy_for_the_limiter_too(scripted:
         with pytest.raises(RateLimitError):
             await c.create_message(request(0, "sleeper"))
     assert limiter.rate_limited == [5.0]
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_a_send_starts_before_its_first_wait_or_else_as_its_request_leaves(waits: bool) -> None:
+    # The retry deadline runs from a send's start (Slot.started). A first attempt that waits
+    # (here for a limiter without a fast path) reads the clock before the wait; one that waits for
+    # nothing starts as its request leaves, one clock read for both.
+    client = client_for("http://127.0.0.1:9", limiter=RecordingLimiter() if waits else AdaptiveLimiter())
+    pipeline = client._pipeline
+    message = msgspec.json.decode(b'{"id": "m-1"}', type=Message)
+    sent_at: list[float] = []
+
+    class Stub:
+        auth = pipeline.transport.auth
+
+        async def create_message(self, body: bytes, timeout: object, header: str | None = None) -> Message:
+            sent_at.append(slot.sent_at)
+            return message
+
+    pipeline.transport = Stub()  # type: ignore[assignment]
+    slot = Slot()
+    ticks = iter(range(1, 1000))  # a clock that moves on at every read (the loop's clock too)
+    with mock.patch("bwasync._pipeline.time.monotonic", side_effect=lambda: float(next(ticks))):
+        assert await pipeline.attempt(slot, request(1)) is message
+        started = slot.started
+        assert await pipeline.attempt(slot) is message  # a retry: its own send time, the same start
+    assert slot.started == started
+    if waits:
+        assert 0.0 < started < sent_at[0] < sent_at[1]
+    else:
+        assert started == sent_at[0] < sent_at[1]
 
 
 # --- the client's API, tightened -----------------------------------------------------------------

@@ -712,3 +712,53 @@ async def test_counting_before_the_first_429_matches_the_controller_and_hands_ov
         # From the 429 on, every event goes through the controller.
         assert admitted and calls(on_sent) == admitted
         assert calls(on_ok) == len(after)
+
+
+async def test_counting_into_the_meter_hands_over_to_its_methods_when_a_window_ends_or_answers_start(
+    clock: FakeClock,
+) -> None:
+    # Before the first 429 the limiter adds a send or an answer to the meter's totals itself while
+    # the meter's ``counting_until`` allows. It must call Meter.sent / Meter.accepted whenever they
+    # would do more than add (a window ends; the first answer since the start or an idle window
+    # comes back), does so until answers come back (sends too: nothing to gain there), never
+    # otherwise, and ends every step in the state the controller's own methods reach.
+    limiter = AdaptiveLimiter()
+    reference = RateController(ceiling=None)
+    meter = limiter._control.meter
+    # Sends before any answer, answers across two window ends, an idle gap (answers start over),
+    # then more of both.
+    events = [(0.01 * i, i >= 5) for i in range(1, 260)] + [(5.0 + 0.01 * i, i >= 3) for i in range(120)]
+
+    def count(method: mock.MagicMock) -> int:
+        return sum(1 for call in method.call_args_list if call.args[0] is meter)
+
+    with (
+        mock.patch.object(Meter, "sent", autospec=True, side_effect=Meter.sent) as sent,
+        mock.patch.object(Meter, "accepted", autospec=True, side_effect=Meter.accepted) as accepted,
+    ):
+        handed = []
+        for now, answered in events:
+            clock.now = now
+            must = now >= meter._end or meter._answered_from == math.inf
+            before = count(sent)
+            assert limiter.try_acquire(1, sender="a")
+            reference.on_sent(1, now)
+            assert count(sent) - before == must, now
+            if must:
+                handed.append(("sent", now))
+            if answered:
+                must = now >= meter._end or meter._answered_from == math.inf
+                before = count(accepted)
+                limiter.report_success(1, sender="a")
+                reference.on_success(1, now)
+                assert count(accepted) - before == must, now
+                if must:
+                    handed.append(("accepted", now))
+            assert controller_state(limiter._control) == controller_state(reference), now
+    # Answers start at 0.05 and again at 5.03, after the idle gap (2.59 to 5.0, more than a window);
+    # windows end at 1.01, 2.01 and 6.0; a send at the same instant as an answer comes first.
+    assert [now for kind, now in handed if kind == "accepted"] == pytest.approx([0.05, 5.03])
+    assert [now for kind, now in handed if kind == "sent"] == pytest.approx(
+        [0.01, 0.02, 0.03, 0.04, 0.05, 1.01, 2.01, 5.0, 5.01, 5.02, 5.03, 6.0]
+    )
+    assert meter.total == reference.meter.total == [379.0, 372.0, 372, 0]
