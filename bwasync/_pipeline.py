@@ -32,7 +32,7 @@ from ._auth import BasicCredentials
 from ._constants import FIRST_ROUND_MAX
 from ._exceptions import APIError, RateLimitError
 from ._models import Message, MessageRequest, encode_request
-from ._ratelimit import fast_acquire
+from ._ratelimit import fast_acquire, success_reporter
 from ._retry import retry_after_failure
 from ._segments import message_cost
 
@@ -212,7 +212,16 @@ class Pipeline:
     transport and the gate (and, unless replaced, the limiter).
     """
 
-    __slots__ = ("_basic_header", "_try_acquire", "gate", "limiter", "policy", "timeout", "transport")
+    __slots__ = (
+        "_basic_header",
+        "_report_success",
+        "_try_acquire",
+        "gate",
+        "limiter",
+        "policy",
+        "timeout",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -231,6 +240,8 @@ class Pipeline:
         # The limiter's non-waiting fast path, when it has one: an admission without a
         # coroutine while nothing throttles.
         self._try_acquire = fast_acquire(limiter)
+        # ``limiter.report_success``, called without a keyword (once per message).
+        self._report_success = success_reporter(limiter)
         self.policy = policy
         #: The client-wide cap on requests in flight.
         self.gate = gate
@@ -324,7 +335,7 @@ class Pipeline:
             await gate.first_round_over()
         limiter = self.limiter
         try_acquire = self._try_acquire
-        if try_acquire is None or not try_acquire(cost, sender=sender):
+        if try_acquire is None or not try_acquire(cost, sender):
             _waits(slot)
             await limiter.acquire(cost, sender=sender)
         try:
@@ -364,7 +375,7 @@ class Pipeline:
             else:  # Gate.release's common case, inlined: nobody to hand the place to
                 gate._free += 1
         slot.stage = WAITING
-        limiter.report_success(cost, sender=sender)
+        self._report_success(cost, sender)
         return message
 
 

@@ -145,6 +145,6 @@ def message_cost(request: MessageRequest) -> int:
     text = request.text
     # segment_count's one-segment cases, tested here first: this runs once per send, and most
     # texts are short (35 characters of anything, or 70 ASCII characters, fit one segment).
-    if request.media or not text or (len(text) <= UCS2_SINGLE and (len(text) <= 35 or text.isascii())):
+    if request.media or not text or ((n := len(text)) <= UCS2_SINGLE and (n <= 35 or text.isascii())):
         return total_segments(1, len(request.to))
     return total_segments(segment_count(text), len(request.to))

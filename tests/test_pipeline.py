@@ -338,6 +338,52 @@ async def test_a_send_starts_before_its_first_wait_or_else_as_its_request_leaves
         assert started == sent_at[0] < sent_at[1]
 
 
+class SeenLimiter(AdaptiveLimiter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+
+class AcquireWatcher(SeenLimiter):
+    async def acquire(self, cost: float, *, sender: str) -> None:
+        self.seen.append("acquire")
+        await super().acquire(cost, sender=sender)
+
+
+class TryAcquireWatcher(SeenLimiter):
+    def try_acquire(self, cost: float, *, sender: str) -> bool:
+        self.seen.append("try_acquire")
+        return super().try_acquire(cost, sender=sender)
+
+
+class SuccessWatcher(SeenLimiter):
+    def report_success(self, cost: float, *, sender: str) -> None:
+        self.seen.append("report_success")
+        super().report_success(cost, sender=sender)
+
+
+@pytest.mark.parametrize(
+    ("cls", "seen"),
+    [
+        (SeenLimiter, None),
+        (AcquireWatcher, "acquire"),
+        (TryAcquireWatcher, "try_acquire"),
+        (SuccessWatcher, "report_success"),
+    ],
+)
+async def test_the_limiters_fast_paths_hand_over_to_a_subclass_that_overrides_them(
+    emulator: Emulator, cls: type[SeenLimiter], seen: str | None
+) -> None:
+    # The pipeline admits and reports through AdaptiveLimiter's positional fast paths, but a
+    # subclass that overrides acquire, try_acquire or report_success sees every call of it.
+    limiter = cls()
+    async with client_for(emulator.url, limiter=limiter) as client:
+        results = [r async for r in client.send_many(request(i) for i in range(5))]
+        await client.create_message(request(5))
+    assert len(results) == 5 and all(r.ok for r in results)
+    assert limiter.seen == ([] if seen is None else [seen] * 6)
+
+
 # --- the client's API, tightened -----------------------------------------------------------------
 
 
