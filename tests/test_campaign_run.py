@@ -26,6 +26,7 @@ from bwasync.campaign import (
     CampaignRunner,
     ErrorWindow,
     Journal,
+    JournalError,
     JournalMismatchError,
     NewRow,
     NoteKind,
@@ -291,6 +292,35 @@ async def test_the_load_pass_prepares_ahead_of_the_writes_and_gives_the_writer_t
     assert most == _runner.LOAD_WRITES_AHEAD
     assert _runner.LOAD_TURN_ROWS == 25
     assert turns == 5 * 2  # at rows 25 and 50 of each batch of 60
+
+
+async def test_a_failed_batch_write_leaves_no_other_write_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The load pass stops on the failure, and the batches it had already handed over finish
+    # first: none is left running (its outcome unread) after the error.
+    monkeypatch.setattr(_runner, "LOAD_BATCH", 60)
+    started = finished = 0
+    add_rows = Journal.add_rows
+
+    async def failing_second(self: Journal, rows: Any, **kwargs: Any) -> int:
+        nonlocal started, finished
+        n = started
+        started += 1
+        try:
+            if n == 1:
+                await asyncio.sleep(0)
+                raise JournalError("disk full")
+            return await add_rows(self, rows, **kwargs)
+        finally:
+            finished += 1
+
+    monkeypatch.setattr(Journal, "add_rows", failing_second)
+    path = write_csv(tmp_path / "list.csv", 300)
+    async with CampaignRunner(tmp_path / "j", options(path)) as runner:
+        with pytest.raises(JournalError, match="disk full"):
+            await runner.load()
+        assert started == finished == 3
 
 
 # --- Opt-out --------------------------------------------------------------------------------------

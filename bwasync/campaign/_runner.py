@@ -1011,46 +1011,52 @@ async def _load_rows(
     writing: collections.deque[asyncio.Future[int]] = collections.deque()
     give_turn = store.give_turn
     last_line = 0
-    for row in reader:
-        last_line = row.line
-        progress.loaded_rows += 1
-        if row.line <= skip_through:
-            continue
-        batch.append(
-            prepare_row(
-                row,
-                template=template,
-                application_id=opts.application_id,
-                default_from=opts.default_from,
-                campaign_id=info.campaign_id,
-                opt_out=opts.opt_out,
-                strict_numbers=opts.strict_numbers,
-                flag_numbers=flag_numbers,
-                timezone_column=opts.timezone_column,
-                priority=opts.priority,
-                expiration=opts.expiration,
+    try:
+        for row in reader:
+            last_line = row.line
+            progress.loaded_rows += 1
+            if row.line <= skip_through:
+                continue
+            batch.append(
+                prepare_row(
+                    row,
+                    template=template,
+                    application_id=opts.application_id,
+                    default_from=opts.default_from,
+                    campaign_id=info.campaign_id,
+                    opt_out=opts.opt_out,
+                    strict_numbers=opts.strict_numbers,
+                    flag_numbers=flag_numbers,
+                    timezone_column=opts.timezone_column,
+                    priority=opts.priority,
+                    expiration=opts.expiration,
+                )
             )
-        )
-        size = len(batch)
-        if size >= LOAD_BATCH:
-            # Prepare the next batches while the store writes this one.
-            if len(writing) >= LOAD_WRITES_AHEAD:
-                await writing.popleft()
-            writing.append(asyncio.ensure_future(store.add_rows(batch, loaded_through=batch[-1].line)))
-            batch = []
-            progress.load_bytes = reader.bytes_read
-            if stopping():
-                while writing:
+            size = len(batch)
+            if size >= LOAD_BATCH:
+                # Prepare the next batches while the store writes this one.
+                if len(writing) >= LOAD_WRITES_AHEAD:
                     await writing.popleft()
-                return False
-        elif size % LOAD_TURN_ROWS == 0:
-            give_turn()
-            if size % LOAD_YIELD_ROWS == 0:
-                # Let the loop run: the batch being written reaches the store's thread only
-                # when its task gets a turn (and signals and progress displays need turns too).
-                await asyncio.sleep(0)
-    while writing:
-        await writing.popleft()
+                writing.append(asyncio.ensure_future(store.add_rows(batch, loaded_through=batch[-1].line)))
+                batch = []
+                progress.load_bytes = reader.bytes_read
+                if stopping():
+                    while writing:
+                        await writing.popleft()
+                    return False
+            elif size % LOAD_TURN_ROWS == 0:
+                give_turn()
+                if size % LOAD_YIELD_ROWS == 0:
+                    # Let the loop run: the batch being written reaches the store's thread only
+                    # when its task gets a turn (and signals and progress displays need turns too).
+                    await asyncio.sleep(0)
+        while writing:
+            await writing.popleft()
+    except Exception:
+        # Batches already handed over still finish (adding rows is idempotent): none is left
+        # running, its error unread, behind the one raised here.
+        await asyncio.gather(*writing, return_exceptions=True)
+        raise
     if batch:
         await store.add_rows(batch, loaded_through=batch[-1].line)
     await store.set_loaded_through(max(last_line, skip_through), complete=True)
