@@ -26,6 +26,7 @@ from bwasync.campaign import (
     CampaignRunner,
     ErrorWindow,
     Journal,
+    JournalError,
     JournalMismatchError,
     NewRow,
     NoteKind,
@@ -257,6 +258,69 @@ async def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         async with CampaignRunner(journal, options(path, **{"key_column": "id", **change})) as runner:
             with pytest.raises(JournalMismatchError):
                 await runner.load()
+
+
+async def test_the_load_pass_prepares_ahead_of_the_writes_and_gives_the_writer_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches go to the journal's thread while the next ones are prepared, at most
+    # LOAD_WRITES_AHEAD of them queued; the thread is given turns meanwhile; every row arrives.
+    monkeypatch.setattr(_runner, "LOAD_BATCH", 60)
+    outstanding, most, turns = 0, 0, 0
+    add_rows, give_turn = Journal.add_rows, Journal.give_turn
+
+    async def counting_add_rows(self: Journal, rows: Any, **kwargs: Any) -> int:
+        nonlocal outstanding, most
+        outstanding += 1
+        most = max(most, outstanding)
+        try:
+            return await add_rows(self, rows, **kwargs)
+        finally:
+            outstanding -= 1
+
+    def counting_give_turn(self: Journal) -> None:
+        nonlocal turns
+        turns += 1
+        give_turn(self)
+
+    monkeypatch.setattr(Journal, "add_rows", counting_add_rows)
+    monkeypatch.setattr(Journal, "give_turn", counting_give_turn)
+    path = write_csv(tmp_path / "list.csv", 300)
+    async with CampaignRunner(tmp_path / "j", options(path)) as runner:
+        await runner.load()
+        assert (await runner.journal.counts())["pending"] == 300
+    assert most == _runner.LOAD_WRITES_AHEAD
+    assert _runner.LOAD_TURN_ROWS == 25
+    assert turns == 5 * 2  # at rows 25 and 50 of each batch of 60
+
+
+async def test_a_failed_batch_write_leaves_no_other_write_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The load pass stops on the failure, and the batches it had already handed over finish
+    # first: none is left running (its outcome unread) after the error.
+    monkeypatch.setattr(_runner, "LOAD_BATCH", 60)
+    started = finished = 0
+    add_rows = Journal.add_rows
+
+    async def failing_second(self: Journal, rows: Any, **kwargs: Any) -> int:
+        nonlocal started, finished
+        n = started
+        started += 1
+        try:
+            if n == 1:
+                await asyncio.sleep(0)
+                raise JournalError("disk full")
+            return await add_rows(self, rows, **kwargs)
+        finally:
+            finished += 1
+
+    monkeypatch.setattr(Journal, "add_rows", failing_second)
+    path = write_csv(tmp_path / "list.csv", 300)
+    async with CampaignRunner(tmp_path / "j", options(path)) as runner:
+        with pytest.raises(JournalError, match="disk full"):
+            await runner.load()
+        assert started == finished == 3
 
 
 # --- Opt-out --------------------------------------------------------------------------------------

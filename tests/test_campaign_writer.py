@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,36 @@ async def test_the_loop_yields_the_gil_after_handing_over_a_commit_someone_waits
     assert yields == [0]
     await writer.flush()
     assert yields == [0, 0]
+
+
+async def test_give_turn_yields_the_gil_only_while_the_thread_has_work(
+    writer: GroupCommitWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The load pass calls give_turn every millisecond or so of its own work: while the thread
+    # applies items it gives the GIL up (the thread needs it between its SQLite calls); idle,
+    # it costs no system call.
+    from bwasync.campaign import _writer
+
+    await writer.flush()
+    yields: list[float] = []
+    sleep = _writer.time.sleep
+    monkeypatch.setattr(_writer.time, "sleep", lambda s: (yields.append(s), sleep(s)))
+    writer.give_turn()
+    assert yields == [] and not writer.working
+    inside, release = threading.Event(), threading.Event()
+
+    def blocking(conn: sqlite3.Connection) -> None:
+        inside.set()
+        release.wait(5)
+
+    done = writer.call(blocking)
+    await asyncio.to_thread(inside.wait, 5)
+    assert writer.working
+    writer.give_turn()
+    assert yields[-1:] == [0]
+    release.set()
+    await done  # nothing else queued: the flag is cleared before the future resolves
+    assert not writer.working
+    count = len(yields)
+    writer.give_turn()
+    assert len(yields) == count

@@ -28,6 +28,15 @@ LOAD_BATCH = 500
 #: Python (~50 µs a row): without turns the previous batch's write would not even start before
 #: the next batch is ready, and nothing else on the loop would run for a tenth of a second.
 LOAD_YIELD_ROWS = 100
+#: Rows the load pass prepares between two turns given to the journal's writer thread while it
+#: writes a batch (``Journal.give_turn``): ~1 ms of preparing, so that each of the write's SQLite
+#: calls waits about that long for the GIL, not the interpreter's switch interval (5 ms).
+LOAD_TURN_ROWS = 25
+#: Batches the load pass may have queued for writing while it prepares the next one: the writer
+#: goes from one to the next without waiting for the loop, and the loop waits only when it is
+#: that far ahead.
+LOAD_WRITES_AHEAD = 2
+assert LOAD_YIELD_ROWS % LOAD_TURN_ROWS == 0, "the load pass yields to the loop on a turn row"
 #: Rows fetched per page by the journal's iterators: bounds memory whatever the campaign size.
 PAGE_SIZE = 1000
 #: Seconds a recorded result may wait before it is committed when no mark is flowing (during a

@@ -573,6 +573,10 @@ class Journal(StartClose, CampaignStore):
 
         return await self._call(op)
 
+    def give_turn(self) -> None:
+        """Let the writer thread take the GIL now if it has work (see ``GroupCommitWriter.give_turn``)."""
+        self._writer.give_turn()
+
     async def set_loaded_through(self, line: int, *, complete: bool = False) -> None:
         """Record that every row up to ``line`` is in the journal (and, if ``complete``, all rows).
 

@@ -75,6 +75,8 @@ from ._constants import (
     ERROR_RATE_MIN_SAMPLE,
     ERROR_RATE_WINDOW,
     LOAD_BATCH,
+    LOAD_TURN_ROWS,
+    LOAD_WRITES_AHEAD,
     LOAD_YIELD_ROWS,
     PAGE_SIZE,
     RECONCILE_AMBIGUOUS_MAX,
@@ -114,6 +116,21 @@ __all__ = [
     "load_campaign",
     "result_event",
 ]
+
+
+# The states, events and outcome read once per row below, as module constants: on Python 3.11
+# ``EnumType`` defines ``__getattr__``, so a member read off its class takes the slow attribute
+# path (~300 ns here, a few per row on the send path).
+_PENDING: Final = RowStatus.PENDING
+_IN_FLIGHT: Final = RowStatus.IN_FLIGHT
+_ACCEPTED: Final = RowStatus.ACCEPTED
+_SKIPPED: Final = RowStatus.SKIPPED
+_MARKED: Final = Event.MARKED
+_TO_ACCEPTED: Final = Event.ACCEPTED
+_TO_NOT_SENT: Final = Event.NOT_SENT
+_TO_AMBIGUOUS: Final = Event.AMBIGUOUS
+_TO_FAILED: Final = Event.FAILED
+_SENT: Final = Outcome.ACCEPTED
 
 
 class Phase(enum.StrEnum):
@@ -183,17 +200,17 @@ def result_event(outcome: Outcome, error: BaseException | None) -> Event | None:
     Pure: the runner's own refusals (a stop, a row already final, the journal failing) are
     decided before this is asked.
     """
-    if outcome is Outcome.ACCEPTED:
-        return Event.ACCEPTED
+    if outcome is _SENT:
+        return _TO_ACCEPTED
     if isinstance(error, SendCancelledError):
         # Cancelled on the wire: left in flight, for the next run to reconcile.
-        return None if error.may_have_been_sent else Event.NOT_SENT
+        return None if error.may_have_been_sent else _TO_NOT_SENT
     if outcome is Outcome.AMBIGUOUS:
-        return Event.AMBIGUOUS
+        return _TO_AMBIGUOUS
     if isinstance(error, AuthenticationError):
         # Every row would get the same answer: the row stays sendable (the run stops).
-        return Event.NOT_SENT
-    return Event.FAILED
+        return _TO_NOT_SENT
+    return _TO_FAILED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -738,7 +755,7 @@ class CampaignRunner:
         except JournalStateError:
             self._release(index)
             raise
-        self.progress.apply(RowStatus.PENDING, Event.MARKED)
+        self.progress.apply(_PENDING, _MARKED)
 
     def _release(self, index: int) -> bool:
         """Forget a marked input; True if it was marked."""
@@ -784,22 +801,22 @@ class CampaignRunner:
         progress = self.progress
         journal = self.journal
         error = result.error
-        current = RowStatus.IN_FLIGHT if marked else RowStatus.PENDING
+        current = _IN_FLIGHT if marked else _PENDING
         try:
             if isinstance(error, JournalStateError):
                 # The row became final meanwhile (a callback proved it sent): nothing to record.
                 # A row skipped by a STOP reply was counted when the reply was applied.
-                if error.status is not None and error.status != RowStatus.SKIPPED:
+                if error.status is not None and error.status != _SKIPPED:
                     progress.by_status[error.status] = progress.by_status.get(error.status, 0) + 1
                     progress.by_status[current] = progress.by_status.get(current, 0) - 1
                 return
             if isinstance(error, JournalError):
                 self.request_stop(StopReason.FATAL, f"the journal failed: {error}")
                 return
-            event = Event.NOT_SENT if isinstance(error, StopRequestedError) else result_event(result.outcome, error)
+            event = _TO_NOT_SENT if isinstance(error, StopRequestedError) else result_event(result.outcome, error)
             if event is None:
                 return  # may be on the wire: stays in flight, for the next run to reconcile
-            if event is Event.ACCEPTED:
+            if event is _TO_ACCEPTED:
                 message = result.message
                 assert message is not None
                 cost = (
@@ -809,7 +826,7 @@ class CampaignRunner:
                 )
                 journal.record_result(
                     key,
-                    status=RowStatus.ACCEPTED,
+                    status=_ACCEPTED,
                     message_id=message.id,
                     attempts=result.attempts,
                     latency=result.latency,
@@ -817,11 +834,11 @@ class CampaignRunner:
                 )
                 progress.sent += 1
                 progress.segments += cost or 0
-            elif event is Event.NOT_SENT:
+            elif event is _TO_NOT_SENT:
                 # Never left: back to pending (only a marked row needs writing back).
                 if marked:
                     err = str(error) if isinstance(error, AuthenticationError) else None
-                    journal.record_result(key, status=RowStatus.PENDING, error=err, attempts=result.attempts)
+                    journal.record_result(key, status=_PENDING, error=err, attempts=result.attempts)
                 if isinstance(error, AuthenticationError):
                     self.request_stop(StopReason.FATAL, f"Bandwidth refused the credentials ({error}); check them")
             else:
@@ -835,8 +852,8 @@ class CampaignRunner:
                     latency=result.latency,
                 )
             progress.apply(current, event)
-            if event is not Event.NOT_SENT:
-                self._window.add(event is not Event.ACCEPTED)
+            if event is not _TO_NOT_SENT:
+                self._window.add(event is not _TO_ACCEPTED)
         except JournalError as exc:
             self.request_stop(StopReason.FATAL, f"the journal failed: {exc}")
             return
@@ -990,44 +1007,56 @@ async def _load_rows(
     # Without --strict-numbers, impossible numbers are only flagged, if libphonenumber is there.
     flag_numbers = not opts.strict_numbers and numbers_checkable()
     batch: list[NewRow] = []
-    writing: asyncio.Future[int] | None = None
+    #: Batches handed to the store and not yet written, oldest first.
+    writing: collections.deque[asyncio.Future[int]] = collections.deque()
+    give_turn = store.give_turn
     last_line = 0
-    for row in reader:
-        last_line = row.line
-        progress.loaded_rows += 1
-        if row.line <= skip_through:
-            continue
-        batch.append(
-            prepare_row(
-                row,
-                template=template,
-                application_id=opts.application_id,
-                default_from=opts.default_from,
-                campaign_id=info.campaign_id,
-                opt_out=opts.opt_out,
-                strict_numbers=opts.strict_numbers,
-                flag_numbers=flag_numbers,
-                timezone_column=opts.timezone_column,
-                priority=opts.priority,
-                expiration=opts.expiration,
+    try:
+        for row in reader:
+            last_line = row.line
+            progress.loaded_rows += 1
+            if row.line <= skip_through:
+                continue
+            batch.append(
+                prepare_row(
+                    row,
+                    template=template,
+                    application_id=opts.application_id,
+                    default_from=opts.default_from,
+                    campaign_id=info.campaign_id,
+                    opt_out=opts.opt_out,
+                    strict_numbers=opts.strict_numbers,
+                    flag_numbers=flag_numbers,
+                    timezone_column=opts.timezone_column,
+                    priority=opts.priority,
+                    expiration=opts.expiration,
+                )
             )
-        )
-        if len(batch) >= LOAD_BATCH:
-            # Prepare the next batch while the store writes this one.
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(store.add_rows(batch, loaded_through=batch[-1].line))
-            batch = []
-            progress.load_bytes = reader.bytes_read
-            if stopping():
-                await writing
-                return False
-        elif len(batch) % LOAD_YIELD_ROWS == 0:
-            # Let the loop run: the batch being written reaches the store's thread only when
-            # its task gets a turn (and signals and progress displays need turns too).
-            await asyncio.sleep(0)
-    if writing is not None:
-        await writing
+            size = len(batch)
+            if size >= LOAD_BATCH:
+                # Prepare the next batches while the store writes this one.
+                if len(writing) >= LOAD_WRITES_AHEAD:
+                    await writing.popleft()
+                writing.append(asyncio.ensure_future(store.add_rows(batch, loaded_through=batch[-1].line)))
+                batch = []
+                progress.load_bytes = reader.bytes_read
+                if stopping():
+                    while writing:
+                        await writing.popleft()
+                    return False
+            elif size % LOAD_TURN_ROWS == 0:
+                give_turn()
+                if size % LOAD_YIELD_ROWS == 0:
+                    # Let the loop run: the batch being written reaches the store's thread only
+                    # when its task gets a turn (and signals and progress displays need turns too).
+                    await asyncio.sleep(0)
+        while writing:
+            await writing.popleft()
+    except Exception:
+        # Batches already handed over still finish (adding rows is idempotent): none is left
+        # running, its error unread, behind the one raised here.
+        await asyncio.gather(*writing, return_exceptions=True)
+        raise
     if batch:
         await store.add_rows(batch, loaded_through=batch[-1].line)
     await store.set_loaded_through(max(last_line, skip_through), complete=True)

@@ -51,6 +51,11 @@ class CampaignStore(abc.ABC):
     async def campaign_info(self) -> CampaignInfo | None:
         """The campaign record, or None before :meth:`init_campaign`."""
 
+    def give_turn(self) -> None:
+        """Called by the load pass between rows (about every millisecond of its work): a store
+        that writes on a thread of its own lets it run here (see the journal's). No-op here."""
+        return None
+
     @abc.abstractmethod
     async def add_rows(self, rows: Iterable[NewRow], *, loaded_through: int | None = None) -> int:
         """Add a batch of rows (idempotent by key and line); how many were new."""
