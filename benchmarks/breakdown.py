@@ -22,6 +22,7 @@ from bwasync import AdaptiveLimiter, MessageRequest, SendResult
 from bwasync._fanout import _ACCEPTED
 from bwasync._models import decode_message, encode_request
 from bwasync._pipeline import Gate, Slot
+from bwasync._ratelimit import fast_acquire, success_reporter
 from bwasync._segments import message_cost
 
 from ._common import Table
@@ -54,10 +55,13 @@ def measure(number: int, repeat: int) -> list[tuple[str, float]]:
         to, body = fields[next(counter) & (CYCLE - 1)]
         return MessageRequest(application_id=APPLICATION_ID, to=[to], from_=SENDER, text=body)
 
+    try_acquire, report_success = fast_acquire(limiter), success_reporter(limiter)
+    assert try_acquire is not None
+
     def limiter_round() -> None:
-        # What the pipeline does: the non-waiting fast path, then the success report.
-        limiter.try_acquire(1, sender=SENDER)
-        limiter.report_success(1, sender=SENDER)
+        # What the pipeline does: the non-waiting fast path, then the success report (positional).
+        try_acquire(1, SENDER)
+        report_success(1, SENDER)
 
     def gate_round() -> None:
         # As Pipeline.attempt passes it: try_take and release's common case, inlined.

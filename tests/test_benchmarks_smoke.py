@@ -173,3 +173,12 @@ def test_instructions_says_how_to_get_valgrind_when_it_is_missing(
     monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
     assert instructions.main(["--loop", "asyncio"]) == 1
     assert "apt-get install valgrind" in capsys.readouterr().out
+
+
+def test_instructions_own_sends_through_the_stand_in_session() -> None:
+    # What ``--own`` runs under valgrind: send_many against the stand-in for aiohttp's session;
+    # it stops with an error unless every message was accepted.
+    from benchmarks import instructions
+    from benchmarks._common import run_on
+
+    run_on("asyncio", lambda: instructions._own(50), timeout=60)
