@@ -128,8 +128,6 @@ _SKIPPED: Final = RowStatus.SKIPPED
 _MARKED: Final = Event.MARKED
 _TO_ACCEPTED: Final = Event.ACCEPTED
 _TO_NOT_SENT: Final = Event.NOT_SENT
-_TO_AMBIGUOUS: Final = Event.AMBIGUOUS
-_TO_FAILED: Final = Event.FAILED
 _SENT: Final = Outcome.ACCEPTED
 
 
@@ -204,13 +202,13 @@ def result_event(outcome: Outcome, error: BaseException | None) -> Event | None:
         return _TO_ACCEPTED
     if isinstance(error, SendCancelledError):
         # Cancelled on the wire: left in flight, for the next run to reconcile.
-        return None if error.may_have_been_sent else _TO_NOT_SENT
+        return None if error.may_have_been_sent else Event.NOT_SENT
     if outcome is Outcome.AMBIGUOUS:
-        return _TO_AMBIGUOUS
+        return Event.AMBIGUOUS
     if isinstance(error, AuthenticationError):
         # Every row would get the same answer: the row stays sendable (the run stops).
-        return _TO_NOT_SENT
-    return _TO_FAILED
+        return Event.NOT_SENT
+    return Event.FAILED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
