@@ -6,6 +6,7 @@ row invalid). The emulator is the witness that nothing was sent.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,42 @@ def test_a_row_that_cannot_be_validated_is_an_invalid_row(tmp_path: Path, dry: b
     line_3 = [line for line in result.output.splitlines() if line.strip().startswith("3 ")]
     assert line_3 and "Invalid IPv6 URL" in line_3[0], result.output
     assert ("3 to send, 1 invalid" if dry else "3 sent by this run") in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--rate", "nan"), ("--rate", "inf"), ("--rate", "1e999"), ("--settle", "nan"), ("--max-error-rate", "nan")],
+)
+async def test_a_number_that_is_not_finite_is_a_usage_error_naming_the_option(
+    tmp_path: Path, emulator: Emulator, option: str, value: str
+) -> None:
+    # click's FloatRange lets NaN through its bounds (and infinity an open one): the run used to
+    # load the journal and fail after starting (--rate), or run with a guard that never trips.
+    path = tmp_path / "list.csv"
+    write_campaign(path, 3)
+    result = run(path, emulator, "--template", TEMPLATE, option, value)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for '{option}': '{value}' is not a finite number" in result.output
+    nothing_left(path, emulator)
+
+
+async def test_a_callbacks_port_in_use_is_a_usage_error_and_sends_nothing(tmp_path: Path, emulator: Emulator) -> None:
+    path = tmp_path / "list.csv"
+    write_campaign(path, 3)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = await run_cli(
+            "campaign", "run", str(path), "--template", TEMPLATE, "--no-progress",
+            "--callbacks", f"127.0.0.1:{port}", *connection(emulator),
+        )  # fmt: skip
+    assert done.code == EXIT_USAGE, done.err
+    assert f"--callbacks: cannot listen on 127.0.0.1:{port}" in done.err
+    assert "Nothing was sent" in done.err and "127.0.0.1:0" in done.err
+    assert emulator.stats.requests == 0
+    # The journal it loaded is resumed by the same command with a free port.
+    done = await run_cli(
+        "campaign", "run", str(path), "--template", TEMPLATE, "--no-progress", "--wait-delivery", "0",
+        "--callbacks", "127.0.0.1:0", *connection(emulator),
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    assert journal_counts(Path(str(path) + ".journal")) == {"accepted": 3}

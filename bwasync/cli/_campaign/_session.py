@@ -115,6 +115,11 @@ class _MostlyInvalid(Exception):
         self.shown = shown
 
 
+class _CallbacksUnavailable(Exception):
+    """``--callbacks HOST:PORT`` cannot be listened on (in use, not an address here): stop before
+    sending, exit 2 like a ``--metrics`` port in use."""
+
+
 def _remove_journal(path: str) -> None:
     """Delete a journal this run created and sent nothing from (SQLite's side files too)."""
     for suffix in ("", "-wal", "-shm"):
@@ -180,7 +185,7 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
             except JournalMismatchError as exc:
                 print_error(word_mismatch(exc))
                 return EXIT_USAGE
-            except (InputFileError, TemplateError) as exc:
+            except (InputFileError, TemplateError, _CallbacksUnavailable) as exc:
                 print_error(str(exc))
                 return EXIT_USAGE
             except (CampaignError, BwasyncError) as exc:
@@ -266,15 +271,21 @@ async def _run(
         # opt-out list and skip the number's pending rows before they are sent.
         store = FileOptOutStore(settings.opt_out_path) if settings.opt_out_path else MemoryOptOutStore()
         replies = ReplyProcessor(store, on_reply=runner.receive_reply)
-        receiver = await stack.enter_async_context(
-            CallbackReceiver(
-                host,
-                port,
-                on_event=campaign_event_handler(runner.journal, replies.apply),
-                username=user,
-                password=password,
+        try:
+            receiver = await stack.enter_async_context(
+                CallbackReceiver(
+                    host,
+                    port,
+                    on_event=campaign_event_handler(runner.journal, replies.apply),
+                    username=user,
+                    password=password,
+                )
             )
-        )
+        except OSError as exc:
+            raise _CallbacksUnavailable(
+                f"--callbacks: cannot listen on {host}:{port}: {exc.strerror or exc}. Nothing was sent; "
+                "give a free HOST:PORT (127.0.0.1:0 picks one) and rerun the same command to resume."
+            ) from None
         auth = "Basic auth" if user is not None else "NO authentication: anyone who can reach it can post events"
         display.note(f"Receiving status callbacks on {receiver.url} ({auth}).")
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
