@@ -213,3 +213,14 @@ async def test_a_callbacks_port_in_use_is_a_usage_error_and_sends_nothing(tmp_pa
     )  # fmt: skip
     assert done.code == 0, done.err
     assert journal_counts(Path(str(path) + ".journal")) == {"accepted": 3}
+
+
+@pytest.mark.parametrize("option", ["--csv", "--json"])
+def test_an_export_that_cannot_be_written_names_its_option(tmp_path: Path, option: str) -> None:
+    path = tmp_path / "list.csv"
+    write_campaign(path, 2)
+    assert run(path, None, "--template", TEMPLATE).exit_code == 0
+    target = tmp_path / "no such dir" / "out"
+    result = CliRunner().invoke(cli, ["campaign", "report", str(path) + ".journal", option, str(target)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for {option}: cannot write {target}: No such file or directory" in result.output

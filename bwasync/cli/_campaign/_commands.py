@@ -634,12 +634,14 @@ async def read_report(
     rows, and the exports asked for (a line saying so for each)."""
     report, invalid = await read_summary(source)
     written: list[str] = []
-    if csv_path:
-        n = await export_rows_csv(source, csv_path)
-        written.append(f"{n:,} rows written to {csv_path}")
-    if json_path:
-        n = await export_rows_json(source, json_path)
-        written.append(f"{n:,} rows written to {json_path}")
+    for path, export, option in ((csv_path, export_rows_csv, "--csv"), (json_path, export_rows_json, "--json")):
+        if not path:
+            continue
+        try:
+            n = await export(source, path)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint=option) from None
+        written.append(f"{n:,} rows written to {path}")
     return report, invalid, written
 
 
