@@ -224,3 +224,22 @@ def test_an_export_that_cannot_be_written_names_its_option(tmp_path: Path, optio
     result = CliRunner().invoke(cli, ["campaign", "report", str(path) + ".journal", option, str(target)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert f"Invalid value for {option}: cannot write {target}: No such file or directory" in result.output
+
+
+@pytest.mark.parametrize("dry", [False, True])
+@pytest.mark.parametrize(("name", "content"), [("list.csv", "id,to,name,code\n"), ("list.jsonl", "\n\n")])
+async def test_a_file_without_rows_is_not_a_successful_run(
+    tmp_path: Path, emulator: Emulator, name: str, content: str, dry: bool
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    if dry:  # no event loop: in this process
+        result = run(path, emulator, "--template", "Hi", "--dry-run")
+        code, output = result.exit_code, result.output
+    else:
+        done = await run_cli("campaign", "run", str(path), "--template", "Hi", "--no-progress", *connection(emulator))
+        code, output = done.code, done.out + done.err
+    assert code == EXIT_USAGE, output
+    assert f"{path} has no rows (a header alone, or no line at all): nothing to send" in output
+    assert "Done" not in output
+    nothing_left(path, emulator)

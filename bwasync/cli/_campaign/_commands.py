@@ -48,6 +48,7 @@ from ._render import (
     read_summary,
     status_json,
     word_mostly_invalid,
+    word_no_rows,
     word_problem,
 )
 from ._session import (
@@ -528,6 +529,9 @@ def _dry_run(
         print_error(str(exc))
         return EXIT_USAGE
     print_dry_run(args.file, report, args.rate)
+    if not report.rows:
+        print_error(word_no_rows(args.file))
+        return EXIT_USAGE
     if mostly_invalid(report.invalid, report.rows) and not args.allow_invalid:
         print_error(word_mostly_invalid(report.invalid, report.rows))
         return EXIT_MOSTLY_INVALID
