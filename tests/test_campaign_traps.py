@@ -5,6 +5,7 @@ row invalid). The emulator is the witness that nothing was sent.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -243,3 +244,19 @@ async def test_a_file_without_rows_is_not_a_successful_run(
     assert f"{path} has no rows (a header alone, or no line at all): nothing to send" in output
     assert "Done" not in output
     nothing_left(path, emulator)
+
+
+@pytest.mark.parametrize("dry", [False, True])
+async def test_a_pipe_as_the_file_is_a_usage_error_not_a_hang(tmp_path: Path, emulator: Emulator, dry: bool) -> None:
+    # A campaign reads its file more than once: a FIFO blocked the second open for ever (and
+    # SIGTERM could not end a thread blocked there).
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    args = ["campaign", "run", str(fifo), "--template", "Hi", "--no-progress", *connection(emulator)]
+    try:
+        done = await asyncio.wait_for(run_cli(*args, *(["--dry-run"] if dry else [])), 20)
+    finally:
+        os.close(os.open(fifo, os.O_RDWR))  # frees an open() still waiting for a writer
+    assert done.code == EXIT_USAGE, done.err
+    assert f"'{fifo}' is not a regular file (a pipe or a device)" in done.err
+    nothing_left(fifo, emulator)

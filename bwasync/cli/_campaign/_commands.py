@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,6 +66,18 @@ from ._session import (
 # --- campaign run ----------------------------------------------------------------------------------
 
 
+def _regular_file(path: str) -> str:
+    """FILE is read more than once (its columns, then its rows; again on a resume): a pipe or a
+    device would be read empty the second time, or block for ever opening it."""
+    if not os.path.isfile(path):
+        raise click.BadParameter(
+            f"{path!r} is not a regular file (a pipe or a device): a campaign reads its file more than once; "
+            "save the rows to a file first",
+            param_hint="FILE",
+        )
+    return path
+
+
 def _read_template(template: str | None, template_file: str | None) -> str | None:
     if template is not None and template_file is not None:
         raise click.UsageError("give --template or --template-file, not both")
@@ -114,7 +127,7 @@ Every non-zero stop is resumable: rerun the same command."""
     short_help="Send every row of a CSV/JSONL file once (resumable; --dry-run to check first).",
     epilog=_RUN_EPILOG,
 )
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: _regular_file(v))
 @click.option(
     "--template",
     metavar="TEXT",
