@@ -355,10 +355,14 @@ class MessagingClient:
                 async for result in results:
                     print(result.index, result.outcome, result.message and result.message.id)
         """
+        if concurrency is None:
+            concurrency = self.concurrency
+        elif concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
         pipeline = self._call_pipeline(retry, timeout)
         if rate is not None:
             pipeline = pipeline.derive(limiter=CappedLimiter(pipeline.limiter, TokenBucket(rate)))
-        core = _Core(pipeline, requests, concurrency=concurrency or self.concurrency, before_send=before_send)
+        core = _Core(pipeline, requests, concurrency=concurrency, before_send=before_send)
         return SendStream(core)
 
     async def send_all(

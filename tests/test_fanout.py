@@ -12,6 +12,7 @@ import pytest
 
 from bwasync import (
     AdaptiveLimiter,
+    ConfigurationError,
     MessageRequest,
     MessagingClient,
     Outcome,
@@ -262,6 +263,18 @@ async def test_cancelling_an_orderly_stop_still_reports_every_pulled_input() -> 
     assert sorted(r.index for r in everything) == [0, 1, 2, 3]
     assert Counter(r.outcome for r in everything) == {Outcome.ACCEPTED: 2, Outcome.AMBIGUOUS: 2}
     assert all(t.done() for t in stream._core._tasks)
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+async def test_a_concurrency_below_one_is_refused_before_anything_is_sent(
+    emu: Emulator, client: MessagingClient, concurrency: int
+) -> None:
+    # 0 is not "the client's default" (that is None): it is refused like -1, as rate=0 is.
+    with pytest.raises(ConfigurationError, match="concurrency must be at least 1"):
+        client.send_many([request(0)], concurrency=concurrency)
+    with pytest.raises(ConfigurationError, match="concurrency must be at least 1"):
+        await client.send_all([request(0)], concurrency=concurrency)
+    assert emu.stats.requests == 0
 
 
 async def test_close_before_sending_reports_not_sent(emu: Emulator) -> None:
