@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -338,6 +339,37 @@ def test_constructor_checks() -> None:
         MessagingClient("1", username="u", password="p", client_id="c", client_secret="s")
     with pytest.raises(ConfigurationError):
         MessagingClient("1", username="u", password="p", concurrency=0)
+
+
+async def test_a_client_used_in_another_event_loop_refuses_before_anything_leaves(
+    emu: Emulator, client: MessagingClient
+) -> None:
+    # The session's connections belong to the loop the client was used in first: in another loop
+    # (a second asyncio.run, a thread) aiohttp fails before sending, which must not be reported
+    # as a send whose fate is unknown.
+    msg = {"to": "+15552223333", "from_": "+15553332222", "text": "hi", "application_id": "app"}
+    await client.send(**msg)
+
+    def elsewhere() -> list[str]:
+        async def calls() -> list[str]:
+            refused = []
+            for call in (client.send(**msg), client.create_message(**msg)):
+                try:
+                    await call
+                except ConfigurationError as exc:
+                    refused.append(str(exc))
+            try:
+                client.send_many([msg])
+            except ConfigurationError as exc:
+                refused.append(str(exc))
+            return refused
+
+        return asyncio.run(calls())
+
+    refused = await asyncio.to_thread(elsewhere)
+    assert len(refused) == 3 and all("another event loop" in r for r in refused)
+    assert emu.stats.creates == 1
+    assert (await client.send(**msg)).ok  # still fine in its own loop
 
 
 async def test_with_options_shares_the_session(emu: Emulator, client: MessagingClient) -> None:
