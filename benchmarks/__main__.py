@@ -24,6 +24,7 @@ from . import (
     validation_encoding,
 )
 from ._common import Config, ScenarioResult, environment, header, tune_gc
+from ._compare import cpu_times, stolen_note, stolen_share
 
 #: Every scenario, in the order a full run executes them.
 SCENARIOS: dict[str, Callable[[Config], ScenarioResult]] = {
@@ -89,12 +90,15 @@ def run(
     payload: dict[str, Any] = {"environment": env, "command": sys.argv, "scenarios": {}, "failed": []}
     for name in names:
         out("")
+        before = cpu_times()
         try:
             result = SCENARIOS[name](cfg)
         except Exception:
             payload["failed"].append({"name": name, "error": traceback.format_exc()})
             out(f"== {name}: FAILED\n{traceback.format_exc()}")
             continue
+        result.stolen_share = stolen_share(before, cpu_times())
+        result.notes += stolen_note(result.stolen_share)
         out(result.render())
         payload["scenarios"][name] = result.to_json()
     targets = [t for s in payload["scenarios"].values() for t in s["targets"]]

@@ -221,6 +221,8 @@ class ScenarioResult:
     #: Raw samples (per-trial numbers), for anyone who wants to recompute.
     data: dict[str, Any] = field(default_factory=dict)
     elapsed: float = 0.0
+    #: The share of the machine's CPU time the host took during the scenario (steal).
+    stolen_share: float = 0.0
 
     def render(self) -> str:
         out = [f"== {self.name}: {self.title}"]
@@ -247,6 +249,7 @@ class ScenarioResult:
             "notes": self.notes,
             "data": self.data,
             "elapsed": self.elapsed,
+            "stolen_share": self.stolen_share,
         }
 
 

@@ -22,6 +22,9 @@ class Measured:
     #: CPU used by everything else on the machine during the trial, in cores (other people's
     #: tests on a shared machine...): a noisy trial shows here.
     other_cpu: float
+    #: CPU the hypervisor gave to other guests while this machine wanted it, in cores: the
+    #: host, not this machine, was short of CPU (see :func:`stolen_seconds`).
+    stolen: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -29,6 +32,7 @@ class Measured:
             "rate": self.trial.rate,
             "server_cpu": self.server_cpu,
             "other_cpu": self.other_cpu,
+            "stolen": self.stolen,
         }
 
 
@@ -36,6 +40,15 @@ def busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all cores; steal and idle excluded)."""
     t = psutil.cpu_times()
     return float(sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq")))
+
+
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor ran other guests while this (virtual) machine wanted a core.
+
+    A virtual machine on a busy host runs slower without any process of its own showing it:
+    its cores are simply not there part of the time. 0 on bare metal (and where unknown).
+    """
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 #: An async contender of :mod:`benchmarks._contenders`: ``fn(url, n, *, concurrency, seconds)``.
@@ -55,15 +68,16 @@ def on_loop(
 
 def measured(server: ServerProcess, trial: Callable[[], Trial]) -> Callable[[], Measured]:
     def run() -> Measured:
-        busy = busy_seconds()
+        busy, stolen = busy_seconds(), stolen_seconds()
         before = server.cpu_seconds()
         result = trial()
         used = server.cpu_seconds() - before
         busy = busy_seconds() - busy
+        stolen = stolen_seconds() - stolen
         if result.elapsed <= 0:
             return Measured(result, 0.0, 0.0)
         other = max(0.0, busy - used - result.cpu)
-        return Measured(result, used / result.elapsed, other / result.elapsed)
+        return Measured(result, used / result.elapsed, other / result.elapsed, stolen / result.elapsed)
 
     return run
 
@@ -93,6 +107,7 @@ def throughput_table(
             "CPU µs/msg",
             "server CPU",
             "other CPU",
+            "stolen",
             "errors",
         ],
     )
@@ -110,6 +125,7 @@ def throughput_table(
             median([m.trial.cpu / m.trial.sent * 1e6 for m in trials if m.trial.sent]),
             f"{median([m.server_cpu for m in trials]):.2f}",
             f"{median([m.other_cpu for m in trials]):.2f}",
+            f"{median([m.stolen for m in trials]):.2f}",
             f"{sum(m.trial.errors for m in trials):,}",
         )
     return table
@@ -132,6 +148,33 @@ def first_errors(samples: Mapping[str, Sequence[Measured]]) -> list[str]:
                 out.append(f"{key}: {m.trial.errors} errors, first: {m.trial.first_error[:200]}")
                 break
     return out
+
+
+def cpu_times() -> tuple[float, float]:
+    """(all CPU seconds of the machine so far, idle included; those stolen): see :func:`stolen_share`."""
+    t = psutil.cpu_times()
+    return float(sum(t)), float(getattr(t, "steal", 0.0))
+
+
+def stolen_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of the machine's CPU time the hypervisor took between two :func:`cpu_times`."""
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total if total > 0 else 0.0
+
+
+#: A scenario during which the host took at least this share of the machine's CPU time gets a note.
+STOLEN_NOTE_SHARE = 0.05
+
+
+def stolen_note(share: float) -> list[str]:
+    """A note when the hypervisor took CPU from this machine during a scenario (a shared host)."""
+    if share < STOLEN_NOTE_SHARE:
+        return []
+    return [
+        f"the host took {share:.0%} of this machine's CPU time during this scenario (steal: its cores were "
+        "running other guests): every process here ran slower by fits, and timed ratios are noisier than the "
+        "tables' other columns show"
+    ]
 
 
 def noise_note(samples: Mapping[str, Sequence[Measured]], threshold: float = 0.25) -> list[str]:

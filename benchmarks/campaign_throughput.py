@@ -31,7 +31,7 @@ from bwasync import MessageRequest, Outcome, ValidationError
 from bwasync.campaign import CampaignOptions, CampaignRunner, Template, build_request, read_rows
 
 from ._common import Config, ScenarioResult, Table, Target, alternate, default_loop, median, paired_ratios, run_on
-from ._compare import busy_seconds, ratio_cell
+from ._compare import busy_seconds, ratio_cell, stolen_seconds
 from ._contenders import make_client
 from ._data import APPLICATION_ID, SENDER
 from ._responder import ServerProcess
@@ -61,6 +61,8 @@ class Run:
     elapsed: float
     cpu: float
     other_cpu: float = 0.0
+    #: Cores the hypervisor took meanwhile (see ``_compare.stolen_seconds``).
+    stolen: float = 0.0
     send_elapsed: float = 0.0
 
     @property
@@ -131,11 +133,13 @@ def _measured(server: ServerProcess, trial: Callable[[], Run]) -> Callable[[], R
     """A trial, with the CPU everything else on the machine used meanwhile (in cores)."""
 
     def run() -> Run:
-        busy, before = busy_seconds(), server.cpu_seconds()
+        busy, stolen, before = busy_seconds(), stolen_seconds(), server.cpu_seconds()
         result = trial()
         used = server.cpu_seconds() - before
         other = max(0.0, busy_seconds() - busy - used - result.cpu)
-        result.other_cpu = other / result.elapsed if result.elapsed > 0 else 0.0
+        if result.elapsed > 0:
+            result.other_cpu = other / result.elapsed
+            result.stolen = (stolen_seconds() - stolen) / result.elapsed
         return result
 
     return run
@@ -177,7 +181,7 @@ def run(cfg: Config) -> ScenarioResult:
 
     table = Table(
         "rows/s (median of trials, min–max)",
-        ["contender", "rows/s", "min–max", "send pass rows/s", "CPU µs/row", "other CPU", "accepted/rows"],
+        ["contender", "rows/s", "min–max", "send pass rows/s", "CPU µs/row", "other CPU", "stolen", "accepted/rows"],
     )
     for name, trials in samples.items():
         rates = [t.rate for t in trials]
@@ -188,6 +192,7 @@ def run(cfg: Config) -> ScenarioResult:
             median([t.accepted / t.send_elapsed for t in trials if t.send_elapsed > 0]),
             median([t.cpu / t.accepted * 1e6 for t in trials if t.accepted]),
             f"{median([t.other_cpu for t in trials]):.2f}",
+            f"{median([t.stolen for t in trials]):.2f}",
             f"{sum(t.accepted for t in trials):,}/{sum(t.rows for t in trials):,}",
         )
     result.tables.append(table)

@@ -90,6 +90,7 @@ def test_every_scenario_runs_and_reports(name: str, tmp_path: Path) -> None:
     scenario = written["scenarios"][name]
     assert f"== {name}:" in text
     assert scenario["tables"], name
+    assert 0.0 <= scenario["stolen_share"] < 1.0  # the host's share of the machine's CPU time (steal)
     for table in scenario["tables"]:
         rendered = Table(**table).render()
         assert table["title"] in rendered
@@ -182,3 +183,16 @@ def test_instructions_own_sends_through_the_stand_in_session() -> None:
     from benchmarks._common import run_on
 
     run_on("asyncio", lambda: instructions._own(50), timeout=60)
+
+
+def test_the_share_of_cpu_time_stolen_by_the_host_is_measured_and_noted() -> None:
+    from benchmarks._compare import STOLEN_NOTE_SHARE, cpu_times, stolen_note, stolen_share
+
+    before = cpu_times()
+    assert before[0] > 0 and 0 <= before[1] <= before[0]
+    # 100 s of CPU time passed, 30 of them stolen: 30%, noted with its share.
+    assert stolen_share((1000.0, 10.0), (1100.0, 40.0)) == pytest.approx(0.3)
+    assert stolen_share(before, before) == 0.0  # no time passed: nothing to divide
+    (note,) = stolen_note(0.3)
+    assert "30%" in note and "steal" in note
+    assert stolen_note(STOLEN_NOTE_SHARE / 2) == []
