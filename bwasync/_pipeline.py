@@ -160,12 +160,9 @@ class Gate:
         back, self._parked, self._closed = self._parked + self._closed, 0, 0
         # Hand places to the waiters, then open the rest in one step: a loop per place would
         # stall the event loop for a client built with a huge ``concurrency``.
-        waiters = self._waiters
-        while back and waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                back -= 1
+        while back and self._waiters:
+            self._give()
+            back -= 1
         self._free += back
 
     @property
