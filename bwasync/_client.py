@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from ._auth import Auth, BasicCredentials, OAuth2Credentials
 from ._constants import (
@@ -98,6 +99,17 @@ def _request_of(request: RequestLike | None, fields: MessageFields) -> RequestLi
     return request
 
 
+def _check_url(name: str, url: str) -> None:
+    """An absolute http(s) URL, or :class:`ConfigurationError` before anything is sent (aiohttp
+    would refuse it only once a request is under way, where it passes for a lost answer)."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {url!r}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {url!r}")
+
+
 class MessagingClient:
     """An asyncio client for Bandwidth's Messaging V2 API, built for many sends at once.
 
@@ -154,11 +166,15 @@ class MessagingClient:
         elif client_id is not None or client_secret is not None:
             if not client_id or not client_secret:
                 raise ConfigurationError("OAuth2 needs both client_id and client_secret")
+            _check_url("token_url", token_url)
             auth = OAuth2Credentials(client_id, client_secret, token_url)
         else:
             raise ConfigurationError("credentials are required: username/password or client_id/client_secret")
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if connection_limit < 0:
+            raise ConfigurationError(f"connection_limit must be 0 (no limit) or more, got {connection_limit!r}")
+        _check_url("base_url", base_url)
         if limiter is not None:
             settings = (
                 ("rate", rate),
@@ -355,10 +371,14 @@ class MessagingClient:
                 async for result in results:
                     print(result.index, result.outcome, result.message and result.message.id)
         """
+        if concurrency is None:
+            concurrency = self.concurrency
+        elif concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
         pipeline = self._call_pipeline(retry, timeout)
         if rate is not None:
             pipeline = pipeline.derive(limiter=CappedLimiter(pipeline.limiter, TokenBucket(rate)))
-        core = _Core(pipeline, requests, concurrency=concurrency or self.concurrency, before_send=before_send)
+        core = _Core(pipeline, requests, concurrency=concurrency, before_send=before_send)
         return SendStream(core)
 
     async def send_all(

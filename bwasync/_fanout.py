@@ -439,10 +439,18 @@ class _Core:
         for slot, task in zip(self._slots, self._tasks, strict=True):
             if cancel_in_flight or slot.stage != SENDING:
                 task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.unconsumed.extend(self._results)
-        self._results.clear()
-        self.unconsumed.sort(key=lambda r: r.index)
+        try:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Cancelled while the sends on the wire finish (the consumer cancelled during an
+            # orderly stop): gather cancelled every worker; each reports its input before the
+            # run ends, so no result is lost and no task outlives the stop.
+            await asyncio.wait(self._tasks)
+            raise
+        finally:
+            self.unconsumed.extend(self._results)
+            self._results.clear()
+            self.unconsumed.sort(key=lambda r: r.index)
 
     def abandon(self) -> None:
         """The stream was dropped without being closed: cancel every worker (no await possible)."""

@@ -158,8 +158,12 @@ class Gate:
             self._over.set_result(None)
             self._over = None
         back, self._parked, self._closed = self._parked + self._closed, 0, 0
-        for _ in range(back):
+        # Hand places to the waiters, then open the rest in one step: a loop per place would
+        # stall the event loop for a client built with a huge ``concurrency``.
+        while back and self._waiters:
             self._give()
+            back -= 1
+        self._free += back
 
     @property
     def waiting(self) -> int:

@@ -166,6 +166,7 @@ class Transport:
         "_create_headers",
         "_create_url",
         "_header_auth",
+        "_loop",
         "_owns_session",
         "_session",
         "_session_factory",
@@ -193,6 +194,8 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        #: The event loop the session's connections belong to (known once used in one).
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Built once per Authorization value and handed to aiohttp as is: a CIMultiDict is
         # merged without being converted again on every request.
         self._create_headers: CIMultiDict[str] = CIMultiDict()
@@ -224,12 +227,26 @@ class Transport:
         if session is None or self._closed:
             self.check_open()
             session = self._session = self._session_factory()
+            self._loop = asyncio.get_running_loop()
         return session
 
     def check_open(self) -> None:
-        """Raise :class:`ClientClosedError` once closed."""
+        """Raise :class:`ClientClosedError` once closed, and :class:`ConfigurationError` in an
+        event loop other than the one the session's connections belong to: aiohttp would fail
+        there before anything is sent, and that failure must not pass for a lost answer."""
         if self._closed:
             raise ClientClosedError("the client is closed; create a new MessagingClient to send again")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # send_many() called outside a loop: checked again when it runs
+            return
+        if self._loop is None:
+            self._loop = running
+        elif self._loop is not running:
+            raise ConfigurationError(
+                "this client is used in another event loop than the one its connections belong to; "
+                "create one MessagingClient per event loop, inside it"
+            )
 
     @property
     def owns_session(self) -> bool:

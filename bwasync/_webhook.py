@@ -13,23 +13,34 @@ from collections.abc import AsyncIterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Final, Generic, NamedTuple, TypedDict, TypeVar
 
+from aiohttp import web
+
 from ._auth import basic_header
 
 __all__ = [
     "READ_CHUNK",
     "UNAUTHORIZED_HEADERS",
+    "UNREADABLE_BODY",
+    "UNREADABLE_HEADERS",
     "BasicAuthGate",
     "Refused",
     "WebhookHandler",
     "WebhookOptions",
     "WebhookStats",
     "read_bounded",
+    "unreadable",
 ]
 
 #: Bytes of a POST's body read at a time (a receiver stops reading once past its ``max_body``).
 READ_CHUNK: Final = 64 * 1024
 #: Headers of a 401 answer: the challenge a client (or a person with curl) needs.
 UNAUTHORIZED_HEADERS: Final[Mapping[str, str]] = {"WWW-Authenticate": 'Basic realm="bwasync", charset="UTF-8"'}
+#: What reading a body raises when the client sent one that cannot be read: aiohttp's error for a
+#: ``Content-Encoding`` it cannot decode (or a broken chunked body), a connection dropped halfway.
+#: The client's mistake: a 400, never a 500 with a traceback in the log.
+UNREADABLE_BODY: Final = (web.RequestPayloadError, ConnectionError)
+#: Headers of that 400: the connection cannot carry another request, its body left half-read.
+UNREADABLE_HEADERS: Final[Mapping[str, str]] = {"Connection": "close"}
 
 
 class BasicAuthGate:
@@ -84,6 +95,16 @@ async def read_bounded(chunks: AsyncIterable[bytes], length: int | None, max_bod
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+def unreadable(exc: BaseException) -> str:
+    """Why a body could not be read (:data:`UNREADABLE_BODY`), on one line: aiohttp's message
+    is its status and a reason on the next line; the reason is what the client needs.
+
+    >>> unreadable(ConnectionResetError("Connection lost"))
+    'Connection lost'
+    """
+    return str(exc).rpartition("\n")[2].strip() or type(exc).__name__
 
 
 @dataclass(slots=True)
@@ -144,11 +165,15 @@ class WebhookHandler(Generic[S]):
     ) -> bytes | Refused:
         """The body of a POST, read (see :func:`read_bounded`) only once the gate admitted its
         ``Authorization``; else what to answer, counted in ``stats.rejected``: 401 with the
-        challenge, or 413."""
+        challenge, 413, or 400 for a body that cannot be read (:data:`UNREADABLE_BODY`)."""
         if not self._auth.admits(authorization):
             self.stats.rejected += 1
             return Refused(401, "authentication required", UNAUTHORIZED_HEADERS)
-        body = await read_bounded(chunks, length, self.max_body)
+        try:
+            body = await read_bounded(chunks, length, self.max_body)
+        except UNREADABLE_BODY as exc:
+            self.stats.rejected += 1
+            return Refused(400, f"the body could not be read: {unreadable(exc)}", UNREADABLE_HEADERS)
         if body is None:
             self.stats.rejected += 1
             return Refused(413, f"body larger than {self.max_body} bytes", {})

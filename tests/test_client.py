@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -22,6 +23,7 @@ from bwasync import (
     ValidationError,
 )
 from bwasync._client import next_page_params
+from bwasync._pipeline import Gate
 from bwasync.emulator import Emulator
 
 ACCOUNT = "9900000"
@@ -340,6 +342,37 @@ def test_constructor_checks() -> None:
         MessagingClient("1", username="u", password="p", concurrency=0)
 
 
+async def test_a_client_used_in_another_event_loop_refuses_before_anything_leaves(
+    emu: Emulator, client: MessagingClient
+) -> None:
+    # The session's connections belong to the loop the client was used in first: in another loop
+    # (a second asyncio.run, a thread) aiohttp fails before sending, which must not be reported
+    # as a send whose fate is unknown.
+    msg = {"to": "+15552223333", "from_": "+15553332222", "text": "hi", "application_id": "app"}
+    await client.send(**msg)
+
+    def elsewhere() -> list[str]:
+        async def calls() -> list[str]:
+            refused = []
+            for call in (client.send(**msg), client.create_message(**msg)):
+                try:
+                    await call
+                except ConfigurationError as exc:
+                    refused.append(str(exc))
+            try:
+                client.send_many([msg])
+            except ConfigurationError as exc:
+                refused.append(str(exc))
+            return refused
+
+        return asyncio.run(calls())
+
+    refused = await asyncio.to_thread(elsewhere)
+    assert len(refused) == 3 and all("another event loop" in r for r in refused)
+    assert emu.stats.creates == 1
+    assert (await client.send(**msg)).ok  # still fine in its own loop
+
+
 async def test_with_options_shares_the_session(emu: Emulator, client: MessagingClient) -> None:
     strict = client.with_options(retry=RetryPolicy(max_attempts=1))
     assert strict.retry.max_attempts == 1 and client.retry.max_attempts != 1
@@ -363,3 +396,41 @@ async def test_send_returns_the_outcome_instead_of_raising(emu: Emulator, client
     lost = await client.send(to="+15552223333", from_=FROM, application_id=APP, text="z", tag="lost")
     assert lost.outcome is Outcome.AMBIGUOUS and lost.attempts == 1
     assert emu.acceptance_counts(key="tag") == {"ok": 1, "lost": 1}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"base_url": "not a url"},
+        {"base_url": ""},
+        {"base_url": "ftp://bw.example/api/v2"},
+        {"connection_limit": -1},
+        {"client_id": "c", "client_secret": "s", "token_url": "/oauth2/token", "username": None, "password": None},
+    ],
+    ids=["base-url-not-a-url", "base-url-empty", "base-url-ftp", "connection-limit-negative", "token-url-relative"],
+)
+def test_a_setting_that_could_only_fail_a_send_is_refused_when_the_client_is_built(options: dict[str, object]) -> None:
+    # aiohttp would refuse these only once a request is under way (a bad URL) or wait for ever (a
+    # negative connection limit): a send reported ambiguous, or hung, instead of a clear error.
+    settings: dict[str, object] = {"username": "u", "password": "p", **options}
+    with pytest.raises(ConfigurationError):
+        MessagingClient(ACCOUNT, **settings)  # type: ignore[arg-type]
+
+
+async def test_a_huge_concurrency_opens_its_places_in_one_step(emu: Emulator) -> None:
+    gives = 0
+    give = Gate._give
+
+    def counting(gate: Gate) -> None:
+        nonlocal gives
+        gives += 1
+        give(gate)
+
+    # The first round's end opened the other places one call each (10**12 of them stalled the
+    # loop for good): now it opens them in one step, whatever their number.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Gate, "_give", counting)
+        async with MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url, concurrency=10_000) as c:
+            result = await c.send(to="+15552223333", from_="+15553332222", text="hi", application_id=APP)
+    assert result.ok
+    assert gives < 10

@@ -12,6 +12,7 @@ import pytest
 
 from bwasync import (
     AdaptiveLimiter,
+    ConfigurationError,
     MessageRequest,
     MessagingClient,
     Outcome,
@@ -220,6 +221,60 @@ async def test_cancelling_the_consumer_cancels_everything(emu: Emulator, client:
     assert len(results) == 10
     assert all(r.outcome is Outcome.AMBIGUOUS for r in results)
     assert all(isinstance(r.error, SendCancelledError) and r.error.may_have_been_sent for r in results)
+
+
+async def test_cancelling_an_orderly_stop_still_reports_every_pulled_input() -> None:
+    # The consumer breaks (an orderly stop waits for the two sends on the wire) and is cancelled
+    # while it waits: the result already produced but not yielded must not be lost.
+    async with (
+        Emulator(username="u", password="p", account_id=ACCOUNT, shutdown_timeout=0.05) as emu,
+        MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url) as client,
+    ):
+
+        async def inputs() -> AsyncIterator[MessageRequest]:
+            yield request(0)
+            yield request(1)
+            while emu.stats.accepted < 2:  # both answered at once, before the next two
+                await asyncio.sleep(0.005)
+            emu.config.latency = 5.0  # these two stay on the wire
+            yield request(2)
+            yield request(3)
+
+        stopping = asyncio.Event()
+        holder: dict[str, Any] = {}
+
+        async def consume() -> None:
+            async with client.send_many(inputs(), concurrency=3) as stream:
+                holder["stream"] = stream
+                async for result in stream:
+                    holder["first"] = result
+                    while emu.stats.creates < 4 or not stream._core._results:
+                        await asyncio.sleep(0.005)
+                    stopping.set()
+                    break
+
+        task = asyncio.ensure_future(consume())
+        await stopping.wait()  # the consumer now waits in the orderly stop
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    stream = holder["stream"]
+    everything = [holder["first"], *stream.unconsumed]
+    assert sorted(r.index for r in everything) == [0, 1, 2, 3]
+    assert Counter(r.outcome for r in everything) == {Outcome.ACCEPTED: 2, Outcome.AMBIGUOUS: 2}
+    assert all(t.done() for t in stream._core._tasks)
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+async def test_a_concurrency_below_one_is_refused_before_anything_is_sent(
+    emu: Emulator, client: MessagingClient, concurrency: int
+) -> None:
+    # 0 is not "the client's default" (that is None): it is refused like -1, as rate=0 is.
+    with pytest.raises(ConfigurationError, match="concurrency must be at least 1"):
+        client.send_many([request(0)], concurrency=concurrency)
+    with pytest.raises(ConfigurationError, match="concurrency must be at least 1"):
+        await client.send_all([request(0)], concurrency=concurrency)
+    assert emu.stats.requests == 0
 
 
 async def test_close_before_sending_reports_not_sent(emu: Emulator) -> None:

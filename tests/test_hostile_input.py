@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
 from bwasync import (
@@ -30,7 +31,9 @@ from bwasync import (
 )
 from bwasync._constants import MAX_TAG_LENGTH
 from bwasync._validation import _bounded_string_error
+from bwasync.campaign import CallbackHandler
 from bwasync.cli import cli
+from bwasync.compliance import InboundHandler, MemoryOptOutStore
 from bwasync.emulator import Emulator
 from tests._aioresponses_compat import mocked as aioresponses
 from tests._hostile import ExplodingMapping, http_request, raw_http
@@ -349,3 +352,52 @@ def test_a_tagged_plain_sms_takes_the_fast_path_with_the_full_checks_rules(tag: 
     with pytest.raises(ValidationError) as info:
         MessageRequest(**{**KWARGS, "tag": tag})
     assert info.value.field_errors == [expected]
+
+
+# --- a body that cannot be read is the client's mistake: 400, no traceback of ours -----------------
+
+GZIP_LIE = b"Content-Encoding: gzip"  # declared, but the body is plain bytes aiohttp cannot inflate
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "body"),
+    [
+        (CREATE, [BASIC, b"Content-Type: application/json", GZIP_LIE], json.dumps(BASE).encode()),
+        (TOKEN, [BASIC, b"Content-Type: application/x-www-form-urlencoded", GZIP_LIE], b"grant_type=x"),
+        (TOKEN, [BASIC, b"Content-Type: application/x-www-form-urlencoded; charset=nope"], b"grant_type=x"),
+        (TOKEN, [BASIC, b"Content-Type: multipart/form-data; boundary=b"], b"--b\r\nnot a header\r\n"),
+    ],
+    ids=["create-gzip-lie", "token-gzip-lie", "token-unknown-charset", "token-broken-multipart"],
+)
+async def test_emulator_answers_a_body_it_cannot_read_400_without_a_traceback(
+    emu: Emulator, caplog: pytest.LogCaptureFixture, target: str, headers: list[bytes], body: bytes
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bwasync.emulator"):
+        status, answer = await raw_http(emu.port, http_request("POST", target, headers, body))
+    assert status == 400
+    parsed = json.loads(answer)
+    assert "could not be read" in (parsed["error_description"] if target == TOKEN else parsed["description"])
+    ours = [r for r in caplog.records if r.name == "bwasync.emulator"]
+    assert ours and not any(r.exc_info for r in ours)  # logged as the client's mistake, not a gap
+
+
+@pytest.mark.parametrize("kind", ["callbacks", "inbound"])
+async def test_a_receiver_answers_a_body_it_cannot_decode_400_not_500(kind: str) -> None:
+    handler: CallbackHandler | InboundHandler
+    if kind == "callbacks":
+        handler = CallbackHandler(lambda event: None, username="u", password="p")
+    else:
+        handler = InboundHandler(MemoryOptOutStore(), username="u", password="p")
+    app = web.Application()
+    app.router.add_post("/", handler.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        headers = [BASIC, b"Content-Type: application/json", GZIP_LIE]
+        status, answer = await raw_http(runner.addresses[0][1], http_request("POST", "/", headers, b"[]"))
+    finally:
+        await runner.cleanup()
+    assert status == 400
+    assert answer == b"the body could not be read: Can not decode content-encoding: gzip"
+    assert handler.stats.rejected == 1 and handler.stats.errors == 0

@@ -30,11 +30,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from multidict import CIMultiDict
 
 from .._auth import basic_header
 from .._segments import segments, total_segments
 from .._validation import decode_json, parse_rfc3339, validate_wire
+from .._webhook import UNREADABLE_BODY, unreadable
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
 from ._config import EmulatorConfig
@@ -317,6 +319,8 @@ class Emulator:
             return await handler(request)
         except web.HTTPException:
             raise  # aiohttp's own answers (413 body too large...) are already 4xx
+        except UNREADABLE_BODY as exc:  # a body aiohttp cannot decode, a client gone halfway: not a gap
+            return self._malformed(request, f"the body could not be read: {unreadable(exc)}", exc)
         except Exception as exc:
             return self._malformed(
                 request, f"the request could not be read ({type(exc).__name__})", exc, unexpected=True
@@ -719,8 +723,9 @@ class Emulator:
         cfg = self.config
         try:
             form = await request.post()
-        except ValueError as exc:  # multipart without a boundary, an undecodable charset...
-            return self._malformed(request, f"the form body could not be read: {exc}", exc)
+        except (ValueError, LookupError, BadHttpMessage) as exc:
+            # multipart without a boundary or with a broken part, an undecodable or unknown charset...
+            return self._malformed(request, f"the form body could not be read: {unreadable(exc)}", exc)
         creds = None
         header = request.headers.get("Authorization")
         if header is not None and header[:6].lower() == "basic ":
