@@ -189,6 +189,8 @@ class Transport:
         self._base = base_url.rstrip("/")
         #: How requests are authenticated (a plain attribute: read on every send).
         self.auth = auth
+        if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
+            raise ConfigurationError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
         self._connect_timeout = connect_timeout
         self._create_url = URL(f"{self._base}/users/{account_id}/messages", encoded=False)
         self._session = session

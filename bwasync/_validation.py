@@ -313,8 +313,15 @@ def check_message(
         to_list = [to]
     elif isinstance(to, (list, tuple)):
         to_list = list(to)
+    elif to is None:
+        add(FieldError("to", f"to is required: an E.164 number or a list of 1 to {MAX_RECIPIENTS} of them"))
     else:
-        add(FieldError("to", "to is required: an E.164 number or a list of 1 to 10 of them"))
+        add(
+            FieldError(
+                "to",
+                f"to must be an E.164 number or a list of 1 to {MAX_RECIPIENTS} of them, not {type(to).__name__}",
+            )
+        )
     if to_list or isinstance(to, (list, tuple)):
         if not to_list:
             add(FieldError("to", "to must name at least one recipient"))

@@ -406,8 +406,20 @@ async def test_send_returns_the_outcome_instead_of_raising(emu: Emulator, client
         {"base_url": "ftp://bw.example/api/v2"},
         {"connection_limit": -1},
         {"client_id": "c", "client_secret": "s", "token_url": "/oauth2/token", "username": None, "password": None},
+        {"connect_timeout": 0},
+        {"connect_timeout": -1.0},
+        {"connect_timeout": float("nan")},
     ],
-    ids=["base-url-not-a-url", "base-url-empty", "base-url-ftp", "connection-limit-negative", "token-url-relative"],
+    ids=[
+        "base-url-not-a-url",
+        "base-url-empty",
+        "base-url-ftp",
+        "connection-limit-negative",
+        "token-url-relative",
+        "connect-timeout-zero",
+        "connect-timeout-negative",
+        "connect-timeout-nan",
+    ],
 )
 def test_a_setting_that_could_only_fail_a_send_is_refused_when_the_client_is_built(options: dict[str, object]) -> None:
     # aiohttp would refuse these only once a request is under way (a bad URL) or wait for ever (a

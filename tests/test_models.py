@@ -219,6 +219,20 @@ def test_to_boundaries() -> None:
     assert make(to=(TO, "+15554443333")).to == [TO, "+15554443333"]
 
 
+@pytest.mark.parametrize(
+    ("to", "says"),
+    [
+        (None, "to is required: an E.164 number or a list of 1 to 10 of them"),
+        (15552223333, "to must be an E.164 number or a list of 1 to 10 of them, not int"),
+        ({TO}, "to must be an E.164 number or a list of 1 to 10 of them, not set"),
+    ],
+)
+def test_a_missing_to_and_a_to_of_the_wrong_type_are_told_apart(to: object, says: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        MessageRequest.from_dict({"to": to, "from": "+15553332222", "applicationId": "app", "text": "x"})
+    assert [str(e) for e in info.value.field_errors] == [f"to: {says}"]
+
+
 # --- text / media ----------------------------------------------------------------------------
 
 
