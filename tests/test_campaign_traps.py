@@ -5,7 +5,9 @@ row invalid). The emulator is the witness that nothing was sent.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,88 @@ def test_a_row_that_cannot_be_validated_is_an_invalid_row(tmp_path: Path, dry: b
     line_3 = [line for line in result.output.splitlines() if line.strip().startswith("3 ")]
     assert line_3 and "Invalid IPv6 URL" in line_3[0], result.output
     assert ("3 to send, 1 invalid" if dry else "3 sent by this run") in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--rate", "nan"), ("--rate", "inf"), ("--rate", "1e999"), ("--settle", "nan"), ("--max-error-rate", "nan")],
+)
+async def test_a_number_that_is_not_finite_is_a_usage_error_naming_the_option(
+    tmp_path: Path, emulator: Emulator, option: str, value: str
+) -> None:
+    # click's FloatRange lets NaN through its bounds (and infinity an open one): the run used to
+    # load the journal and fail after starting (--rate), or run with a guard that never trips.
+    path = tmp_path / "list.csv"
+    write_campaign(path, 3)
+    result = run(path, emulator, "--template", TEMPLATE, option, value)
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for '{option}': '{value}' is not a finite number" in result.output
+    nothing_left(path, emulator)
+
+
+async def test_a_callbacks_port_in_use_is_a_usage_error_and_sends_nothing(tmp_path: Path, emulator: Emulator) -> None:
+    path = tmp_path / "list.csv"
+    write_campaign(path, 3)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = await run_cli(
+            "campaign", "run", str(path), "--template", TEMPLATE, "--no-progress",
+            "--callbacks", f"127.0.0.1:{port}", *connection(emulator),
+        )  # fmt: skip
+    assert done.code == EXIT_USAGE, done.err
+    assert f"--callbacks: cannot listen on 127.0.0.1:{port}" in done.err
+    assert "Nothing was sent" in done.err and "127.0.0.1:0" in done.err
+    assert emulator.stats.requests == 0
+    # The journal it loaded is resumed by the same command with a free port.
+    done = await run_cli(
+        "campaign", "run", str(path), "--template", TEMPLATE, "--no-progress", "--wait-delivery", "0",
+        "--callbacks", "127.0.0.1:0", *connection(emulator),
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    assert journal_counts(Path(str(path) + ".journal")) == {"accepted": 3}
+
+
+@pytest.mark.parametrize("option", ["--csv", "--json"])
+def test_an_export_that_cannot_be_written_names_its_option(tmp_path: Path, option: str) -> None:
+    path = tmp_path / "list.csv"
+    write_campaign(path, 2)
+    assert run(path, None, "--template", TEMPLATE).exit_code == 0
+    target = tmp_path / "no such dir" / "out"
+    result = CliRunner().invoke(cli, ["campaign", "report", str(path) + ".journal", option, str(target)])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"Invalid value for {option}: cannot write {target}: No such file or directory" in result.output
+
+
+@pytest.mark.parametrize("dry", [False, True])
+@pytest.mark.parametrize(("name", "content"), [("list.csv", "id,to,name,code\n"), ("list.jsonl", "\n\n")])
+async def test_a_file_without_rows_is_not_a_successful_run(
+    tmp_path: Path, emulator: Emulator, name: str, content: str, dry: bool
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    if dry:  # no event loop: in this process
+        result = run(path, emulator, "--template", "Hi", "--dry-run")
+        code, output = result.exit_code, result.output
+    else:
+        done = await run_cli("campaign", "run", str(path), "--template", "Hi", "--no-progress", *connection(emulator))
+        code, output = done.code, done.out + done.err
+    assert code == EXIT_USAGE, output
+    assert f"{path} has no rows (a header alone, or no line at all): nothing to send" in output
+    assert "Done" not in output
+    nothing_left(path, emulator)
+
+
+@pytest.mark.parametrize("dry", [False, True])
+async def test_a_pipe_as_the_file_is_a_usage_error_not_a_hang(tmp_path: Path, emulator: Emulator, dry: bool) -> None:
+    # A campaign reads its file more than once: a FIFO blocked the second open for ever (and
+    # SIGTERM could not end a thread blocked there).
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    args = ["campaign", "run", str(fifo), "--template", "Hi", "--no-progress", *connection(emulator)]
+    try:
+        done = await asyncio.wait_for(run_cli(*args, *(["--dry-run"] if dry else [])), 20)
+    finally:
+        os.close(os.open(fifo, os.O_RDWR))  # frees an open() still waiting for a writer
+    assert done.code == EXIT_USAGE, done.err
+    assert f"'{fifo}' is not a regular file (a pipe or a device)" in done.err
+    nothing_left(fifo, emulator)

@@ -28,6 +28,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -355,7 +356,12 @@ def _checking_type(cls: type[ParamType]) -> type[ParamType]:
                         param,
                         ctx,
                     )
-                return super().convert(value, param, ctx)
+                converted = super().convert(value, param, ctx)
+                # click's FloatRange lets NaN through (every comparison with it is false) and
+                # infinity through an open upper bound; no option of this CLI means either.
+                if isinstance(converted, float) and not math.isfinite(converted):
+                    self.fail(f"{value!r} is not a finite number", param, ctx)
+                return converted
 
         Checking.__name__ = Checking.__qualname__ = cls.__name__
         checking = _CHECKING_TYPES[cls] = Checking
@@ -364,7 +370,8 @@ def _checking_type(cls: type[ParamType]) -> type[ParamType]:
 
 def reject_undecodable(command: click.Command) -> None:
     """Make every option and argument of ``command`` and its subcommands a usage error (exit 2,
-    naming the option) when its value has bytes that are not UTF-8, instead of a traceback later.
+    naming the option) when its value has bytes that are not UTF-8, or is a float that is NaN or
+    infinite (``nan``, ``inf``, ``1e999``), instead of a traceback or a failed run later.
 
     Python hands such bytes over as lone surrogates (``surrogateescape``), which nothing can
     encode or print. Paths are left alone: a file name may be any bytes on POSIX.

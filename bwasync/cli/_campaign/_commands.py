@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +49,7 @@ from ._render import (
     read_summary,
     status_json,
     word_mostly_invalid,
+    word_no_rows,
     word_problem,
 )
 from ._session import (
@@ -62,6 +64,18 @@ from ._session import (
 )
 
 # --- campaign run ----------------------------------------------------------------------------------
+
+
+def _regular_file(path: str) -> str:
+    """FILE is read more than once (its columns, then its rows; again on a resume): a pipe or a
+    device would be read empty the second time, or block for ever opening it."""
+    if not os.path.isfile(path):
+        raise click.BadParameter(
+            f"{path!r} is not a regular file (a pipe or a device): a campaign reads its file more than once; "
+            "save the rows to a file first",
+            param_hint="FILE",
+        )
+    return path
 
 
 def _read_template(template: str | None, template_file: str | None) -> str | None:
@@ -113,7 +127,7 @@ Every non-zero stop is resumable: rerun the same command."""
     short_help="Send every row of a CSV/JSONL file once (resumable; --dry-run to check first).",
     epilog=_RUN_EPILOG,
 )
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False), callback=lambda _c, _p, v: _regular_file(v))
 @click.option(
     "--template",
     metavar="TEXT",
@@ -528,6 +542,9 @@ def _dry_run(
         print_error(str(exc))
         return EXIT_USAGE
     print_dry_run(args.file, report, args.rate)
+    if not report.rows:
+        print_error(word_no_rows(args.file))
+        return EXIT_USAGE
     if mostly_invalid(report.invalid, report.rows) and not args.allow_invalid:
         print_error(word_mostly_invalid(report.invalid, report.rows))
         return EXIT_MOSTLY_INVALID
@@ -634,12 +651,14 @@ async def read_report(
     rows, and the exports asked for (a line saying so for each)."""
     report, invalid = await read_summary(source)
     written: list[str] = []
-    if csv_path:
-        n = await export_rows_csv(source, csv_path)
-        written.append(f"{n:,} rows written to {csv_path}")
-    if json_path:
-        n = await export_rows_json(source, json_path)
-        written.append(f"{n:,} rows written to {json_path}")
+    for path, export, option in ((csv_path, export_rows_csv, "--csv"), (json_path, export_rows_json, "--json")):
+        if not path:
+            continue
+        try:
+            n = await export(source, path)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint=option) from None
+        written.append(f"{n:,} rows written to {path}")
     return report, invalid, written
 
 

@@ -367,6 +367,10 @@ def word_mostly_invalid(invalid: int, total: int) -> str:
     )
 
 
+def word_no_rows(path: str) -> str:
+    return f"{path} has no rows (a header alone, or no line at all): nothing to send. Check that it is the right file."
+
+
 def invalid_table(rows: list[RowRecord], total: int) -> Table:
     """The first invalid rows: line, key, problem."""
     table = Table(

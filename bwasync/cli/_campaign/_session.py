@@ -49,6 +49,7 @@ from ._render import (
     print_verdict,
     read_summary,
     word_mismatch,
+    word_no_rows,
     word_note,
 )
 
@@ -115,6 +116,16 @@ class _MostlyInvalid(Exception):
         self.shown = shown
 
 
+class _NoRows(Exception):
+    """A new campaign's file has no row: stop before sending, exit 2 (no run "succeeds" with
+    nothing sent)."""
+
+
+class _CallbacksUnavailable(Exception):
+    """``--callbacks HOST:PORT`` cannot be listened on (in use, not an address here): stop before
+    sending, exit 2 like a ``--metrics`` port in use."""
+
+
 def _remove_journal(path: str) -> None:
     """Delete a journal this run created and sent nothing from (SQLite's side files too)."""
     for suffix in ("", "-wal", "-shm"):
@@ -159,6 +170,7 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
 
     outcome: RunOutcome | None = None
     mostly: _MostlyInvalid | None = None
+    empty = False
     cancelled = False
     with on_signals(on_signal):
         async with contextlib.AsyncExitStack() as stack:
@@ -177,17 +189,23 @@ async def run_campaign(connection: Connection, options: CampaignOptions, setting
                 cancelled = True
             except _MostlyInvalid as exc:
                 mostly = exc
+            except _NoRows:
+                empty = True
             except JournalMismatchError as exc:
                 print_error(word_mismatch(exc))
                 return EXIT_USAGE
-            except (InputFileError, TemplateError) as exc:
+            except (InputFileError, TemplateError, _CallbacksUnavailable) as exc:
                 print_error(str(exc))
                 return EXIT_USAGE
             except (CampaignError, BwasyncError) as exc:
                 print_error(str(exc))
                 return EXIT_FATAL
-            if mostly is None:
+            if mostly is None and not empty:
                 report, invalid = await read_summary(runner.journal)
+    if empty:
+        _remove_journal(settings.journal_path)
+        print_error(f"{word_no_rows(options.input_path)} Nothing was sent; no journal was kept.")
+        return EXIT_USAGE
     if mostly is not None:
         # Nothing was sent and the journal is new: leave nothing behind, a rerun starts afresh.
         _remove_journal(settings.journal_path)
@@ -245,9 +263,11 @@ async def _run(
     display: Display,
 ) -> RunOutcome:
     info = await runner.load()
-    if not runner.resumed and not settings.allow_invalid:
+    if not runner.resumed:
         counts = await runner.journal.counts()
-        if mostly_invalid(counts["invalid"], counts.total):
+        if not counts.total:
+            raise _NoRows
+        if not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
             shown = await runner.rows_with_status("invalid", SHOWN_INVALID)
             raise _MostlyInvalid(counts["invalid"], counts.total, shown)
     verb = "Resuming" if runner.resumed else "Starting"
@@ -266,15 +286,21 @@ async def _run(
         # opt-out list and skip the number's pending rows before they are sent.
         store = FileOptOutStore(settings.opt_out_path) if settings.opt_out_path else MemoryOptOutStore()
         replies = ReplyProcessor(store, on_reply=runner.receive_reply)
-        receiver = await stack.enter_async_context(
-            CallbackReceiver(
-                host,
-                port,
-                on_event=campaign_event_handler(runner.journal, replies.apply),
-                username=user,
-                password=password,
+        try:
+            receiver = await stack.enter_async_context(
+                CallbackReceiver(
+                    host,
+                    port,
+                    on_event=campaign_event_handler(runner.journal, replies.apply),
+                    username=user,
+                    password=password,
+                )
             )
-        )
+        except OSError as exc:
+            raise _CallbacksUnavailable(
+                f"--callbacks: cannot listen on {host}:{port}: {exc.strerror or exc}. Nothing was sent; "
+                "give a free HOST:PORT (127.0.0.1:0 picks one) and rerun the same command to resume."
+            ) from None
         auth = "Basic auth" if user is not None else "NO authentication: anyone who can reach it can post events"
         display.note(f"Receiving status callbacks on {receiver.url} ({auth}).")
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
