@@ -252,3 +252,13 @@ def test_report_and_status_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     status = json.loads(result.stdout)
     assert set(status) == STATUS_KEYS
     assert status["complete"] is True and status["done"] == 3 and status["campaign_id"] == data["campaign_id"]
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_a_directory_given_as_the_journal_is_named_as_such(tmp_path: Path, command: str) -> None:
+    result = CliRunner().invoke(cli, ["campaign", command, str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{tmp_path}: is a directory, not a campaign journal" in result.output
+    assert "Traceback" not in result.output
+    missing = CliRunner().invoke(cli, ["campaign", command, str(tmp_path / "nope.journal")])
+    assert missing.exit_code == 2 and "no such journal" in missing.output

@@ -225,6 +225,11 @@ def test_an_export_that_cannot_be_written_names_its_option(tmp_path: Path, optio
     result = CliRunner().invoke(cli, ["campaign", "report", str(path) + ".journal", option, str(target)])
     assert result.exit_code == EXIT_USAGE, result.output
     assert f"Invalid value for {option}: cannot write {target}: No such file or directory" in result.output
+    # "-" is not stdout (the report is printed there): refused, and no file named "-" appears.
+    dash = CliRunner().invoke(cli, ["campaign", "report", str(path) + ".journal", option, "-"], catch_exceptions=False)
+    assert dash.exit_code == EXIT_USAGE, dash.output
+    assert f"Invalid value for {option}: the export goes to a file (stdout carries the report)" in dash.output
+    assert not Path("-").exists()
 
 
 @pytest.mark.parametrize("dry", [False, True])

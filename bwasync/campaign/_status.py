@@ -75,6 +75,8 @@ def read_status(path: str | os.PathLike[str], *, now: float | None = None) -> Jo
     campaign journal.
     """
     p = os.fspath(path)
+    if os.path.isdir(p):
+        raise JournalError(f"{p}: is a directory, not a campaign journal (give the journal file, e.g. FILE.journal)")
     if not os.path.isfile(p):
         raise JournalError(f"{p}: no such journal")
     with _schema.read_only(p) as conn:

@@ -163,7 +163,8 @@ Every non-zero stop is resumable: rerun the same command."""
 @click.option(
     "--campaign-id",
     metavar="ID",
-    help="Campaign id for a new journal (tags are '<id>:<row key>'). [default: random]",
+    help="Campaign id for a new campaign (tags are '<id>:<row key>'). [default: random for a journal; "
+    "with --redis, derived from FILE's absolute path, so the same command finds the same campaign]",
 )
 @click.option(
     "--dry-run",
@@ -654,6 +655,11 @@ async def read_report(
     for path, export, option in ((csv_path, export_rows_csv, "--csv"), (json_path, export_rows_json, "--json")):
         if not path:
             continue
+        if path == "-":
+            raise click.BadParameter(
+                "the export goes to a file (stdout carries the report); give a path, e.g. outcomes.csv",
+                param_hint=option,
+            )
         try:
             n = await export(source, path)
         except OSError as exc:
