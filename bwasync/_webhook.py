@@ -9,11 +9,13 @@ Used by the status-callback receiver (:mod:`bwasync.campaign`) and the inbound-m
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Final, Generic, NamedTuple, TypedDict, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ._auth import basic_header
 
@@ -28,6 +30,7 @@ __all__ = [
     "WebhookOptions",
     "WebhookStats",
     "read_bounded",
+    "server_logger",
     "unreadable",
 ]
 
@@ -105,6 +108,41 @@ def unreadable(exc: BaseException) -> str:
     'Connection lost'
     """
     return str(exc).rpartition("\n")[2].strip() or type(exc).__name__
+
+
+class _ClientMistakes(logging.Filter):
+    """Turns aiohttp's report of a request it could not parse into one warning line.
+
+    aiohttp's server answers malformed HTTP (a negative ``Content-Length``, a bad chunk size, a
+    byte that is not ASCII in the path, a body its ``Content-Encoding`` cannot decode) with a 400
+    itself, before any handler runs, and logs it at ERROR with a traceback, as if the server had
+    failed: a traceback on the terminal of ``bwasync emulator`` for a client's mistake. Anything
+    else (a handler's own failure) is left as it is: loud.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError) or (
+            isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500
+        ):
+            if isinstance(exc, HttpProcessingError):  # its message quotes the bad line and marks it below
+                reason = (exc.message.strip().splitlines() or [type(exc).__name__])[0].rstrip(": ")
+                record.msg = f"{record.getMessage()}: malformed request, answered 400: {reason}"
+            else:  # a body nobody read (e.g. after a 404), drained before the next request
+                record.msg = f"a request's body could not be read: {unreadable(exc)}"
+            record.args = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def server_logger(name: str) -> logging.Logger:
+    """The logger to give aiohttp's server (``web.AppRunner(app, logger=...)``) of a server that
+    bwasync runs: a client's malformed HTTP is one warning line there, not an error's traceback."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _ClientMistakes) for f in logger.filters):
+        logger.addFilter(_ClientMistakes())
+    return logger
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from bwasync import (
 )
 from bwasync._constants import MAX_TAG_LENGTH
 from bwasync._validation import _bounded_string_error
-from bwasync.campaign import CallbackHandler
+from bwasync.campaign import CallbackHandler, CallbackReceiver
 from bwasync.cli import cli
 from bwasync.compliance import InboundHandler, MemoryOptOutStore
 from bwasync.emulator import Emulator
@@ -401,3 +401,53 @@ async def test_a_receiver_answers_a_body_it_cannot_decode_400_not_500(kind: str)
     assert status == 400
     assert answer == b"the body could not be read: Can not decode content-encoding: gzip"
     assert handler.stats.rejected == 1 and handler.stats.errors == 0
+
+
+MALFORMED_HTTP = {
+    "negative-content-length": b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n",
+    "bad-chunk-size": b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    "non-ascii-path": "GET /\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+}
+
+
+@pytest.mark.parametrize("server", ["emulator", "callback-receiver"])
+@pytest.mark.parametrize("raw", list(MALFORMED_HTTP.values()), ids=list(MALFORMED_HTTP))
+async def test_malformed_http_is_one_warning_line_not_an_error_with_a_traceback(
+    caplog: pytest.LogCaptureFixture, server: str, raw: bytes
+) -> None:
+    # aiohttp answers these 400 itself, before any handler, and logs them at ERROR with a
+    # traceback: on `bwasync emulator`'s terminal, a traceback for a client's mistake.
+    caplog.set_level(logging.DEBUG)
+    if server == "emulator":
+        async with Emulator() as emu:
+            status, _ = await raw_http(emu.port, raw)
+    else:
+        async with CallbackReceiver(on_event=lambda event: None) as receiver:
+            assert receiver.port is not None
+            status, _ = await raw_http(receiver.port, raw)
+    assert status == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.name.startswith("bwasync.") and ": malformed request, answered 400: " in warning.getMessage()
+
+
+def test_the_server_log_filter_quiets_only_a_clients_mistakes() -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from bwasync._webhook import server_logger
+
+    def record(exc: BaseException, msg: str = "Error handling request from %s") -> logging.LogRecord:
+        return logging.LogRecord("x", logging.ERROR, __file__, 1, msg, ("127.0.0.1",), (type(exc), exc, None))
+
+    quiet = server_logger("bwasync.test.http").filters[0]
+    bad = record(BadHttpMessage("Invalid character in Content-Length:\n\n    b'-1'\n      ^"))
+    assert quiet.filter(bad) and (bad.levelname, bad.exc_info) == ("WARNING", None)
+    assert bad.getMessage() == (
+        "Error handling request from 127.0.0.1: malformed request, answered 400: Invalid character in Content-Length"
+    )
+    drained = record(web.RequestPayloadError("400, message:\n  Can not decode content-encoding: deflate"))
+    assert quiet.filter(drained) and drained.levelname == "WARNING"
+    assert drained.getMessage() == "a request's body could not be read: Can not decode content-encoding: deflate"
+    ours = record(RuntimeError("a bug in a handler"), "Unhandled exception")
+    assert quiet.filter(ours) and ours.levelname == "ERROR" and ours.exc_info is not None  # stays loud
+    assert server_logger("bwasync.test.http").filters == [quiet]  # added once

@@ -45,7 +45,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from .._models import StatusCallback, decode_callbacks
-from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookOptions, WebhookStats
+from .._webhook import READ_CHUNK, Refused, WebhookHandler, WebhookOptions, WebhookStats, server_logger
 from ..compliance import MESSAGE_RECEIVED
 from ._constants import CALLBACK_HANDLER_TIMEOUT, DEDUPE_CAPACITY, DEFAULT_MAX_BODY
 from ._journal import Journal
@@ -340,7 +340,9 @@ class CallbackReceiver(StartClose):
             return
         app = web.Application()
         app.router.add_route(hdrs.METH_POST, "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=self.shutdown_timeout, logger=server_logger("bwasync.campaign.http")
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._requested_port)

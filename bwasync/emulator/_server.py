@@ -36,7 +36,7 @@ from multidict import CIMultiDict
 from .._auth import basic_header
 from .._segments import segments, total_segments
 from .._validation import decode_json, parse_rfc3339, validate_wire
-from .._webhook import UNREADABLE_BODY, unreadable
+from .._webhook import UNREADABLE_BODY, server_logger, unreadable
 from . import _bodies as bodies
 from ._callbacks import CallbackDispatcher
 from ._config import EmulatorConfig
@@ -167,7 +167,13 @@ class Emulator:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
         self.config.check()
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
+            logger=server_logger("bwasync.emulator.http"),
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, backlog=1024)
