@@ -59,6 +59,7 @@ from ._session import (
     EXIT_OK,
     EXIT_USAGE,
     RunSettings,
+    check_callbacks,
     run_campaign,
     run_tuned,
 )
@@ -379,6 +380,10 @@ def run_command(connection: ConnectionOptions, **params: Any) -> None:
         )
         ctx.exit(run_tuned(fleet().run_shared(settings, options, shared)))
     wait = args.wait_delivery
+    unavailable = check_callbacks(endpoint)
+    if unavailable is not None:
+        print_error(unavailable)
+        ctx.exit(EXIT_USAGE)
     with serving_metrics(args.metrics) as metrics:
         run_settings = RunSettings(
             journal_path=args.journal_path or args.file + ".journal",

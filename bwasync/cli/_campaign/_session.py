@@ -16,6 +16,7 @@ import gc
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -124,6 +125,27 @@ class _NoRows(Exception):
 class _CallbacksUnavailable(Exception):
     """``--callbacks HOST:PORT`` cannot be listened on (in use, not an address here): stop before
     sending, exit 2 like a ``--metrics`` port in use."""
+
+
+def _callbacks_unavailable(host: str, port: int, exc: OSError) -> str:
+    return (
+        f"--callbacks: cannot listen on {host}:{port}: {exc.strerror or exc}. Nothing was sent; "
+        "give a free HOST:PORT (127.0.0.1:0 picks one) and rerun the same command."
+    )
+
+
+def check_callbacks(endpoint: tuple[str, int] | None) -> str | None:
+    """Why ``--callbacks HOST:PORT`` cannot be listened on now, or None: checked before the journal
+    is opened, so a port in use leaves nothing behind (a port taken in between is caught again
+    when the receiver starts). Port 0 (any free one) always can."""
+    if endpoint is None or not endpoint[1]:
+        return None
+    host, port = endpoint
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return _callbacks_unavailable(host, port, exc)
 
 
 def _remove_journal(path: str) -> None:
@@ -297,10 +319,7 @@ async def _run(
                 )
             )
         except OSError as exc:
-            raise _CallbacksUnavailable(
-                f"--callbacks: cannot listen on {host}:{port}: {exc.strerror or exc}. Nothing was sent; "
-                "give a free HOST:PORT (127.0.0.1:0 picks one) and rerun the same command to resume."
-            ) from None
+            raise _CallbacksUnavailable(_callbacks_unavailable(host, port, exc)) from None
         auth = "Basic auth" if user is not None else "NO authentication: anyone who can reach it can post events"
         display.note(f"Receiving status callbacks on {receiver.url} ({auth}).")
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
