@@ -118,7 +118,8 @@ Examples:
 \b
 Exit status: 0 every row reached a final state (accepted, failed, invalid, skipped or
 ambiguous); 1 a fatal problem (e.g. credentials refused); 2 invalid usage or input, or the
-journal or the --metrics port is in use (nothing sent); 3 paused by --max-error-rate; 4 more than half of the rows
+journal, the --metrics port or the --callbacks port is in use (nothing sent); 3 paused by --max-error-rate;
+4 more than half of the rows
 invalid (nothing sent, no journal kept; --allow-invalid goes on); 130 Ctrl-C; 143 SIGTERM.
 Every non-zero stop is resumable: rerun the same command."""
 
