@@ -235,6 +235,13 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(cli, [*base, "--template", TEMPLATE, "--key-column", "name"])
     assert result.exit_code == 2 and "a different --key-column" in result.output, result.output
     assert "None" not in result.output and "'" not in result.output.split("holds")[1]
+    # So are the two that decide what the load stored for each row (invalid or sent; its zone).
+    result = runner.invoke(cli, [*base, "--template", TEMPLATE, "--strict-numbers"])
+    assert result.exit_code == 2 and "a different --strict-numbers" in result.output, result.output
+    result = runner.invoke(
+        cli, [*base, "--template", TEMPLATE, "--quiet-hours", "21:00-08:00", "--timezone-column", "name"]
+    )
+    assert result.exit_code == 2 and "a different --timezone-column" in result.output, result.output
 
 
 # --- Crashes and signals ----------------------------------------------------------------------------

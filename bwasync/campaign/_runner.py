@@ -272,6 +272,9 @@ class CampaignOptions:
             "key_column": self.key_column,
             "priority": None if self.priority is None else str(self.priority),
             "expiration": None if self.expiration is None else str(self.expiration),
+            # Both decide what the load pass stores for a row (invalid or flagged; its time zone).
+            "strict_numbers": self.strict_numbers,
+            "timezone_column": self.timezone_column,
         }
 
 
@@ -935,6 +938,8 @@ _SETTING_NAMES: Final = {
     "key_column": "key column",
     "priority": "priority",
     "expiration": "expiration",
+    "strict_numbers": "strict number checks",
+    "timezone_column": "time zone column",
 }
 
 

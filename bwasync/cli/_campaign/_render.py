@@ -325,6 +325,8 @@ _SET_BY: Final = {
     "key column": "--key-column",
     "priority": "priority",
     "expiration": "expiration",
+    "strict number checks": "--strict-numbers",
+    "time zone column": "--timezone-column",
 }
 
 
