@@ -428,3 +428,27 @@ def test_a_shared_runs_metrics_ports_are_checked_before_anything_is_loaded(tmp_p
     assert "Traceback" not in result.output and "Redis" not in result.output
     assert worker_endpoint(("127.0.0.1", 9464), 3) == "127.0.0.1:9467"
     assert worker_endpoint(("::1", 0), 3) == "[::1]:0"
+
+
+def test_a_shared_campaign_of_a_file_without_rows_is_refused_and_leaves_nothing_in_redis(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    try:
+        path = tmp_path / "list.csv"
+        path.write_text("id,to,name\n", encoding="utf-8")  # a header alone
+        args = ["campaign", "run", str(path), "--template", "Hi {name}", "--key-column", "id", "--emulator"]
+        args += ["--allow-non-durable-redis", "--campaign-id", "empty", "--workers", "1"]
+        result = invoke(*args, env={"BW_USERNAME": USER, "BW_PASSWORD": SECRET, "BWASYNC_REDIS_URL": server.url})
+        assert result.exit_code == 2, result.output
+        assert f"{path} has no rows" in result.output and "nothing was kept in Redis" in result.output
+        assert "Done" not in result.output
+
+        async def keys() -> list[bytes]:
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                return [k async for k in client.scan_iter("*empty*")]
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(keys()) == []
+    finally:
+        server.stop()

@@ -60,6 +60,7 @@ from ._campaign._render import (
     print_summary,
     print_warning,
     read_summary,
+    word_no_rows,
     word_note,
 )
 from ._campaign._session import (
@@ -427,13 +428,19 @@ async def _load_and_send(
             print_error(str(exc))
             return EXIT_USAGE
         counts = await campaign.counts()
-        if new and not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total):
-            shown = await first_rows(campaign, "invalid", SHOWN_INVALID)
+        empty = not counts.total
+        if new and (empty or (not settings.allow_invalid and mostly_invalid(counts["invalid"], counts.total))):
+            # A new campaign that must not start: leave nothing behind, a rerun starts afresh.
+            # The local workers stop first: one starting up writes to the campaign's keys.
+            shown = [] if empty else await first_rows(campaign, "invalid", SHOWN_INVALID)
+            await workers.stop()
             await redis.delete(*campaign.keys.all())
             await redis.srem(campaign.keys.registry, cid)
-            await workers.stop()
             if recorded:
                 _forget_load(options.input_path, where, cid)
+            if empty:
+                print_error(f"{word_no_rows(options.input_path)} Nothing was sent; nothing was kept in Redis.")
+                return EXIT_USAGE
             print_mostly_invalid(shown, counts["invalid"], counts.total, "nothing was kept in Redis")
             return EXIT_MOSTLY_INVALID
         requeued = 0
