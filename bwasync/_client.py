@@ -110,6 +110,14 @@ def _check_url(name: str, url: str) -> None:
         raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {url!r}")
 
 
+def _policy(retry: RetryPolicy | None) -> RetryPolicy | None:
+    """``retry`` if it is a :class:`RetryPolicy` (or None): another object would fail each send
+    at its first attempt, reported as an unexpected failure instead of a clear error."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    return retry
+
+
 class MessagingClient:
     """An asyncio client for Bandwidth's Messaging V2 API, built for many sends at once.
 
@@ -208,7 +216,7 @@ class MessagingClient:
             or AdaptiveLimiter(
                 rate=rate, burst=burst, per_sender_rate=per_sender_rate, per_sender_burst=per_sender_burst
             ),
-            policy=retry or RetryPolicy(),
+            policy=_policy(retry) or RetryPolicy(),
             gate=Gate(concurrency, first_round=FIRST_ROUND_SIZE),
             timeout=default_timeout,
         )
@@ -267,7 +275,7 @@ class MessagingClient:
             strict = client.with_options(retry=RetryPolicy(max_attempts=1), timeout=5.0)
         """
         clone = copy.copy(self)
-        clone._pipeline = self._pipeline.derive(limiter=limiter, policy=retry, timeout=timeout)
+        clone._pipeline = self._pipeline.derive(limiter=limiter, policy=_policy(retry), timeout=timeout)
         return clone
 
     async def __aenter__(self) -> MessagingClient:
@@ -302,7 +310,7 @@ class MessagingClient:
 
     def _call_pipeline(self, retry: RetryPolicy | None, timeout: float | None) -> Pipeline:
         self._transport.check_open()
-        return self._pipeline.derive(policy=retry, timeout=timeout)
+        return self._pipeline.derive(policy=_policy(retry), timeout=timeout)
 
     async def create_message(
         self,
@@ -375,6 +383,8 @@ class MessagingClient:
             concurrency = self.concurrency
         elif concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
+        if before_send is not None and not callable(before_send):
+            raise ConfigurationError(f"before_send must be an async callable, not {type(before_send).__name__}")
         pipeline = self._call_pipeline(retry, timeout)
         if rate is not None:
             pipeline = pipeline.derive(limiter=CappedLimiter(pipeline.limiter, TokenBucket(rate)))

@@ -277,6 +277,23 @@ async def test_a_concurrency_below_one_is_refused_before_anything_is_sent(
     assert emu.stats.requests == 0
 
 
+async def test_arguments_of_the_wrong_type_are_refused_before_anything_is_sent(
+    emu: Emulator, client: MessagingClient
+) -> None:
+    # Each would fail every send at its first attempt, as an "unexpected" failure per input.
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy, not int"):
+        client.send_many([request(0)], retry=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="before_send must be an async callable, not int"):
+        client.send_many([request(0)], before_send=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy, not int"):
+        await client.create_message(request(0), retry=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy, not str"):
+        client.with_options(retry="twice")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy, not int"):
+        MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url, retry=3)  # type: ignore[arg-type]
+    assert emu.stats.requests == 0
+
+
 async def test_close_before_sending_reports_not_sent(emu: Emulator) -> None:
     # A slow rate keeps inputs waiting in the limiter: closing reports them NOT_SENT.
     async with MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url) as c:
