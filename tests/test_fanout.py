@@ -294,6 +294,23 @@ async def test_arguments_of_the_wrong_type_are_refused_before_anything_is_sent(
     assert emu.stats.requests == 0
 
 
+async def test_an_iterable_that_raises_gets_a_result_for_every_input_taken_then_its_error(
+    emu: Emulator, client: MessagingClient
+) -> None:
+    def source() -> Iterator[MessageRequest]:
+        yield from (request(i) for i in range(5))
+        raise RuntimeError("the source failed")
+
+    indexes: list[int] = []
+    with pytest.raises(RuntimeError, match="the source failed"):
+        async with client.send_many(source(), concurrency=2) as results:
+            async for result in results:
+                assert result.ok
+                indexes.append(result.index)
+    assert sorted(indexes + [r.index for r in results.unconsumed]) == [0, 1, 2, 3, 4]
+    assert emu.stats.creates == 5
+
+
 async def test_close_before_sending_reports_not_sent(emu: Emulator) -> None:
     # A slow rate keeps inputs waiting in the limiter: closing reports them NOT_SENT.
     async with MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url) as c:
