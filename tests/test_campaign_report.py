@@ -258,7 +258,7 @@ def test_report_and_status_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_a_directory_given_as_the_journal_is_named_as_such(tmp_path: Path, command: str) -> None:
     result = CliRunner().invoke(cli, ["campaign", command, str(tmp_path)])
     assert result.exit_code == 2
-    assert f"{tmp_path}: is a directory, not a campaign journal" in result.output
+    assert f"{tmp_path}: is a directory, not a campaign journal" in " ".join(result.output.split())  # wrapped
     assert "Traceback" not in result.output
     missing = CliRunner().invoke(cli, ["campaign", command, str(tmp_path / "nope.journal")])
     assert missing.exit_code == 2 and "no such journal" in missing.output
