@@ -428,17 +428,24 @@ class _Core:
             if not getter.done():
                 getter.set_result(None)
 
-    async def close(self, *, cancel_in_flight: bool) -> None:
-        """Stop in order: no new pulls; unsent inputs cancelled; (optionally) in-flight too."""
+    def stop(self, *, cancel_in_flight: bool = False) -> None:
+        """No new pulls; unsent inputs cancelled (reported in ``unconsumed``); (optionally)
+        in-flight ones too. Does not wait: the workers end as their cancellations land."""
         self._closing = True
         if self._loop is None:
-            self.done = True
             return
         if self._room is not None and not self._room.done():
             self._room.set_result(None)  # blocked workers see _closing and stop
         for slot, task in zip(self._slots, self._tasks, strict=True):
             if cancel_in_flight or slot.stage != SENDING:
                 task.cancel()
+
+    async def close(self, *, cancel_in_flight: bool) -> None:
+        """Stop in order (see :meth:`stop`), and wait for the requests left on the wire."""
+        self.stop(cancel_in_flight=cancel_in_flight)
+        if self._loop is None:
+            self.done = True
+            return
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         except asyncio.CancelledError:
@@ -505,6 +512,17 @@ class SendStream:
     ) -> None:
         cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
         await self._core.close(cancel_in_flight=cancelled)
+
+    def stop(self) -> None:
+        """Stop taking inputs now, from anywhere (another task, a signal handler): inputs not on
+        the wire are cancelled at once, not sent, and requests on the wire finish. The iteration
+        goes on with those requests' results and then ends; every cancelled input's result is in
+        :attr:`unconsumed` once the stream is closed (leaving the ``async with`` block).
+
+        Without it, a stop decided elsewhere is seen only when the next result comes, which for
+        inputs waiting on a slow ``rate`` may be long.
+        """
+        self._core.stop()
 
     async def aclose(self) -> None:
         """Stop the run in order (see the module docs); safe to call more than once."""

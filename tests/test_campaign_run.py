@@ -378,6 +378,26 @@ async def test_an_orderly_stop_finishes_in_flight_and_resumes_without_loss(
         assert len(counts) == 400 and set(counts.values()) == {1}
 
 
+async def test_a_stop_does_not_wait_for_the_rows_the_limiter_holds(tmp_path: Path, emulator: Emulator) -> None:
+    # At 1e-300 segments/s every row after the first waits in the limiter for ever; a stop from
+    # outside the results (Ctrl-C's handler) must hand them back at once, not at their turn.
+    path = write_csv(tmp_path / "list.csv", 5)
+    journal = tmp_path / "j"
+    loop = asyncio.get_running_loop()
+
+    def stop_soon(result: SendResult) -> None:  # after the first result, from outside the results
+        loop.call_soon(runner.request_stop, StopReason.INTERRUPTED, "Ctrl-C")
+
+    opts = options(path, rate=1e-300, concurrency=2)
+    async with CampaignRunner(journal, opts, on_result=stop_soon) as runner, client_for(emulator) as c:
+        await runner.load()
+        async with asyncio.timeout(30):  # a guard: before the fix, the run waited for ever
+            outcome = await runner.run(c)
+    assert outcome.stop_reason is StopReason.INTERRUPTED and not outcome.complete
+    assert sorted(statuses(journal).values()) == ["accepted"] + ["pending"] * 4  # nothing left in flight
+    assert emulator.stats.creates == 1
+
+
 class CancelAfter(CampaignRunner):
     """Cancels the task running it (what a second Ctrl-C does) once ``after`` rows were accepted.
 

@@ -311,6 +311,29 @@ async def test_an_iterable_that_raises_gets_a_result_for_every_input_taken_then_
     assert emu.stats.creates == 5
 
 
+async def test_stop_from_elsewhere_ends_a_run_whose_inputs_wait_on_the_limiter(
+    emu: Emulator, client: MessagingClient
+) -> None:
+    # At 1e-300 segments/s every input after the first waits for ever: without stop() the
+    # consumer would see the stop only with the next result, which never comes.
+    loop = asyncio.get_running_loop()
+    seen: list[SendResult] = []
+    async with (
+        asyncio.timeout(30),  # a guard: without stop() this would wait for ever
+        client.send_many([request(i) for i in range(5)], concurrency=3, rate=1e-300) as results,
+    ):
+        async for result in results:
+            seen.append(result)
+            loop.call_soon(results.stop)  # from outside the iteration, as a signal handler would
+    assert [r.index for r in seen] == [0] and seen[0].ok
+    cancelled = results.unconsumed
+    assert [r.index for r in cancelled] == list(range(1, 1 + len(cancelled)))  # each input taken
+    assert 2 <= len(cancelled) <= 3  # at most the places; input 4 was never pulled
+    assert all(r.outcome is Outcome.NOT_SENT and isinstance(r.error, SendCancelledError) for r in cancelled)
+    assert not any(r.error.may_have_been_sent for r in cancelled if isinstance(r.error, SendCancelledError))
+    assert emu.stats.creates == 1
+
+
 async def test_close_before_sending_reports_not_sent(emu: Emulator) -> None:
     # A slow rate keeps inputs waiting in the limiter: closing reports them NOT_SENT.
     async with MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url) as c:

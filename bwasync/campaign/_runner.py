@@ -431,6 +431,8 @@ class CampaignRunner:
         # fan-out's workers plus its result queue), and the marked ones among them.
         self._keys: dict[int, str] = {}
         self._marked: set[int] = set()
+        #: The send pass's stream, while it runs (a stop stops it at once).
+        self._stream: SendStream | None = None
         self._unresolved = 0
         self._room: asyncio.Event | None = None
 
@@ -487,6 +489,8 @@ class CampaignRunner:
             self._stopped.set()
         if self._room is not None:
             self._room.set()  # hooks waiting for room re-check and refuse
+        if self._stream is not None:
+            self._stream.stop()  # rows waiting for the limiter go back now, not at their turn
 
     async def _wait_for_release(self) -> bool:
         """Only held rows are left (quiet hours): wait until the first may go; False if none is held."""
@@ -784,9 +788,11 @@ class CampaignRunner:
             retry=opts.retry,
             before_send=self._before_send,
         )
+        self._stream = stream
         try:
             await consume(stream, self._on_result, lambda: self.stopping)
         finally:
+            self._stream = None
             requests.close()
             pages.close()
         return next(counter)
