@@ -1,8 +1,11 @@
 """Fan-out: many sends in flight on one session, streamed, one result per input.
 
-``send_many`` runs a fixed pool of ``concurrency`` workers that pull inputs only when they are
+``send_many`` runs a pool of at most ``concurrency`` workers that pull inputs only when they are
 free, so memory does not grow with the input (a million-message generator is never turned into a
-million tasks). Each input that was pulled yields exactly one :class:`SendResult`.
+million tasks). The pool grows as inputs come: a worker that pulls an input starts the next one,
+so a run never has more workers than inputs plus one (``concurrency=100_000`` for ten messages
+makes eleven tasks, not a hundred thousand). Each input that was pulled yields exactly one
+:class:`SendResult`.
 
 Stopping early::
 
@@ -235,6 +238,7 @@ class _Core:
         "_slots",
         "_sync_it",
         "_tasks",
+        "_unstarted",
         "done",
         "unconsumed",
     )
@@ -272,6 +276,8 @@ class _Core:
         self._tasks: list[asyncio.Task[None]] = []
         self._slots: list[Slot] = []
         self._live = 0
+        #: Workers still to start as inputs come (see the module docstring).
+        self._unstarted = concurrency - 1
         self.done = False
         self.unconsumed: list[SendResult] = []
 
@@ -282,8 +288,7 @@ class _Core:
         else:
             self._sync_it = iter(self._iterable)
         self._loop = asyncio.get_running_loop()
-        for _ in range(self._concurrency):
-            self._spawn()
+        self._spawn()  # the others start as inputs come
 
     def _spawn(self) -> None:
         assert self._loop is not None
@@ -363,6 +368,9 @@ class _Core:
                     if pulled is None:
                         break
                     index, item = pulled
+                if self._unstarted and not self._closing:  # an input came: the next gets a worker
+                    self._unstarted -= 1
+                    self._spawn()
                 # send_one, inlined (one coroutine frame less per input); the pipeline's
                 # send, split, so that a retry can give the place back while it sleeps.
                 request: MessageRequest | None

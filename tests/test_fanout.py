@@ -277,6 +277,26 @@ async def test_a_concurrency_below_one_is_refused_before_anything_is_sent(
     assert emu.stats.requests == 0
 
 
+@pytest.mark.parametrize("source", ["list", "async generator"])
+async def test_a_huge_concurrency_is_a_cap_not_a_pool_started_up_front(
+    emu: Emulator, client: MessagingClient, source: str
+) -> None:
+    # 10 inputs at concurrency 1,000,000: a million worker tasks would take gigabytes and
+    # seconds before the first send; the pool only grows as inputs come.
+    inputs = [request(i) for i in range(10)]
+
+    async def agen() -> AsyncIterator[MessageRequest]:
+        for r in inputs:
+            yield r
+
+    stream = client.send_many(inputs if source == "list" else agen(), concurrency=1_000_000)
+    async with stream as results:
+        got = [r async for r in results]
+    assert check_ground_truth(emu, got, 10) == {Outcome.ACCEPTED: 10}
+    assert len(stream._core._tasks) <= 11
+    assert all(t.done() for t in stream._core._tasks)
+
+
 async def test_arguments_of_the_wrong_type_are_refused_before_anything_is_sent(
     emu: Emulator, client: MessagingClient
 ) -> None:
