@@ -121,6 +121,7 @@ def alternate(
     rounds: int,
     warmup: bool | Mapping[str, Callable[[], object]] = True,
     on_trial: Callable[[str, int, T], None] | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, list[T]]:
     """Run every contender once per round, alternating (A B C, B C A, ...), after a warm-up.
 
@@ -128,20 +129,30 @@ def alternate(
     is run and discarded: lazy imports, caches, the allocator and the server all warm up. The
     start of each round rotates so that no contender always runs right after the same
     neighbour. Returns each contender's trials, in round order.
+
+    ``groups`` (a partition of the contenders) keeps the contenders that a ratio compares next
+    to each other: each round runs group after group (the groups' order rotating), and a
+    group's contenders run back to back, in reverse order every other round (A B, B A, ...).
+    So the two trials of a per-round ratio are seconds apart, not a whole round, and neither
+    always runs first: the host's drift within a round moves both alike.
     """
     names = list(contenders)
+    blocks = [list(g) for g in groups] if groups is not None else [[name] for name in names]
+    if sorted(n for g in blocks for n in g) != sorted(names):
+        raise ValueError("groups must hold every contender exactly once")
     if warmup:
         warm = contenders if warmup is True else warmup
         for name in names:
             warm[name]()
     results: dict[str, list[T]] = {name: [] for name in names}
     for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            trial = contenders[name]()
-            results[name].append(trial)
-            if on_trial is not None:
-                on_trial(name, r, trial)
+        k = r % len(blocks)
+        for block in blocks[k:] + blocks[:k]:
+            for name in block if r % 2 == 0 else block[::-1]:
+                trial = contenders[name]()
+                results[name].append(trial)
+                if on_trial is not None:
+                    on_trial(name, r, trial)
     return results
 
 

@@ -2,7 +2,9 @@
 
 The responder (``benchmarks._responder``: a raw ``asyncio.Protocol`` on uvloop answering
 Bandwidth's 202 example) runs in its own process, so the client's own cost per message decides
-the rate. Contenders, alternated round by round after a discarded warm-up:
+the rate. Contenders, alternated round by round after a discarded warm-up, each ratio's two
+contenders back to back (bwasync then bare, bare then bwasync, ...: a ratio compares trials
+seconds apart, not a whole round of seven):
 
 * **bwasync** ``send_many`` with everything on: validation (inputs are ``MessageRequest``s built by
   a generator as the workers pull them), the default limiter (unthrottled until a 429) and the
@@ -186,8 +188,11 @@ def run(cfg: Config) -> ScenarioResult:
             shown[key] = Contender("bandwidth-sdk", f"{threads} threads", threads)
             runs[key] = measured(server, partial(sdk_threads, url, sdk_n, threads=threads, seconds=TRIAL_SECONDS))
             warm[key] = measured(server, partial(sdk_threads, url, warm_sdk_n, threads=threads, seconds=TRIAL_SECONDS))
+        # Each ratio's two trials run back to back (see alternate): bwasync and the bare loop
+        # on one event loop, then the other loop, then the SDK's thread counts.
+        groups = [[f"bwasync/{loop}", f"bare/{loop}"] for loop in loops] + [[f"sdk/{t}" for t in SDK_THREADS]]
         samples: dict[str, list[Measured]] = alternate(
-            runs, rounds=rounds, warmup=warm if cfg.size != "smoke" else False
+            runs, rounds=rounds, warmup=warm if cfg.size != "smoke" else False, groups=groups
         )
         capacity = capacity_check(server, size["capacity_n"], gc_tuned=cfg.gc_tuned) if size["capacity_n"] else {}
 

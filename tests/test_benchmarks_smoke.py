@@ -59,6 +59,22 @@ def test_alternate_rotates_and_discards_the_warm_up() -> None:
     assert results["A"][0] == 4  # the warm-up's trials are not among the results
 
 
+def test_alternate_keeps_a_group_back_to_back_and_swaps_who_goes_first() -> None:
+    calls: list[str] = []
+
+    def contender(name: str) -> Callable[[], None]:
+        return lambda: calls.append(name)
+
+    contenders = {name: contender(name) for name in ["a1", "a2", "b1", "b2", "c"]}
+    alternate(contenders, rounds=4, warmup=False, groups=[["a1", "a2"], ["b1", "b2"], ["c"]])
+    assert calls[:5] == ["a1", "a2", "b1", "b2", "c"]
+    assert calls[5:10] == ["b2", "b1", "c", "a2", "a1"]  # groups rotate; each group reversed
+    assert calls[10:15] == ["c", "a1", "a2", "b1", "b2"]
+    assert calls[15:] == ["a2", "a1", "b2", "b1", "c"]
+    with pytest.raises(ValueError, match="exactly once"):
+        alternate(contenders, rounds=1, warmup=False, groups=[["a1", "a2"], ["b1", "b2"]])
+
+
 def test_target_render() -> None:
     assert Target("x / y", 0.95, ">=", 0.9, "×").render().lstrip().startswith("PASS")
     assert Target("rss", 151.0, "<", 150.0, "MB").render().lstrip().startswith("MISS")
