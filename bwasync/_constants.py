@@ -72,6 +72,10 @@ DEFAULT_BURST_SECONDS = 1.0
 CUT_CARRY_BURSTS = 2.0
 #: The adaptive rate never drops below this (segments/s): Bandwidth's smallest account rate.
 MIN_RATE = 1.0
+#: The smallest rate one may configure (segments/s): one segment a day. Below it a limiter
+#: would hold the next send for longer than any run lasts, and at the very bottom of the float
+#: range (``5e-324``) a segment's interval overflows to infinity and would admit everything.
+MIN_CONFIGURED_RATE = 1 / 86_400
 #: A Retry-After larger than this (seconds) is capped: we would rather ask again than stall a
 #: campaign for the 300 s the list endpoint may announce. A Retry-After delays only the retry of
 #: the request that carried it; it does not pause the account (see bwasync/_ratecontrol.py).

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from ._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, SENDER_BUCKET_SWEEP_INTERVAL
+from ._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, MIN_CONFIGURED_RATE, SENDER_BUCKET_SWEEP_INTERVAL
 from ._exceptions import ConfigurationError
 from ._ratecontrol import Meter, RateController
 
@@ -65,6 +65,10 @@ def _loop_time() -> float:
 def _check_rate(name: str, value: float) -> float:
     if not (value > 0.0 and math.isfinite(value)):
         raise ConfigurationError(f"{name} must be a positive, finite number of segments per second, got {value!r}")
+    if value < MIN_CONFIGURED_RATE:
+        raise ConfigurationError(
+            f"{name} must be at least one segment a day ({MIN_CONFIGURED_RATE:.3g} per second), got {value!r}"
+        )
     return float(value)
 
 

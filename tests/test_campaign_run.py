@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from bwasync import MessageRequest, MessagingClient, RetryPolicy, SendResult
+from bwasync._constants import MIN_CONFIGURED_RATE
 from bwasync._models import encode_request
 from bwasync.campaign import (
     CallbackReceiver,
@@ -388,7 +389,7 @@ async def test_a_stop_does_not_wait_for_the_rows_the_limiter_holds(tmp_path: Pat
     def stop_soon(result: SendResult) -> None:  # after the first result, from outside the results
         loop.call_soon(runner.request_stop, StopReason.INTERRUPTED, "Ctrl-C")
 
-    opts = options(path, rate=1e-300, concurrency=2)
+    opts = options(path, rate=MIN_CONFIGURED_RATE, concurrency=2)
     async with CampaignRunner(journal, opts, on_result=stop_soon) as runner, client_for(emulator) as c:
         await runner.load()
         async with asyncio.timeout(30):  # a guard: before the fix, the run waited for ever

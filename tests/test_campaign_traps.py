@@ -194,6 +194,15 @@ async def test_a_number_that_is_not_finite_is_a_usage_error_naming_the_option(
     nothing_left(path, emulator)
 
 
+async def test_a_rate_below_one_segment_a_day_is_a_usage_error(tmp_path: Path, emulator: Emulator) -> None:
+    path = tmp_path / "list.csv"
+    write_campaign(path, 3)
+    result = run(path, emulator, "--template", TEMPLATE, "--rate", "1e-300")
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Invalid value for '--rate': 1e-300 is below one segment a day (1.16e-05 per second)" in result.output
+    nothing_left(path, emulator)
+
+
 @pytest.mark.parametrize("raced", [False, True], ids=["in-use", "taken-after-the-check"])
 async def test_a_callbacks_port_in_use_is_a_usage_error_and_sends_nothing(
     tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, raced: bool

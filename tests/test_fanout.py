@@ -21,6 +21,7 @@ from bwasync import (
     SendResult,
     ValidationError,
 )
+from bwasync._constants import MIN_CONFIGURED_RATE
 from bwasync._exceptions import StopRequestedError
 from bwasync.emulator import Emulator
 
@@ -340,7 +341,7 @@ async def test_stop_from_elsewhere_ends_a_run_whose_inputs_wait_on_the_limiter(
     seen: list[SendResult] = []
     async with (
         asyncio.timeout(30),  # a guard: without stop() this would wait for ever
-        client.send_many([request(i) for i in range(5)], concurrency=3, rate=1e-300) as results,
+        client.send_many([request(i) for i in range(5)], concurrency=3, rate=MIN_CONFIGURED_RATE) as results,
     ):
         async for result in results:
             seen.append(result)

@@ -16,7 +16,15 @@ from unittest import mock
 
 import pytest
 
-from bwasync._constants import CUT_CARRY_BURSTS, DEFAULT_BURST_SECONDS, MIN_RATE, RATE_DRAIN_FACTOR, RATE_HINT_FACTOR
+from bwasync import MessagingClient
+from bwasync._constants import (
+    CUT_CARRY_BURSTS,
+    DEFAULT_BURST_SECONDS,
+    MIN_CONFIGURED_RATE,
+    MIN_RATE,
+    RATE_DRAIN_FACTOR,
+    RATE_HINT_FACTOR,
+)
 from bwasync._exceptions import ConfigurationError
 from bwasync._ratecontrol import Meter, RateController
 from bwasync._ratelimit import AdaptiveLimiter, RateLimiter, TokenBucket
@@ -406,6 +414,25 @@ async def test_repr_shows_live_state(clock: FakeClock) -> None:
     assert text.startswith("<TokenBucket rate=10/s burst=5 level=5.000")
     assert "waiters=2" in text
     assert "paused_for=3.000s" in text
+
+
+@pytest.mark.parametrize("rate", [5e-324, 1e-300, MIN_CONFIGURED_RATE / 2])
+async def test_a_rate_below_one_segment_a_day_is_refused_everywhere_one_is_configured(rate: float) -> None:
+    # 5e-324 made a bucket whose interval overflowed to infinity: it admitted every send at
+    # once. 1e-300 held the second send for longer than the universe.
+    for make in (
+        lambda: TokenBucket(rate),
+        lambda: TokenBucket(1).set_rate(rate),
+        lambda: AdaptiveLimiter(rate=rate),
+        lambda: AdaptiveLimiter(per_sender_rate=rate),
+        lambda: MessagingClient("9900000", username="u", password="p", rate=rate),
+    ):
+        with pytest.raises(ConfigurationError, match=r"must be at least one segment a day \(1\.16e-05 per second\)"):
+            make()
+    async with MessagingClient("9900000", username="u", password="p", base_url="http://127.0.0.1:9") as client:
+        with pytest.raises(ConfigurationError, match="at least one segment a day"):
+            client.send_many([], rate=rate)
+    assert TokenBucket(MIN_CONFIGURED_RATE).rate == MIN_CONFIGURED_RATE
 
 
 async def test_bad_arguments() -> None:

@@ -36,6 +36,7 @@ import click
 from click.core import ParameterSource
 
 from .._client import MessagingClient
+from .._constants import MIN_CONFIGURED_RATE
 from .._exceptions import ConfigurationError
 from .._validation import encodable
 from ..emulator import Emulator
@@ -298,6 +299,12 @@ def connection_options(func: F) -> F:
 # --- options several commands share ------------------------------------------------------------
 
 
+def _rate_floor(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and value < MIN_CONFIGURED_RATE:
+        raise click.BadParameter(f"{value:g} is below one segment a day ({MIN_CONFIGURED_RATE:.3g} per second)")
+    return value
+
+
 def rate_option(help: str, *, default: float | None = None) -> Callable[[F], F]:
     """``--rate SEG/S``: the most segments per second a command sends (the client's ``rate``)."""
     return click.option(
@@ -306,6 +313,7 @@ def rate_option(help: str, *, default: float | None = None) -> Callable[[F], F]:
         default=default,
         show_default=default is not None,
         metavar="SEG/S",
+        callback=_rate_floor,
         help=help,
     )
 
