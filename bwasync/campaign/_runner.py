@@ -431,8 +431,8 @@ class CampaignRunner:
         # fan-out's workers plus its result queue), and the marked ones among them.
         self._keys: dict[int, str] = {}
         self._marked: set[int] = set()
-        #: The send pass's stream, while it runs (a stop stops it at once).
-        self._stream: SendStream | None = None
+        #: The send pass's results, while it runs (a stop stops it at once).
+        self._consuming = Consuming()
         self._unresolved = 0
         self._room: asyncio.Event | None = None
 
@@ -489,8 +489,7 @@ class CampaignRunner:
             self._stopped.set()
         if self._room is not None:
             self._room.set()  # hooks waiting for room re-check and refuse
-        if self._stream is not None:
-            self._stream.stop()  # rows waiting for the limiter go back now, not at their turn
+        self._consuming.stop()
 
     async def _wait_for_release(self) -> bool:
         """Only held rows are left (quiet hours): wait until the first may go; False if none is held."""
@@ -788,11 +787,9 @@ class CampaignRunner:
             retry=opts.retry,
             before_send=self._before_send,
         )
-        self._stream = stream
         try:
-            await consume(stream, self._on_result, lambda: self.stopping)
+            await self._consuming.run(stream, self._on_result, lambda: self.stopping)
         finally:
-            self._stream = None
             requests.close()
             pages.close()
         return next(counter)
@@ -935,6 +932,30 @@ async def consume(stream: SendStream, on_result: Callable[[SendResult], None], s
         for result in stream.unconsumed:
             on_result(result)
         stream.unconsumed.clear()
+
+
+class Consuming:
+    """:func:`consume` for an owner that may be told to stop from anywhere (a signal, an error
+    rate, a lost Redis): :meth:`stop` stops the stream being consumed at once, so that rows
+    waiting for the limiter go back now rather than at their turn."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self) -> None:
+        self._stream: SendStream | None = None
+
+    async def run(
+        self, stream: SendStream, on_result: Callable[[SendResult], None], stopping: Callable[[], bool]
+    ) -> None:
+        self._stream = stream
+        try:
+            await consume(stream, on_result, stopping)
+        finally:
+            self._stream = None
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
 
 
 #: The settings a resume must not change, as a front end names them.

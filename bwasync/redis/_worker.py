@@ -49,7 +49,7 @@ from .._exceptions import (
     StopRequestedError,
     ValidationError,
 )
-from .._fanout import SendResult, SendStream
+from .._fanout import SendResult
 from .._models import MessageRequest
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
@@ -60,13 +60,13 @@ from ..campaign._reconcile import CLOCK_MARGIN, ReconcileSummary, reconcile_rows
 from ..campaign._records import PendingRow
 from ..campaign._rowstate import Event, RowStatus
 from ..campaign._runner import (
+    Consuming,
     ErrorWindow,
     NoteKind,
     Phase,
     RunNote,
     RunProgress,
     StopReason,
-    consume,
     result_event,
 )
 from ._campaign import Entry, SharedCampaign
@@ -185,8 +185,8 @@ class CampaignWorker:
         self._buffer: collections.deque[tuple[Entry, PendingRow]] = collections.deque()
         #: Entries this worker holds and must keep fresh (buffered, sending, reconciling).
         self._held: set[str] = set()
-        #: The send run's stream, while it runs (a stop stops it at once).
-        self._stream: SendStream | None = None
+        #: The send run's results, while it runs (a stop stops it at once).
+        self._consuming = Consuming()
         self._reconciled = ReconcileSummary()
         #: Results on their way to Redis.
         self._recording: set[asyncio.Future[None]] = set()
@@ -206,8 +206,7 @@ class CampaignWorker:
             self._stop_reason = reason
             self._stop_message = message
             self._stopped.set()
-            if self._stream is not None:
-                self._stream.stop()  # rows waiting for the limiter go back now, not at their turn
+            self._consuming.stop()
 
     def _redis_down(self, exc: BaseException) -> None:
         if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
@@ -308,11 +307,9 @@ class CampaignWorker:
         stream = client.send_many(
             self._requests(client), concurrency=opts.concurrency, retry=opts.retry, before_send=self._before_send
         )
-        self._stream = stream
         try:
-            await consume(stream, self._on_result, lambda: self.stopping)
+            await self._consuming.run(stream, self._on_result, lambda: self.stopping)
         finally:
-            self._stream = None
             # Every result handed over is recorded (or found unrecordable) before the run ends.
             while self._recording:
                 await asyncio.gather(*self._recording, return_exceptions=True)
