@@ -19,13 +19,12 @@ not HOST:PORT is a usage error when the command line is parsed; a missing ``prom
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import click
 
-from ._options import HostPort
+from ._options import HostPort, bind_error
 from ._output import note
 
 if TYPE_CHECKING:
@@ -101,14 +100,12 @@ def worker_metrics(endpoint: tuple[str, int] | None, workers: int) -> tuple[str,
     if port and port + workers - 1 > 65535:
         raise click.UsageError(f"--metrics: ports {port} to {port + workers - 1} (one per worker) go past 65535")
     for index in range(workers if port else 0):
-        try:
-            with socket.create_server((host, port + index)):
-                pass
-        except OSError as exc:
+        exc = bind_error(host, port + index)
+        if exc is not None:
             raise MetricsServerError(
                 f"--metrics: cannot serve worker {index + 1}'s metrics on {worker_endpoint(endpoint, index)}: "
                 f"{exc.strerror or exc}"
-            ) from None
+            )
     return endpoint
 
 

@@ -29,6 +29,7 @@ import copy
 import dataclasses
 import functools
 import math
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -345,6 +346,19 @@ class HostPort(ParamType):
         if not sep or not port.isdigit() or int(port) > 65535:
             self.fail(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8080, or 127.0.0.1:0 for any free port)", param, ctx)
         return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be listened on right now (in use, not an address here), or None.
+
+    For the ``HostPort`` options a command serves on, checked before anything is loaded or
+    sent: the probe is closed at once, so a port taken between it and the real bind is still
+    caught there."""
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return exc
 
 
 #: One checking subclass per click parameter type, made on first use.

@@ -16,7 +16,6 @@ import gc
 import os
 import secrets
 import signal
-import socket
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +39,7 @@ from ...campaign._preflight import mostly_invalid
 from ...campaign._receiver import campaign_event_handler
 from ...compliance import FileOptOutStore, MemoryOptOutStore, ReplyProcessor
 from .._loop import on_signals, run
-from .._options import Connection, Session
+from .._options import Connection, Session, bind_error
 from ._display import Display, ProgressMode
 from ._render import (
     SHOWN_INVALID,
@@ -141,11 +140,8 @@ def check_callbacks(endpoint: tuple[str, int] | None) -> str | None:
     if endpoint is None or not endpoint[1]:
         return None
     host, port = endpoint
-    try:
-        with socket.create_server((host, port)):
-            return None
-    except OSError as exc:
-        return _callbacks_unavailable(host, port, exc)
+    exc = bind_error(host, port)
+    return None if exc is None else _callbacks_unavailable(host, port, exc)
 
 
 def _remove_journal(path: str) -> None:
