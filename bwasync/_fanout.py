@@ -368,7 +368,7 @@ class _Core:
                     if pulled is None:
                         break
                     index, item = pulled
-                if self._unstarted and not self._closing:  # an input came: the next gets a worker
+                if self._unstarted > 0 and not self._closing:  # an input came: the next gets a worker
                     self._unstarted -= 1
                     self._spawn()
                 # send_one, inlined (one coroutine frame less per input); the pipeline's

@@ -278,6 +278,22 @@ async def test_a_concurrency_below_one_is_refused_before_anything_is_sent(
     assert emu.stats.requests == 0
 
 
+@pytest.mark.parametrize("value", [2.5, "3", True])
+async def test_a_concurrency_that_is_not_a_whole_number_is_refused_before_anything_is_sent(
+    emu: Emulator, client: MessagingClient, value: Any
+) -> None:
+    # 2.5 made a worker pool that grew with every input; "3" failed with a TypeError.
+    with pytest.raises(ConfigurationError, match=f"concurrency must be a whole number, got {value!r}"):
+        client.send_many([request(0)], concurrency=value)
+    with pytest.raises(ConfigurationError, match=f"concurrency must be a whole number, got {value!r}"):
+        MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url, concurrency=value)
+    with pytest.raises(ConfigurationError, match=f"connection_limit must be a whole number, got {value!r}"):
+        MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url, connection_limit=value)
+    with pytest.raises(ConfigurationError, match=r"connection_limit must be at least 0 \(0: no limit\), got -1"):
+        MessagingClient(ACCOUNT, username="u", password="p", base_url=emu.url, connection_limit=-1)
+    assert emu.stats.requests == 0
+
+
 @pytest.mark.parametrize("source", ["list", "async generator"])
 async def test_a_huge_concurrency_is_a_cap_not_a_pool_started_up_front(
     emu: Emulator, client: MessagingClient, source: str
