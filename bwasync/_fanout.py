@@ -79,7 +79,9 @@ class Outcome(enum.StrEnum):
 _ACCEPTED = Outcome.ACCEPTED
 
 
-class SendResult(msgspec.Struct, kw_only=True, gc=False):
+# Tracked by the collector (not gc=False, unlike the models): a failed result holds its
+# exception, whose traceback holds frames whose locals may hold the result again.
+class SendResult(msgspec.Struct, kw_only=True):
     """The one result of one input of ``send_many``."""
 
     #: Position of the input in the iterable given to ``send_many``.
