@@ -223,7 +223,6 @@ class _Core:
         "_async_it",
         "_before_send",
         "_closing",
-        "_concurrency",
         "_failure",
         "_getter",
         "_index",
@@ -257,7 +256,6 @@ class _Core:
             raise ValueError("concurrency must be at least 1")
         self._pipeline = pipeline
         self._iterable = requests
-        self._concurrency = concurrency
         # Workers beyond ``concurrency`` only ever run while others wait out a backoff.
         self._max_workers = concurrency * (1 + RETRY_SLEEPERS_PER_SLOT)
         # A place is one input being worked on; an input waiting out a backoff holds none.

@@ -229,7 +229,6 @@ class Transport:
         if session is None or self._closed:
             self.check_open()
             session = self._session = self._session_factory()
-            self._loop = asyncio.get_running_loop()
         return session
 
     def check_open(self) -> None:
