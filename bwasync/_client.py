@@ -110,7 +110,7 @@ def _check_url(name: str, url: str) -> None:
         raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {url!r}")
 
 
-def _check_count(name: str, value: int, least: int, meaning: str = "") -> int:
+def check_count(name: str, value: int, least: int, meaning: str = "") -> int:
     """A whole number ``>= least``, or :class:`ConfigurationError` before anything is sent: a
     fractional ``concurrency`` made a pool that never stopped growing, a string a ``TypeError``."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -188,8 +188,8 @@ class MessagingClient:
             auth = OAuth2Credentials(client_id, client_secret, token_url)
         else:
             raise ConfigurationError("credentials are required: username/password or client_id/client_secret")
-        _check_count("concurrency", concurrency, 1)
-        _check_count("connection_limit", connection_limit, 0, " (0: no limit)")
+        check_count("concurrency", concurrency, 1)
+        check_count("connection_limit", connection_limit, 0, " (0: no limit)")
         _check_url("base_url", base_url)
         if limiter is not None:
             settings = (
@@ -387,7 +387,7 @@ class MessagingClient:
                 async for result in results:
                     print(result.index, result.outcome, result.message and result.message.id)
         """
-        concurrency = self.concurrency if concurrency is None else _check_count("concurrency", concurrency, 1)
+        concurrency = self.concurrency if concurrency is None else check_count("concurrency", concurrency, 1)
         if before_send is not None and not callable(before_send):
             raise ConfigurationError(f"before_send must be an async callable, not {type(before_send).__name__}")
         pipeline = self._call_pipeline(retry, timeout)

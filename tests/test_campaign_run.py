@@ -20,6 +20,7 @@ import pytest
 
 from bwasync import MessageRequest, MessagingClient, RetryPolicy, SendResult
 from bwasync._constants import MIN_CONFIGURED_RATE
+from bwasync._exceptions import ConfigurationError
 from bwasync._models import encode_request
 from bwasync.campaign import (
     CallbackReceiver,
@@ -116,6 +117,23 @@ def test_error_window_needs_a_minimum_sample_and_slides() -> None:
     assert window.exceeded(0.5)
     with pytest.raises(ValueError):
         ErrorWindow(size=5, min_sample=6)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"concurrency": 2.5}, "concurrency must be a whole number, got 2.5"),
+        ({"concurrency": 0}, "concurrency must be at least 1, got 0"),
+        ({"rate": 1e-300}, "rate must be at least one segment a day"),
+    ],
+)
+def test_campaign_options_make_send_manys_checks_before_anything_is_loaded(
+    tmp_path: Path, setting: dict[str, Any], message: str
+) -> None:
+    # The same checks as send_many and the limiter: otherwise the load pass ran and wrote the
+    # journal before the send pass refused them.
+    with pytest.raises(ConfigurationError, match=message):
+        options(tmp_path / "list.csv", **setting)
 
 
 def sig(text: str = "Hi Ann, your code is 0001", recipients: int = 1) -> Any:

@@ -57,11 +57,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
-from .._client import MessagingClient
+from .._client import MessagingClient, check_count
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 from .._exceptions import APIStatusError, AuthenticationError, SendCancelledError, StopRequestedError, ValidationError
 from .._fanout import Outcome, SendResult, SendStream
 from .._models import MessageRequest
+from .._ratelimit import _check_rate
 from .._retry import RetryPolicy
 from .._segments import message_cost, total_segments
 from .._validation import Priority
@@ -255,10 +256,10 @@ class CampaignOptions:
     timezone_column: str | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.rate is not None and self.rate <= 0:
-            raise ValueError("rate must be positive")
+        # The checks send_many and the limiter make, here before anything is loaded.
+        check_count("concurrency", self.concurrency, 1)
+        if self.rate is not None:
+            _check_rate("rate", self.rate)
         if self.max_error_rate is not None and not 0.0 <= self.max_error_rate <= 1.0:
             raise ValueError("max_error_rate must be a fraction between 0 and 1")
         if self.settle < 0:

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError, ResponseError
 
-from .._client import MessagingClient
+from .._client import MessagingClient, check_count
 from .._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 from .._exceptions import (
     APIStatusError,
@@ -107,8 +107,7 @@ class WorkerOptions:
     claim_idle: float = DEFAULT_CLAIM_IDLE
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        check_count("concurrency", self.concurrency, 1)  # send_many's check, before anything is claimed
         if self.claim_idle <= 0:
             raise ValueError("claim_idle must be positive")
 
