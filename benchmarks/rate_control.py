@@ -1,4 +1,4 @@
-"""rate-control: send_many against the emulator's account queue and 429s; the issue's four rows.
+"""rate-control: send_many against the emulator's account queue and 429s; the issue's four rows, and short runs.
 
 Every scenario runs an unthrottled ``send_many`` (default client, 100 in flight, no ``rate``)
 against the emulator in its own process (``benchmarks._emulator_child``), whose knobs are turned
@@ -13,6 +13,12 @@ to timestamp every answer it is told about (accepted or 429) and every change of
   from the accepted rate alone).
 * **sporadic 429s**: 3 % of first attempts answered 429 with ``Retry-After: 1`` whatever the rate;
   throughput (accepted/s) against a fault-free run of the same size, alternated.
+* **short runs**: one client, ``send_many`` runs of 300 messages one after another, against 5 %
+  of first attempts answered 429 (``Retry-After: 1``) and 20 % of attempts answered 5xx (retried);
+  each run's throughput up to its 60th percentile (the rest wait out a Retry-After or a backoff),
+  the median over the second half of the runs, against the same runs without the 429s,
+  alternated. Each run's tail (retries in backoff) sends little: a limiter that takes a stray
+  429 there for a full queue cuts to that, and used to ratchet down run after run.
 * **one 429 episode**: a client with a configured rate; every first attempt is answered 429 for
   ``EPISODE_LENGTH`` s; recovery = from the first 429 until the limiter's rate is back at the
   pre-cut rate (what was accepted in the second before; the configured rate unless the machine
@@ -55,6 +61,20 @@ EPISODE_RATE = 500.0
 EPISODE_LENGTH = 0.2
 #: (seconds before the episode, seconds after it) for the one-episode run.
 EPISODE_SPAN = {"full": (4.0, 12.0), "quick": (3.0, 11.0), "smoke": (0.3, 0.4)}
+#: Short runs: one client, ``send_many`` run after run of ``SHORT_RUN_SIZE`` messages at
+#: ``SHORT_CONCURRENCY`` in flight, against 5 % of first attempts answered 429 (Retry-After: 1)
+#: and 10 % + 10 % of attempts answered 500 / 503 (retried). Each run ends with a tail of
+#: retries waiting out their backoff: seconds where the client sends little, read by a limiter
+#: as the account's capacity if it mistakes a stray 429 for a full queue.
+SHORT_P_429 = 0.05
+SHORT_P_5XX = 0.1
+SHORT_RUN_SIZE = {"full": 300, "quick": 300, "smoke": 30}
+SHORT_RUNS = {"full": 14, "quick": 8, "smoke": 2}
+SHORT_ROUNDS = {"full": 2, "quick": 1, "smoke": 1}
+SHORT_CONCURRENCY = 30
+#: Retries in quick succession (5xx at 20 % chain now and then): the runs' length is then set by
+#: the rate control and the 429s' Retry-After, not by a backoff of seconds.
+SHORT_RETRY = RetryPolicy(max_attempts=12, max_delay=1.0, deadline=600.0)
 HALVED_FROM = 400.0
 #: (seconds at R1, seconds at R1 / 2).
 HALVED_SPAN = {"full": (8.0, 16.0), "quick": (5.0, 12.0), "smoke": (0.1, 0.2)}
@@ -191,6 +211,34 @@ async def drive(
     )
 
 
+async def drive_runs(base_url: str, runs: int, size: int, *, seconds: float) -> list[list[float]]:
+    """``runs`` back-to-back ``send_many`` runs of ``size`` messages through one client (no input
+    taken after ``seconds``): for each run, the seconds from its start to each accepted message."""
+    limiter = RecordingLimiter()
+    out: list[list[float]] = []
+    deadline = time.perf_counter() + seconds
+    async with make_client(base_url, SHORT_CONCURRENCY, limiter=limiter, retry=SHORT_RETRY) as client:
+        for _ in range(runs):
+            if time.perf_counter() >= deadline:
+                break
+            started = time.perf_counter()
+            accepted: list[float] = []
+            async with client.send_many(requests(size, deadline=deadline)) as results:
+                async for result in results:
+                    if result.outcome is Outcome.ACCEPTED:
+                        accepted.append(time.perf_counter() - started)
+            out.append(accepted)
+    return out
+
+
+def run_rate(accepted: list[float], size: int, share: float = 0.6) -> float:
+    """A run's throughput up to its ``share`` of ``size`` accepted (messages/s): the rest wait out
+    a Retry-After or a retry's backoff, which says nothing about the rate control (with 5 % of
+    429s and 20 % of 5xx, 76 % of first attempts are accepted: 60 % come without a retry)."""
+    k = int(share * size)
+    return k / accepted[k - 1] if len(accepted) >= k > 0 and accepted[k - 1] > 0 else 0.0
+
+
 # --- the measures ---------------------------------------------------------------------------------
 
 
@@ -285,6 +333,22 @@ def _sporadic(loop: str, n: int, p: float) -> dict[str, Any]:
         "elapsed": run.elapsed,
         "throughput": run.accepted / run.elapsed if run.elapsed > 0 else math.nan,
         **_counts(run),
+    }
+
+
+def _short_runs(loop: str, runs: int, size: int, p_429: float) -> dict[str, Any]:
+    flags = ["--p-500", str(SHORT_P_5XX), "--p-503", str(SHORT_P_5XX), "--p-429", str(p_429)]
+    with EmulatorProcess(*flags, "--p-429-retry-after", "1") as emu:
+        done = run_on(loop, partial(drive_runs, emu.base_url, runs, size, seconds=240.0), timeout=300.0)
+    rates = [run_rate(accepted, size) for accepted in done]
+    return {
+        "p_429": p_429,
+        "runs": len(done),
+        "size": size,
+        "per_run": [round(r, 1) for r in rates],
+        # The second half of the runs: a collapse takes a few runs to set in, and stays.
+        "late": median(rates[len(rates) // 2 :]) if rates else math.nan,
+        "not_sent": sum(size - len(a) for a in done) + size * (runs - len(done)),
     }
 
 
@@ -414,6 +478,32 @@ def run(cfg: Config) -> ScenarioResult:
     result.tables.append(sporadic_table)
     result.targets.append(Target("sporadic 429s: throughput / fault-free throughput", ratio, ">=", 0.5))
     result.data["sporadic"] = {"clean": clean_runs, "sporadic": sporadic_runs, "ratios": ratios}
+
+    runs, size = cfg.pick(SHORT_RUNS), cfg.pick(SHORT_RUN_SIZE)
+    plain_runs, faulty_runs = [], []
+    for _ in range(cfg.pick(SHORT_ROUNDS)):
+        plain_runs.append(_short_runs(loop, runs, size, 0.0))
+        faulty_runs.append(_short_runs(loop, runs, size, SHORT_P_429))
+    short_ratios = [f["late"] / p["late"] for p, f in zip(plain_runs, faulty_runs, strict=True)]
+    short_table = Table(
+        f"short runs: {runs} x send_many({size} messages, {SHORT_CONCURRENCY} in flight) on one client, "
+        f"{SHORT_P_5XX:.0%} 500 + {SHORT_P_5XX:.0%} 503 (retried), with and without {SHORT_P_429:.0%} 429s",
+        ["run", "runs", "accepted/s, median of the second half", "accepted/s per run", "not sent"],
+    )
+    for plain, faulty in zip(plain_runs, faulty_runs, strict=True):
+        for label, r in (("5xx only", plain), ("5xx + sporadic 429s", faulty)):
+            short_table.add(
+                label,
+                str(r["runs"]),
+                r["late"],
+                " ".join(f"{x:.0f}" for x in r["per_run"]),
+                str(r["not_sent"]),
+            )
+    result.tables.append(short_table)
+    result.targets.append(
+        Target("short runs with sporadic 429s: throughput / without the 429s", median(short_ratios), ">=", 0.5)
+    )
+    result.data["short_runs"] = {"plain": plain_runs, "faulty": faulty_runs, "ratios": short_ratios}
 
     before, after = cfg.pick(EPISODE_SPAN)
     episode = _episode(loop, before, after)

@@ -160,6 +160,18 @@ RATE_NOISE_MARGIN = 2.0
 #: The learned background share halves every this many seconds, so a limiter that once saw a flaky
 #: load balancer does not tolerate a full queue's 429s for the rest of a long run.
 RATE_NOISE_HALF_LIFE = 30.0
+#: The odds below which a count of 429s is taken for more than chance: a cut is judged to have
+#: paid off only if, had the share not changed, so few 429s would come less often than this; and
+#: after a share of rate-independent 429s was learned, a sample cuts only if that share would put
+#: as many 429s in it less often than this. One in a hundred: a run sees a sample a second, and a
+#: wrong "paid off" leaves a cut in force that the next stray 429 deepens.
+RATE_EVIDENCE_ALPHA = 0.001
+#: A cut that nothing shows was made against a full queue (no flood of 429s) goes no deeper than
+#: ``RATE_CUT_FLOOR`` of the most the server accepted in one second over this many seconds (the
+#: bandwidth filter of BBR, which keeps its maximum over ten round trips). The second before a 429
+#: may read the client's own demand, not the account's: a run's tail of retries in backoff, a
+#: service's quiet spell. Cut to that, the next burst of demand is held to it.
+RATE_PEAK_WINDOW = 10.0
 #: An accepted rate measured from fewer accepted answers than this is not trusted for a cut.
 RATE_MIN_SAMPLE = 5
 #: While a cut's episode is still running, this many accepted answers and this many 429s in its second

@@ -13,26 +13,39 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    delivery-rate idea behind BBR), a little below ``R`` so the queue drains and the 429s stop.
    With too few answers to measure the accepted rate, the cut is to ``RATE_CUT_FLOOR`` × the
    rate that was being sent (botocore's β = 0.7). A sample can still lie low (the client was
-   not sending at full speed): rule 4 undoes such a cut.
+   not sending at full speed): rule 10 bounds such a cut, and rule 4 undoes it.
 2. **The server's word first.** Bandwidth's queue-full 429 says "Your allowed rate is N messages
    per minute"; when present (:attr:`~bwasync.RateLimitError.allowed_rate`, parsed by
    :func:`bwasync._transport.parse_allowed_rate`) the rate is cut to
    ``RATE_HINT_FACTOR`` × that, never above a configured rate.
 3. **One cut per episode.** 429s within ``RATE_LIMIT_EPISODE`` seconds of a cut answer requests
-   sent before it took effect and do not cut again.
-4. **Judge every cut.** At the end of the episode the 429 share of its second half (answers to
-   requests sent after the cut) is compared with the share that caused the cut:
+   sent before it took effect and do not cut again; nor do 429s while its judgment (rule 4) is
+   still counting: they are its evidence, and a cut from the last second's counts would leave
+   nothing for the judgment to undo but itself.
+4. **Judge every cut, on the odds.** From the end of the episode the 429 share of its second half
+   (answers to requests sent after the cut) is compared with the share that caused the cut:
 
-   * it fell to at most ``RATE_PAYOFF_SHARE`` of it, and to at most ``RATE_NOISE_MAX_SHARE``:
-     the cut paid off; the rate regrows (a share halved from 70 % to 30 % is still a full queue);
-   * it did not fall, although the client sent no faster than was being accepted before the cut,
-     and it is at most ``RATE_NOISE_MAX_SHARE``: those 429s do not depend on the rate (a flaky
+   * it fell to at most ``RATE_PAYOFF_SHARE`` of it, and to at most ``RATE_NOISE_MAX_SHARE``,
+     and chance does not explain the fall (:func:`chance_of_so_few` at most
+     ``RATE_EVIDENCE_ALPHA``): the cut paid off; the rate regrows (a share halved from 70 % to
+     30 % is still a full queue);
+   * it did not fall, although the server was offered no more than it accepted before the cut
+     (what was answered 202 or 429: a 5xx is no answer from the queue), and it is not beyond
+     ``RATE_NOISE_MAX_SHARE`` by more than chance: those 429s do not depend on the rate (a flaky
      load balancer, another layer's limit). The cut is **undone**, and that share is remembered
-     as background noise: later 429s while the share stays within ``RATE_NOISE_MARGIN`` × the
-     noise do not cut at all. This is what keeps a 3 % sprinkle of 429s from driving the rate to
-     nothing (each cut shrinking the way back: throughput ∝ 1/√p, Mathis et al.);
+     as background noise: later 429s do not cut while the share stays within
+     ``RATE_NOISE_MARGIN`` × the noise, or within what chance puts in a sample of that size.
+     This is what keeps a 3 % sprinkle of 429s from driving the rate to nothing (each cut
+     shrinking the way back: throughput ∝ 1/√p, Mathis et al.);
    * otherwise the queue is still overflowing: cut again, now to the accepted rate of that second
-     half, which was measured while the queue was full and is the account's rate.
+     half, which was measured while the queue was full and is the account's rate;
+   * with no verdict by ``RATE_JUDGE_MAX`` (few answers, rare 429s), the cut is undone.
+
+   Every verdict needs odds, not a share: a cut is judged at each answer, and a share read on a
+   few dozen answers lies often. Judged by shares alone, a cut on a stray 429 was taken to have
+   paid off whenever a lull followed (none among 39 answers at 5 %: one time in seven), the noise
+   was never learned, and each run's next stray 429 cut deeper: run after run of ``send_many``
+   with 5 % of 429s fell from ~3,000 to 2 messages a second.
 5. **Regrow as CUBIC.** After a cut the rate follows ``w_max × (1 + RATE_CUBIC_SCALE × (t - K)³)``
    from the cut rate (``t`` = seconds since the cut): concave up to ``w_max`` (the accepted rate
    the cut was measured from) in ``K`` seconds, flat around it, then convex beyond it to find a
@@ -88,6 +101,18 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
    the code before: 2.4 % / 2.6 % of requests answered 429 at 20 / 200 seg/s, from 5.0 % / 4.1 %
    (README, "Finding the rate without the hint").
 
+   An overflow shows a full queue only by more 429s than the learned background explains, and
+   that holds for ``RATE_LIMIT_EPISODE``, not for the rest of the overflow (429s that never
+   pause are one endless overflow); after a recut, the next one needs the answers since it to
+   show a full queue again. A cut to a measured drain that did not lower the share stands, but
+   that share is learned as background (rule 4). Without these, five stray 429s bunched once,
+   with 5xx answers lowering what is accepted between two 429s, recut a run ever lower.
+10. **No deeper than the peak allows, without a full queue.** A cut that nothing shows was made
+    against a full queue (no flood) goes no lower than ``RATE_CUT_FLOOR`` × the most accepted
+    in one second over the last ``RATE_PEAK_WINDOW`` (BBR's bandwidth filter): the second
+    before a stray 429 may read the client's own demand (a run's tail of retries in backoff, a
+    quiet spell in a service), and the next burst would be held to it.
+
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
 pausing the account on every 429 is what makes rate-independent 429s collapse a run (measured:
@@ -118,6 +143,7 @@ from ._constants import (
     RATE_DRAIN_MIN_SPAN,
     RATE_DRAIN_SAMPLE,
     RATE_EARLY_SAMPLE,
+    RATE_EVIDENCE_ALPHA,
     RATE_FLOOD_CUT,
     RATE_FLOOD_SAMPLE,
     RATE_FLOOD_SHARE,
@@ -135,13 +161,25 @@ from ._constants import (
     RATE_NOISE_MARGIN,
     RATE_NOISE_MAX_SHARE,
     RATE_PAYOFF_SHARE,
+    RATE_PEAK_WINDOW,
     RATE_PLATEAU,
     RATE_PRECISE_SAMPLE,
     RATE_RECUT_MARGIN,
     RATE_UNTHROTTLE_FACTOR,
 )
 
-__all__ = ["Meter", "RateController", "Verdict", "cubic_rate", "cut_target", "drain_floor", "drain_rate", "judge_cut"]
+__all__ = [
+    "Meter",
+    "RateController",
+    "Verdict",
+    "binomial_cdf",
+    "chance_of_so_few",
+    "cubic_rate",
+    "cut_target",
+    "drain_floor",
+    "drain_rate",
+    "judge_cut",
+]
 
 #: What the end of an episode decided (see :func:`judge_cut`).
 Verdict = str
@@ -166,36 +204,111 @@ def cut_target(*, sent: float, accepted: float | None, current: float | None) ->
     return target if current is None else min(target, current)
 
 
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p): how likely at most ``k`` 429s are among ``n`` answers
+    that each are one with probability ``p``."""
+    if k < 0:
+        return 0.0
+    if k >= n or p >= 1.0:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    q = 1.0 - p
+    # Terms in log space from the first: (1-p)^n underflows for the thousands of answers a
+    # second a fast account gets back.
+    log_term = n * math.log(q)
+    ratio = math.log(p / q)
+    total = 0.0
+    for i in range(k + 1):
+        total += math.exp(log_term)
+        log_term += math.log((n - i) / (i + 1)) + ratio
+    return min(1.0, total)
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def chance_of_so_few(*, limited_after: int, answers_after: int, limited_before: int, answers_before: int) -> float:
+    """How likely, were the share of 429s the same before and after, at most ``limited_after``
+    of the 429s counted in both samples would fall among the ``answers_after`` answers (Fisher's
+    exact test, one-sided: the hypergeometric lower tail). A share read on few answers counts
+    for what it is worth: five 429s among nine answers, then none among 47, is no chance
+    (3e-5); six among 77 (a stray 5 %, read high), then none among 39, is one time in twelve."""
+    total = answers_before + answers_after
+    limited = limited_before + limited_after
+    if limited == 0 or answers_after == 0:
+        return 1.0
+    denominator = _log_comb(total, answers_after)
+    low = max(0, answers_after - (total - limited))
+    return min(
+        1.0,
+        sum(
+            math.exp(_log_comb(limited, i) + _log_comb(total - limited, answers_after - i) - denominator)
+            for i in range(low, min(limited_after, limited) + 1)
+        ),
+    )
+
+
 def judge_cut(
     *,
-    share_before: float,
+    answers_before: int,
+    limited_before: int,
     answers_after: int,
     limited_after: int,
-    sent_after: float,
+    offered_after: float,
     accepted_before: float,
     final: bool,
 ) -> Verdict | None:
     """Rule 4: did the cut stop the 429s? ``PAID_OFF``, ``NOISE``, ``STILL_FULL``, or None.
 
-    ``share_before`` is the 429 share (of answers) that caused the cut; ``answers_after`` and
-    ``limited_after`` count the answers and the 429s since the middle of its episode,
-    ``sent_after`` is the rate sent since then and ``accepted_before`` the accepted rate the cut
-    was measured from. None means "not enough answers yet to tell": had nothing changed, fewer
-    than ``RATE_MIN_EVIDENCE`` 429s would be expected among them, and fewer than that many came.
-    ``final`` (the judgment has waited ``RATE_JUDGE_MAX``) decides on what there is: a cut that
-    nothing shows was needed is undone (``NOISE``).
+    ``limited_before`` of ``answers_before`` answers were 429 when the cut was made (those that
+    caused it, and those of its episode's first half, which answer requests sent before it);
+    ``answers_after`` and ``limited_after`` count the answers and the 429s since the middle of
+    its episode. ``offered_after`` is the rate (segments/s) the server was offered since then:
+    what it answered 202 or 429, not what it answered 5xx (a retried 5xx is sent twice and
+    offered to the queue once at most). ``accepted_before`` is the accepted rate the cut was
+    measured from.
+
+    * ``PAID_OFF`` only when the share fell to at most ``RATE_PAYOFF_SHARE`` of the share before
+      and to at most ``RATE_NOISE_MAX_SHARE``, **and** that fall is no chance: had the share not
+      changed, so few 429s would fall after the cut less than ``RATE_EVIDENCE_ALPHA`` of the
+      time (:func:`chance_of_so_few`). A cut made on a stray 429 sees a chance lull now and then (no 429 among 39
+      answers at 5 % happens one time in seven); judged "paid off", it leaves the rate cut and
+      the noise unlearned, and the next stray 429 cuts again: the ratchet that collapsed runs.
+    * ``NOISE`` when the share did not fall although the server was offered no more than it
+      accepted before the cut (within ``2 - RATE_DRAIN_FACTOR``): a full queue accepts all that,
+      so the 429s are not about the rate. Also when the deadline (``final``) comes without the
+      evidence for either other verdict: nothing shows the cut was needed, so it is undone.
+    * ``STILL_FULL`` when the share did not fall while more than that was offered, or is above
+      ``RATE_NOISE_MAX_SHARE`` whatever was offered (by more than chance explains, at the same
+      odds: a few answers at a low rate easily hold a share above it).
+    * None: not enough answers yet to tell (fewer than ``RATE_MIN_EVIDENCE`` 429s, and fewer
+      expected at the share before).
     """
+    share_before = limited_before / answers_before if answers_before else 0.0
     share_after = limited_after / answers_after if answers_after else 0.0
     enough = limited_after >= RATE_MIN_EVIDENCE or answers_after * share_before >= RATE_MIN_EVIDENCE
     if not enough and not final:
         return None  # one or two 429s, or none among few answers, say little about a share
     if limited_after == 0 or share_after <= min(RATE_PAYOFF_SHARE * share_before, RATE_NOISE_MAX_SHARE):
-        # Without enough answers even at the deadline (a low rate, rare 429s), nothing shows
-        # the cut was needed: undo it. A full queue will answer 429 again soon enough.
-        return PAID_OFF if enough else NOISE
-    # A full queue accepts everything sent below its drain rate: sending no faster than it just
+        odds = chance_of_so_few(
+            limited_after=limited_after,
+            answers_after=answers_after,
+            limited_before=limited_before,
+            answers_before=answers_before,
+        )
+        if odds <= RATE_EVIDENCE_ALPHA:
+            return PAID_OFF
+        # Fewer 429s, but not so few that chance could not explain it: count on, and at the
+        # deadline undo the cut (a full queue answers 429 again soon enough).
+        return NOISE if final else None
+    # A full queue accepts everything offered below its drain rate: offering no more than it just
     # accepted and still meeting the same share of 429s means the 429s are not about the rate.
-    if share_after <= RATE_NOISE_MAX_SHARE and sent_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
+    # "More than RATE_NOISE_MAX_SHARE" must be more than chance too: three 429s among twenty
+    # answers are 15 %, and come at 5 % one time in thirteen.
+    beyond_noise = 1.0 - binomial_cdf(limited_after - 1, answers_after, RATE_NOISE_MAX_SHARE) <= RATE_EVIDENCE_ALPHA
+    if not beyond_noise and offered_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
         return NOISE
     return STILL_FULL
 
@@ -238,7 +351,8 @@ class Meter:
     window and the current one, and never a span shorter than one window, so a single early
     burst reads as ``burst / window`` rather than an enormous rate. The counts are kept as
     running totals (:attr:`total`) with a mark at the start of each window, so the counts over
-    any span between two readings of :attr:`total` are one subtraction away.
+    any span between two readings of :attr:`total` are one subtraction away. It also keeps the
+    most accepted in one window over the last ``RATE_PEAK_WINDOW`` (:meth:`peak`, rule 10).
 
     A caller that counts once per message may count into :attr:`total` itself while
     ``now < counting_until``: until then :meth:`sent` is exactly ``total[0] += cost`` and
@@ -246,7 +360,16 @@ class Meter:
     ended, and answers are coming back). From ``counting_until`` on it must call them.
     """
 
-    __slots__ = ("_answered_from", "_end", "_mark", "_prev_mark", "_prev_start", "counting_until", "total")
+    __slots__ = (
+        "_answered_from",
+        "_end",
+        "_mark",
+        "_peaks",
+        "_prev_mark",
+        "_prev_start",
+        "counting_until",
+        "total",
+    )
 
     def __init__(self) -> None:
         #: Since the start: [sent segments, accepted segments, accepted answers, 429 answers].
@@ -261,10 +384,15 @@ class Meter:
         #: Loop time before which a caller may count into ``total`` itself (class docstring);
         #: ``_end`` while answers are coming back, else -inf. Set wherever either changes.
         self.counting_until = -math.inf
+        # [end, accepted segments] of the windows that ended in the last ``RATE_PEAK_WINDOW``,
+        # each larger than all that ended after it (a monotonic queue: the first is the peak).
+        # A list of lists, at most a dozen: the shared limiter stores it in Redis as JSON.
+        self._peaks: list[list[float]] = []
 
     def roll(self, now: float) -> None:
         if now < self._end:
             return
+        self._ended(self._end, self.total[1] - self._mark[1])
         if now < self._end + ACHIEVED_RATE_WINDOW:
             self._prev_mark = self._mark
             self._prev_start = self._end - ACHIEVED_RATE_WINDOW
@@ -279,6 +407,21 @@ class Meter:
             self._end = now + ACHIEVED_RATE_WINDOW
             self._answered_from = math.inf
             self.counting_until = -math.inf
+
+    def _ended(self, end: float, accepted: float) -> None:
+        peaks = self._peaks
+        while peaks and peaks[-1][1] <= accepted:
+            peaks.pop()
+        peaks.append([end, accepted])
+
+    def peak(self, now: float) -> float:
+        """The most segments accepted in one window that ended in the last ``RATE_PEAK_WINDOW``
+        seconds, as a rate (segments/s); 0 when none did."""
+        self.roll(now)
+        peaks = self._peaks
+        while peaks and peaks[0][0] < now - RATE_PEAK_WINDOW:
+            del peaks[0]
+        return peaks[0][1] / ACHIEVED_RATE_WINDOW if peaks else 0.0
 
     def _answering(self, now: float) -> None:
         """The first answer since the start or an idle window came back at ``now``."""
@@ -337,6 +480,17 @@ def _share(accepted: int, limited: int) -> float:
     return limited / answers if answers else 0.0
 
 
+def _shows_full(total: list[float], mark: list[float], noise: float) -> bool:
+    """Whether the answers since the meter's totals were ``mark`` show a full queue (rule 9):
+    ``RATE_FLOOD_SAMPLE`` 429s at least, more than ``RATE_FULL_SHARE`` of the answers, and more
+    than the background share ``noise`` of rate-independent 429s explains (rule 4's odds): five
+    429s among eighteen answers come at 7 % one time in fifty, and a run sees many overflows."""
+    answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
+    if limited < RATE_FLOOD_SAMPLE or _share(answers, limited) <= RATE_FULL_SHARE:
+        return False
+    return noise == 0.0 or 1.0 - binomial_cdf(limited - 1, answers + limited, noise) <= RATE_EVIDENCE_ALPHA
+
+
 class RateController:
     """The account rate, adapted to 429s by the rules in this module's docstring.
 
@@ -356,6 +510,7 @@ class RateController:
 
     __slots__ = (
         "_accepted_before",
+        "_before",
         "_ceiling",
         "_cut_at",
         "_cut_to",
@@ -380,8 +535,9 @@ class RateController:
         "_noise_at",
         "_overflow_full",
         "_overflow_mark",
+        "_overflow_shown",
         "_plateau",
-        "_share_before",
+        "_recut_mark",
         "_undo",
         "_w_max",
         "carry",
@@ -405,7 +561,8 @@ class RateController:
         self._cut_at = -math.inf
         self._cut_to = 0.0
         self._w_max = 0.0
-        self._share_before = 0.0
+        # The answers that caused the cut in force: [accepted, 429s].
+        self._before = [0, 0]  # a list: the shared limiter stores the state as JSON
         self._accepted_before = 0.0
         self._undo: float | None = None
         self._hinted = False
@@ -423,6 +580,9 @@ class RateController:
         self._full_trusted = False
         self._overflow_mark = [0.0, 0.0, 0, 0]
         self._overflow_full = False
+        self._overflow_shown = -math.inf  # when the overflow last showed a full queue
+        # The meter's totals at the last recut in this overflow (None: none yet).
+        self._recut_mark: list[float] | None = None
         # The drain measured over that span at the latest 429 (NaN: not measured), and how many
         # accepted answers it rests on.
         self._drain = math.nan
@@ -489,12 +649,13 @@ class RateController:
             return self._judge(now, early=True)
         pending = self._half_start != math.inf and now >= self._episode_end  # this 429 is evidence
         changed = self._tick(now) if pending or now >= self._next_step else False
-        if now < self._episode_end:
-            return changed  # rule 3 (or the judgment just cut again)
+        if now < self._episode_end or self._half_start != math.inf:
+            # Rule 3; or the judgment just cut again; or it is still counting: the 429s are its
+            # evidence, and a cut from the last second's counts would undo nothing it finds.
+            return changed
         sent, accepted, n_ok, n_limited = self._meter.rates(now)
-        share = _share(n_ok, n_limited)
         if allowed_rate is None:
-            if share <= RATE_NOISE_MARGIN * self._noise_now(now):
+            if not self._beyond_noise(n_ok, n_limited, now):
                 return changed  # rule 4: within the background share of rate-independent 429s
             if self._meter.young(now) and not self._early_flood(now):
                 return changed  # rule 7: too early to tell a full queue from a stray 429
@@ -502,7 +663,12 @@ class RateController:
         if allowed_rate is not None:
             hint = allowed_rate if self._ceiling is None else min(allowed_rate, self._ceiling)
             self._cut(
-                now, w_max=hint, to=max(MIN_RATE, hint * RATE_HINT_FACTOR), share=share, accepted=accepted, hinted=True
+                now,
+                w_max=hint,
+                to=max(MIN_RATE, hint * RATE_HINT_FACTOR),
+                before=(n_ok, n_limited),
+                accepted=accepted,
+                hinted=True,
             )
             return True
         trusted = accepted if n_ok >= RATE_MIN_SAMPLE else None
@@ -510,8 +676,18 @@ class RateController:
         if trusted is not None and young:
             trusted *= RATE_FLOOD_CUT / RATE_DRAIN_FACTOR  # rule 7: the queue's fill inflates it
         to = cut_target(sent=sent, accepted=trusted, current=self.rate)
+        if not young and not self._overflow_full:
+            # Rule 10: nothing shows a full queue, so the last second may read the client's own
+            # demand (a run's tail, a quiet spell in a service): no deeper than beta of the peak.
+            # (A peak above the rate in force is a burst: the floor is then beta of that rate.)
+            peak = self._meter.peak(now) if self.rate is None else min(self._meter.peak(now), self.rate)
+            if RATE_CUT_FLOOR * peak > to:
+                to = RATE_CUT_FLOOR * peak
+                accepted = max(accepted, peak)
         # Rule 7 again: a young accepted rate is the queue's fill, no maximum to regrow to.
-        self._cut_capped(now, w_max=to if young else max(to, accepted), to=to, share=share, accepted=accepted)
+        self._cut_capped(
+            now, w_max=to if young else max(to, accepted), to=to, before=(n_ok, n_limited), accepted=accepted
+        )
         return True
 
     # --- internals ----------------------------------------------------------------------------
@@ -521,6 +697,25 @@ class RateController:
         if self._noise == 0.0:
             return 0.0
         return self._noise * math.pow(0.5, (now - self._noise_at) / RATE_NOISE_HALF_LIFE)
+
+    def _beyond_noise(self, accepted: int, limited: int, now: float) -> bool:
+        """Rule 4's memory: whether ``limited`` 429s among ``accepted + limited`` answers are more
+        than the remembered background share explains: above ``RATE_NOISE_MARGIN`` times it, and
+        too many for chance (fewer than ``RATE_EVIDENCE_ALPHA`` of samples that size would hold
+        as many). The second test is what holds at a few messages a second, where two 429s
+        among fifteen answers are 13 %, but come at 5 % one time in six."""
+        noise = self._noise_now(now)
+        if noise == 0.0:
+            return limited > 0
+        if _share(accepted, limited) <= RATE_NOISE_MARGIN * noise:
+            return False
+        return 1.0 - binomial_cdf(limited - 1, accepted + limited, noise) <= RATE_EVIDENCE_ALPHA
+
+    def _learn_noise(self, now: float, accepted: float, limited: float) -> None:
+        """Rule 4: remember ``limited`` 429s among ``accepted + limited`` answers as background."""
+        share = min(_share(int(accepted), int(limited)), RATE_NOISE_MAX_SHARE)  # a small sample reads high
+        self._noise = max(self._noise_now(now), share)
+        self._noise_at = now
 
     def _measure_drain(self, now: float) -> bool:
         """Rule 9, on a 429 at ``now`` (already counted): move the span's ends, and measure the
@@ -540,18 +735,25 @@ class RateController:
                 self._full_at, self._full_mark, self._full_trusted = now, list(total), False
         if now - last >= RATE_FULL_GAP:
             self._overflow_mark = [total[0], total[1], total[2], total[3] - 1]  # this 429 counts
-            self._overflow_full = False
+            self._overflow_shown = -math.inf
+            self._recut_mark = None
         self._last_full_at, self._last_full_mark = now, list(total)
-        if not self._overflow_full:
-            mark = self._overflow_mark
-            answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
-            self._overflow_full = limited >= RATE_FLOOD_SAMPLE and _share(answers, limited) > RATE_FULL_SHARE
+        noise = self._noise_now(now)
+        if _shows_full(total, self._overflow_mark, noise):
+            self._overflow_shown = now
+        # A full queue shown holds for an episode, not for the whole overflow: 429s that never
+        # pause for ``RATE_FULL_GAP`` (a steady background share) make one endless overflow, and
+        # five of them bunched at its start must not stand for a full queue for the rest of it.
+        self._overflow_full = now - self._overflow_shown <= RATE_LIMIT_EPISODE
+        # Rule 9's recut: the overflow showed a full queue, and so did the answers since the
+        # last recut in it, if any.
+        full = self._overflow_full and (self._recut_mark is None or _shows_full(total, self._recut_mark, noise))
         mark = self._full_mark
         answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
         drain = drain_rate(span=now - self._full_at, accepted=total[1] - mark[1], answers=answers, limited=limited)
         self._drain = math.nan if drain is None else drain
         self._drain_answers = answers
-        return self._overflow_full and drain is not None
+        return full and drain is not None
 
     def _recut(self, now: float) -> bool:
         """Rule 9: while a cut is judged and the queue still overflows, cut to its measured drain
@@ -564,22 +766,29 @@ class RateController:
         if not to < rate * (1.0 - RATE_RECUT_MARGIN):
             return False
         self._undo = rate
-        share = _share(*self._first) if self._half_start > now else self._share_before
+        counts = self._first if self._half_start > now else self._before
+        before = (counts[0], counts[1])
         self._cut(
             now,
             w_max=max(to, self._hold()),
             to=to,
-            share=share,
+            before=before,
             accepted=drain,
             measured=True,
             precise=self._drain_answers >= RATE_PRECISE_SAMPLE,
         )
         # The next measure starts here: the first answers of an overflow bunch (202s of requests
         # the queue took before it filled come back among its first 429s) and read high.
-        self._full_at, self._full_mark, self._full_trusted = now, list(self._meter.total), True
+        total = self._meter.total
+        self._full_at, self._full_mark, self._full_trusted = now, list(total), True
+        # And the next recut needs the answers since this one to show a full queue again: a
+        # queue cut to its drain stops answering 429, while 429s that do not depend on the rate
+        # keep their share and, with 5xx answers lowering what is accepted, measure a "drain"
+        # below every rate (five stray 429s bunched once recut a run ever lower).
+        self._recut_mark = list(total)
         return True
 
-    def _cut_capped(self, now: float, *, w_max: float, to: float, share: float, accepted: float) -> None:
+    def _cut_capped(self, now: float, *, w_max: float, to: float, before: tuple[int, int], accepted: float) -> None:
         """A cut decided by rules 1, 4 or 7, capped by rule 9's measured drain when there is one.
 
         A span measures the queue only if it opened or ends in an overflow that showed a full
@@ -601,7 +810,7 @@ class RateController:
             # The cut stands (the 429s say the rate in force is too high), but what to regrow to
             # and hold at is the measured rate, not what was accepted while the queue refilled.
             w_max = max(to, min(w_max, self._hold()))
-        self._cut(now, w_max=w_max, to=to, share=share, accepted=accepted, measured=measured, precise=precise)
+        self._cut(now, w_max=w_max, to=to, before=before, accepted=accepted, measured=measured, precise=precise)
 
     def _hold(self) -> float:
         """Rule 9: the rate to regrow to after a cut to a measured drain: the drain itself, or
@@ -629,7 +838,7 @@ class RateController:
         *,
         w_max: float,
         to: float,
-        share: float,
+        before: tuple[int, int],
         accepted: float,
         hinted: bool = False,
         measured: bool = False,
@@ -644,7 +853,7 @@ class RateController:
         self._w_max = max(w_max, to)
         self._cut_to = to
         self._cut_at = now
-        self._share_before = share
+        self._before = list(before)
         self._accepted_before = accepted
         self._episode_end = now + RATE_LIMIT_EPISODE
         self._half_start = now + RATE_LIMIT_EPISODE * RATE_JUDGE_FROM
@@ -663,16 +872,22 @@ class RateController:
         """Rule 4 at the end of an episode (``early``: before it, only to cut again)."""
         sent_segs, ok_segs, n_ok, n_limited = self._half
         span = max(now - self._half_start, 1e-3)
-        # The 429s of the first half answer requests sent before the cut: they are "before" too.
-        share_before = max(self._share_before, _share(*self._first))
+        # The 429s of the first half answer requests sent before the cut: they are "before" too
+        # (the sample with the larger share of them is the one the cut is judged against).
+        before, first = self._before, self._first
+        ok_before, limited_before = before if _share(*before) >= _share(*first) else first
+        # What the server was offered (answered 202 or 429; a 5xx is not the queue's answer): the
+        # accepted segments, scaled up by the share of answers that were 429.
+        offered = ok_segs / span * (n_ok + n_limited) / n_ok if n_ok else math.inf
         verdict = (
             PAID_OFF
             if self._hinted
             else judge_cut(
-                share_before=share_before,
+                answers_before=ok_before + limited_before,
+                limited_before=limited_before,
                 answers_after=int(n_ok + n_limited),
                 limited_after=int(n_limited),
-                sent_after=sent_segs / span,
+                offered_after=offered,
                 accepted_before=self._accepted_before,
                 final=now >= self._cut_at + RATE_JUDGE_MAX,
             )
@@ -680,11 +895,14 @@ class RateController:
         if verdict is None or (early and verdict != STILL_FULL):
             return False  # keep counting at the cut rate
         if verdict == NOISE and self._measured:
-            verdict = PAID_OFF  # rule 9: a measured drain is the queue's rate, not noise
+            # Rule 9: a measured drain is the queue's rate: the cut stands. But the 429s that
+            # did not fall with it are background, and remembered as such: were the measure a
+            # chance (stray 429s bunched), later stray 429s would otherwise cut again and again.
+            self._learn_noise(now, n_ok, n_limited)
+            verdict = PAID_OFF
         self._half_start = math.inf
         if verdict == NOISE:
-            self._noise = max(self._noise_now(now), n_limited / (n_ok + n_limited))
-            self._noise_at = now
+            self._learn_noise(now, n_ok, n_limited)
             undo = self._undo
             self.rate = undo
             if undo is None or undo == self._ceiling:
@@ -699,9 +917,8 @@ class RateController:
             trusted = ok_segs / span if n_ok >= RATE_MIN_SAMPLE else None
             to = cut_target(sent=sent_segs / span, accepted=trusted, current=self.rate)
             accepted = trusted if trusted is not None else to
-            share = n_limited / (n_ok + n_limited)
             self._undo = self.rate
-            self._cut_capped(now, w_max=max(to, accepted), to=to, share=share, accepted=accepted)
+            self._cut_capped(now, w_max=max(to, accepted), to=to, before=(int(n_ok), int(n_limited)), accepted=accepted)
             return True
         return self._grow(now)
 

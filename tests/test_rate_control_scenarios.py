@@ -1,4 +1,4 @@
-"""The rate-control table's four rows, at reduced size, against the in-process emulator.
+"""The rate-control table's four rows and its short runs, at reduced size, against the in-process emulator.
 
 The same driver as ``python -m benchmarks --only rate_control`` (benchmarks/rate_control.py):
 an unthrottled ``send_many`` through the client's own limiter, which timestamps every answer.
@@ -8,7 +8,7 @@ with itself (or with a fault-free run of the same size), so a loaded machine slo
 
 from __future__ import annotations
 
-from benchmarks.rate_control import CONCURRENCY, drive, pre_cut_rate, queue_ideal
+from benchmarks.rate_control import CONCURRENCY, drive, drive_runs, pre_cut_rate, queue_ideal, run_rate
 from bwasync._constants import FIRST_ROUND_SIZE
 from bwasync.emulator import Emulator
 
@@ -61,6 +61,23 @@ async def test_sporadic_429s_do_not_collapse_throughput() -> None:
         rates.append(0.8 * n / (p80 - first))
     clean, sporadic = rates
     assert sporadic >= 0.4 * clean
+
+
+async def test_short_runs_with_sporadic_429s_and_5xx_do_not_ratchet_the_rate_down() -> None:
+    # One client, send_many run after run: each run ends with retries in backoff, a second in
+    # which the client sends little. A stray 429 there once cut the rate to that second's
+    # accepted rate, the cut was taken to have paid off, and each run cut deeper (2 msg/s after
+    # four runs of 300). Now such a cut is judged on the odds, undone, and the share learned.
+    size, runs = 200, 8
+    medians = []
+    for p_429 in (0.0, 0.05):
+        async with Emulator(p_429=p_429, p_429_retry_after=1, p_500=0.1, p_503=0.1, record=False, seed=11) as emu:
+            done = await drive_runs(emu.url, runs, size, seconds=60.0)
+        assert [len(accepted) for accepted in done] == [size] * runs  # every message, none lost
+        rates = sorted(run_rate(accepted, size) for accepted in done[runs // 2 :])
+        medians.append((rates[1] + rates[2]) / 2)
+    plain, sporadic = medians
+    assert sporadic >= 0.3 * plain
 
 
 async def test_one_429_episode_is_recovered_from() -> None:

@@ -35,6 +35,7 @@ from bwasync._ratecontrol import (
     STILL_FULL,
     Meter,
     RateController,
+    binomial_cdf,
     cubic_rate,
     cut_target,
     drain_floor,
@@ -172,38 +173,94 @@ def test_429s_within_an_episode_cut_once() -> None:
 # --- rule 4: judge every cut -----------------------------------------------------------------------------------
 
 
-def test_judgment_verdicts() -> None:
-    def judge(before: float, answers: int, limited: int, *, sent: float = 100, final: bool = False) -> str | None:
-        return judge_cut(
-            share_before=before,
-            answers_after=answers,
-            limited_after=limited,
-            sent_after=sent,
-            accepted_before=100.0,
-            final=final,
-        )
+def judge(
+    before: tuple[int, int], answers: int, limited: int, *, offered: float = 100, final: bool = False
+) -> str | None:
+    """judge_cut with ``before`` = (answers, 429s) that caused the cut, 100/s accepted before it."""
+    return judge_cut(
+        answers_before=before[0],
+        limited_before=before[1],
+        answers_after=answers,
+        limited_after=limited,
+        offered_after=offered,
+        accepted_before=100.0,
+        final=final,
+    )
 
-    assert judge(0.5, 100, 0) == PAID_OFF
-    assert judge(0.5, 100, 10) == PAID_OFF  # 10 % <= half of 50 %
+
+def test_judgment_verdicts() -> None:
+    assert judge((100, 50), 100, 0) == PAID_OFF
+    assert judge((100, 50), 100, 10) == PAID_OFF  # 10 % <= half of 50 %
     # no 429 yet, but too few answers to tell: wait; at the deadline nothing showed the cut was
     # needed, so it is undone
-    assert judge(0.01, 100, 0) is None
-    assert judge(0.01, 100, 0, final=True) == NOISE
+    assert judge((100, 1), 100, 0) is None
+    assert judge((100, 1), 100, 0, final=True) == NOISE
     # one or two 429s say little: wait
-    assert judge(0.03, 40, 2) is None
-    # the same share after the cut, sending no faster than was accepted: not about the rate
-    assert judge(0.03, 100, 3) == NOISE
+    assert judge((100, 3), 40, 2) is None
+    # the same share after the cut, offering no more than was accepted: not about the rate
+    assert judge((100, 3), 100, 3) == NOISE
     # ... unless the share is large: a full queue whatever else is seen
-    assert judge(0.3, 100, 30) == STILL_FULL
-    # ... or the client sent more than the server had been accepting
-    assert judge(0.03, 100, 3, sent=300) == STILL_FULL
+    assert judge((100, 30), 100, 30) == STILL_FULL
+    # ... or the server was offered more than it had been accepting
+    assert judge((100, 3), 100, 3, offered=300) == STILL_FULL
+
+
+def test_a_lull_that_chance_explains_is_no_payoff() -> None:
+    # The cut that started the collapse: 6 429s among 77 answers (5 % stray ones, read high), then
+    # none among 39. At 5 % that lull comes one time in seven: no proof the cut did anything.
+    assert binomial_cdf(0, 39, 0.05) == pytest.approx(0.95**39)
+    assert judge((77, 6), 39, 0) is None  # counting on...
+    assert judge((77, 6), 39, 0, final=True) == NOISE  # ...and undone at the deadline
+    # a full queue's cut: 40 % before, none among as many answers after: no chance about it
+    assert judge((77, 31), 39, 0) == PAID_OFF
+
+
+def test_a_high_share_among_few_answers_is_not_proof_of_a_full_queue() -> None:
+    # Three 429s among twenty answers (15 %) come at a 5 % background one time in thirteen:
+    # offered no more than was accepted, that is noise, not a queue still full.
+    assert judge((100, 5), 20, 3, offered=95) == NOISE
+    # the same share over two hundred answers is beyond chance at RATE_NOISE_MAX_SHARE
+    assert judge((100, 5), 200, 40, offered=95) == STILL_FULL
+
+
+def test_5xx_answers_are_not_offered_to_the_queue() -> None:
+    # 5 % of answers 429 whatever the rate, and 20 % of requests answered 5xx (the controller
+    # hears of no answer): a cut to 95 % of what was accepted does not change the share. The
+    # client sends 1.25 times what reaches the queue, and only what reaches it counts: noise,
+    # where counting the sends would have found a queue still full and cut again.
+    control = RateController(ceiling=None)
+    rng = random.Random(5)
+    now, cuts = 0.0, 0
+    while now < 12.0:
+        rate = control.rate
+        now += 1 / min(200.0, rate if rate is not None else math.inf)
+        control.on_sent(1, now)
+        draw = rng.random()
+        if draw < 0.2:
+            continue  # 5xx
+        if draw < 0.2 + 0.05 * 0.8:
+            cuts += control.on_rate_limited(now) and control.rate is not None
+        else:
+            control.on_success(1, now)
+    assert cuts >= 1
+    assert control.rate is None  # the cut was undone
+    assert control._noise == pytest.approx(0.05, abs=0.03)
+    # judge_cut itself: the same 429s, offered 95 % of what was accepted before, or 1.25 times that
+    assert judge((100, 5), 100, 5, offered=95) == NOISE
+    assert judge((100, 5), 100, 5, offered=95 * 1.25) == STILL_FULL
 
 
 def test_a_cut_that_leaves_many_429s_did_not_pay_off_even_if_it_halved_them() -> None:
     # The first round against a small queue: 70 % of answers were 429. A cut that leaves 30 %
     # lowered the share, but the queue is still full: cut again (to what it accepted).
     verdict = judge_cut(
-        share_before=0.7, answers_after=100, limited_after=30, sent_after=28, accepted_before=40, final=False
+        answers_before=100,
+        limited_before=70,
+        answers_after=100,
+        limited_after=30,
+        offered_after=40,
+        accepted_before=40,
+        final=False,
     )
     assert verdict == STILL_FULL
 
@@ -317,6 +374,96 @@ def test_a_cut_that_did_not_lower_the_share_is_undone_and_the_share_remembered()
     assert len(cuts) <= 2  # and the same share does not keep cutting
 
 
+def test_429s_while_a_cut_is_judged_are_its_evidence_not_a_new_cut() -> None:
+    # A cut at 2 s; its episode ends at 3 s, but at 5 % of 429s the judgment needs more answers.
+    # A 429 then (one among the last second's few answers) once cut again from those counts,
+    # and the undo the judgment would make went back only to the first cut.
+    control = RateController(ceiling=None)
+    now = steady(control, 100, 0.0, 2.0)
+    assert control.on_rate_limited(now)
+    cut = control.rate
+    now = steady(control, 20, now, 3.5)
+    assert not control.on_rate_limited(now)
+    assert control.rate == cut
+
+
+def test_learned_noise_needs_the_odds_against_it_to_cut() -> None:
+    # 5 % of 429s learned as background. At a few messages a second, two 429s among fifteen
+    # answers (13 %, over twice the 5 %) come one time in six: no cut. Eight among fifteen do.
+    def cuts(limited: int) -> bool:
+        control = RateController(ceiling=None)
+        control._noise, control._noise_at = 0.05, 0.0
+        now = steady(control, 15 - limited, 0.0, 2.0)
+        changed = False
+        for _ in range(limited):
+            changed |= control.on_rate_limited(now)
+        return changed
+
+    assert not cuts(2)
+    assert cuts(8)
+
+
+def test_a_quiet_second_is_not_the_accounts_rate() -> None:
+    # 300/s accepted for three seconds, then a second of a run's tail at 8/s and a stray 429:
+    # nothing shows a full queue, so the cut stops at beta of the peak second (rule 10), not
+    # at 95 % of what the tail accepted.
+    control = RateController(ceiling=None)
+    now = steady(control, 300, 0.0, 3.0)
+    now = steady(control, 8, now, 4.5)
+    assert control.on_rate_limited(now)
+    assert control.rate == pytest.approx(RATE_CUT_FLOOR * 300, rel=0.02)
+    # ...and if the account's queue is then really full at 8/s, the 429s that follow the cut
+    # show it, and the rate follows within seconds
+    queue = Queue(control, drain=8, capacity=16, want=1000)
+    queue.now, queue.level = now, 16
+    queue.run(now + 3.0)
+    assert control.rate is not None and control.rate <= 8
+
+
+def test_a_full_queue_shown_once_holds_for_an_episode_not_the_whole_overflow() -> None:
+    # Five 429s bunched among the first answers after a 429, then 5 % for ten seconds with no
+    # pause of a second: one endless overflow. It showed a full queue at its start; ten seconds
+    # later its 429s no longer count as a full queue's (no recut, no measured cut).
+    control = RateController(ceiling=None)
+    now = steady(control, 100, 0.0, 2.0)
+    for _ in range(RATE_FLOOD_SAMPLE):
+        control.on_rate_limited(now)
+    assert control._overflow_full
+    i = 0
+    while now < 12.0:
+        now += 0.01
+        i += 1
+        control.on_sent(1, now)
+        if i % 20 == 0:
+            control.on_rate_limited(now)
+        else:
+            control.on_success(1, now)
+    assert not control._overflow_full
+
+
+def test_a_recut_needs_the_answers_since_the_last_to_show_a_full_queue_again() -> None:
+    # 20 % of requests answered 5xx: what is accepted between two 429s is 80 % of any rate, and
+    # reads as a drain below it. After one recut, only a new flood of 429s allows another.
+    control = RateController(ceiling=None)
+    rng = random.Random(2)
+    now = steady(control, 200, 0.0, 2.0)
+    for _ in range(RATE_FLOOD_SAMPLE):
+        control.on_rate_limited(now)  # a chance bunch at the start of an overflow
+    cuts = 0
+    while now < 6.0:
+        rate = control.rate
+        now += 1 / min(200.0, rate if rate is not None else math.inf)
+        control.on_sent(1, now)
+        draw = rng.random()
+        if draw < 0.2:
+            continue
+        if draw < 0.24:
+            cuts += control.on_rate_limited(now) and control.rate is not None and control._measured
+        else:
+            control.on_success(1, now)
+    assert cuts <= 1
+
+
 def test_remembered_noise_fades() -> None:
     control = RateController(ceiling=None)
     control._noise, control._noise_at = 0.05, 0.0
@@ -401,7 +548,8 @@ def test_regrown_rate_stays_at_the_stated_rate_through_the_hint_plateau() -> Non
 def test_regrowth_beyond_the_old_maximum_finds_a_raised_limit() -> None:
     control = RateController(ceiling=None)
     steady(control, 100, 0.0, 2.0)
-    control.on_rate_limited(2.0)
+    for _ in range(20):  # a full queue: 429s in a row, then none after the cut
+        control.on_rate_limited(2.0)
     now = 2.0
     while now < 12.0 + RATE_PLATEAU:  # the client wants more than the rate allows: it sends at the rate
         rate = control.rate
@@ -525,7 +673,7 @@ def test_a_cut_to_a_measured_drain_is_not_undone_as_noise() -> None:
         control = RateController(ceiling=None)
         now = steady(control, 100, 0.0, 2.0)
         control._undo = None
-        control._cut(now, w_max=95, to=95, share=0.05, accepted=100, measured=measured)
+        control._cut(now, w_max=95, to=95, before=(95, 5), accepted=100, measured=measured)
         for i in range(1, 96):
             now += 1 / 95
             control.on_sent(1, now)
@@ -612,3 +760,32 @@ def test_simulated_sporadic_429s_do_not_collapse_the_rate() -> None:
     control = RateController(ceiling=None)
     result = simulate(control, 30.0, dequeue=None, p_429=0.03, want=2000)
     assert result["ok"] >= 0.9 * 2000 * 30 * 0.97
+
+
+def simulate_runs(control: RateController, seconds: float, *, p_429: float, p_5xx: float, seed: int) -> float:
+    """A client sending runs: 1.8 s wanting 160 messages/s, then 1 s of a tail at 5/s (retries
+    in backoff), and again; ``p_429`` of answers 429 and ``p_5xx`` 5xx (no answer the controller
+    hears), whatever the rate. Returns messages accepted per second."""
+    rng = random.Random(seed)
+    now, ok = 0.0, 0
+    while now < seconds:
+        want = 160.0 if now % 2.8 < 1.8 else 5.0
+        rate = control.rate
+        now += 1 / min(want, rate if rate is not None else math.inf)
+        control.on_sent(1, now)
+        draw = rng.random()
+        if draw < p_429:
+            control.on_rate_limited(now)
+        elif draw >= p_429 + p_5xx:
+            ok += 1
+            control.on_success(1, now)
+    return ok / seconds
+
+
+def test_simulated_runs_with_tails_and_5xx_do_not_ratchet_the_rate_down() -> None:
+    # The collapse this controller once had: stray 429s in the runs' tails cut to the tail's
+    # rate, and each cut made the next deeper (0.05-0.33 of this throughput in 120 s; now 0.78-0.92).
+    clean = simulate_runs(RateController(ceiling=None), 120.0, p_429=0.0, p_5xx=0.2, seed=0)
+    for seed in range(5):
+        sporadic = simulate_runs(RateController(ceiling=None), 120.0, p_429=0.05, p_5xx=0.2, seed=seed)
+        assert sporadic >= 0.6 * clean
