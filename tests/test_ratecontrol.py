@@ -58,6 +58,27 @@ def steady(control: RateController, rate: float, start: float, end: float, *, ac
     return now
 
 
+def with_faults(control: RateController, now: float, until: float, *, seed: int, measured: bool = False) -> int:
+    """A client wanting 200/s, paced by ``control``, from ``now`` to ``until``: 20 % of requests
+    answered 5xx (no answer the controller hears), 4 % 429 whatever the rate, the rest accepted.
+    Returns how many 429s cut the rate (``measured``: to a measured drain, rule 9)."""
+    rng = random.Random(seed)
+    cuts = 0
+    while now < until:
+        rate = control.rate
+        now += 1 / min(200.0, rate if rate is not None else math.inf)
+        control.on_sent(1, now)
+        draw = rng.random()
+        if draw < 0.2:
+            continue  # 5xx
+        if draw < 0.24:
+            cut = control.on_rate_limited(now) and control.rate is not None
+            cuts += cut and (control._measured or not measured)
+        else:
+            control.on_success(1, now)
+    return cuts
+
+
 # --- the 429's stated rate (transport) ------------------------------------------------------------
 
 
@@ -229,19 +250,7 @@ def test_5xx_answers_are_not_offered_to_the_queue() -> None:
     # client sends 1.25 times what reaches the queue, and only what reaches it counts: noise,
     # where counting the sends would have found a queue still full and cut again.
     control = RateController(ceiling=None)
-    rng = random.Random(5)
-    now, cuts = 0.0, 0
-    while now < 12.0:
-        rate = control.rate
-        now += 1 / min(200.0, rate if rate is not None else math.inf)
-        control.on_sent(1, now)
-        draw = rng.random()
-        if draw < 0.2:
-            continue  # 5xx
-        if draw < 0.2 + 0.05 * 0.8:
-            cuts += control.on_rate_limited(now) and control.rate is not None
-        else:
-            control.on_success(1, now)
+    cuts = with_faults(control, 0.0, 12.0, seed=5)
     assert cuts >= 1
     assert control.rate is None  # the cut was undone
     assert control._noise == pytest.approx(0.05, abs=0.03)
@@ -445,23 +454,10 @@ def test_a_recut_needs_the_answers_since_the_last_to_show_a_full_queue_again() -
     # 20 % of requests answered 5xx: what is accepted between two 429s is 80 % of any rate, and
     # reads as a drain below it. After one recut, only a new flood of 429s allows another.
     control = RateController(ceiling=None)
-    rng = random.Random(2)
     now = steady(control, 200, 0.0, 2.0)
     for _ in range(RATE_FLOOD_SAMPLE):
         control.on_rate_limited(now)  # a chance bunch at the start of an overflow
-    cuts = 0
-    while now < 6.0:
-        rate = control.rate
-        now += 1 / min(200.0, rate if rate is not None else math.inf)
-        control.on_sent(1, now)
-        draw = rng.random()
-        if draw < 0.2:
-            continue
-        if draw < 0.24:
-            cuts += control.on_rate_limited(now) and control.rate is not None and control._measured
-        else:
-            control.on_success(1, now)
-    assert cuts <= 1
+    assert with_faults(control, now, 6.0, seed=2, measured=True) <= 1
 
 
 def test_remembered_noise_fades() -> None:
