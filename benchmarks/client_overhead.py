@@ -63,7 +63,7 @@ CONCURRENCY = 64
 SDK_THREADS = (8, 16, 32)
 #: Messages per async trial, per SDK trial, rounds, and the capacity check's messages per process.
 SIZES: dict[str, dict[str, int]] = {
-    "full": {"n": 3000, "sdk_n": 1000, "rounds": 6, "capacity_n": 12000},
+    "full": {"n": 3000, "sdk_n": 1000, "rounds": 15, "capacity_n": 12000},
     "quick": {"n": 3000, "sdk_n": 1000, "rounds": 3, "capacity_n": 6000},
     "smoke": {"n": 200, "sdk_n": 60, "rounds": 1, "capacity_n": 0},  # 0: no capacity check
 }
