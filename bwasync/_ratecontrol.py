@@ -172,6 +172,7 @@ __all__ = [
     "Meter",
     "RateController",
     "Verdict",
+    "binomial_at_least",
     "binomial_cdf",
     "chance_of_so_few",
     "cubic_rate",
@@ -204,15 +205,33 @@ def cut_target(*, sent: float, accepted: float | None, current: float | None) ->
     return target if current is None else min(target, current)
 
 
+#: Tails of more terms than this are bounded (Chernoff) rather than summed: a 429 flood at
+#: thousands of answers a second would otherwise cost a sum of thousands of terms per 429. The
+#: bound is above the true tail, so it can only make a verdict wait for more evidence.
+_EXACT_TERMS: Final = 200
+
+
+def _divergence(a: float, p: float) -> float:
+    """The Kullback-Leibler divergence of a coin of bias ``a`` from one of bias ``p`` (0 < p < 1)."""
+    total = 0.0
+    if a > 0.0:
+        total += a * math.log(a / p)
+    if a < 1.0:
+        total += (1.0 - a) * math.log((1.0 - a) / (1.0 - p))
+    return total
+
+
 def binomial_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p): how likely at most ``k`` 429s are among ``n`` answers
-    that each are one with probability ``p``."""
+    that each are one with probability ``p``. Summed exactly up to ``_EXACT_TERMS`` terms;
+    beyond, below the mean, the Chernoff bound ``exp(-n D(k/n || p))`` (above the true value),
+    and at or above the mean 1."""
     if k < 0:
         return 0.0
-    if k >= n or p >= 1.0:
+    if k >= n or p >= 1.0 or p <= 0.0:
         return 1.0
-    if p <= 0.0:
-        return 1.0
+    if k >= _EXACT_TERMS:
+        return 1.0 if k >= n * p else math.exp(-n * _divergence(k / n, p))
     q = 1.0 - p
     # Terms in log space from the first: (1-p)^n underflows for the thousands of answers a
     # second a fast account gets back.
@@ -225,6 +244,21 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, total)
 
 
+def binomial_at_least(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how likely ``k`` or more 429s are among ``n`` answers
+    at a background share ``p``. Exact up to ``_EXACT_TERMS`` terms; beyond, the Chernoff
+    bound above the mean, and 1 at or below it (never below the true value)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    if k > _EXACT_TERMS:
+        return 1.0 if k <= n * p else math.exp(-n * _divergence(k / n, p))
+    return max(0.0, 1.0 - binomial_cdf(k - 1, n, p))
+
+
 def _log_comb(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
@@ -234,18 +268,26 @@ def chance_of_so_few(*, limited_after: int, answers_after: int, limited_before: 
     of the 429s counted in both samples would fall among the ``answers_after`` answers (Fisher's
     exact test, one-sided: the hypergeometric lower tail). A share read on few answers counts
     for what it is worth: five 429s among nine answers, then none among 47, is no chance
-    (3e-5); six among 77 (a stray 5 %, read high), then none among 39, is one time in twelve."""
+    (3e-5); six among 77 (a stray 5 %, read high), then none among 39, is one time in twelve.
+    Beyond ``_EXACT_TERMS`` terms, Hoeffding's bound (the binomial's Chernoff bound holds for
+    drawing without replacement too), and 1 at or above the mean."""
     total = answers_before + answers_after
     limited = limited_before + limited_after
     if limited == 0 or answers_after == 0:
         return 1.0
-    denominator = _log_comb(total, answers_after)
     low = max(0, answers_after - (total - limited))
+    high = min(limited_after, limited)
+    if high - low >= _EXACT_TERMS:
+        share = limited / total
+        if limited_after >= answers_after * share:
+            return 1.0
+        return math.exp(-answers_after * _divergence(limited_after / answers_after, share))
+    denominator = _log_comb(total, answers_after)
     return min(
         1.0,
         sum(
             math.exp(_log_comb(limited, i) + _log_comb(total - limited, answers_after - i) - denominator)
-            for i in range(low, min(limited_after, limited) + 1)
+            for i in range(low, high + 1)
         ),
     )
 
@@ -307,7 +349,7 @@ def judge_cut(
     # accepted and still meeting the same share of 429s means the 429s are not about the rate.
     # "More than RATE_NOISE_MAX_SHARE" must be more than chance too: three 429s among twenty
     # answers are 15 %, and come at 5 % one time in thirteen.
-    beyond_noise = 1.0 - binomial_cdf(limited_after - 1, answers_after, RATE_NOISE_MAX_SHARE) <= RATE_EVIDENCE_ALPHA
+    beyond_noise = binomial_at_least(limited_after, answers_after, RATE_NOISE_MAX_SHARE) <= RATE_EVIDENCE_ALPHA
     if not beyond_noise and offered_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
         return NOISE
     return STILL_FULL
@@ -488,7 +530,7 @@ def _shows_full(total: list[float], mark: list[float], noise: float) -> bool:
     answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
     if limited < RATE_FLOOD_SAMPLE or _share(answers, limited) <= RATE_FULL_SHARE:
         return False
-    return noise == 0.0 or 1.0 - binomial_cdf(limited - 1, answers + limited, noise) <= RATE_EVIDENCE_ALPHA
+    return noise == 0.0 or binomial_at_least(limited, answers + limited, noise) <= RATE_EVIDENCE_ALPHA
 
 
 class RateController:
@@ -709,7 +751,7 @@ class RateController:
             return limited > 0
         if _share(accepted, limited) <= RATE_NOISE_MARGIN * noise:
             return False
-        return 1.0 - binomial_cdf(limited - 1, accepted + limited, noise) <= RATE_EVIDENCE_ALPHA
+        return binomial_at_least(limited, accepted + limited, noise) <= RATE_EVIDENCE_ALPHA
 
     def _learn_noise(self, now: float, accepted: float, limited: float) -> None:
         """Rule 4: remember ``limited`` 429s among ``accepted + limited`` answers as background."""

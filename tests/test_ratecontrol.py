@@ -35,7 +35,9 @@ from bwasync._ratecontrol import (
     STILL_FULL,
     Meter,
     RateController,
+    binomial_at_least,
     binomial_cdf,
+    chance_of_so_few,
     cubic_rate,
     cut_target,
     drain_floor,
@@ -224,6 +226,30 @@ def test_judgment_verdicts() -> None:
     assert judge((100, 30), 100, 30) == STILL_FULL
     # ... or the server was offered more than it had been accepting
     assert judge((100, 3), 100, 3, offered=300) == STILL_FULL
+
+
+def test_tails_are_exact_for_small_counts_and_bounded_from_above_for_large_ones() -> None:
+    def exact_cdf(k: int, n: int, p: float) -> float:
+        from fractions import Fraction
+
+        q = Fraction(p).limit_denominator(10**6)
+        return float(sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k + 1)))
+
+    assert binomial_cdf(3, 40, 0.05) == pytest.approx(exact_cdf(3, 40, 0.05))
+    assert binomial_at_least(8, 40, 0.05) == pytest.approx(1 - exact_cdf(7, 40, 0.05))
+    # a flood: thousands of 429s are bounded (one expression), never summed term by term; the
+    # bound is above the true tail, so it can only ask for more evidence
+    n, p = 5000, 0.05
+    for k in (350, 400):
+        truth = 1 - exact_cdf(k - 1, n, p)
+        assert truth <= binomial_at_least(k, n, p) <= 1e-6
+    assert binomial_at_least(240, n, p) == 1.0  # below the mean (250): no evidence at all
+    assert exact_cdf(200, n, p) <= binomial_cdf(200, n, p) < 0.01
+    # Fisher's test: 600 429s among 2,000 answers before, 250 among 2,000 after (12.5 %)
+    bound = chance_of_so_few(limited_after=250, answers_after=2000, limited_before=600, answers_before=2000)
+    assert 0 < bound < 1e-9
+    same = chance_of_so_few(limited_after=600, answers_after=2000, limited_before=600, answers_before=2000)
+    assert same == 1.0
 
 
 def test_a_lull_that_chance_explains_is_no_payoff() -> None:
