@@ -163,7 +163,8 @@ RATE_NOISE_HALF_LIFE = 30.0
 #: The odds below which a count of 429s is taken for more than chance: a cut is judged to have
 #: paid off only if, had the share not changed, so few 429s would come less often than this; and
 #: after a share of rate-independent 429s was learned, a sample cuts only if that share would put
-#: as many 429s in it less often than this. One in a hundred: a run sees a sample a second, and a
+#: as many 429s in it less often than this. One in a thousand: a cut is judged afresh at every
+#: answer (one in a hundred still let a stray 429's cut be taken for paid off in simulation), and a
 #: wrong "paid off" leaves a cut in force that the next stray 429 deepens.
 RATE_EVIDENCE_ALPHA = 0.001
 #: A cut that nothing shows was made against a full queue (no flood of 429s) goes no deeper than

@@ -259,6 +259,12 @@ def binomial_at_least(k: int, n: int, p: float) -> float:
     return max(0.0, 1.0 - binomial_cdf(k - 1, n, p))
 
 
+def _beyond_chance(limited: int, answers: int, share: float) -> bool:
+    """Whether ``limited`` 429s among ``answers`` are more than a share ``share`` of them puts
+    there by chance, at the odds of ``RATE_EVIDENCE_ALPHA``."""
+    return binomial_at_least(limited, answers, share) <= RATE_EVIDENCE_ALPHA
+
+
 def _log_comb(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
@@ -349,8 +355,9 @@ def judge_cut(
     # accepted and still meeting the same share of 429s means the 429s are not about the rate.
     # "More than RATE_NOISE_MAX_SHARE" must be more than chance too: three 429s among twenty
     # answers are 15 %, and come at 5 % one time in thirteen.
-    beyond_noise = binomial_at_least(limited_after, answers_after, RATE_NOISE_MAX_SHARE) <= RATE_EVIDENCE_ALPHA
-    if not beyond_noise and offered_after <= accepted_before * (2.0 - RATE_DRAIN_FACTOR):
+    if not _beyond_chance(limited_after, answers_after, RATE_NOISE_MAX_SHARE) and offered_after <= accepted_before * (
+        2.0 - RATE_DRAIN_FACTOR
+    ):
         return NOISE
     return STILL_FULL
 
@@ -530,7 +537,7 @@ def _shows_full(total: list[float], mark: list[float], noise: float) -> bool:
     answers, limited = int(total[2] - mark[2]), int(total[3] - mark[3])
     if limited < RATE_FLOOD_SAMPLE or _share(answers, limited) <= RATE_FULL_SHARE:
         return False
-    return noise == 0.0 or binomial_at_least(limited, answers + limited, noise) <= RATE_EVIDENCE_ALPHA
+    return noise == 0.0 or _beyond_chance(limited, answers + limited, noise)
 
 
 class RateController:
@@ -751,7 +758,7 @@ class RateController:
             return limited > 0
         if _share(accepted, limited) <= RATE_NOISE_MARGIN * noise:
             return False
-        return binomial_at_least(limited, accepted + limited, noise) <= RATE_EVIDENCE_ALPHA
+        return _beyond_chance(limited, accepted + limited, noise)
 
     def _learn_noise(self, now: float, accepted: float, limited: float) -> None:
         """Rule 4: remember ``limited`` 429s among ``accepted + limited`` answers as background."""
