@@ -439,20 +439,60 @@ def test_learned_noise_needs_the_odds_against_it_to_cut() -> None:
 
 
 def test_a_quiet_second_is_not_the_accounts_rate() -> None:
-    # 300/s accepted for three seconds, then a second of a run's tail at 8/s and a stray 429:
-    # nothing shows a full queue, so the cut stops at beta of the peak second (rule 10), not
-    # at 95 % of what the tail accepted.
+    # 300/s accepted for three seconds, then a second and a half of a run's tail at 30/s and a
+    # stray 429: nothing shows a full queue, so the cut stops at beta of the peak second (rule
+    # 10), not at 95 % of what the tail accepted. (At 8/s the 429 would cut nothing: rule 11.)
     control = RateController(ceiling=None)
     now = steady(control, 300, 0.0, 3.0)
-    now = steady(control, 8, now, 4.5)
+    now = steady(control, 30, now, 4.5)
     assert control.on_rate_limited(now)
     assert control.rate == pytest.approx(RATE_CUT_FLOOR * 300, rel=0.02)
-    # ...and if the account's queue is then really full at 8/s, the 429s that follow the cut
+    # ...and if the account's queue is then really full at 30/s, the 429s that follow the cut
     # show it, and the rate follows within seconds
-    queue = Queue(control, drain=8, capacity=16, want=1000)
-    queue.now, queue.level = now, 16
+    queue = Queue(control, drain=30, capacity=60, want=1000)
+    queue.now, queue.level = now, 60
     queue.run(now + 3.0)
-    assert control.rate is not None and control.rate <= 8
+    assert control.rate is not None and control.rate <= 30
+
+
+# --- rule 11: not on a lone 429 in a quiet spell ----------------------------------------------------
+
+
+def test_a_lone_429_in_a_quiet_spell_cuts_nothing_and_the_next_burst_goes_at_once() -> None:
+    # A service at 2 msg/s for 20 s, one 429, then a burst: before rule 11 the 429 cut to ~2/s
+    # and the burst was held there until the judgment's deadline (4.6 s for 400 messages
+    # against the emulator, instead of 0.09 s).
+    control = RateController(ceiling=None)
+    now = steady(control, 2, 0.0, 20.0)
+    assert not control.on_rate_limited(now)
+    assert control.rate is None
+    steady(control, 500, now + 0.5, now + 2.5)
+    assert control.rate is None
+
+
+def test_a_second_429_in_a_quiet_spell_cuts() -> None:
+    # A queue really full at that rate answers 429 again within seconds (the retry after its
+    # Retry-After among them): that one is not alone.
+    control = RateController(ceiling=None)
+    now = steady(control, 2, 0.0, 20.0)
+    assert not control.on_rate_limited(now)
+    now = steady(control, 2, now + 0.5, now + 3.0)
+    assert control.on_rate_limited(now)
+    assert control.rate is not None and control.rate <= 3  # to about the quiet rate
+
+
+def test_a_lone_429_below_a_configured_rate_cuts_nothing_either() -> None:
+    control = RateController(ceiling=50.0)
+    now = steady(control, 2, 0.0, 20.0)
+    assert not control.on_rate_limited(now)
+    assert control.rate == 50.0
+
+
+def test_a_lone_429_while_sending_fast_still_cuts() -> None:
+    control = RateController(ceiling=None)
+    now = steady(control, 100, 0.0, 20.0)
+    assert control.on_rate_limited(now)
+    assert control.rate is not None
 
 
 def test_a_full_queue_shown_once_holds_for_an_episode_not_the_whole_overflow() -> None:
