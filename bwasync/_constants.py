@@ -173,6 +173,12 @@ RATE_EVIDENCE_ALPHA = 0.001
 #: may read the client's own demand, not the account's: a run's tail of retries in backoff, a
 #: service's quiet spell. Cut to that, the next burst of demand is held to it.
 RATE_PEAK_WINDOW = 10.0
+#: Rule 11: while nothing throttles and the client sends fewer than ``RATE_EARLY_SAMPLE`` segments a
+#: second (a quiet spell), 429s cut only once this many came within ``RATE_PEAK_WINDOW`` seconds. At
+#: a few messages a second one or two 429s are no evidence of a full queue (rule 4 wants
+#: ``RATE_MIN_EVIDENCE`` of them too), and a cut to such a second holds the next burst there; a
+#: queue that is really full at that rate answers 429 again and again.
+RATE_QUIET_EVIDENCE = 3
 #: An accepted rate measured from fewer accepted answers than this is not trusted for a cut.
 RATE_MIN_SAMPLE = 5
 #: While a cut's episode is still running, this many accepted answers and this many 429s in its second

@@ -113,15 +113,15 @@ The rules, and why (PERFORMANCE.md, "Rate control under 429s", holds the measure
     before a stray 429 may read the client's own demand (a run's tail of retries in backoff, a
     quiet spell in a service), and the next burst would be held to it.
 
-11. **Not on a lone 429 in a quiet spell.** While nothing throttles (no rate in force below the
-    configured one, if any), a 429 with no other in the last ``RATE_PEAK_WINDOW`` seconds, when
-    fewer than ``RATE_EARLY_SAMPLE`` segments a second were sent and fewer answers came over the
-    last second or two, cuts nothing. Such a
-    second is a quiet service's own demand, no measure of the account, and a cut to it held the
-    next burst there until rule 4's deadline undid it: against the emulator, 400 messages after
-    12 s at 2 msg/s and one 429 took 4.6 s instead of 0.09 s. A queue that is really full at that
-    rate answers 429 again within seconds (the retry of the request that got this one, after its
-    ``Retry-After``, among them), and that 429 is no longer alone.
+11. **Not on a stray 429 or two in a quiet spell.** While nothing throttles (no rate in force
+    below the configured one, if any) and fewer than ``RATE_EARLY_SAMPLE`` segments a second were
+    sent and fewer answers came over the last second or two, 429s cut only once
+    ``RATE_QUIET_EVIDENCE`` of them came within ``RATE_PEAK_WINDOW`` seconds. Such a second is a
+    quiet service's own demand, no measure of the account, one or two 429s are no evidence (rule
+    4 wants ``RATE_MIN_EVIDENCE`` too), and a cut to it held the next burst there until rule 4's
+    deadline undid it: against the emulator, 400 messages after 12 s at 2 msg/s and one 429
+    took 4.6 s instead of 0.09 s. A queue that is really full at that rate answers 429 again and
+    again (the retries of the requests that got them, after their ``Retry-After``, among them).
 
 A ``Retry-After`` does not pause the account here: it delays only the retry of the request that
 carried it (:mod:`bwasync._retry`). A cut already slows everyone when the queue is full, and
@@ -174,6 +174,7 @@ from ._constants import (
     RATE_PEAK_WINDOW,
     RATE_PLATEAU,
     RATE_PRECISE_SAMPLE,
+    RATE_QUIET_EVIDENCE,
     RATE_RECUT_MARGIN,
     RATE_UNTHROTTLE_FACTOR,
 )
@@ -596,6 +597,7 @@ class RateController:
         "_overflow_mark",
         "_overflow_shown",
         "_plateau",
+        "_recent",
         "_recut_mark",
         "_undo",
         "_w_max",
@@ -653,6 +655,8 @@ class RateController:
         # ``_early_from`` for one window; inf: none yet.
         self._early = [0, 0]
         self._early_from = math.inf
+        # Rule 11: the times of the latest ``RATE_QUIET_EVIDENCE`` 429s.
+        self._recent: list[float] = []
 
     @property
     def meter(self) -> Meter:
@@ -689,7 +693,11 @@ class RateController:
     def on_rate_limited(self, now: float, *, allowed_rate: float | None = None) -> bool:
         """A send was answered 429; True when ``rate`` changed."""
         self._meter.limited(now)
-        lone = now - self._last_full_at > RATE_PEAK_WINDOW  # rule 11 (read before this 429 moves it)
+        recent = self._recent  # rule 11: the latest 429s
+        recent.append(now)
+        if len(recent) > RATE_QUIET_EVIDENCE:
+            del recent[0]
+        few = len(recent) < RATE_QUIET_EVIDENCE or now - recent[0] > RATE_PEAK_WINDOW
         full = self._measure_drain(now)
         early = False
         if now >= self._half_start:
@@ -720,8 +728,8 @@ class RateController:
             if self._meter.young(now):
                 if not self._early_flood(now):
                     return changed  # rule 7: too early to tell a full queue from a stray 429
-            elif lone and max(sent, n_ok + n_limited) < RATE_EARLY_SAMPLE and self.rate == self._ceiling:
-                return changed  # rule 11: one 429 in a quiet spell, while nothing throttles
+            elif few and max(sent, n_ok + n_limited) < RATE_EARLY_SAMPLE and self.rate == self._ceiling:
+                return changed  # rule 11: a stray 429 or two in a quiet spell, while nothing throttles
         self._undo = self.rate
         if allowed_rate is not None:
             hint = allowed_rate if self._ceiling is None else min(allowed_rate, self._ceiling)

@@ -26,8 +26,10 @@ from bwasync._constants import (
     RATE_HINT_PLATEAU,
     RATE_LIMIT_EPISODE,
     RATE_NOISE_HALF_LIFE,
+    RATE_PEAK_WINDOW,
     RATE_PLATEAU,
     RATE_PRECISE_SAMPLE,
+    RATE_QUIET_EVIDENCE,
 )
 from bwasync._ratecontrol import (
     NOISE,
@@ -455,30 +457,42 @@ def test_a_quiet_second_is_not_the_accounts_rate() -> None:
     assert control.rate is not None and control.rate <= 30
 
 
-# --- rule 11: not on a lone 429 in a quiet spell ----------------------------------------------------
+# --- rule 11: not on a stray 429 or two in a quiet spell --------------------------------------------
 
 
-def test_a_lone_429_in_a_quiet_spell_cuts_nothing_and_the_next_burst_goes_at_once() -> None:
-    # A service at 2 msg/s for 20 s, one 429, then a burst: before rule 11 the 429 cut to ~2/s
-    # and the burst was held there until the judgment's deadline (4.6 s for 400 messages
-    # against the emulator, instead of 0.09 s).
+def test_a_stray_429_or_two_in_a_quiet_spell_cut_nothing_and_the_next_burst_goes_at_once() -> None:
+    # A service at 2 msg/s for 20 s, a 429, another 5 s later, then a burst: before rule 11 the
+    # first 429 cut to ~2/s and the burst was held there until the judgment's deadline (4.6 s
+    # for 400 messages against the emulator, instead of 0.09 s).
     control = RateController(ceiling=None)
     now = steady(control, 2, 0.0, 20.0)
+    assert not control.on_rate_limited(now)
+    now = steady(control, 2, now + 0.5, now + 5.0)
     assert not control.on_rate_limited(now)
     assert control.rate is None
     steady(control, 500, now + 0.5, now + 2.5)
     assert control.rate is None
 
 
-def test_a_second_429_in_a_quiet_spell_cuts() -> None:
-    # A queue really full at that rate answers 429 again within seconds (the retry after its
-    # Retry-After among them): that one is not alone.
+def test_a_queue_full_at_a_quiet_rate_is_cut_to_at_the_third_429() -> None:
+    # A queue really full at that rate answers 429 again and again (the retries after their
+    # Retry-After among them): the third within RATE_PEAK_WINDOW cuts, to about the quiet rate.
     control = RateController(ceiling=None)
     now = steady(control, 2, 0.0, 20.0)
-    assert not control.on_rate_limited(now)
-    now = steady(control, 2, now + 0.5, now + 3.0)
+    for _ in range(RATE_QUIET_EVIDENCE - 1):
+        assert not control.on_rate_limited(now)
+        now = steady(control, 2, now + 0.5, now + 2.0)
     assert control.on_rate_limited(now)
-    assert control.rate is not None and control.rate <= 3  # to about the quiet rate
+    assert control.rate is not None and control.rate <= 3
+
+
+def test_429s_further_apart_than_the_peak_window_in_a_quiet_spell_cut_nothing() -> None:
+    control = RateController(ceiling=None)
+    now = steady(control, 2, 0.0, 20.0)
+    for _ in range(5):
+        assert not control.on_rate_limited(now)
+        now = steady(control, 2, now + 0.5, now + RATE_PEAK_WINDOW / 2 + 1.5)  # 429s 6 s apart
+    assert control.rate is None
 
 
 def test_a_lone_429_below_a_configured_rate_cuts_nothing_either() -> None:
