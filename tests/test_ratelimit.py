@@ -658,6 +658,20 @@ async def test_rate_regrows_to_the_configured_rate(clock: FakeClock) -> None:
     assert abs(len(log) - 100) <= 2  # admission follows the regrown rate
 
 
+async def test_a_stray_429_in_a_quiet_spell_leaves_the_next_burst_unthrottled(clock: FakeClock) -> None:
+    # Rule 11 through the limiter: a service at 2/s for 20 s, one 429, then a burst of 100 goes
+    # at once (before: a cut to ~2/s, and the burst held there until the cut was undone).
+    limiter = AdaptiveLimiter()
+    await send_for(clock, limiter, 2, 20.0)
+    limiter.report_rate_limited(sender="a", retry_after=1.0)
+    assert limiter.rate is None
+    log: Log = []
+    for i in range(100):
+        acquire_and_log(clock, limiter, log, ("a", i))
+    await clock.settle()
+    assert len(log) == 100
+
+
 async def test_success_does_nothing_while_unthrottled(clock: FakeClock) -> None:
     limiter = AdaptiveLimiter()
     assert "rate=unthrottled" in repr(limiter)
