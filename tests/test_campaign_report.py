@@ -25,7 +25,7 @@ from bwasync.campaign import (
     render_text,
 )
 from bwasync.cli import cli
-from bwasync.cli._campaign._render import report_hints
+from bwasync.cli._campaign._render import pct, report_hints
 
 APP = "93de2206-9669-4e07-948d-329f4b722ee2"
 SENDER = "+15553332222"
@@ -262,3 +262,11 @@ def test_a_directory_given_as_the_journal_is_named_as_such(tmp_path: Path, comma
     assert "Traceback" not in result.output
     missing = CliRunner().invoke(cli, ["campaign", command, str(tmp_path / "nope.journal")])
     assert missing.exit_code == 2 and "no such journal" in missing.output
+
+
+def test_a_share_that_is_neither_none_nor_all_never_reads_as_0_or_100_percent() -> None:
+    assert pct(4, 10_000) == "<0.1%"  # the demo's invalid rows read "0.0%" before
+    assert pct(9_996, 10_000) == ">99.9%"
+    assert pct(0, 10_000) == "0.0%" and pct(10_000, 10_000) == "100.0%"
+    assert pct(5, 10_000) == "0.1%" and pct(9_994, 10_000) == "99.9%"
+    assert pct(1, 0) == ""
